@@ -1,0 +1,108 @@
+//! Output head fused with the logit soft-cap and cross-entropy, row block by row block so the
+//! full `[rows, vocab]` logit matrix never exists at once.
+//!
+//! Reference: `z = h · headᵀ`, `l = c·tanh(z/c)` (no cap when `c == 0`),
+//! `nll = logsumexp(l) − l[target]`.
+
+use super::matmul::{gemm_into, View};
+use super::par::gemm_parallelism;
+
+const ROWS_PER_BLOCK: usize = 256;
+
+fn softcap_row(row: &mut [f32], c: f32) {
+    if c > 0.0 {
+        let inv = 1.0 / c;
+        row.iter_mut().for_each(|z| *z = c * (*z * inv).tanh());
+    }
+}
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    // Sum in f64: 1024..8192 terms, and this is the metric.
+    let s: f64 = row.iter().map(|&z| ((z - mx) as f64).exp()).sum();
+    mx + s.ln() as f32
+}
+
+/// Calls `f(first_row, logits_block)` with soft-capped logits for consecutive row blocks.
+fn for_each_logit_block(
+    h: &[f32],
+    rows: usize,
+    dim: usize,
+    head: &[f32],
+    vocab: usize,
+    softcap: f32,
+    mut f: impl FnMut(usize, &mut [f32]),
+) {
+    let mut buf = vec![0.0f32; ROWS_PER_BLOCK.min(rows) * vocab];
+    for r0 in (0..rows).step_by(ROWS_PER_BLOCK) {
+        let m = ROWS_PER_BLOCK.min(rows - r0);
+        let block = &mut buf[..m * vocab];
+        gemm_into(
+            m,
+            vocab,
+            dim,
+            View { data: h, offset: r0 * dim, rs: dim, cs: 1 },
+            View { data: head, offset: 0, rs: 1, cs: dim },
+            block,
+            0,
+            vocab,
+            false,
+            gemm_parallelism(),
+        );
+        super::par::for_each_row(block, vocab, |_, row| softcap_row(row, softcap));
+        f(r0, block);
+    }
+}
+
+/// Per-row negative log-likelihood of `targets` (`targets.len() == rows`, ids < vocab).
+pub fn nll(h: &[f32], dim: usize, head: &[f32], vocab: usize, targets: &[u32], softcap: f32) -> Vec<f32> {
+    let rows = targets.len();
+    let mut out = vec![0.0f32; rows];
+    for_each_logit_block(h, rows, dim, head, vocab, softcap, |r0, block| {
+        for (i, row) in block.chunks_exact(vocab).enumerate() {
+            out[r0 + i] = log_sum_exp(row) - row[targets[r0 + i] as usize];
+        }
+    });
+    out
+}
+
+/// Full log-softmax rows `[rows, vocab]`.
+pub fn log_probs(h: &[f32], rows: usize, dim: usize, head: &[f32], vocab: usize, softcap: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * vocab];
+    for_each_logit_block(h, rows, dim, head, vocab, softcap, |r0, block| {
+        for (i, row) in block.chunks_exact(vocab).enumerate() {
+            let lse = log_sum_exp(row);
+            let dst = &mut out[(r0 + i) * vocab..(r0 + i + 1) * vocab];
+            dst.iter_mut().zip(row).for_each(|(d, z)| *d = z - lse);
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nll_matches_log_probs_and_probs_sum_to_one() {
+        let (rows, dim, vocab) = (300, 6, 11);
+        let h: Vec<f32> = (0..rows * dim).map(|i| (i as f32 * 0.31).sin() * 3.0).collect();
+        let w: Vec<f32> = (0..vocab * dim).map(|i| (i as f32 * 0.77).cos() * 4.0).collect();
+        let t: Vec<u32> = (0..rows as u32).map(|i| i * 7 % vocab as u32).collect();
+        let lp = log_probs(&h, rows, dim, &w, vocab, 30.0);
+        let n = nll(&h, dim, &w, vocab, &t, 30.0);
+        for r in 0..rows {
+            let row = &lp[r * vocab..(r + 1) * vocab];
+            let total: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
+            assert!((total - 1.0).abs() < 1e-5);
+            assert!((n[r] + row[t[r] as usize]).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn softcap_bounds_logits() {
+        let mut row = vec![-1000.0, 0.0, 1000.0];
+        softcap_row(&mut row, 30.0);
+        assert!(row[0] >= -30.0 && row[2] <= 30.0 && row[1] == 0.0);
+    }
+}

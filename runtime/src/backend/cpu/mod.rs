@@ -1,0 +1,272 @@
+//! The CPU backend: plain float32, multi-threaded, obviously right. It is the oracle every
+//! other backend is tested against, so each kernel sits in its own file with its reference
+//! semantics in the module doc and a naive test beside it.
+
+mod attention;
+mod head;
+mod matmul;
+mod norm;
+pub(crate) mod par;
+mod rope;
+
+pub use matmul::linear;
+pub use rope::RopeTable;
+
+use super::{AttnGeometry, Backend, RopeSpec};
+use crate::model::Activation;
+use crate::{Error, Result};
+
+/// A `[rows, cols]` row-major f32 matrix in host memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuTensor {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+/// The float32 CPU backend.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    /// A CPU backend using the global thread pool.
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+fn same_shape(a: &CpuTensor, b: &CpuTensor, op: &str) -> Result<()> {
+    if (a.rows, a.cols) != (b.rows, b.cols) {
+        return Err(Error::Backend(format!(
+            "{op}: shapes {}x{} and {}x{} differ",
+            a.rows, a.cols, b.rows, b.cols
+        )));
+    }
+    Ok(())
+}
+
+fn vector_len(v: &CpuTensor, n: usize, op: &str) -> Result<()> {
+    if v.data.len() != n {
+        return Err(Error::Backend(format!("{op}: vector has {} values, expected {n}", v.data.len())));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn name(&self) -> String {
+        format!("cpu (float32, {} threads)", par::threads())
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuTensor> {
+        if data.len() != rows * cols {
+            return Err(Error::Backend(format!("upload: {} values for {rows}x{cols}", data.len())));
+        }
+        Ok(CpuTensor { rows, cols, data: data.to_vec() })
+    }
+
+    fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data.clone())
+    }
+
+    fn copy(&self, t: &CpuTensor) -> Result<CpuTensor> {
+        Ok(t.clone())
+    }
+
+    fn shape(&self, t: &CpuTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn embedding(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
+        let d = table.cols;
+        let mut data = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            let id = id as usize;
+            if id >= table.rows {
+                return Err(Error::Backend(format!(
+                    "token id {id} out of range for a {}-row table",
+                    table.rows
+                )));
+            }
+            data.extend_from_slice(&table.data[id * d..(id + 1) * d]);
+        }
+        Ok(CpuTensor { rows: ids.len(), cols: d, data })
+    }
+
+    fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
+        let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        self.embedding(x, &ids)
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+        if x.cols != w.cols {
+            return Err(Error::Backend(format!(
+                "linear: input width {} but weight is {}x{}",
+                x.cols, w.rows, w.cols
+            )));
+        }
+        Ok(CpuTensor {
+            rows: x.rows,
+            cols: w.rows,
+            data: matmul::linear(&x.data, x.rows, &w.data, w.rows, w.cols),
+        })
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, eps: f32, scale: f32) -> Result<CpuTensor> {
+        let mut y = x.clone();
+        par::for_each_row(&mut y.data, x.cols, |_, r| norm::rms_norm_in_place(r, eps, scale));
+        Ok(y)
+    }
+
+    fn resid_mix(&self, x: &CpuTensor, x0: &CpuTensor, mix: &CpuTensor) -> Result<CpuTensor> {
+        same_shape(x, x0, "resid_mix")?;
+        vector_len(mix, 2 * x.cols, "resid_mix")?;
+        let (a, b) = mix.data.split_at(x.cols);
+        let mut y = x.clone();
+        par::for_each_row(&mut y.data, x.cols, |i, r| {
+            let r0 = &x0.data[i * x.cols..(i + 1) * x.cols];
+            for c in 0..r.len() {
+                r[c] = a[c] * r[c] + b[c] * r0[c];
+            }
+        });
+        Ok(y)
+    }
+
+    fn add_scaled(&self, x: &mut CpuTensor, y: &CpuTensor, scale: &CpuTensor) -> Result<()> {
+        same_shape(x, y, "add_scaled")?;
+        vector_len(scale, x.cols, "add_scaled")?;
+        let cols = x.cols;
+        par::for_each_row(&mut x.data, cols, |i, r| {
+            let yr = &y.data[i * cols..(i + 1) * cols];
+            for c in 0..cols {
+                r[c] += scale.data[c] * yr[c];
+            }
+        });
+        Ok(())
+    }
+
+    fn add_scalar_scaled(&self, x: &mut CpuTensor, y: &CpuTensor, s: f32) -> Result<()> {
+        same_shape(x, y, "add_scalar_scaled")?;
+        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += s * b);
+        Ok(())
+    }
+
+    fn smear(&self, x: &CpuTensor, gate: &CpuTensor, seq: usize) -> Result<CpuTensor> {
+        vector_len(gate, x.cols, "smear")?;
+        if seq == 0 || x.rows % seq != 0 {
+            return Err(Error::Backend(format!("smear: {} rows is not a multiple of seq {seq}", x.rows)));
+        }
+        let g: Vec<f32> = gate.data.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+        let cols = x.cols;
+        let mut y = x.clone();
+        par::for_each_row(&mut y.data, cols, |i, r| {
+            if i % seq == 0 {
+                r.iter_mut().zip(&g).for_each(|(v, g)| *v *= 1.0 - g);
+            } else {
+                let prev = &x.data[(i - 1) * cols..i * cols];
+                for c in 0..cols {
+                    r[c] = (1.0 - g[c]) * r[c] + g[c] * prev[c];
+                }
+            }
+        });
+        Ok(y)
+    }
+
+    fn qk_norm_rope(
+        &self,
+        q: &mut CpuTensor,
+        k: &mut CpuTensor,
+        geom: &AttnGeometry,
+        rope: &RopeSpec,
+        q_gain: &CpuTensor,
+        eps: f32,
+    ) -> Result<()> {
+        let hd = geom.head_dim;
+        let rows = geom.batch * geom.seq;
+        if q.rows != rows || k.rows != rows || q.cols != geom.heads * hd || k.cols != geom.kv_heads * hd {
+            return Err(Error::Backend("qk_norm_rope: q/k shapes do not match the geometry".into()));
+        }
+        vector_len(q_gain, geom.heads, "qk_norm_rope")?;
+        let table = RopeTable::new(geom.seq, rope.dims, rope.base);
+        let seq = geom.seq;
+        let prep = |t: &mut CpuTensor, gain: Option<&[f32]>| {
+            let cols = t.cols;
+            par::for_each_row(&mut t.data, cols, |i, r| {
+                for (h, head) in r.chunks_exact_mut(hd).enumerate() {
+                    norm::rms_norm_in_place(head, eps, 1.0);
+                    table.apply(head, i % seq);
+                    if let Some(g) = gain {
+                        head.iter_mut().for_each(|v| *v *= g[h]);
+                    }
+                }
+            });
+        };
+        prep(q, Some(&q_gain.data));
+        prep(k, None);
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        geom: &AttnGeometry,
+        xsa: bool,
+    ) -> Result<CpuTensor> {
+        let rows = geom.batch * geom.seq;
+        let ok = geom.kv_heads > 0
+            && geom.heads % geom.kv_heads == 0
+            && q.rows == rows
+            && q.cols == geom.heads * geom.head_dim
+            && (k.rows, k.cols) == (rows, geom.kv_heads * geom.head_dim)
+            && (v.rows, v.cols) == (k.rows, k.cols);
+        if !ok {
+            return Err(Error::Backend("attention: q/k/v shapes do not match the geometry".into()));
+        }
+        Ok(CpuTensor {
+            rows,
+            cols: q.cols,
+            data: attention::attention(&q.data, &k.data, &v.data, geom, xsa),
+        })
+    }
+
+    fn activation(&self, h: &CpuTensor, act: Activation) -> Result<CpuTensor> {
+        let mut y = h.clone();
+        let cols = h.cols.max(1);
+        par::for_each_row(&mut y.data, cols, |_, r| {
+            for v in r.iter_mut() {
+                let a = match act {
+                    Activation::Relu2 => v.max(0.0),
+                    Activation::LeakyRelu2 { slope } => {
+                        if *v >= 0.0 {
+                            *v
+                        } else {
+                            slope * *v
+                        }
+                    }
+                };
+                *v = a * a;
+            }
+        });
+        Ok(y)
+    }
+
+    fn nll(&self, h: &CpuTensor, head: &CpuTensor, targets: &[u32], softcap: f32) -> Result<Vec<f32>> {
+        if h.cols != head.cols || targets.len() != h.rows {
+            return Err(Error::Backend("nll: shapes do not match".into()));
+        }
+        if let Some(&t) = targets.iter().find(|&&t| t as usize >= head.rows) {
+            return Err(Error::Backend(format!("target id {t} out of range for vocab {}", head.rows)));
+        }
+        Ok(head::nll(&h.data, h.cols, &head.data, head.rows, targets, softcap))
+    }
+
+    fn log_probs(&self, h: &CpuTensor, head: &CpuTensor, softcap: f32) -> Result<Vec<f32>> {
+        if h.cols != head.cols {
+            return Err(Error::Backend("log_probs: shapes do not match".into()));
+        }
+        Ok(head::log_probs(&h.data, h.rows, h.cols, &head.data, head.rows, softcap))
+    }
+}

@@ -1,0 +1,96 @@
+//! The compute interface every backend implements, fused at the granularity this model needs.
+//!
+//! A backend owns 2-D float tensors (`[rows, cols]`, row-major semantics; the storage type and
+//! precision are the backend's business). The forward pass in [`crate::model`] is written once
+//! against [`Backend`]; the CPU backend is the float32 oracle every other backend is tested
+//! against. Training (issue: training engine) adds a `TrainBackend` extension with the backward
+//! of each op below; inference builds never pay for it.
+
+pub mod cpu;
+
+use crate::model::Activation;
+use crate::Result;
+
+/// Shape of one attention call: `batch` independent windows of `seq` tokens each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnGeometry {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Rotary embedding parameters for one forward window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeSpec {
+    /// Base after any NTK adjustment for this window length.
+    pub base: f32,
+    /// Rotated dims per head (the first `dims` of each head; pairs `(i, i + dims/2)`).
+    pub dims: usize,
+}
+
+/// A compute backend. All ops act on whole activations of `batch * seq` rows.
+pub trait Backend: Send + Sync {
+    /// Device tensor holding a `[rows, cols]` matrix.
+    type Tensor: Send + Sync;
+
+    /// Human-readable name, e.g. `cpu (2 threads)`.
+    fn name(&self) -> String;
+    /// Copies a host matrix to the device.
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
+    /// Copies a device matrix to the host (row-major).
+    fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// A copy of a tensor.
+    fn copy(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `(rows, cols)` of a tensor.
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+
+    /// Row gather: `out[i] = table[ids[i]]`. Ids are checked against the table.
+    fn embedding(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
+    /// Selects rows of `x` (used to run the head only on scored positions).
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
+    /// `x · wᵀ` with `w` in `nn.Linear` layout `[out, in]`.
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Parameter-free RMSNorm over each row, times `scale`.
+    fn rms_norm(&self, x: &Self::Tensor, eps: f32, scale: f32) -> Result<Self::Tensor>;
+    /// `mix[0] ⊙ x + mix[1] ⊙ x0` (`mix` is `[2, cols]`).
+    fn resid_mix(&self, x: &Self::Tensor, x0: &Self::Tensor, mix: &Self::Tensor)
+        -> Result<Self::Tensor>;
+    /// `x += scale ⊙ y` with a per-column `scale` (`[1, cols]`).
+    fn add_scaled(&self, x: &mut Self::Tensor, y: &Self::Tensor, scale: &Self::Tensor)
+        -> Result<()>;
+    /// `x += s · y` with a scalar `s`.
+    fn add_scalar_scaled(&self, x: &mut Self::Tensor, y: &Self::Tensor, s: f32) -> Result<()>;
+    /// SmearGate: `x_t ← (1-g) ⊙ x_t + g ⊙ x_{t-1}` per window, `g = sigmoid(gate)`, `x_{-1} = 0`.
+    fn smear(&self, x: &Self::Tensor, gate: &Self::Tensor, seq: usize) -> Result<Self::Tensor>;
+    /// In place on `q` `[rows, heads*hd]` and `k` `[rows, kv_heads*hd]`: per-head RMS norm,
+    /// RoPE at position `row % seq`, then `q *= q_gain[head]`.
+    fn qk_norm_rope(
+        &self,
+        q: &mut Self::Tensor,
+        k: &mut Self::Tensor,
+        geom: &AttnGeometry,
+        rope: &RopeSpec,
+        q_gain: &Self::Tensor,
+        eps: f32,
+    ) -> Result<()>;
+    /// Causal grouped-query attention per window, softmax scale `1/sqrt(head_dim)`.
+    /// With `xsa`, each output head has its component along the token's own (normalised)
+    /// value vector removed (spec 4.7).
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        geom: &AttnGeometry,
+        xsa: bool,
+    ) -> Result<Self::Tensor>;
+    /// MLP activation, element-wise.
+    fn activation(&self, h: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+    /// Fused head + soft-cap + cross-entropy: for each row of `h`, `-log softmax(c·tanh(h·headᵀ/c))[target]`.
+    fn nll(&self, h: &Self::Tensor, head: &Self::Tensor, targets: &[u32], softcap: f32)
+        -> Result<Vec<f32>>;
+    /// Fused head + soft-cap + log-softmax: full `[rows, vocab]` log-probabilities on the host.
+    fn log_probs(&self, h: &Self::Tensor, head: &Self::Tensor, softcap: f32) -> Result<Vec<f32>>;
+}

@@ -1,0 +1,48 @@
+//! Command-line front end. Each subcommand lives in its own file; shared flags live here.
+
+mod eval;
+mod inspect;
+mod model_args;
+mod progress;
+mod score;
+
+use clap::{Parser, Subcommand};
+
+/// Run OpenAI parameter-golf language models: evaluate, score text, inspect artifacts.
+#[derive(Parser)]
+#[command(name = "pgolf-rt", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads for the CPU backend (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate val_loss and val_bpb of an artifact on challenge shards.
+    Eval(eval::EvalArgs),
+    /// Score raw text: per-token log-probabilities and bits per byte.
+    Score(score::ScoreArgs),
+    /// Print an artifact's inferred architecture, tensors and byte budget.
+    Inspect(inspect::InspectArgs),
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
+    }
+    match cli.command {
+        Command::Eval(a) => eval::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    }
+}

@@ -1,0 +1,80 @@
+//! Flags shared by the commands that load a model: the artifact, the backend, and the
+//! architecture details an artifact's shapes cannot tell.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pgolf_rt::artifact::Artifact;
+use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelWeights};
+use std::path::PathBuf;
+
+/// Compute backend choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The fastest backend available on this machine.
+    Auto,
+    /// Float32 CPU reference backend.
+    Cpu,
+    /// NVIDIA GPUs through CUDA (needs the `cuda` build feature).
+    Cuda,
+    /// Any GPU through wgpu (needs the `wgpu` build feature).
+    Wgpu,
+}
+
+/// What the artifact's shapes cannot tell.
+#[derive(Args, Debug, Clone)]
+pub struct ArchArgs {
+    /// RoPE base.
+    #[arg(long, default_value_t = 10000.0)]
+    pub rope_base: f32,
+    /// Rotated dims per head (partial RoPE); default: the whole head.
+    #[arg(long)]
+    pub rope_dims: Option<usize>,
+    /// Apply the NTK RoPE rule for windows longer than this (11-layer records: 1024).
+    #[arg(long)]
+    pub ntk_train_len: Option<usize>,
+    /// Logit soft-cap (0 disables it).
+    #[arg(long, default_value_t = 30.0)]
+    pub softcap: f32,
+    /// MLP activation: relu2 or leaky_relu2.
+    #[arg(long, default_value = "relu2")]
+    pub activation: String,
+    /// Scale block norms by 1/sqrt(layer+1) (LN-scale records).
+    #[arg(long)]
+    pub ln_scale: bool,
+    /// Exclusive self-attention on the last N layers.
+    #[arg(long, default_value_t = 0)]
+    pub xsa_last: usize,
+}
+
+impl ArchArgs {
+    pub fn overrides(&self) -> Result<ConfigOverrides> {
+        Ok(ConfigOverrides {
+            rope_base: Some(self.rope_base),
+            rope_dims: self.rope_dims,
+            rope_ntk_train_len: Some(self.ntk_train_len),
+            logit_softcap: Some(self.softcap),
+            activation: Some(self.activation.parse::<Activation>()?),
+            ln_scale: Some(self.ln_scale),
+            xsa_last: Some(self.xsa_last),
+        })
+    }
+}
+
+/// Loads an artifact and builds its weights.
+pub fn load_weights(path: &PathBuf, arch: &ArchArgs) -> Result<(Artifact, ModelWeights)> {
+    let artifact = Artifact::load(path)?;
+    let weights = ModelWeights::from_artifact(&artifact, &arch.overrides()?)
+        .with_context(|| format!("{}: cannot build the model", path.display()))?;
+    Ok((artifact, weights))
+}
+
+/// Resolves the backend choice. Only the CPU backend is compiled in today; an explicit request
+/// for another one is an error, never a silent fallback.
+pub fn cpu_model(choice: BackendChoice, weights: &ModelWeights) -> Result<DeviceModel<CpuBackend>> {
+    match choice {
+        BackendChoice::Auto | BackendChoice::Cpu => Ok(DeviceModel::new(CpuBackend::new(), weights)?),
+        BackendChoice::Cuda => bail!("--backend cuda: this pgolf-rt was built without the `cuda` feature (rebuild with `--features cuda`)"),
+        BackendChoice::Wgpu => bail!("--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"),
+    }
+}
