@@ -11,6 +11,7 @@
 //!
 //! `tokenizer` (SentencePiece, byte accounting) and `data` (challenge shards) feed `eval`.
 
+mod api;
 pub mod artifact;
 pub mod backend;
 pub mod data;
@@ -19,4 +20,5 @@ pub mod eval;
 pub mod model;
 pub mod tokenizer;
 
+pub use api::{Model, Sampling};
 pub use error::{Error, Result};
