@@ -12,9 +12,21 @@
 //!   hand them to the model: `q * scale` computed in f32, then rounded through the tensor's
 //!   original dtype (bf16 / fp16 / f32) and widened back to f32.
 
-// Submodules are filled in by the artifact work (compress, zip, pickle, torch, quant, write).
+pub mod compress;
+pub mod pickle;
+pub mod quant;
+pub mod torch;
+pub mod write;
+pub mod zip;
 
 use std::path::Path;
+
+pub use write::{export_artifact, write_atomic, ExportLayout, ExportOptions, ExportTensor};
+
+/// Shorthand for an [`crate::Error::Artifact`].
+pub(crate) fn err(msg: impl Into<String>) -> crate::Error {
+    crate::Error::Artifact(msg.into())
+}
 
 /// How the outer file is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +122,28 @@ impl Artifact {
     }
 
     /// Decodes an artifact held in memory.
-    pub fn from_bytes(_bytes: &[u8]) -> crate::Result<Self> {
-        Err(crate::Error::Artifact("not implemented yet".into()))
+    pub fn from_bytes(bytes: &[u8]) -> crate::Result<Self> {
+        let (compression, payload) = compress::decompress(bytes)?;
+        let archive = zip::TorchArchive::parse(&payload)?;
+        let root = pickle::load(archive.pickle)?;
+        let (format, tensors) = quant::interpret(&root, &archive)?;
+        Ok(Artifact {
+            compression,
+            format,
+            file_bytes: bytes.len(),
+            payload_bytes: payload.len(),
+            tensors,
+        })
+    }
+
+    /// Total number of model parameters (elements over all tensors).
+    pub fn num_params(&self) -> usize {
+        self.tensors.iter().map(|t| t.values.len()).sum()
+    }
+
+    /// Sum of [`ArtifactTensor::stored_bytes`] (the uncompressed tensor payload).
+    pub fn stored_bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.stored_bytes).sum()
     }
 
     /// Looks a tensor up by name.
