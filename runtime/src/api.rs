@@ -32,13 +32,21 @@ pub struct Sampling {
 impl Sampling {
     /// Always the most likely token.
     pub fn greedy() -> Self {
-        Sampling { temperature: 0.0, top_k: 0, seed: 0 }
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            seed: 0,
+        }
     }
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 0.8, top_k: 40, seed: 0 }
+        Sampling {
+            temperature: 0.8,
+            top_k: 40,
+            seed: 0,
+        }
     }
 }
 
@@ -54,17 +62,33 @@ pub struct Model {
 impl Model {
     /// Loads an artifact file and a SentencePiece `.model` file.
     pub fn load(artifact: impl AsRef<Path>, tokenizer: impl AsRef<Path>) -> Result<Self> {
-        Self::build(Artifact::load(artifact)?, Tokenizer::load(tokenizer)?, &ConfigOverrides::default())
+        Self::build(
+            Artifact::load(artifact)?,
+            Tokenizer::load(tokenizer)?,
+            &ConfigOverrides::default(),
+        )
     }
 
     /// Builds a model from the bytes of an artifact and of a tokenizer (e.g. fetched in a browser).
     pub fn from_bytes(artifact: &[u8], tokenizer: &[u8]) -> Result<Self> {
-        Self::build(Artifact::from_bytes(artifact)?, Tokenizer::from_bytes(tokenizer)?, &ConfigOverrides::default())
+        Self::build(
+            Artifact::from_bytes(artifact)?,
+            Tokenizer::from_bytes(tokenizer)?,
+            &ConfigOverrides::default(),
+        )
     }
 
     /// Like [`Model::from_bytes`], with architecture overrides.
-    pub fn from_bytes_with(artifact: &[u8], tokenizer: &[u8], ov: &ConfigOverrides) -> Result<Self> {
-        Self::build(Artifact::from_bytes(artifact)?, Tokenizer::from_bytes(tokenizer)?, ov)
+    pub fn from_bytes_with(
+        artifact: &[u8],
+        tokenizer: &[u8],
+        ov: &ConfigOverrides,
+    ) -> Result<Self> {
+        Self::build(
+            Artifact::from_bytes(artifact)?,
+            Tokenizer::from_bytes(tokenizer)?,
+            ov,
+        )
     }
 
     fn build(art: Artifact, tokenizer: Tokenizer, ov: &ConfigOverrides) -> Result<Self> {
@@ -77,7 +101,12 @@ impl Model {
             )));
         }
         let lut = tokenizer.byte_lut(vocab);
-        Ok(Model { model: DeviceModel::new(CpuBackend::new(), &weights)?, tokenizer, lut, context: 1024 })
+        Ok(Model {
+            model: DeviceModel::new(CpuBackend::new(), &weights)?,
+            tokenizer,
+            lut,
+            context: 1024,
+        })
     }
 
     /// The architecture.
@@ -94,13 +123,22 @@ impl Model {
     pub fn score(&self, text: &str) -> Result<TextScore> {
         let mut ids = vec![self.tokenizer.bos_id()];
         ids.extend(self.tokenizer.encode(text));
-        score_tokens(&self.model, &ids, &self.lut, self.context, 64.min(self.context))
+        score_tokens(
+            &self.model,
+            &ids,
+            &self.lut,
+            self.context,
+            64.min(self.context),
+        )
     }
 
     /// Continues `prompt` by `n` tokens and returns the continuation's text.
     pub fn generate(&self, prompt: &str, n: usize, sampling: &Sampling) -> Result<String> {
-        if !(sampling.temperature >= 0.0) {
-            return Err(Error::Usage(format!("temperature {} must be >= 0", sampling.temperature)));
+        if sampling.temperature.is_nan() || sampling.temperature < 0.0 {
+            return Err(Error::Usage(format!(
+                "temperature {} must be >= 0",
+                sampling.temperature
+            )));
         }
         let mut ids = vec![self.tokenizer.bos_id()];
         ids.extend(self.tokenizer.encode(prompt));
@@ -133,7 +171,10 @@ fn pick(logprobs: &[f32], s: &Sampling, rng: &mut SplitMix64) -> u32 {
         cand.truncate(s.top_k);
     }
     let mx = cand[0].1;
-    let w: Vec<f64> = cand.iter().map(|&(_, l)| (((l - mx) / s.temperature) as f64).exp()).collect();
+    let w: Vec<f64> = cand
+        .iter()
+        .map(|&(_, l)| (((l - mx) / s.temperature) as f64).exp())
+        .collect();
     let total: f64 = w.iter().sum();
     let mut u = rng.next_f64() * total;
     for (i, wi) in w.iter().enumerate() {
@@ -170,14 +211,22 @@ mod tests {
         let lp = [-3.0f32, -0.1, -2.0];
         let mut rng = SplitMix64(7);
         assert_eq!(pick(&lp, &Sampling::greedy(), &mut rng), 1);
-        let top1 = Sampling { temperature: 1.0, top_k: 1, seed: 0 };
+        let top1 = Sampling {
+            temperature: 1.0,
+            top_k: 1,
+            seed: 0,
+        };
         assert_eq!(pick(&lp, &top1, &mut rng), 1);
     }
 
     #[test]
     fn sampling_follows_the_distribution() {
         let lp = [0.25f32.ln(), 0.75f32.ln()];
-        let s = Sampling { temperature: 1.0, top_k: 0, seed: 1 };
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            seed: 1,
+        };
         let mut rng = SplitMix64(1);
         let ones = (0..20_000).filter(|_| pick(&lp, &s, &mut rng) == 1).count();
         assert!((ones as f64 / 20_000.0 - 0.75).abs() < 0.02, "{ones}");

@@ -13,13 +13,23 @@ use pgolf_rt::eval::{eval_sliding, eval_standard, EvalOptions};
 const TOL_BPB: f64 = 2e-3;
 
 fn opts() -> EvalOptions<'static> {
-    EvalOptions { seq_len: 1024, batch: 8, progress: None }
+    EvalOptions {
+        seq_len: 1024,
+        batch: 8,
+        progress: None,
+    }
 }
 
 fn check(name: &str, got: f64, want: f64, tokens: u64) {
-    eprintln!("{name}: val_bpb {got:.8} vs PyTorch {want:.8} (diff {:+.2e}), {tokens} targets", got - want);
+    eprintln!(
+        "{name}: val_bpb {got:.8} vs PyTorch {want:.8} (diff {:+.2e}), {tokens} targets",
+        got - want
+    );
     assert_eq!(tokens, 1_054_720, "{name}: scored target count");
-    assert!((got - want).abs() < TOL_BPB, "{name}: val_bpb {got} is not within {TOL_BPB} of {want}");
+    assert!(
+        (got - want).abs() < TOL_BPB,
+        "{name}: val_bpb {got} is not within {TOL_BPB} of {want}"
+    );
 }
 
 #[test]

@@ -9,12 +9,19 @@ use pgolf_rt::eval::{run_windows, sliding_windows, truncate_for_eval, EvalOption
 use serde_json::Value;
 
 fn fixture(stem: &str) -> Value {
-    let p = format!("{}/tests/fixtures/torch/{stem}.json", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/tests/fixtures/torch/{stem}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(p).expect("fixture")).expect("json")
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn check_artifact(artifact: &str) {
@@ -22,7 +29,10 @@ fn check_artifact(artifact: &str) {
     let stem = artifact.trim_end_matches(".ptz");
     let fx = fixture(stem);
     let model = common::cpu_model(&s, artifact);
-    assert_eq!(model.config.param_count() as u64, fx["config"]["num_params"].as_u64().unwrap());
+    assert_eq!(
+        model.config.param_count() as u64,
+        fx["config"]["num_params"].as_u64().unwrap()
+    );
     let lut = common::sp1024(&s).byte_lut(1024);
     let toks = load_tokens(common::val_shard(&s).to_str().unwrap()).unwrap();
 
@@ -38,13 +48,25 @@ fn check_artifact(artifact: &str) {
         .flat_map(floats)
         .collect();
     assert_eq!(want.len(), nll.len());
-    let max_err = nll.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    let max_err = nll
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
     let sum: f64 = nll.iter().map(|&v| v as f64).sum();
     let want_sum = fx["standard"]["nll_sum"].as_f64().unwrap();
     eprintln!("{stem}: max |nll diff| {max_err:.2e}, nll sum {sum:.4} vs {want_sum:.4}");
-    assert!(max_err < 5e-4, "{stem}: per-position NLL differs by {max_err}");
-    assert!((sum - want_sum).abs() / want_sum < 1e-5, "{stem}: NLL sum {sum} vs {want_sum}");
-    let bytes: u64 = (0..2 * seq).map(|t| lut.bytes_for(toks[t], toks[t + 1]) as u64).sum();
+    assert!(
+        max_err < 5e-4,
+        "{stem}: per-position NLL differs by {max_err}"
+    );
+    assert!(
+        (sum - want_sum).abs() / want_sum < 1e-5,
+        "{stem}: NLL sum {sum} vs {want_sum}"
+    );
+    let bytes: u64 = (0..2 * seq)
+        .map(|t| lut.bytes_for(toks[t], toks[t + 1]) as u64)
+        .sum();
     assert_eq!(bytes, fx["standard"]["bytes"].as_u64().unwrap());
 
     // Logits of window 0 at a few positions: compare differences (softmax-invariant).
@@ -54,7 +76,10 @@ fn check_artifact(artifact: &str) {
         let want = floats(&fx["standard"]["window0_logits_first8"][pos]);
         for i in 1..want.len() {
             let (g, w) = ((lp[i] - lp[0]) as f64, want[i] - want[0]);
-            assert!((g - w).abs() < 2e-3, "{stem} pos {pos} logit {i}: {g} vs {w}");
+            assert!(
+                (g - w).abs() < 2e-3,
+                "{stem} pos {pos} logit {i}: {g} vs {w}"
+            );
         }
     }
 
@@ -62,7 +87,11 @@ fn check_artifact(artifact: &str) {
     let stream = truncate_for_eval(&toks, seq).unwrap();
     let windows = sliding_windows(stream.len(), seq, 64).unwrap();
     let (mut n, mut tot, mut b) = (0u64, 0f64, 0u64);
-    let opts = EvalOptions { seq_len: seq, batch: 4, progress: None };
+    let opts = EvalOptions {
+        seq_len: seq,
+        batch: 4,
+        progress: None,
+    };
     run_windows(&model, stream, &windows[..4], opts, |t, v| {
         n += 1;
         tot += v as f64;
@@ -73,7 +102,10 @@ fn check_artifact(artifact: &str) {
     assert_eq!(n, sl["tokens"].as_u64().unwrap());
     assert_eq!(b, sl["bytes"].as_u64().unwrap());
     let want = sl["nll_sum"].as_f64().unwrap();
-    assert!((tot - want).abs() / want < 1e-5, "{stem}: sliding NLL sum {tot} vs {want}");
+    assert!(
+        (tot - want).abs() / want < 1e-5,
+        "{stem}: sliding NLL sum {tot} vs {want}"
+    );
 }
 
 #[test]

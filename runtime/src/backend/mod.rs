@@ -55,11 +55,19 @@ pub trait Backend: Send + Sync {
     /// Parameter-free RMSNorm over each row, times `scale`.
     fn rms_norm(&self, x: &Self::Tensor, eps: f32, scale: f32) -> Result<Self::Tensor>;
     /// `mix[0] ⊙ x + mix[1] ⊙ x0` (`mix` is `[2, cols]`).
-    fn resid_mix(&self, x: &Self::Tensor, x0: &Self::Tensor, mix: &Self::Tensor)
-        -> Result<Self::Tensor>;
+    fn resid_mix(
+        &self,
+        x: &Self::Tensor,
+        x0: &Self::Tensor,
+        mix: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
     /// `x += scale ⊙ y` with a per-column `scale` (`[1, cols]`).
-    fn add_scaled(&self, x: &mut Self::Tensor, y: &Self::Tensor, scale: &Self::Tensor)
-        -> Result<()>;
+    fn add_scaled(
+        &self,
+        x: &mut Self::Tensor,
+        y: &Self::Tensor,
+        scale: &Self::Tensor,
+    ) -> Result<()>;
     /// `x += s · y` with a scalar `s`.
     fn add_scalar_scaled(&self, x: &mut Self::Tensor, y: &Self::Tensor, s: f32) -> Result<()>;
     /// SmearGate: `x_t ← (1-g) ⊙ x_t + g ⊙ x_{t-1}` per window, `g = sigmoid(gate)`, `x_{-1} = 0`.
@@ -89,8 +97,13 @@ pub trait Backend: Send + Sync {
     /// MLP activation, element-wise.
     fn activation(&self, h: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
     /// Fused head + soft-cap + cross-entropy: for each row of `h`, `-log softmax(c·tanh(h·headᵀ/c))[target]`.
-    fn nll(&self, h: &Self::Tensor, head: &Self::Tensor, targets: &[u32], softcap: f32)
-        -> Result<Vec<f32>>;
+    fn nll(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<Vec<f32>>;
     /// Fused head + soft-cap + log-softmax: full `[rows, vocab]` log-probabilities on the host.
     fn log_probs(&self, h: &Self::Tensor, head: &Self::Tensor, softcap: f32) -> Result<Vec<f32>>;
 }

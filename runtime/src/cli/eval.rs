@@ -53,8 +53,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(n) = a.max_tokens {
         tokens.truncate(n);
     }
-    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= weights.config.vocab_size) {
-        anyhow::bail!("{}: token id {bad} is outside the model's vocabulary of {}", a.data, weights.config.vocab_size);
+    if let Some(&bad) = tokens
+        .iter()
+        .find(|&&t| t as usize >= weights.config.vocab_size)
+    {
+        anyhow::bail!(
+            "{}: token id {bad} is outside the model's vocabulary of {}",
+            a.data,
+            weights.config.vocab_size
+        );
     }
     let model = cpu_model(a.backend, &weights)?;
     let stride = a.stride.or(if a.sliding { Some(64) } else { None });
@@ -74,7 +81,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     .context("evaluation failed")?;
     pb.finish_and_clear();
-    let mode = if stride.is_some() { "sliding" } else { "standard" };
+    let mode = if stride.is_some() {
+        "sliding"
+    } else {
+        "standard"
+    };
     println!(
         "{mode} eval  backend:{}  seq_len:{}  stride:{}",
         model.backend_name(),

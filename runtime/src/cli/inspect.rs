@@ -23,7 +23,10 @@ pub fn run(a: InspectArgs) -> Result<()> {
     println!("artifact          {}", a.artifact.display());
     println!("compression       {:?}", art.compression);
     println!("container         {:?}", art.format);
-    println!("payload           {} bytes (torch.save zip, decompressed)", art.payload_bytes);
+    println!(
+        "payload           {} bytes (torch.save zip, decompressed)",
+        art.payload_bytes
+    );
     let total = art.file_bytes + a.code_bytes;
     let pct = 100.0 * total as f64 / SIZE_CAP_BYTES as f64;
     println!(
@@ -43,7 +46,10 @@ pub fn run(a: InspectArgs) -> Result<()> {
         Ok(w) => println!("{}\n", w.config),
         Err(e) => println!("architecture      cannot be inferred: {e}\n"),
     }
-    println!("{:<36} {:>14} {:>10} {:>6} {:>11}", "tensor", "shape", "scheme", "dtype", "bytes");
+    println!(
+        "{:<36} {:>14} {:>10} {:>6} {:>11}",
+        "tensor", "shape", "scheme", "dtype", "bytes"
+    );
     let mut params = 0usize;
     for t in &art.tensors {
         params += t.values.len();

@@ -38,7 +38,9 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let text = match a.text.as_deref() {
         Some("-") | None => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
             s
         }
         Some(t) => t.to_string(),
@@ -48,12 +50,18 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let lut = tok.byte_lut(weights.config.vocab_size);
     let mut ids = vec![tok.bos_id()];
     ids.extend(tok.encode(&text));
-    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= weights.config.vocab_size) {
+    if let Some(&bad) = ids
+        .iter()
+        .find(|&&t| t as usize >= weights.config.vocab_size)
+    {
         anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary of {}: wrong tokenizer for this model?", weights.config.vocab_size);
     }
     let model = cpu_model(a.backend, &weights)?;
     let s = score_tokens(&model, &ids, &lut, a.seq_len, a.stride)?;
-    println!("{:>6} {:>6}  {:<16} {:>10} {:>8} {:>5}", "pos", "id", "piece", "logprob", "bits", "bytes");
+    println!(
+        "{:>6} {:>6}  {:<16} {:>10} {:>8} {:>5}",
+        "pos", "id", "piece", "logprob", "bits", "bytes"
+    );
     for (i, t) in s.tokens.iter().enumerate() {
         let piece = tok.piece(t.id).unwrap_or("?");
         println!(

@@ -74,7 +74,8 @@ impl Shard {
                 b.len()
             )));
         }
-        let word = |i: usize| i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+        let word =
+            |i: usize| i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
         if word(0) != SHARD_MAGIC {
             return Err(Error::Data(format!(
                 "bad magic {} (expected {SHARD_MAGIC}); not a challenge shard",

@@ -42,7 +42,11 @@ pub fn score_tokens<B: Backend>(
     let mut nll = vec![0.0f32; ids.len().saturating_sub(1)];
     if !nll.is_empty() {
         let windows = sliding_windows(ids.len(), seq_len, stride.min(seq_len))?;
-        let opts = EvalOptions { seq_len, batch: 4, progress: None };
+        let opts = EvalOptions {
+            seq_len,
+            batch: 4,
+            progress: None,
+        };
         run_windows(model, ids, &windows, opts, |t, v| nll[t] = v)?;
     }
     let tokens: Vec<TokenScore> = nll

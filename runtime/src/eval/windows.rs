@@ -58,7 +58,11 @@ pub fn sliding_windows(stream_len: usize, seq: usize, stride: usize) -> Result<V
         if end <= scored_to {
             continue;
         }
-        let first = if ws == 0 { 0 } else { scored_to.max(end - stride.min(end - ws)) };
+        let first = if ws == 0 {
+            0
+        } else {
+            scored_to.max(end - stride.min(end - ws))
+        };
         out.push(Window {
             start: ws,
             len: end - ws,
@@ -90,10 +94,13 @@ pub fn run_windows<B: Backend>(
         let mut targets = Vec::new();
         for (i, w) in group.iter().enumerate() {
             if w.len > seq || w.start + w.len + 1 > stream.len() || w.score_from > w.len {
-                return Err(Error::Usage(format!("window {w:?} does not fit the stream")));
+                return Err(Error::Usage(format!(
+                    "window {w:?} does not fit the stream"
+                )));
             }
             ids[i * seq..i * seq + w.len].copy_from_slice(&stream[w.start..w.start + w.len]);
-            tgt[i * seq..i * seq + w.len].copy_from_slice(&stream[w.start + 1..w.start + w.len + 1]);
+            tgt[i * seq..i * seq + w.len]
+                .copy_from_slice(&stream[w.start + 1..w.start + w.len + 1]);
             for p in w.score_from..w.len {
                 rows.push(i * seq + p);
                 targets.push(w.start + p);
@@ -134,9 +141,18 @@ mod tests {
 
     #[test]
     fn sliding_covers_each_target_once_with_full_context() {
-        for (n, seq, stride) in [(1000, 64, 8), (1025, 128, 64), (100, 16, 16), (7, 16, 4), (130, 32, 5)] {
+        for (n, seq, stride) in [
+            (1000, 64, 8),
+            (1025, 128, 64),
+            (100, 16, 16),
+            (7, 16, 4),
+            (130, 32, 5),
+        ] {
             let ws = sliding_windows(n + 1, seq, stride).unwrap();
-            assert!(coverage(&ws, n).iter().all(|&c| c == 1), "{n} {seq} {stride}");
+            assert!(
+                coverage(&ws, n).iter().all(|&c| c == 1),
+                "{n} {seq} {stride}"
+            );
             for w in &ws[1..] {
                 // every scored position after the first window sees >= seq - stride context
                 assert!(w.score_from >= seq - stride || w.start + w.len == n);
@@ -147,7 +163,10 @@ mod tests {
 
     #[test]
     fn sliding_with_stride_equal_to_seq_is_standard() {
-        assert_eq!(sliding_windows(1 + 96, 32, 32).unwrap(), standard_windows(1 + 96, 32));
+        assert_eq!(
+            sliding_windows(1 + 96, 32, 32).unwrap(),
+            standard_windows(1 + 96, 32)
+        );
     }
 
     #[test]

@@ -109,13 +109,21 @@ impl ModelConfig {
         let mat = |name: &str| -> Result<(usize, usize)> {
             match need(name)? {
                 [r, c] => Ok((*r, *c)),
-                s => Err(Error::Config(format!("`{name}` should be 2-D, has shape {s:?}"))),
+                s => Err(Error::Config(format!(
+                    "`{name}` should be 2-D, has shape {s:?}"
+                ))),
             }
         };
         let (vocab_size, model_dim) = mat("tok_emb.weight")?;
         let num_layers = tensors
             .iter()
-            .filter_map(|(n, _)| n.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok())
+            .filter_map(|(n, _)| {
+                n.strip_prefix("blocks.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
             .max()
             .map_or(0, |m| m + 1);
         if num_layers == 0 {
@@ -123,7 +131,11 @@ impl ModelConfig {
         }
         let num_heads = match need("blocks.0.attn.q_gain")? {
             [h] if *h > 0 => *h,
-            s => return Err(Error::Config(format!("`q_gain` has shape {s:?}, expected [heads]"))),
+            s => {
+                return Err(Error::Config(format!(
+                    "`q_gain` has shape {s:?}, expected [heads]"
+                )))
+            }
         };
         if model_dim % num_heads != 0 {
             return Err(Error::Config(format!(
@@ -156,7 +168,11 @@ impl ModelConfig {
                 buckets: *b,
                 dim: *d,
             }),
-            Some(s) => return Err(Error::Config(format!("`bigram.embed.weight` has shape {s:?}"))),
+            Some(s) => {
+                return Err(Error::Config(format!(
+                    "`bigram.embed.weight` has shape {s:?}"
+                )))
+            }
             None => None,
         };
         let smear_gate = shape("smear.gate").is_some();
@@ -172,7 +188,11 @@ impl ModelConfig {
                     layers: (num_layers.saturating_sub(n)..num_layers).collect(),
                 })
             }
-            Some(s) => return Err(Error::Config(format!("`ve_shared.embed.weight` has shape {s:?}"))),
+            Some(s) => {
+                return Err(Error::Config(format!(
+                    "`ve_shared.embed.weight` has shape {s:?}"
+                )))
+            }
             None => None,
         };
         let rope_dims = ov.rope_dims.unwrap_or(head_dim);
@@ -183,14 +203,18 @@ impl ModelConfig {
         }
         let xsa_last = ov.xsa_last.unwrap_or(0);
         if xsa_last > num_layers {
-            return Err(Error::Usage(format!("--xsa-last {xsa_last} exceeds {num_layers} layers")));
+            return Err(Error::Usage(format!(
+                "--xsa-last {xsa_last} exceeds {num_layers} layers"
+            )));
         }
         let softcap = ov.logit_softcap.unwrap_or(30.0);
         if softcap.is_nan() || softcap < 0.0 {
-            return Err(Error::Usage(format!("softcap {softcap} must be >= 0 (0 disables it)")));
+            return Err(Error::Usage(format!(
+                "softcap {softcap} must be >= 0 (0 disables it)"
+            )));
         }
         let rope_base = ov.rope_base.unwrap_or(10_000.0);
-        if !(rope_base > 1.0) {
+        if rope_base.is_nan() || rope_base <= 1.0 {
             return Err(Error::Usage(format!("rope base {rope_base} must be > 1")));
         }
         let cfg = ModelConfig {
@@ -227,9 +251,8 @@ impl ModelConfig {
     /// Parameter count of a model with this architecture (as PyTorch counts it).
     pub fn param_count(&self) -> usize {
         let d = self.model_dim;
-        let per_block = d * d * 2 + 2 * self.kv_dim() * d + 2 * self.mlp_hidden * d
-            + self.num_heads
-            + 4 * d;
+        let per_block =
+            d * d * 2 + 2 * self.kv_dim() * d + 2 * self.mlp_hidden * d + self.num_heads + 4 * d;
         let mut n = self.vocab_size * d + self.num_layers * per_block + self.num_skips * d;
         if !self.tied_embeddings {
             n += self.vocab_size * d;
@@ -260,18 +283,62 @@ impl ModelConfig {
 
 impl fmt::Display for ModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "layers            {} ({} encoder + {} decoder, {} U-Net skips)", self.num_layers, self.num_encoder_layers, self.num_layers - self.num_encoder_layers, self.num_skips)?;
+        writeln!(
+            f,
+            "layers            {} ({} encoder + {} decoder, {} U-Net skips)",
+            self.num_layers,
+            self.num_encoder_layers,
+            self.num_layers - self.num_encoder_layers,
+            self.num_skips
+        )?;
         writeln!(f, "model dim         {}", self.model_dim)?;
-        writeln!(f, "heads             {} query / {} KV, head dim {}", self.num_heads, self.num_kv_heads, self.head_dim)?;
-        writeln!(f, "mlp hidden        {} ({:.2}x), activation {:?}", self.mlp_hidden, self.mlp_hidden as f32 / self.model_dim as f32, self.activation)?;
-        writeln!(f, "vocab             {} ({} head)", self.vocab_size, if self.tied_embeddings { "tied" } else { "untied" })?;
-        writeln!(f, "rope              base {}, {} of {} dims rotated, NTK {:?}", self.rope_base, self.rope_dims, self.head_dim, self.rope_ntk_train_len)?;
+        writeln!(
+            f,
+            "heads             {} query / {} KV, head dim {}",
+            self.num_heads, self.num_kv_heads, self.head_dim
+        )?;
+        writeln!(
+            f,
+            "mlp hidden        {} ({:.2}x), activation {:?}",
+            self.mlp_hidden,
+            self.mlp_hidden as f32 / self.model_dim as f32,
+            self.activation
+        )?;
+        writeln!(
+            f,
+            "vocab             {} ({} head)",
+            self.vocab_size,
+            if self.tied_embeddings {
+                "tied"
+            } else {
+                "untied"
+            }
+        )?;
+        writeln!(
+            f,
+            "rope              base {}, {} of {} dims rotated, NTK {:?}",
+            self.rope_base, self.rope_dims, self.head_dim, self.rope_ntk_train_len
+        )?;
         writeln!(f, "logit softcap     {}", self.logit_softcap)?;
         writeln!(f, "ln scale          {}", self.ln_scale)?;
         writeln!(f, "xsa layers        {:?}", self.xsa_layers)?;
-        writeln!(f, "bigram hash       {}", self.bigram.map_or("none".into(), |b| format!("{} buckets x {}", b.buckets, b.dim)))?;
+        writeln!(
+            f,
+            "bigram hash       {}",
+            self.bigram.map_or("none".into(), |b| format!(
+                "{} buckets x {}",
+                b.buckets, b.dim
+            ))
+        )?;
         writeln!(f, "smear gate        {}", self.smear_gate)?;
-        writeln!(f, "value embeddings  {}", self.value_embed.as_ref().map_or("none".into(), |v| format!("dim {} on layers {:?}", v.dim, v.layers)))?;
+        writeln!(
+            f,
+            "value embeddings  {}",
+            self.value_embed.as_ref().map_or("none".into(), |v| format!(
+                "dim {} on layers {:?}",
+                v.dim, v.layers
+            ))
+        )?;
         write!(f, "parameters        {}", self.param_count())
     }
 }

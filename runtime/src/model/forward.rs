@@ -186,7 +186,11 @@ impl<B: Backend> DeviceModel<B> {
         rope: &RopeSpec,
     ) -> Result<B::Tensor> {
         let (cfg, be, w) = (&self.config, &self.backend, &self.blocks[i]);
-        let s = if cfg.ln_scale { 1.0 / ((i + 1) as f32).sqrt() } else { 1.0 };
+        let s = if cfg.ln_scale {
+            1.0 / ((i + 1) as f32).sqrt()
+        } else {
+            1.0
+        };
         let mut x = be.resid_mix(&x, x0, &w.resid_mix)?;
         let n = be.rms_norm(&x, cfg.norm_eps, s)?;
         let mut q = be.linear(&n, &w.c_q)?;

@@ -129,12 +129,7 @@ impl ModelWeights {
             .map(|(n, s, _)| (n.as_str(), s.as_slice()))
             .collect();
         let cfg = ModelConfig::infer(&shapes, overrides)?;
-        let mut named = Named(
-            tensors
-                .into_iter()
-                .map(|(n, s, v)| (n, (s, v)))
-                .collect(),
-        );
+        let mut named = Named(tensors.into_iter().map(|(n, s, v)| (n, (s, v))).collect());
         let (d, v, kv, hid) = (cfg.model_dim, cfg.vocab_size, cfg.kv_dim(), cfg.mlp_hidden);
         let tok_emb = named.mat("tok_emb.weight", v, d)?;
         let lm_head = if cfg.tied_embeddings {

@@ -13,7 +13,10 @@ pub fn shared() -> Option<PathBuf> {
     if p.join("reference").is_dir() && p.join("data").is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} is absent (the challenge's reference data)", p.display());
+        eprintln!(
+            "SKIPPED: {} is absent (the challenge's reference data)",
+            p.display()
+        );
         None
     }
 }

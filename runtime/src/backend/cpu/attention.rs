@@ -32,8 +32,18 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -
             m,
             n,
             hd,
-            View { data: q, offset: (row0 + i0) * qw + h * hd, rs: qw, cs: 1 },
-            View { data: k, offset: row0 * kw + kvh * hd, rs: 1, cs: kw },
+            View {
+                data: q,
+                offset: (row0 + i0) * qw + h * hd,
+                rs: qw,
+                cs: 1,
+            },
+            View {
+                data: k,
+                offset: row0 * kw + kvh * hd,
+                rs: 1,
+                cs: kw,
+            },
             &mut s,
             0,
             n,
@@ -48,12 +58,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -
                 *x *= scale;
                 mx = mx.max(*x);
             }
-            let mut sum = 0.0f32;
-            for x in row[..=last].iter_mut() {
-                *x = (*x - mx).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / super::math::exp_shift_sum(&mut row[..=last], mx);
             row[..=last].iter_mut().for_each(|x| *x *= inv);
             row[last + 1..].iter_mut().for_each(|x| *x = 0.0);
         }
@@ -63,8 +68,18 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -
             m,
             hd,
             n,
-            View { data: &s, offset: 0, rs: n, cs: 1 },
-            View { data: v, offset: row0 * kw + kvh * hd, rs: kw, cs: 1 },
+            View {
+                data: &s,
+                offset: 0,
+                rs: n,
+                cs: 1,
+            },
+            View {
+                data: v,
+                offset: row0 * kw + kvh * hd,
+                rs: kw,
+                cs: 1,
+            },
             &mut o,
             0,
             hd,
@@ -137,15 +152,25 @@ mod tests {
     #[test]
     fn matches_naive_across_blocks() {
         for xsa in [false, true] {
-            let g = AttnGeometry { batch: 2, seq: 150, heads: 4, kv_heads: 2, head_dim: 8 };
+            let g = AttnGeometry {
+                batch: 2,
+                seq: 150,
+                heads: 4,
+                kv_heads: 2,
+                head_dim: 8,
+            };
             let n = g.batch * g.seq;
-            let f = |i: usize, s: f32| ((i as f32 * s).sin() * 2.0);
+            let f = |i: usize, s: f32| (i as f32 * s).sin() * 2.0;
             let q: Vec<f32> = (0..n * 32).map(|i| f(i, 0.37)).collect();
             let k: Vec<f32> = (0..n * 16).map(|i| f(i, 0.91)).collect();
             let v: Vec<f32> = (0..n * 16).map(|i| f(i, 0.13)).collect();
             let got = attention(&q, &k, &v, &g, xsa);
             let want = naive(&q, &k, &v, &g, xsa);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(err < 1e-4, "xsa={xsa} max err {err}");
         }
     }

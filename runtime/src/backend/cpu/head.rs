@@ -12,15 +12,21 @@ const ROWS_PER_BLOCK: usize = 256;
 fn softcap_row(row: &mut [f32], c: f32) {
     if c > 0.0 {
         let inv = 1.0 / c;
-        row.iter_mut().for_each(|z| *z = c * (*z * inv).tanh());
+        row.iter_mut()
+            .for_each(|z| *z = c * super::math::tanh(*z * inv));
     }
 }
 
 fn log_sum_exp(row: &[f32]) -> f32 {
     let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    // Sum in f64: 1024..8192 terms, and this is the metric.
-    let s: f64 = row.iter().map(|&z| ((z - mx) as f64).exp()).sum();
-    mx + s.ln() as f32
+    // Terms are in (0, 1]; sum them in f64 (8 lanes) since this is the metric.
+    let mut lanes = [0.0f64; 8];
+    for chunk in row.chunks(8) {
+        for (l, &z) in lanes.iter_mut().zip(chunk) {
+            *l += super::math::exp(z - mx) as f64;
+        }
+    }
+    mx + lanes.iter().sum::<f64>().ln() as f32
 }
 
 /// Calls `f(first_row, logits_block)` with soft-capped logits for consecutive row blocks.
@@ -41,8 +47,18 @@ fn for_each_logit_block(
             m,
             vocab,
             dim,
-            View { data: h, offset: r0 * dim, rs: dim, cs: 1 },
-            View { data: head, offset: 0, rs: 1, cs: dim },
+            View {
+                data: h,
+                offset: r0 * dim,
+                rs: dim,
+                cs: 1,
+            },
+            View {
+                data: head,
+                offset: 0,
+                rs: 1,
+                cs: dim,
+            },
             block,
             0,
             vocab,
@@ -55,7 +71,14 @@ fn for_each_logit_block(
 }
 
 /// Per-row negative log-likelihood of `targets` (`targets.len() == rows`, ids < vocab).
-pub fn nll(h: &[f32], dim: usize, head: &[f32], vocab: usize, targets: &[u32], softcap: f32) -> Vec<f32> {
+pub fn nll(
+    h: &[f32],
+    dim: usize,
+    head: &[f32],
+    vocab: usize,
+    targets: &[u32],
+    softcap: f32,
+) -> Vec<f32> {
     let rows = targets.len();
     let mut out = vec![0.0f32; rows];
     for_each_logit_block(h, rows, dim, head, vocab, softcap, |r0, block| {
@@ -67,7 +90,14 @@ pub fn nll(h: &[f32], dim: usize, head: &[f32], vocab: usize, targets: &[u32], s
 }
 
 /// Full log-softmax rows `[rows, vocab]`.
-pub fn log_probs(h: &[f32], rows: usize, dim: usize, head: &[f32], vocab: usize, softcap: f32) -> Vec<f32> {
+pub fn log_probs(
+    h: &[f32],
+    rows: usize,
+    dim: usize,
+    head: &[f32],
+    vocab: usize,
+    softcap: f32,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * vocab];
     for_each_logit_block(h, rows, dim, head, vocab, softcap, |r0, block| {
         for (i, row) in block.chunks_exact(vocab).enumerate() {
@@ -86,8 +116,12 @@ mod tests {
     #[test]
     fn nll_matches_log_probs_and_probs_sum_to_one() {
         let (rows, dim, vocab) = (300, 6, 11);
-        let h: Vec<f32> = (0..rows * dim).map(|i| (i as f32 * 0.31).sin() * 3.0).collect();
-        let w: Vec<f32> = (0..vocab * dim).map(|i| (i as f32 * 0.77).cos() * 4.0).collect();
+        let h: Vec<f32> = (0..rows * dim)
+            .map(|i| (i as f32 * 0.31).sin() * 3.0)
+            .collect();
+        let w: Vec<f32> = (0..vocab * dim)
+            .map(|i| (i as f32 * 0.77).cos() * 4.0)
+            .collect();
         let t: Vec<u32> = (0..rows as u32).map(|i| i * 7 % vocab as u32).collect();
         let lp = log_probs(&h, rows, dim, &w, vocab, 30.0);
         let n = nll(&h, dim, &w, vocab, &t, 30.0);

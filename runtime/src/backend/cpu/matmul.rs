@@ -37,7 +37,10 @@ pub fn gemm_into(
         assert!(last(&a, m, k) < a.data.len(), "gemm lhs out of bounds");
         assert!(last(&b, k, n) < b.data.len(), "gemm rhs out of bounds");
     }
-    assert!(out_off + (m - 1) * out_rs + n <= out.len(), "gemm dst out of bounds");
+    assert!(
+        out_off + (m - 1) * out_rs + n <= out.len(),
+        "gemm dst out of bounds"
+    );
     // SAFETY: every index gemm touches was bounds-checked above; the views do not alias `out`.
     unsafe {
         gemm::gemm(
@@ -71,9 +74,19 @@ pub fn linear(x: &[f32], n: usize, w: &[f32], out_dim: usize, in_dim: usize) -> 
         n,
         out_dim,
         in_dim,
-        View { data: x, offset: 0, rs: in_dim, cs: 1 },
+        View {
+            data: x,
+            offset: 0,
+            rs: in_dim,
+            cs: 1,
+        },
         // wᵀ[k][j] = w[j][k]
-        View { data: w, offset: 0, rs: 1, cs: in_dim },
+        View {
+            data: w,
+            offset: 0,
+            rs: 1,
+            cs: in_dim,
+        },
         &mut out,
         0,
         out_dim,
@@ -90,8 +103,12 @@ mod tests {
     #[test]
     fn linear_matches_naive() {
         let (n, i, o) = (7, 13, 5);
-        let x: Vec<f32> = (0..n * i).map(|v| ((v * 37 % 11) as f32 - 5.0) / 7.0).collect();
-        let w: Vec<f32> = (0..o * i).map(|v| ((v * 17 % 13) as f32 - 6.0) / 5.0).collect();
+        let x: Vec<f32> = (0..n * i)
+            .map(|v| ((v * 37 % 11) as f32 - 5.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..o * i)
+            .map(|v| ((v * 17 % 13) as f32 - 6.0) / 5.0)
+            .collect();
         let got = linear(&x, n, &w, o, i);
         for r in 0..n {
             for c in 0..o {

@@ -4,6 +4,7 @@
 
 mod attention;
 mod head;
+mod math;
 mod matmul;
 mod norm;
 pub(crate) mod par;
@@ -47,7 +48,10 @@ fn same_shape(a: &CpuTensor, b: &CpuTensor, op: &str) -> Result<()> {
 
 fn vector_len(v: &CpuTensor, n: usize, op: &str) -> Result<()> {
     if v.data.len() != n {
-        return Err(Error::Backend(format!("{op}: vector has {} values, expected {n}", v.data.len())));
+        return Err(Error::Backend(format!(
+            "{op}: vector has {} values, expected {n}",
+            v.data.len()
+        )));
     }
     Ok(())
 }
@@ -61,9 +65,16 @@ impl Backend for CpuBackend {
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuTensor> {
         if data.len() != rows * cols {
-            return Err(Error::Backend(format!("upload: {} values for {rows}x{cols}", data.len())));
+            return Err(Error::Backend(format!(
+                "upload: {} values for {rows}x{cols}",
+                data.len()
+            )));
         }
-        Ok(CpuTensor { rows, cols, data: data.to_vec() })
+        Ok(CpuTensor {
+            rows,
+            cols,
+            data: data.to_vec(),
+        })
     }
 
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
@@ -91,7 +102,11 @@ impl Backend for CpuBackend {
             }
             data.extend_from_slice(&table.data[id * d..(id + 1) * d]);
         }
-        Ok(CpuTensor { rows: ids.len(), cols: d, data })
+        Ok(CpuTensor {
+            rows: ids.len(),
+            cols: d,
+            data,
+        })
     }
 
     fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
@@ -115,7 +130,9 @@ impl Backend for CpuBackend {
 
     fn rms_norm(&self, x: &CpuTensor, eps: f32, scale: f32) -> Result<CpuTensor> {
         let mut y = x.clone();
-        par::for_each_row(&mut y.data, x.cols, |_, r| norm::rms_norm_in_place(r, eps, scale));
+        par::for_each_row(&mut y.data, x.cols, |_, r| {
+            norm::rms_norm_in_place(r, eps, scale)
+        });
         Ok(y)
     }
 
@@ -148,14 +165,20 @@ impl Backend for CpuBackend {
 
     fn add_scalar_scaled(&self, x: &mut CpuTensor, y: &CpuTensor, s: f32) -> Result<()> {
         same_shape(x, y, "add_scalar_scaled")?;
-        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += s * b);
+        x.data
+            .iter_mut()
+            .zip(&y.data)
+            .for_each(|(a, b)| *a += s * b);
         Ok(())
     }
 
     fn smear(&self, x: &CpuTensor, gate: &CpuTensor, seq: usize) -> Result<CpuTensor> {
         vector_len(gate, x.cols, "smear")?;
         if seq == 0 || x.rows % seq != 0 {
-            return Err(Error::Backend(format!("smear: {} rows is not a multiple of seq {seq}", x.rows)));
+            return Err(Error::Backend(format!(
+                "smear: {} rows is not a multiple of seq {seq}",
+                x.rows
+            )));
         }
         let g: Vec<f32> = gate.data.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
         let cols = x.cols;
@@ -184,8 +207,14 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let hd = geom.head_dim;
         let rows = geom.batch * geom.seq;
-        if q.rows != rows || k.rows != rows || q.cols != geom.heads * hd || k.cols != geom.kv_heads * hd {
-            return Err(Error::Backend("qk_norm_rope: q/k shapes do not match the geometry".into()));
+        if q.rows != rows
+            || k.rows != rows
+            || q.cols != geom.heads * hd
+            || k.cols != geom.kv_heads * hd
+        {
+            return Err(Error::Backend(
+                "qk_norm_rope: q/k shapes do not match the geometry".into(),
+            ));
         }
         vector_len(q_gain, geom.heads, "qk_norm_rope")?;
         let table = RopeTable::new(geom.seq, rope.dims, rope.base);
@@ -223,7 +252,9 @@ impl Backend for CpuBackend {
             && (k.rows, k.cols) == (rows, geom.kv_heads * geom.head_dim)
             && (v.rows, v.cols) == (k.rows, k.cols);
         if !ok {
-            return Err(Error::Backend("attention: q/k/v shapes do not match the geometry".into()));
+            return Err(Error::Backend(
+                "attention: q/k/v shapes do not match the geometry".into(),
+            ));
         }
         Ok(CpuTensor {
             rows,
@@ -253,20 +284,33 @@ impl Backend for CpuBackend {
         Ok(y)
     }
 
-    fn nll(&self, h: &CpuTensor, head: &CpuTensor, targets: &[u32], softcap: f32) -> Result<Vec<f32>> {
+    fn nll(
+        &self,
+        h: &CpuTensor,
+        head: &CpuTensor,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<Vec<f32>> {
         if h.cols != head.cols || targets.len() != h.rows {
             return Err(Error::Backend("nll: shapes do not match".into()));
         }
         if let Some(&t) = targets.iter().find(|&&t| t as usize >= head.rows) {
-            return Err(Error::Backend(format!("target id {t} out of range for vocab {}", head.rows)));
+            return Err(Error::Backend(format!(
+                "target id {t} out of range for vocab {}",
+                head.rows
+            )));
         }
-        Ok(head::nll(&h.data, h.cols, &head.data, head.rows, targets, softcap))
+        Ok(head::nll(
+            &h.data, h.cols, &head.data, head.rows, targets, softcap,
+        ))
     }
 
     fn log_probs(&self, h: &CpuTensor, head: &CpuTensor, softcap: f32) -> Result<Vec<f32>> {
         if h.cols != head.cols {
             return Err(Error::Backend("log_probs: shapes do not match".into()));
         }
-        Ok(head::log_probs(&h.data, h.rows, h.cols, &head.data, head.rows, softcap))
+        Ok(head::log_probs(
+            &h.data, h.rows, h.cols, &head.data, head.rows, softcap,
+        ))
     }
 }

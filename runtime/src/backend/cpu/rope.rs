@@ -31,7 +31,10 @@ impl RopeTable {
     /// Rotates the first `2*half` entries of one head vector at position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let h = self.half;
-        let (c, s) = (&self.cos[pos * h..(pos + 1) * h], &self.sin[pos * h..(pos + 1) * h]);
+        let (c, s) = (
+            &self.cos[pos * h..(pos + 1) * h],
+            &self.sin[pos * h..(pos + 1) * h],
+        );
         for i in 0..h {
             let (x1, x2) = (x[i], x[i + h]);
             x[i] = x1 * c[i] + x2 * s[i];
