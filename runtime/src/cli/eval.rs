@@ -1,11 +1,14 @@
 //! `pgolf-rt eval`: standard or sliding-window evaluation of an artifact on challenge shards.
 
-use super::model_args::{cpu_model, load_weights, ArchArgs, BackendChoice};
+use super::model_args::{load_weights, with_model, ArchArgs, BackendChoice};
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
 use pgolf_rt::data::load_tokens;
-use pgolf_rt::eval::{eval_sliding, eval_standard, EvalOptions};
+use pgolf_rt::backend::Backend;
+use pgolf_rt::eval::{eval_sliding, eval_standard, EvalOptions, EvalResult};
+use pgolf_rt::model::DeviceModel;
+use pgolf_rt::tokenizer::ByteLut;
 use pgolf_rt::tokenizer::Tokenizer;
 use std::path::PathBuf;
 
@@ -63,24 +66,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
             weights.config.vocab_size
         );
     }
-    let model = cpu_model(a.backend, &weights)?;
     let stride = a.stride.or(if a.sliding { Some(64) } else { None });
-    let pb = progress::bar(0, "targets");
-    let mut on_progress = |done: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    };
-    let opts = EvalOptions {
-        seq_len: a.seq_len,
-        batch: a.batch,
-        progress: Some(&mut on_progress),
-    };
-    let r = match stride {
-        Some(s) => eval_sliding(&model, &tokens, &lut, s, opts),
-        None => eval_standard(&model, &tokens, &lut, opts),
-    }
-    .context("evaluation failed")?;
-    pb.finish_and_clear();
+    let (r, backend) = with_model!(a.backend, &weights, |model| {
+        (evaluate(&model, &tokens, &lut, &a, stride)?, model.backend_name())
+    });
     let mode = if stride.is_some() {
         "sliding"
     } else {
@@ -88,7 +77,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     println!(
         "{mode} eval  backend:{}  seq_len:{}  stride:{}",
-        model.backend_name(),
+        backend,
         a.seq_len,
         stride.map_or("-".into(), |s| s.to_string())
     );
@@ -111,10 +100,36 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "mode": mode,
             "seq_len": a.seq_len,
             "stride": stride,
-            "backend": model.backend_name(),
+            "backend": backend,
             "artifact": a.artifact.display().to_string(),
         });
         println!("{j}");
     }
     Ok(())
+}
+
+fn evaluate<B: Backend>(
+    model: &DeviceModel<B>,
+    tokens: &[u32],
+    lut: &ByteLut,
+    a: &EvalArgs,
+    stride: Option<usize>,
+) -> Result<EvalResult> {
+    let pb = progress::bar(0, "targets");
+    let mut on_progress = |done: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    };
+    let opts = EvalOptions {
+        seq_len: a.seq_len,
+        batch: a.batch,
+        progress: Some(&mut on_progress),
+    };
+    let r = match stride {
+        Some(s) => eval_sliding(model, tokens, lut, s, opts),
+        None => eval_standard(model, tokens, lut, opts),
+    }
+    .context("evaluation failed")?;
+    pb.finish_and_clear();
+    Ok(r)
 }

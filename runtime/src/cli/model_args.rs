@@ -1,11 +1,10 @@
 //! Flags shared by the commands that load a model: the artifact, the backend, and the
 //! architecture details an artifact's shapes cannot tell.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pgolf_rt::artifact::Artifact;
-use pgolf_rt::backend::cpu::CpuBackend;
-use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelWeights};
+use pgolf_rt::model::{Activation, ConfigOverrides, ModelWeights};
 use std::path::PathBuf;
 
 /// Compute backend choice.
@@ -69,12 +68,27 @@ pub fn load_weights(path: &PathBuf, arch: &ArchArgs) -> Result<(Artifact, ModelW
     Ok((artifact, weights))
 }
 
-/// Resolves the backend choice. Only the CPU backend is compiled in today; an explicit request
-/// for another one is an error, never a silent fallback.
-pub fn cpu_model(choice: BackendChoice, weights: &ModelWeights) -> Result<DeviceModel<CpuBackend>> {
-    match choice {
-        BackendChoice::Auto | BackendChoice::Cpu => Ok(DeviceModel::new(CpuBackend::new(), weights)?),
-        BackendChoice::Cuda => bail!("--backend cuda: this pgolf-rt was built without the `cuda` feature (rebuild with `--features cuda`)"),
-        BackendChoice::Wgpu => bail!("--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"),
-    }
+/// Runs `$body` with `$model` bound to a `DeviceModel` on the chosen backend, so commands are
+/// written once, generically. `auto` picks the fastest backend compiled in and available.
+/// An explicit request for a backend that is not compiled in is an error, never a fallback.
+macro_rules! with_model {
+    ($choice:expr, $weights:expr, |$model:ident| $body:expr) => {{
+        use $crate::cli::model_args::BackendChoice;
+        match $choice {
+            BackendChoice::Auto | BackendChoice::Cpu => {
+                let $model = pgolf_rt::model::DeviceModel::new(
+                    pgolf_rt::backend::cpu::CpuBackend::new(),
+                    $weights,
+                )?;
+                $body
+            }
+            BackendChoice::Cuda => anyhow::bail!(
+                "--backend cuda: this pgolf-rt was built without the `cuda` feature (rebuild with `--features cuda`)"
+            ),
+            BackendChoice::Wgpu => anyhow::bail!(
+                "--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"
+            ),
+        }
+    }};
 }
+pub(crate) use with_model;

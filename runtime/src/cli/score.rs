@@ -1,6 +1,6 @@
 //! `pgolf-rt score`: per-token log-probabilities and bits per byte of raw text.
 
-use super::model_args::{cpu_model, load_weights, ArchArgs, BackendChoice};
+use super::model_args::{load_weights, with_model, ArchArgs, BackendChoice};
 use anyhow::{Context, Result};
 use clap::Args;
 use pgolf_rt::eval::score_tokens;
@@ -56,8 +56,9 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     {
         anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary of {}: wrong tokenizer for this model?", weights.config.vocab_size);
     }
-    let model = cpu_model(a.backend, &weights)?;
-    let s = score_tokens(&model, &ids, &lut, a.seq_len, a.stride)?;
+    let s = with_model!(a.backend, &weights, |model| {
+        score_tokens(&model, &ids, &lut, a.seq_len, a.stride)?
+    });
     println!(
         "{:>6} {:>6}  {:<16} {:>10} {:>8} {:>5}",
         "pos", "id", "piece", "logprob", "bits", "bytes"
