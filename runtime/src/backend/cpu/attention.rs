@@ -18,6 +18,23 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -
     let group = g.heads / g.kv_heads;
     let blocks = t_len.div_ceil(BLOCK);
     let scale = 1.0 / (hd as f32).sqrt();
+    // Kᵀ per (window, KV head) as contiguous [hd, T] rows: gemm packs this layout ~1.5x faster
+    // than a strided view of K.
+    let kt: Vec<f32> = {
+        let mut kt = vec![0.0f32; g.batch * g.kv_heads * hd * t_len];
+        for b in 0..g.batch {
+            for kvh in 0..g.kv_heads {
+                let base = (b * g.kv_heads + kvh) * hd * t_len;
+                for j in 0..t_len {
+                    let src = &k[(b * t_len + j) * kw + kvh * hd..][..hd];
+                    for (d, &x) in src.iter().enumerate() {
+                        kt[base + d * t_len + j] = x;
+                    }
+                }
+            }
+        }
+        kt
+    };
     let tasks = g.batch * g.heads * blocks;
     let outs: Vec<Vec<f32>> = map_range(tasks, |task| {
         let (b, rest) = (task / (g.heads * blocks), task % (g.heads * blocks));
