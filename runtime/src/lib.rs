@@ -19,6 +19,7 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod tokenizer;
+pub mod train;
 
 pub use api::{Model, Sampling};
 pub use error::{Error, Result};

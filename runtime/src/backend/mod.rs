@@ -7,6 +7,11 @@
 //! of each op below; inference builds never pay for it.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod train;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 use crate::model::Activation;
 use crate::Result;

@@ -4,8 +4,10 @@ use super::model_args::{load_weights, with_model, ArchArgs, BackendChoice};
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
-use pgolf_rt::data::load_tokens;
 use pgolf_rt::backend::Backend;
+use pgolf_rt::data::load_tokens;
+use pgolf_rt::eval::audit::{audit_eval, AuditConfig, AuditReport};
+use pgolf_rt::eval::mixer::{eval_mixed, Expert, HedgeLoss, MixedEval, MixerConfig, NUM_EXPERTS};
 use pgolf_rt::eval::{eval_sliding, eval_standard, EvalOptions, EvalResult};
 use pgolf_rt::model::DeviceModel;
 use pgolf_rt::tokenizer::ByteLut;
@@ -44,8 +46,121 @@ pub struct EvalArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Online mixture on top of the model: `hedge` (neural, unigram, bigram, hashed trigram and
+    /// entropy-tempered neural experts, Hedge weights; a normalised distribution at every position).
+    #[arg(long, value_parser = ["none", "hedge"], default_value = "none")]
+    mix: String,
+    /// Hedge learning rate per scored target (default 0.1).
+    #[arg(long)]
+    mix_eta: Option<f64>,
+    /// Fixed Share gamma: after each update w <- (1-gamma)w + gamma/K (default 0.003; 0 = plain Hedge).
+    #[arg(long)]
+    mix_share: Option<f64>,
+    /// Prior log-weights of neural,unigram,bigram,trigram,tempered (default 2,0,0,0,0).
+    #[arg(long, value_delimiter = ',', num_args = 5)]
+    mix_prior: Option<Vec<f64>>,
+    /// Add-alpha smoothing of the unigram and bigram experts (default 0.1).
+    #[arg(long)]
+    mix_alpha: Option<f64>,
+    /// Add-alpha smoothing of the hashed-trigram expert (default 0.01).
+    #[arg(long)]
+    mix_trigram_alpha: Option<f64>,
+    /// Experts in the mixture, comma-separated (default all five).
+    #[arg(long, value_delimiter = ',')]
+    mix_experts: Option<Vec<String>>,
+    /// Hedge loss: `nll` (each expert's log-loss) or `gradient` (exponentiated gradient).
+    #[arg(long)]
+    mix_loss: Option<String>,
+    /// Run the legality audit (causality, normalisation, score-before-update) on the first
+    /// windows of the data first; exits non-zero if any check fails.
+    #[arg(long)]
+    audit: bool,
+    /// Windows the audit covers.
+    #[arg(long, default_value_t = 2)]
+    audit_windows: usize,
+    /// Perturbed positions the audit samples (each costs two re-runs of the sample).
+    #[arg(long, default_value_t = 3)]
+    audit_positions: usize,
     #[command(flatten)]
     arch: ArchArgs,
+    #[command(flatten)]
+    ttt: TttArgs,
+}
+
+/// Test-time training options (`--ttt lora`: per-document LoRA TTT, score-then-adapt, CPU).
+#[derive(Args, Debug)]
+pub struct TttArgs {
+    /// Test-time training: `lora` (per-document LoRA, spec 7.5).
+    #[arg(long, value_parser = ["lora"])]
+    ttt: Option<String>,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    ttt_rank: usize,
+    /// Adapter learning rate (Adam, betas 0.9/0.95, eps 1e-10).
+    #[arg(long, default_value_t = 0.01)]
+    ttt_lr: f32,
+    /// Targets per chunk.
+    #[arg(long, default_value_t = 256)]
+    ttt_chunk: usize,
+    /// Forward window (tokens of context) per chunk.
+    #[arg(long, default_value_t = 1024)]
+    ttt_window: usize,
+    /// Adapted linears: comma-separated q,k,v,o,mlp,head.
+    #[arg(long, default_value = "q,v,head")]
+    ttt_targets: String,
+    /// Optimizer: adam, adamw, sgd.
+    #[arg(long, default_value = "adam")]
+    ttt_optimizer: String,
+    /// Optimizer steps per scored chunk.
+    #[arg(long, default_value_t = 1)]
+    ttt_epochs: usize,
+    /// Each step pass trains on every chunk scored so far, not only the latest one.
+    #[arg(long)]
+    ttt_replay: bool,
+    /// Documents shorter than this are scored without adaptation.
+    #[arg(long, default_value_t = 0)]
+    ttt_min_doc_len: usize,
+    /// Evaluate only the first N documents.
+    #[arg(long)]
+    ttt_max_docs: Option<usize>,
+}
+
+fn mixer_config(a: &EvalArgs) -> Result<Option<MixerConfig>> {
+    if a.mix == "none" {
+        return Ok(None);
+    }
+    let mut c = MixerConfig::default();
+    if let Some(e) = a.mix_eta {
+        c.eta = e;
+    }
+    if let Some(x) = a.mix_share {
+        c.share = x;
+    }
+    if let Some(p) = &a.mix_prior {
+        anyhow::ensure!(
+            p.len() == NUM_EXPERTS,
+            "--mix-prior takes {NUM_EXPERTS} values"
+        );
+        c.prior.copy_from_slice(p);
+    }
+    if let Some(x) = a.mix_alpha {
+        c.alpha = x;
+    }
+    if let Some(x) = a.mix_trigram_alpha {
+        c.trigram_alpha = x;
+    }
+    if let Some(list) = &a.mix_experts {
+        c.enabled = [false; NUM_EXPERTS];
+        for name in list {
+            let e: Expert = name.parse().map_err(anyhow::Error::msg)?;
+            c.enabled[e as usize] = true;
+        }
+    }
+    if let Some(l) = &a.mix_loss {
+        c.loss = l.parse::<HedgeLoss>().map_err(anyhow::Error::msg)?;
+    }
+    c.validate()?;
+    Ok(Some(c))
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -66,9 +181,25 @@ pub fn run(a: EvalArgs) -> Result<()> {
             weights.config.vocab_size
         );
     }
+    if a.ttt.ttt.is_some() {
+        return run_ttt(&a, &weights, &tokens, &lut);
+    }
     let stride = a.stride.or(if a.sliding { Some(64) } else { None });
-    let (r, backend) = with_model!(a.backend, &weights, |model| {
-        (evaluate(&model, &tokens, &lut, &a, stride)?, model.backend_name())
+    let mix = mixer_config(&a)?;
+    let (r, mixed, audit, backend) = with_model!(a.backend, &weights, |model| {
+        let audit = if a.audit {
+            let rep = run_audit(&model, &tokens, &a, stride, mix.as_ref())?;
+            print!("{rep}");
+            if !rep.passed() {
+                anyhow::bail!("legality audit FAILED");
+            }
+            println!("legality audit PASSED");
+            Some(rep)
+        } else {
+            None
+        };
+        let (r, mixed) = evaluate(&model, &tokens, &lut, &a, stride, mix.as_ref())?;
+        (r, mixed, audit, model.backend_name())
     });
     let mode = if stride.is_some() {
         "sliding"
@@ -90,8 +221,25 @@ pub fn run(a: EvalArgs) -> Result<()> {
         r.seconds,
         r.tokens as f64 / r.seconds
     );
+    if let Some(m) = &mixed {
+        println!(
+            "mix:hedge  expert  enabled  val_bpb  final_weight   (mixture {:.8} vs neural {:.8}: {:+.6})",
+            m.result.val_bpb,
+            m.neural().val_bpb,
+            m.result.val_bpb - m.neural().val_bpb
+        );
+        for e in &m.experts {
+            println!(
+                "  {:<9} {:<5} {:.8} {:.6}",
+                e.expert.name(),
+                e.enabled,
+                e.result.val_bpb,
+                e.final_weight
+            );
+        }
+    }
     if a.json {
-        let j = serde_json::json!({
+        let mut j = serde_json::json!({
             "val_loss": r.val_loss,
             "val_bpb": r.val_bpb,
             "tokens": r.tokens,
@@ -103,6 +251,36 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "backend": backend,
             "artifact": a.artifact.display().to_string(),
         });
+        if let (Some(m), Some(c)) = (&mixed, &mix) {
+            j["mix"] = serde_json::json!({
+                "kind": "hedge",
+                "eta": c.eta,
+                "share": c.share,
+                "prior": c.prior,
+                "alpha": c.alpha,
+                "trigram_alpha": c.trigram_alpha,
+                "trigram_buckets": c.trigram_buckets,
+                "loss": format!("{:?}", c.loss).to_lowercase(),
+                "neural_val_bpb": m.neural().val_bpb,
+                "experts": m.experts.iter().map(|e| serde_json::json!({
+                    "name": e.expert.name(),
+                    "enabled": e.enabled,
+                    "val_bpb": e.result.val_bpb,
+                    "val_loss": e.result.val_loss,
+                    "final_weight": e.final_weight,
+                })).collect::<Vec<_>>(),
+            });
+        }
+        if let Some(rep) = &audit {
+            j["audit"] = serde_json::json!({
+                "passed": rep.passed(),
+                "checks": rep.checks.iter().map(|c| serde_json::json!({
+                    "name": c.name,
+                    "passed": c.passed,
+                    "detail": c.detail,
+                })).collect::<Vec<_>>(),
+            });
+        }
         println!("{j}");
     }
     Ok(())
@@ -114,7 +292,8 @@ fn evaluate<B: Backend>(
     lut: &ByteLut,
     a: &EvalArgs,
     stride: Option<usize>,
-) -> Result<EvalResult> {
+    mix: Option<&MixerConfig>,
+) -> Result<(EvalResult, Option<MixedEval>)> {
     let pb = progress::bar(0, "targets");
     let mut on_progress = |done: usize, total: usize| {
         pb.set_length(total as u64);
@@ -125,11 +304,120 @@ fn evaluate<B: Backend>(
         batch: a.batch,
         progress: Some(&mut on_progress),
     };
-    let r = match stride {
-        Some(s) => eval_sliding(model, tokens, lut, s, opts),
-        None => eval_standard(model, tokens, lut, opts),
+    let r = match (mix, stride) {
+        (Some(c), _) => {
+            let m = eval_mixed(model, tokens, lut, stride, c, opts).context("evaluation failed")?;
+            pb.finish_and_clear();
+            return Ok((m.result, Some(m)));
+        }
+        (None, Some(s)) => eval_sliding(model, tokens, lut, s, opts),
+        (None, None) => eval_standard(model, tokens, lut, opts),
     }
     .context("evaluation failed")?;
     pb.finish_and_clear();
-    Ok(r)
+    Ok((r, None))
+}
+
+fn run_audit<B: Backend>(
+    model: &DeviceModel<B>,
+    tokens: &[u32],
+    a: &EvalArgs,
+    stride: Option<usize>,
+    mix: Option<&MixerConfig>,
+) -> Result<AuditReport> {
+    let cfg = AuditConfig {
+        positions: a.audit_positions,
+        ..AuditConfig::default()
+    };
+    audit_eval(
+        model,
+        tokens,
+        a.seq_len,
+        stride,
+        a.batch,
+        a.audit_windows,
+        mix,
+        &cfg,
+    )
+    .context("audit could not run")
+}
+
+fn run_ttt(
+    a: &EvalArgs,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+) -> Result<()> {
+    use pgolf_rt::eval::{eval_lora_ttt, truncate_for_eval, TttConfig};
+    use pgolf_rt::train::{AdamConfig, TrainModel};
+    let t = &a.ttt;
+    let mut optimizer = AdamConfig {
+        kind: t.ttt_optimizer.parse()?,
+        ..AdamConfig::default()
+    };
+    optimizer.lr = t.ttt_lr;
+    let cfg = TttConfig {
+        rank: t.ttt_rank,
+        targets: t.ttt_targets.parse()?,
+        optimizer,
+        chunk: t.ttt_chunk,
+        window: t.ttt_window,
+        epochs: t.ttt_epochs,
+        replay_scored: t.ttt_replay,
+        min_doc_len: t.ttt_min_doc_len,
+        max_docs: t.ttt_max_docs,
+        ..TttConfig::default()
+    };
+    if !matches!(a.backend, BackendChoice::Auto | BackendChoice::Cpu) {
+        anyhow::bail!("--ttt lora runs on the CPU backend only for now");
+    }
+    // The stream the reference evaluates (spec 1.2), split into documents.
+    let stream = truncate_for_eval(tokens, a.seq_len)?;
+    let model = TrainModel::new(pgolf_rt::backend::cpu::CpuBackend::new(), weights)?;
+    let pb = progress::bar(0, "docs");
+    let start = std::time::Instant::now();
+    let mut on_progress = |done: usize, total: usize, acc: &pgolf_rt::eval::BpbAccumulator| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        let bpb = acc.nll_sum / std::f64::consts::LN_2 / acc.bytes as f64;
+        pb.set_message(format!("bpb {bpb:.5}"));
+        if done % 10 == 0 || done == total {
+            eprintln!(
+                "ttt: docs {done}/{total} targets {} partial val_bpb {bpb:.8} elapsed {:.0}s",
+                acc.tokens,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    };
+    let r = eval_lora_ttt(&model, stream, lut, &cfg, Some(&mut on_progress))
+        .context("LoRA TTT evaluation failed")?;
+    pb.finish_and_clear();
+    println!(
+        "lora-ttt eval  backend:{}  rank:{} targets:{} lr:{} chunk:{} window:{}",
+        pgolf_rt::backend::Backend::name(model.backend()),
+        cfg.rank,
+        t.ttt_targets,
+        cfg.optimizer.lr,
+        cfg.chunk,
+        cfg.window
+    );
+    println!(
+        "val_loss:{:.8} val_bpb:{:.8} tokens:{} bytes:{} seconds:{:.2} tokens_per_s:{:.0}",
+        r.val_loss,
+        r.val_bpb,
+        r.tokens,
+        r.bytes,
+        r.seconds,
+        r.tokens as f64 / r.seconds
+    );
+    if a.json {
+        let j = serde_json::json!({
+            "val_loss": r.val_loss, "val_bpb": r.val_bpb, "tokens": r.tokens, "bytes": r.bytes,
+            "seconds": r.seconds, "mode": "lora-ttt", "ttt_rank": cfg.rank,
+            "ttt_lr": cfg.optimizer.lr, "ttt_chunk": cfg.chunk, "ttt_window": cfg.window,
+            "artifact": a.artifact.display().to_string(),
+        });
+        println!("{j}");
+    }
+    Ok(())
 }

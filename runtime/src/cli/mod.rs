@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Evaluate val_loss and val_bpb of an artifact on challenge shards.
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     /// Score raw text: per-token log-probabilities and bits per byte.
     Score(score::ScoreArgs),
     /// Print an artifact's inferred architecture, tensors and byte budget.
@@ -41,7 +41,7 @@ pub fn run() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
     }
     match cli.command {
-        Command::Eval(a) => eval::run(a),
+        Command::Eval(a) => eval::run(*a),
         Command::Score(a) => score::run(a),
         Command::Inspect(a) => inspect::run(a),
     }

@@ -75,16 +75,64 @@ macro_rules! with_model {
     ($choice:expr, $weights:expr, |$model:ident| $body:expr) => {{
         use $crate::cli::model_args::BackendChoice;
         match $choice {
-            BackendChoice::Auto | BackendChoice::Cpu => {
+            // `auto` with the `cuda` feature: CUDA when a device opens, else the CPU (one line
+            // on stderr says why CUDA was not used).
+            #[cfg(feature = "cuda")]
+            BackendChoice::Auto => match pgolf_rt::backend::cuda::CudaBackend::new() {
+                Ok(cuda) => {
+                    let $model = pgolf_rt::model::DeviceModel::new(cuda, $weights)?;
+                    $body
+                }
+                Err(e) => {
+                    eprintln!(
+                        "note: not using CUDA ({}); running on the CPU",
+                        pgolf_rt::backend::cuda::reason(&e)
+                    );
+                    let $model = pgolf_rt::model::DeviceModel::new(
+                        pgolf_rt::backend::cpu::CpuBackend::new(),
+                        $weights,
+                    )?;
+                    $body
+                }
+            },
+            #[cfg(not(feature = "cuda"))]
+            BackendChoice::Auto => {
                 let $model = pgolf_rt::model::DeviceModel::new(
                     pgolf_rt::backend::cpu::CpuBackend::new(),
                     $weights,
                 )?;
                 $body
             }
+            BackendChoice::Cpu => {
+                let $model = pgolf_rt::model::DeviceModel::new(
+                    pgolf_rt::backend::cpu::CpuBackend::new(),
+                    $weights,
+                )?;
+                $body
+            }
+            // An explicit `--backend cuda` never falls back: one line, non-zero exit.
+            #[cfg(feature = "cuda")]
+            BackendChoice::Cuda => {
+                let cuda = pgolf_rt::backend::cuda::CudaBackend::new().map_err(|e| {
+                    anyhow::anyhow!("--backend cuda: {}", pgolf_rt::backend::cuda::reason(&e))
+                })?;
+                let $model = pgolf_rt::model::DeviceModel::new(cuda, $weights)?;
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
             BackendChoice::Cuda => anyhow::bail!(
                 "--backend cuda: this pgolf-rt was built without the `cuda` feature (rebuild with `--features cuda`)"
             ),
+            // `auto` stays on the CPU: wgpu on a software adapter (CI) is slower than it.
+            #[cfg(feature = "wgpu")]
+            BackendChoice::Wgpu => {
+                let $model = pgolf_rt::model::DeviceModel::new(
+                    pgolf_rt::backend::wgpu::WgpuBackend::new()?,
+                    $weights,
+                )?;
+                $body
+            }
+            #[cfg(not(feature = "wgpu"))]
             BackendChoice::Wgpu => anyhow::bail!(
                 "--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"
             ),

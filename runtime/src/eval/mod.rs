@@ -5,12 +5,16 @@
 //! ([`windows`]); [`run_windows`] executes them in batches on any backend. Each target of the
 //! stream is scored exactly once.
 
+pub mod audit;
 mod metric;
+pub mod mixer;
 mod score;
+pub mod ttt;
 mod windows;
 
 pub use metric::{BpbAccumulator, EvalResult};
 pub use score::{score_tokens, TextScore, TokenScore};
+pub use ttt::{eval_lora_ttt, eval_per_document, TttConfig};
 pub use windows::{run_windows, sliding_windows, standard_windows, truncate_for_eval, Window};
 
 use crate::backend::Backend;

@@ -3,6 +3,7 @@
 //! semantics in the module doc and a naive test beside it.
 
 mod attention;
+mod backward;
 mod head;
 mod math;
 mod matmul;

@@ -1,0 +1,294 @@
+//! The backward of each CPU kernel ([`TrainBackend`] for [`CpuBackend`]), one op per file with
+//! its reference semantics in the module doc. Gradient checks against finite differences live
+//! in `runtime/tests/grad_ops.rs`.
+
+mod activation;
+mod attention;
+mod embedding;
+mod head;
+mod linear;
+mod norm;
+mod resid;
+mod rope;
+
+use super::{same_shape, vector_len, CpuBackend, CpuTensor, RopeTable};
+use crate::backend::train::TrainBackend;
+use crate::backend::{AttnGeometry, Backend, RopeSpec};
+use crate::model::Activation;
+use crate::{Error, Result};
+
+fn t(rows: usize, cols: usize, data: Vec<f32>) -> CpuTensor {
+    CpuTensor { rows, cols, data }
+}
+
+fn head_checks(
+    h: &CpuTensor,
+    head: &CpuTensor,
+    delta: Option<&CpuTensor>,
+    targets: &[u32],
+) -> Result<()> {
+    if h.cols != head.cols || targets.len() != h.rows {
+        return Err(Error::Backend("nll: shapes do not match".into()));
+    }
+    if let Some(d) = delta {
+        if (d.rows, d.cols) != (h.rows, head.rows) {
+            return Err(Error::Backend("nll: delta is not [rows, vocab]".into()));
+        }
+    }
+    if let Some(&bad) = targets.iter().find(|&&x| x as usize >= head.rows) {
+        return Err(Error::Backend(format!(
+            "target id {bad} out of range for vocab {}",
+            head.rows
+        )));
+    }
+    Ok(())
+}
+
+impl TrainBackend for CpuBackend {
+    fn zeros(&self, rows: usize, cols: usize) -> Result<CpuTensor> {
+        Ok(t(rows, cols, vec![0.0; rows * cols]))
+    }
+
+    fn linear_backward_input(&self, dy: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+        if dy.cols != w.rows {
+            return Err(Error::Backend("linear backward: dy/w shapes differ".into()));
+        }
+        Ok(t(
+            dy.rows,
+            w.cols,
+            linear::linear_dx(&dy.data, dy.rows, &w.data, w.rows, w.cols),
+        ))
+    }
+
+    fn linear_backward_weight(&self, dy: &CpuTensor, x: &CpuTensor) -> Result<CpuTensor> {
+        if dy.rows != x.rows {
+            return Err(Error::Backend("linear backward: dy/x rows differ".into()));
+        }
+        Ok(t(
+            dy.cols,
+            x.cols,
+            linear::linear_dw(&dy.data, &x.data, dy.rows, dy.cols, x.cols),
+        ))
+    }
+
+    fn embedding_backward(&self, dy: &CpuTensor, ids: &[u32], vocab: usize) -> Result<CpuTensor> {
+        let idx: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        self.gather_rows_backward(dy, &idx, vocab)
+    }
+
+    fn gather_rows_backward(
+        &self,
+        dy: &CpuTensor,
+        rows: &[usize],
+        total_rows: usize,
+    ) -> Result<CpuTensor> {
+        if rows.len() != dy.rows || rows.iter().any(|&r| r >= total_rows) {
+            return Err(Error::Backend("scatter: rows do not match".into()));
+        }
+        Ok(t(
+            total_rows,
+            dy.cols,
+            embedding::scatter_add_rows(&dy.data, dy.cols, rows, total_rows),
+        ))
+    }
+
+    fn rms_norm_backward(
+        &self,
+        x: &CpuTensor,
+        dy: &CpuTensor,
+        eps: f32,
+        scale: f32,
+    ) -> Result<CpuTensor> {
+        same_shape(x, dy, "rms_norm backward")?;
+        let mut dx = dy.clone();
+        let cols = x.cols;
+        super::par::for_each_row(&mut dx.data, cols, |i, r| {
+            let xs = &x.data[i * cols..(i + 1) * cols];
+            let g = &dy.data[i * cols..(i + 1) * cols];
+            norm::rms_norm_backward_row(xs, g, r, eps, scale);
+        });
+        Ok(dx)
+    }
+
+    fn resid_mix_backward(
+        &self,
+        x: &CpuTensor,
+        x0: &CpuTensor,
+        mix: &CpuTensor,
+        dout: &CpuTensor,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        same_shape(x, x0, "resid_mix backward")?;
+        same_shape(x, dout, "resid_mix backward")?;
+        vector_len(mix, 2 * x.cols, "resid_mix backward")?;
+        let c = x.cols;
+        let (a, b) = mix.data.split_at(c);
+        let dx = resid::scale_cols(&dout.data, a);
+        let dx0 = resid::scale_cols(&dout.data, b);
+        let mut dmix = resid::col_dot(&dout.data, &x.data, c);
+        dmix.extend(resid::col_dot(&dout.data, &x0.data, c));
+        Ok((t(x.rows, c, dx), t(x.rows, c, dx0), t(2, c, dmix)))
+    }
+
+    fn add_scaled_backward(
+        &self,
+        y: &CpuTensor,
+        scale: &CpuTensor,
+        dout: &CpuTensor,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        same_shape(y, dout, "add_scaled backward")?;
+        vector_len(scale, y.cols, "add_scaled backward")?;
+        Ok((
+            t(y.rows, y.cols, resid::scale_cols(&dout.data, &scale.data)),
+            t(1, y.cols, resid::col_dot(&dout.data, &y.data, y.cols)),
+        ))
+    }
+
+    fn qk_norm_rope_backward(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        dq: &CpuTensor,
+        dk: &CpuTensor,
+        geom: &AttnGeometry,
+        rope: &RopeSpec,
+        q_gain: &CpuTensor,
+        eps: f32,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        let hd = geom.head_dim;
+        let rows = geom.batch * geom.seq;
+        if (q.rows, q.cols) != (rows, geom.heads * hd)
+            || (k.rows, k.cols) != (rows, geom.kv_heads * hd)
+        {
+            return Err(Error::Backend(
+                "qk_norm_rope backward: shapes do not match the geometry".into(),
+            ));
+        }
+        same_shape(q, dq, "qk_norm_rope backward")?;
+        same_shape(k, dk, "qk_norm_rope backward")?;
+        vector_len(q_gain, geom.heads, "qk_norm_rope backward")?;
+        let table = RopeTable::new(geom.seq, rope.dims, rope.base);
+        let (dqx, dg) = rope::norm_rope_backward(
+            &q.data,
+            &dq.data,
+            geom.heads,
+            hd,
+            geom.seq,
+            &table,
+            Some(&q_gain.data),
+            eps,
+        );
+        let (dkx, _) = rope::norm_rope_backward(
+            &k.data,
+            &dk.data,
+            geom.kv_heads,
+            hd,
+            geom.seq,
+            &table,
+            None,
+            eps,
+        );
+        Ok((
+            t(q.rows, q.cols, dqx),
+            t(k.rows, k.cols, dkx),
+            t(1, geom.heads, dg),
+        ))
+    }
+
+    fn attention_backward(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        dy: &CpuTensor,
+        geom: &AttnGeometry,
+        xsa: bool,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        let rows = geom.batch * geom.seq;
+        let ok = geom.kv_heads > 0
+            && geom.heads % geom.kv_heads == 0
+            && (q.rows, q.cols) == (rows, geom.heads * geom.head_dim)
+            && (k.rows, k.cols) == (rows, geom.kv_heads * geom.head_dim)
+            && (v.rows, v.cols) == (k.rows, k.cols)
+            && (dy.rows, dy.cols) == (q.rows, q.cols);
+        if !ok {
+            return Err(Error::Backend(
+                "attention backward: shapes do not match the geometry".into(),
+            ));
+        }
+        let (dq, dk, dv) =
+            attention::attention_backward(&q.data, &k.data, &v.data, &dy.data, geom, xsa);
+        Ok((
+            t(q.rows, q.cols, dq),
+            t(k.rows, k.cols, dk),
+            t(v.rows, v.cols, dv),
+        ))
+    }
+
+    fn activation_backward(
+        &self,
+        h: &CpuTensor,
+        dy: &CpuTensor,
+        act: Activation,
+    ) -> Result<CpuTensor> {
+        same_shape(h, dy, "activation backward")?;
+        Ok(t(
+            h.rows,
+            h.cols,
+            activation::activation_backward(&h.data, &dy.data, act),
+        ))
+    }
+
+    fn nll_delta(
+        &self,
+        h: &CpuTensor,
+        head: &CpuTensor,
+        delta: Option<&CpuTensor>,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<Vec<f32>> {
+        match delta {
+            None => self.nll(h, head, targets, softcap),
+            Some(d) => {
+                head_checks(h, head, delta, targets)?;
+                Ok(head::nll(
+                    &h.data,
+                    h.cols,
+                    &head.data,
+                    head.rows,
+                    Some(&d.data),
+                    targets,
+                    softcap,
+                ))
+            }
+        }
+    }
+
+    fn nll_backward_logits(
+        &self,
+        h: &CpuTensor,
+        head: &CpuTensor,
+        delta: Option<&CpuTensor>,
+        targets: &[u32],
+        softcap: f32,
+        dnll: &[f32],
+    ) -> Result<CpuTensor> {
+        head_checks(h, head, delta, targets)?;
+        if dnll.len() != targets.len() {
+            return Err(Error::Backend("nll backward: dnll length".into()));
+        }
+        Ok(t(
+            h.rows,
+            head.rows,
+            head::nll_backward_logits(
+                &h.data,
+                h.cols,
+                &head.data,
+                head.rows,
+                delta.map(|d| d.data.as_slice()),
+                targets,
+                softcap,
+                dnll,
+            ),
+        ))
+    }
+}

@@ -1,0 +1,125 @@
+//! Finding a usable CUDA device without ever panicking.
+//!
+//! cudarc (feature `dynamic-loading`) opens libcuda/libnvrtc/libcublas lazily and **panics** when
+//! a library is missing. So [`probe_libraries`] first asks each library's unsafe
+//! `is_culib_present()` (which only tries `dlopen` on the candidate names), and only then do we
+//! touch cudarc's safe API. A missing library, a driver without a device, or a context that
+//! cannot be created all become one-line `Error::Backend("CUDA unavailable: ...")` messages.
+
+use crate::{Error, Result};
+use cudarc::driver::{CudaContext, CudaStream};
+use std::sync::Arc;
+
+/// Checks that every shared library the backend needs can be opened, in the order they are
+/// used. The first one missing gives the error.
+pub fn probe_libraries() -> Result<()> {
+    // SAFETY: these functions only dlopen the candidate library names and drop the handles;
+    // they touch no CUDA state.
+    let libs: [(&str, bool, &str); 3] = unsafe {
+        [
+            (
+                "libcuda.so",
+                cudarc::driver::sys::is_culib_present(),
+                "no NVIDIA driver on the loader path",
+            ),
+            (
+                "libnvrtc.so",
+                cudarc::nvrtc::sys::is_culib_present(),
+                "install the CUDA 13 toolkit or the nvidia-cuda-nvrtc wheel and add its lib dir to LD_LIBRARY_PATH",
+            ),
+            (
+                "libcublas.so",
+                cudarc::cublas::sys::is_culib_present(),
+                "install CUDA 13 cuBLAS (libcublas.so.13 + libcublasLt.so.13) on LD_LIBRARY_PATH",
+            ),
+        ]
+    };
+    for (name, present, hint) in libs {
+        if !present {
+            return Err(unavailable(format!("{name} not found ({hint})")));
+        }
+    }
+    Ok(())
+}
+
+/// `Error::Backend("CUDA unavailable: {why}")`.
+pub fn unavailable(why: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("CUDA unavailable: {why}"))
+}
+
+/// Turns any displayable CUDA error into `Error::Backend("cuda {op}: {e}")`.
+pub trait CudaResultExt<T> {
+    fn op(self, op: &str) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> CudaResultExt<T> for std::result::Result<T, E> {
+    fn op(self, op: &str) -> Result<T> {
+        self.map_err(|e| Error::Backend(format!("cuda {op}: {e}")))
+    }
+}
+
+/// An opened device: context, the one stream every op runs on, and its compute capability.
+pub struct Device {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    /// `(major, minor)`, e.g. `(9, 0)` on H100.
+    pub compute_capability: (i32, i32),
+    pub name: String,
+}
+
+impl Device {
+    /// Opens device `ordinal` after probing the libraries. Never panics on a machine without
+    /// CUDA (a panic from inside cudarc, e.g. a missing driver symbol, is caught and reported).
+    pub fn open(ordinal: usize) -> Result<Device> {
+        probe_libraries()?;
+        let opened = std::panic::catch_unwind(|| -> Result<Device> {
+            let count = CudaContext::device_count()
+                .map_err(|e| unavailable(format!("cuInit/cuDeviceGetCount failed: {e}")))?;
+            if count <= 0 {
+                return Err(unavailable("the driver reports no CUDA device"));
+            }
+            if ordinal >= count as usize {
+                return Err(unavailable(format!(
+                    "device {ordinal} requested but only {count} present"
+                )));
+            }
+            let ctx = CudaContext::new(ordinal).map_err(|e| {
+                unavailable(format!("cannot create a context on device {ordinal}: {e}"))
+            })?;
+            // One stream for everything: ops are ordered by the stream, so cudarc's per-buffer
+            // event tracking (meant for multi-stream use) is pure overhead here.
+            // SAFETY: no other stream of this context ever touches our buffers.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx
+                .new_stream()
+                .map_err(|e| unavailable(format!("cannot create a stream: {e}")))?;
+            let compute_capability = ctx
+                .compute_capability()
+                .map_err(|e| unavailable(format!("cannot read the compute capability: {e}")))?;
+            let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+            Ok(Device {
+                ctx,
+                stream,
+                compute_capability,
+                name,
+            })
+        });
+        match opened {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("panic inside cudarc");
+                Err(unavailable(msg.lines().next().unwrap_or(msg).to_string()))
+            }
+        }
+    }
+
+    /// NVRTC architecture option for this device, e.g. `sm_90`.
+    pub fn arch(&self) -> String {
+        let (ma, mi) = self.compute_capability;
+        format!("sm_{ma}{mi}")
+    }
+}

@@ -1,0 +1,169 @@
+//! Kernel sources and their compilation.
+//!
+//! Every `cuda/*.cu` file of the repository is embedded in the binary with `include_str!` and
+//! compiled with NVRTC to PTX for the device's architecture (`--gpu-architecture=sm_XY`) the
+//! first time a backend is created on a device of that architecture. The PTX is cached per
+//! process (keyed by architecture) in a `OnceLock<Mutex<HashMap>>`, so later `CudaBackend`s
+//! (e.g. one per test) only load modules into their context and never recompile. The driver
+//! JIT-compiles the PTX to SASS at module load.
+//!
+//! [`compile`] needs only libnvrtc (no driver, no GPU): the `cuda_kernels_compile` test uses it
+//! to check every source on CPU-only machines.
+
+use super::device::CudaResultExt;
+use crate::{Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// `(file name, source)` of every kernel file, one kernel family per file.
+pub const SOURCES: &[(&str, &str)] = &[
+    (
+        "embedding.cu",
+        include_str!("../../../../cuda/embedding.cu"),
+    ),
+    ("rms_norm.cu", include_str!("../../../../cuda/rms_norm.cu")),
+    (
+        "elementwise.cu",
+        include_str!("../../../../cuda/elementwise.cu"),
+    ),
+    ("smear.cu", include_str!("../../../../cuda/smear.cu")),
+    (
+        "qk_norm_rope.cu",
+        include_str!("../../../../cuda/qk_norm_rope.cu"),
+    ),
+    (
+        "attention.cu",
+        include_str!("../../../../cuda/attention.cu"),
+    ),
+    (
+        "activation.cu",
+        include_str!("../../../../cuda/activation.cu"),
+    ),
+    ("head.cu", include_str!("../../../../cuda/head.cu")),
+];
+
+/// Head dims the attention kernel is instantiated for (`attention_hd{N}` entry points).
+pub const ATTENTION_HEAD_DIMS: &[usize] = &[8, 16, 32, 64, 128];
+
+/// Compiles one source to PTX for `arch` (e.g. `sm_90`). Exact IEEE division and square root,
+/// no fast math: the float32 path must match the CPU oracle to 1e-4.
+/// Errors carry NVRTC's full log.
+pub fn compile(name: &str, src: &str, arch: &str) -> Result<Ptx> {
+    let opts = CompileOptions {
+        prec_div: Some(true),
+        prec_sqrt: Some(true),
+        ftz: Some(false),
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| {
+        let detail = match &e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                log.to_string_lossy().into_owned()
+            }
+            other => format!("{other}"),
+        };
+        Error::Backend(format!("NVRTC failed on cuda/{name} for {arch}:\n{detail}"))
+    })
+}
+
+type PtxSet = Arc<Vec<(&'static str, Ptx)>>;
+
+/// PTX of every source for `arch`, compiled once per process.
+pub fn ptx_for(arch: &str) -> Result<PtxSet> {
+    static CACHE: OnceLock<Mutex<HashMap<String, PtxSet>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    // Hold the lock while compiling: concurrent first users wait instead of compiling twice.
+    let mut map = cache
+        .lock()
+        .map_err(|_| Error::Backend("kernel cache lock poisoned".into()))?;
+    if let Some(set) = map.get(arch) {
+        return Ok(set.clone());
+    }
+    let set: Vec<(&'static str, Ptx)> = SOURCES
+        .iter()
+        .map(|&(name, src)| compile(name, src, arch).map(|p| (name, p)))
+        .collect::<Result<_>>()?;
+    let set = Arc::new(set);
+    map.insert(arch.to_string(), set.clone());
+    Ok(set)
+}
+
+/// Every kernel entry point, loaded into one context.
+pub struct Kernels {
+    pub gather_rows: CudaFunction,
+    pub rms_norm: CudaFunction,
+    pub resid_mix: CudaFunction,
+    pub add_scaled: CudaFunction,
+    pub axpy: CudaFunction,
+    pub smear: CudaFunction,
+    pub qk_norm_rope: CudaFunction,
+    /// `(head_dim, attention_hd{head_dim})`.
+    pub attention: Vec<(usize, CudaFunction)>,
+    pub relu2: CudaFunction,
+    pub leaky_relu2: CudaFunction,
+    pub softcap_nll: CudaFunction,
+    pub softcap_log_softmax: CudaFunction,
+}
+
+impl Kernels {
+    /// Compiles (or takes from the cache) the PTX for `arch` and loads it into `ctx`.
+    pub fn load(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels> {
+        let set = ptx_for(arch)?;
+        let mut modules: HashMap<&str, Arc<CudaModule>> = HashMap::new();
+        for (name, ptx) in set.iter() {
+            let m = ctx
+                .load_module(ptx.clone())
+                .op(&format!("load module cuda/{name}"))?;
+            modules.insert(name, m);
+        }
+        let f = |file: &str, func: &str| -> Result<CudaFunction> {
+            modules
+                .get(file)
+                .ok_or_else(|| Error::Backend(format!("no module cuda/{file}")))?
+                .load_function(func)
+                .op(&format!("load function {func} from cuda/{file}"))
+        };
+        let attention = ATTENTION_HEAD_DIMS
+            .iter()
+            .map(|&hd| Ok((hd, f("attention.cu", &format!("attention_hd{hd}"))?)))
+            .collect::<Result<_>>()?;
+        Ok(Kernels {
+            gather_rows: f("embedding.cu", "gather_rows")?,
+            rms_norm: f("rms_norm.cu", "rms_norm")?,
+            resid_mix: f("elementwise.cu", "resid_mix")?,
+            add_scaled: f("elementwise.cu", "add_scaled")?,
+            axpy: f("elementwise.cu", "axpy")?,
+            smear: f("smear.cu", "smear")?,
+            qk_norm_rope: f("qk_norm_rope.cu", "qk_norm_rope")?,
+            attention,
+            relu2: f("activation.cu", "relu2")?,
+            leaky_relu2: f("activation.cu", "leaky_relu2")?,
+            softcap_nll: f("head.cu", "softcap_nll")?,
+            softcap_log_softmax: f("head.cu", "softcap_log_softmax")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cu_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cuda");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".cu"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = SOURCES.iter().map(|(n, _)| n.to_string()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded, "cuda/*.cu and modules::SOURCES differ");
+    }
+}

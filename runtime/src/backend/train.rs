@@ -1,0 +1,130 @@
+//! The training extension of [`Backend`]: the backward of every forward op that training and
+//! test-time training need. Inference builds never call it.
+//!
+//! Conventions: `d*` arguments are gradients of a scalar loss with respect to an op's output;
+//! each method returns the gradients with respect to the op's inputs (and parameters), with the
+//! same shapes as those inputs. Ops that the forward runs in place (`add_scaled`,
+//! `qk_norm_rope`) take the values *before* the op where the backward needs them.
+
+use super::{AttnGeometry, Backend, RopeSpec};
+use crate::model::Activation;
+use crate::Result;
+
+/// Backward ops (reference semantics: the derivative of the forward op of the same name in
+/// [`Backend`]).
+pub trait TrainBackend: Backend {
+    /// A `[rows, cols]` zero matrix.
+    fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Tensor>;
+
+    /// `linear` backward, input side: `dx = dy · w` (`dy [rows, out]`, `w [out, in]`).
+    fn linear_backward_input(&self, dy: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `linear` backward, weight side: `dw = dyᵀ · x` (`[out, in]`).
+    fn linear_backward_weight(&self, dy: &Self::Tensor, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `embedding` backward: `dtable[ids[i]] += dy[i]`, a `[vocab, cols]` matrix.
+    fn embedding_backward(
+        &self,
+        dy: &Self::Tensor,
+        ids: &[u32],
+        vocab: usize,
+    ) -> Result<Self::Tensor>;
+    /// `gather_rows` backward: `dx[rows[i]] += dy[i]`, a `[total_rows, cols]` matrix.
+    fn gather_rows_backward(
+        &self,
+        dy: &Self::Tensor,
+        rows: &[usize],
+        total_rows: usize,
+    ) -> Result<Self::Tensor>;
+    /// `rms_norm` backward given the op's input `x`.
+    fn rms_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        dy: &Self::Tensor,
+        eps: f32,
+        scale: f32,
+    ) -> Result<Self::Tensor>;
+    /// `resid_mix` backward: `(dx, dx0, dmix [2, cols])`.
+    fn resid_mix_backward(
+        &self,
+        x: &Self::Tensor,
+        x0: &Self::Tensor,
+        mix: &Self::Tensor,
+        dout: &Self::Tensor,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+    /// `add_scaled` (`x += scale ⊙ y`) backward: `dx = dout` (the caller keeps it);
+    /// returns `(dy = scale ⊙ dout, dscale [1, cols] = Σ_rows dout ⊙ y)`.
+    fn add_scaled_backward(
+        &self,
+        y: &Self::Tensor,
+        scale: &Self::Tensor,
+        dout: &Self::Tensor,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `qk_norm_rope` backward given `q`, `k` *before* the op: `(dq, dk, dq_gain [1, heads])`.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_rope_backward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        dq: &Self::Tensor,
+        dk: &Self::Tensor,
+        geom: &AttnGeometry,
+        rope: &RopeSpec,
+        q_gain: &Self::Tensor,
+        eps: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+    /// `attention` backward (the attention probabilities are recomputed): `(dq, dk, dv)`.
+    fn attention_backward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        dy: &Self::Tensor,
+        geom: &AttnGeometry,
+        xsa: bool,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+    /// `activation` backward given the op's input `h`.
+    fn activation_backward(
+        &self,
+        h: &Self::Tensor,
+        dy: &Self::Tensor,
+        act: Activation,
+    ) -> Result<Self::Tensor>;
+
+    /// Head + soft-cap + CE with an additive logit term (the head's LoRA delta):
+    /// `-log softmax(c·tanh((h·headᵀ + delta)/c))[target]` per row. With `delta = None` this is
+    /// exactly [`Backend::nll`]; with an all-zero delta it gives the same values bit for bit.
+    fn nll_delta(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        delta: Option<&Self::Tensor>,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<Vec<f32>>;
+    /// Backward of [`TrainBackend::nll_delta`] to the pre-cap logits
+    /// `z = h·headᵀ + delta`: `dz [rows, vocab] = dnll_r · (1 − tanh²(z/c)) ⊙ (softmax − onehot)`.
+    fn nll_backward_logits(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        delta: Option<&Self::Tensor>,
+        targets: &[u32],
+        softcap: f32,
+        dnll: &[f32],
+    ) -> Result<Self::Tensor>;
+
+    /// Fused head + soft-cap + CE backward: `(dh, dhead)` for per-row loss weights `dnll`.
+    fn nll_backward(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        targets: &[u32],
+        softcap: f32,
+        dnll: &[f32],
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let dz = self.nll_backward_logits(h, head, None, targets, softcap, dnll)?;
+        Ok((
+            self.linear_backward_input(&dz, head)?,
+            self.linear_backward_weight(&dz, h)?,
+        ))
+    }
+}

@@ -1,0 +1,109 @@
+//! Adapter and device selection.
+//!
+//! - `WGPU_BACKEND` (comma list: vulkan, metal, dx12, gl) picks the instance's backends
+//!   (`InstanceDescriptor::new_without_display_handle_from_env`); the instance flags
+//!   (`WGPU_VALIDATION`, `WGPU_DEBUG`, ...) come from the environment the same way.
+//! - `WGPU_ADAPTER_NAME` (case-insensitive substring) picks an adapter by name through
+//!   `wgpu::util::initialize_adapter_from_env_or_default`; `WGPU_POWER_PREF` (low/high) steers
+//!   the default choice. A name that matches nothing is an error here (wgpu's helper would panic).
+//! - `PGOLF_WGPU_FALLBACK=1` forces the software adapter (`force_fallback_adapter`: lavapipe,
+//!   WARP, llvmpipe-GL) even on a machine with a GPU.
+//!
+//! No adapter is `Err(Error::Backend("no wgpu adapter: ..."))`, never a panic. The device is
+//! requested with the adapter's own limits (large storage buffers for long batches) and no
+//! optional features. wgpu's uncaptured errors are recorded and surface as `Err` at the next
+//! host synchronisation instead of panicking.
+
+use crate::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+/// An open device with its queue and what we know about the adapter.
+pub(crate) struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// First error wgpu reported asynchronously (validation, out of memory), if any.
+    pub error: Arc<Mutex<Option<String>>>,
+}
+
+fn no_adapter(why: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("no wgpu adapter: {why}"))
+}
+
+/// Whether `PGOLF_WGPU_FALLBACK=1` asks for the software adapter.
+pub fn fallback_requested() -> bool {
+    std::env::var("PGOLF_WGPU_FALLBACK").is_ok_and(|v| v.trim() == "1")
+}
+
+async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    if fallback_requested() {
+        return instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+                force_fallback_adapter: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                no_adapter(format!(
+                    "PGOLF_WGPU_FALLBACK=1 but no software adapter ({e})"
+                ))
+            });
+    }
+    if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
+        // `initialize_adapter_from_env` panics when nothing matches; check first.
+        let want = name.to_lowercase();
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        if !adapters
+            .iter()
+            .any(|a| a.get_info().name.to_lowercase().contains(&want))
+        {
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            return Err(no_adapter(format!(
+                "WGPU_ADAPTER_NAME={name:?} matches none of {names:?}"
+            )));
+        }
+    }
+    wgpu::util::initialize_adapter_from_env_or_default(instance, None)
+        .await
+        .map_err(|e| no_adapter(format!("{e} (is a Vulkan/Metal/DX12 driver installed? on Linux without a GPU: mesa-vulkan-drivers)")))
+}
+
+/// Opens the adapter chosen by the environment (see the module doc).
+pub(crate) fn open() -> Result<Gpu> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(pick_adapter(&instance))?;
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("pgolf-rt"),
+        required_features: wgpu::Features::empty(),
+        required_limits: limits.clone(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .map_err(|e| {
+        Error::Backend(format!(
+            "wgpu adapter {:?}: cannot open a device: {e}",
+            info.name
+        ))
+    })?;
+    let error = Arc::new(Mutex::new(None::<String>));
+    let slot = error.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(e.to_string());
+        }
+    }));
+    Ok(Gpu {
+        device,
+        queue,
+        info,
+        limits,
+        error,
+    })
+}

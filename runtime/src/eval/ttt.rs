@@ -1,0 +1,286 @@
+//! Per-document LoRA test-time training, score-then-adapt (spec 7.3, 7.5).
+//!
+//! For each document (BOS-delimited, spans inclusive of the next BOS, spec 1.3) with `P = len−1`
+//! targets, chunk `i` covers targets `[iK, min((i+1)K, P))`; its forward window is the document's
+//! tokens `[max(0, end − T_ctx), end)` (never before the document's BOS). For each chunk in order:
+//! 1. forward with the current adapters;
+//! 2. **score**: add the NLL and bytes of the chunk's targets to the totals;
+//! 3. if this is not the document's last chunk: loss = mean NLL over the chunk, backward into
+//!    the adapters only, one optimiser step (`epochs` steps, each on this already-scored chunk).
+//!
+//! Adapters (`A ~ U(±1/sqrt(in))`, `B = 0`) and the optimiser state are fresh for every
+//! document, so a token's score only ever depends on the artifact and on earlier tokens of its
+//! own document, each used for training only after it was scored.
+
+use super::metric::{BpbAccumulator, EvalResult};
+use crate::backend::train::TrainBackend;
+use crate::backend::Backend;
+use crate::data::{find_documents, Document};
+use crate::model::DeviceModel;
+use crate::tokenizer::ByteLut;
+use crate::train::{Adam, AdamConfig, Lora, LoraTargets, TrainModel};
+use crate::{Error, Result};
+
+/// LoRA TTT settings; the defaults are the published recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TttConfig {
+    pub rank: usize,
+    pub targets: LoraTargets,
+    pub optimizer: AdamConfig,
+    /// Targets per chunk (`K`).
+    pub chunk: usize,
+    /// Forward window in tokens (`T_ctx`).
+    pub window: usize,
+    /// Optimiser steps per scored chunk (passes over the training set below).
+    pub epochs: usize,
+    /// Train each pass on every chunk scored so far (`0..=i`, one step per chunk) instead of
+    /// only the chunk just scored. Legal either way: only already-scored chunks are used.
+    pub replay_scored: bool,
+    /// Documents with fewer tokens are scored with the same chunks but never adapted.
+    pub min_doc_len: usize,
+    /// Seed of the `A` initialisation (mixed with the document index).
+    pub seed: u64,
+    /// Evaluate only the first N documents.
+    pub max_docs: Option<usize>,
+}
+
+impl Default for TttConfig {
+    fn default() -> Self {
+        TttConfig {
+            rank: 8,
+            targets: LoraTargets::default(),
+            optimizer: AdamConfig::default(),
+            chunk: 256,
+            window: 1024,
+            epochs: 1,
+            replay_scored: false,
+            min_doc_len: 0,
+            seed: 1337,
+            max_docs: None,
+        }
+    }
+}
+
+/// One chunk of a document: window `[win_start, end)` (document positions), scoring targets
+/// `[chunk_start, end)` (target `j` is document token `j+1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocChunk {
+    pub win_start: usize,
+    pub chunk_start: usize,
+    pub end: usize,
+}
+
+/// The chunks of a document of `len` tokens (spec 7.5 geometry).
+pub fn doc_chunks(len: usize, chunk: usize, window: usize) -> Vec<DocChunk> {
+    let p = len.saturating_sub(1);
+    (0..p.div_ceil(chunk.max(1)))
+        .map(|i| {
+            let cs = i * chunk;
+            let end = ((i + 1) * chunk).min(p);
+            DocChunk {
+                win_start: end.saturating_sub(window.max(1)).min(cs),
+                chunk_start: cs,
+                end,
+            }
+        })
+        .collect()
+}
+
+fn check(cfg: &TttConfig) -> Result<()> {
+    if cfg.chunk == 0 || cfg.window < cfg.chunk {
+        return Err(Error::Usage(format!(
+            "TTT chunk {} must be positive and at most the window {}",
+            cfg.chunk, cfg.window
+        )));
+    }
+    Ok(())
+}
+
+fn doc_seed(seed: u64, doc: usize) -> u64 {
+    seed ^ (doc as u64).wrapping_mul(0xA076_1D64_78BD_642F)
+}
+
+/// Scores one document (`doc` = its tokens, BOS first) with LoRA TTT; returns the NLL of each of
+/// its `len − 1` targets in order.
+pub fn ttt_document<B: TrainBackend>(
+    model: &TrainModel<B>,
+    doc: &[u32],
+    cfg: &TttConfig,
+    doc_index: usize,
+) -> Result<Vec<f32>> {
+    check(cfg)?;
+    let chunks = doc_chunks(doc.len(), cfg.chunk, cfg.window);
+    let adapt = doc.len() >= cfg.min_doc_len && cfg.epochs > 0;
+    let mut lora = Lora::new(
+        &model.config,
+        cfg.targets,
+        cfg.rank,
+        doc_seed(cfg.seed, doc_index),
+    )?;
+    let mut opt = Adam::new(cfg.optimizer);
+    let mut out = Vec::with_capacity(doc.len().saturating_sub(1));
+    for (i, c) in chunks.iter().enumerate() {
+        let ids = &doc[c.win_start..c.end];
+        let targets_all = &doc[c.win_start + 1..c.end + 1];
+        let rows: Vec<usize> = (c.chunk_start - c.win_start..c.end - c.win_start).collect();
+        let targets: Vec<u32> = rows.iter().map(|&r| targets_all[r]).collect();
+        let dev = model.upload_lora(&lora)?;
+        let tape = model.forward(ids, 1, ids.len(), Some(&dev))?;
+        let nll = model.nll(&tape, &rows, &targets, Some(&dev))?;
+        out.extend_from_slice(&nll); // scored before any update that uses this chunk
+        if !adapt || i + 1 == chunks.len() {
+            continue;
+        }
+        let mut tape = Some(tape);
+        let mut dev = dev;
+        for _ in 0..cfg.epochs {
+            let first = if cfg.replay_scored { 0 } else { i };
+            for (j, cj) in chunks.iter().enumerate().take(i + 1).skip(first) {
+                let ids = &doc[cj.win_start..cj.end];
+                let rows: Vec<usize> =
+                    (cj.chunk_start - cj.win_start..cj.end - cj.win_start).collect();
+                let targets: Vec<u32> = rows.iter().map(|&r| doc[cj.win_start + 1 + r]).collect();
+                // The scoring forward doubles as the first training forward of this chunk.
+                let t = match tape.take().filter(|_| j == i) {
+                    Some(t) => t,
+                    None => {
+                        dev = model.upload_lora(&lora)?;
+                        model.forward(ids, 1, ids.len(), Some(&dev))?
+                    }
+                };
+                let dnll = vec![1.0 / rows.len() as f32; rows.len()];
+                let g = model.backward(&t, &rows, &targets, &dnll, Some(&dev), false)?;
+                let g = g
+                    .lora
+                    .ok_or_else(|| Error::Backend("TTT: no adapter gradients".into()))?;
+                opt.step(&mut lora.params_mut(), &g.slices())?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Per-document LoRA TTT over a token stream: calls `on_doc(k, document, nll_of_its_targets)`
+/// for every document in order (each target of each document scored once).
+pub fn ttt_stream<B: TrainBackend>(
+    model: &TrainModel<B>,
+    tokens: &[u32],
+    cfg: &TttConfig,
+    mut on_doc: impl FnMut(usize, &Document, &[f32]) -> Result<()>,
+) -> Result<()> {
+    check(cfg)?;
+    for (k, d) in select_docs(tokens, cfg.max_docs).iter().enumerate() {
+        let nll = ttt_document(model, &tokens[d.start..d.start + d.len], cfg, k)?;
+        on_doc(k, d, &nll)?;
+    }
+    Ok(())
+}
+
+/// Progress callback: `(docs_done, docs_total, running totals)`.
+pub type TttProgress<'a> = dyn FnMut(usize, usize, &BpbAccumulator) + 'a;
+
+/// Per-document LoRA TTT eval of a token stream. `progress(docs_done, docs_total, totals)` is
+/// called after each document.
+pub fn eval_lora_ttt<B: TrainBackend>(
+    model: &TrainModel<B>,
+    tokens: &[u32],
+    lut: &ByteLut,
+    cfg: &TttConfig,
+    mut progress: Option<&mut TttProgress>,
+) -> Result<EvalResult> {
+    let start = std::time::Instant::now();
+    let total = select_docs(tokens, cfg.max_docs).len();
+    let mut acc = BpbAccumulator::default();
+    ttt_stream(model, tokens, cfg, |k, d, nll| {
+        let dt = &tokens[d.start..d.start + d.len];
+        for (j, &v) in nll.iter().enumerate() {
+            acc.add(v, lut.bytes_for(dt[j], dt[j + 1]));
+        }
+        if let Some(p) = progress.as_mut() {
+            p(k + 1, total, &acc);
+        }
+        Ok(())
+    })?;
+    Ok(acc.result(start.elapsed().as_secs_f64()))
+}
+
+fn select_docs(tokens: &[u32], max_docs: Option<usize>) -> Vec<Document> {
+    let mut docs: Vec<Document> = find_documents(tokens)
+        .into_iter()
+        .filter(|d| d.len >= 2)
+        .collect();
+    if let Some(n) = max_docs {
+        docs.truncate(n);
+    }
+    docs
+}
+
+/// Plain per-document scoring with the same chunks and windows and no adaptation, through the
+/// inference forward ([`DeviceModel`]): the baseline that TTT is compared against.
+pub fn eval_per_document<B: Backend>(
+    model: &DeviceModel<B>,
+    tokens: &[u32],
+    lut: &ByteLut,
+    chunk: usize,
+    window: usize,
+    max_docs: Option<usize>,
+) -> Result<EvalResult> {
+    let start = std::time::Instant::now();
+    let mut acc = BpbAccumulator::default();
+    for d in select_docs(tokens, max_docs) {
+        let dt = &tokens[d.start..d.start + d.len];
+        for (j, v) in score_document_plain(model, dt, chunk, window)?
+            .into_iter()
+            .enumerate()
+        {
+            acc.add(v, lut.bytes_for(dt[j], dt[j + 1]));
+        }
+    }
+    Ok(acc.result(start.elapsed().as_secs_f64()))
+}
+
+/// Per-target NLL of one document, chunked as [`ttt_document`] but without adapters.
+pub fn score_document_plain<B: Backend>(
+    model: &DeviceModel<B>,
+    doc: &[u32],
+    chunk: usize,
+    window: usize,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(doc.len().saturating_sub(1));
+    for c in doc_chunks(doc.len(), chunk, window) {
+        let ids = &doc[c.win_start..c.end];
+        let tgt = &doc[c.win_start + 1..c.end + 1];
+        let rows: Vec<usize> = (c.chunk_start - c.win_start..c.end - c.win_start).collect();
+        out.extend(model.nll(ids, tgt, 1, ids.len(), Some(&rows))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_targets_once_within_the_window() {
+        for (len, k, t) in [
+            (2, 4, 8),
+            (10, 4, 8),
+            (1000, 256, 1024),
+            (1300, 256, 1024),
+            (9, 3, 3),
+        ] {
+            let cs = doc_chunks(len, k, t);
+            let mut next = 0;
+            for c in &cs {
+                assert_eq!(c.chunk_start, next);
+                assert!(c.end > c.chunk_start && c.end - c.win_start <= t);
+                assert!(c.win_start <= c.chunk_start);
+                next = c.end;
+            }
+            assert_eq!(next, len - 1);
+        }
+        let cs = doc_chunks(1300, 256, 1024);
+        assert_eq!(cs[4].win_start, 1024 + 256 - 1024);
+        assert_eq!(cs.last().unwrap().end, 1299);
+    }
+}

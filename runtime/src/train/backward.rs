@@ -1,0 +1,339 @@
+//! The model backward: from per-row loss weights on scored positions to gradients of all base
+//! weights (returned as a [`ModelWeights`] holding gradients) and/or of the LoRA adapters only.
+//! Base weight gradients (`dW = dyᵀx` of every linear, scales, gains, embeddings) are skipped
+//! when not requested, so LoRA-only backward costs two `dx` products per linear.
+
+use super::lora::{LoraGrads, Proj};
+use super::tape::{ln_scale, BlockTape, DeviceLora, Tape, TrainModel};
+use crate::backend::train::TrainBackend;
+use crate::model::{BlockWeights, Matrix, ModelWeights};
+use crate::{Error, Result};
+
+/// What a backward produced.
+#[derive(Debug, Clone)]
+pub struct Gradients {
+    /// Gradients of every base weight (same layout as the weights), when requested.
+    pub base: Option<ModelWeights>,
+    /// Gradients of the adapters, when adapters were used.
+    pub lora: Option<LoraGrads>,
+}
+
+struct BlockGrads<T> {
+    w: [Option<T>; 6],
+    q_gain: T,
+    attn_scale: T,
+    mlp_scale: T,
+    resid_mix: T,
+}
+
+type Slots<T> = Vec<Option<(T, T)>>;
+/// An adapter's `(A, B)` on the device and its index in [`super::Lora::adapters`].
+type AdapterRef<'a, T> = Option<(&'a (T, T), usize)>;
+
+impl<B: TrainBackend> TrainModel<B> {
+    fn add(&self, acc: &mut B::Tensor, y: &B::Tensor) -> Result<()> {
+        self.backend.add_scalar_scaled(acc, y, 1.0)
+    }
+
+    /// Backward of `y = x·wᵀ + (x·Aᵀ)·Bᵀ`: returns `dx` and (if `want_w`) `dw`; adapter
+    /// gradients go to `slots[idx]`.
+    #[allow(clippy::too_many_arguments)]
+    fn lin_back(
+        &self,
+        dy: &B::Tensor,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        ad: AdapterRef<'_, B::Tensor>,
+        u: Option<&B::Tensor>,
+        want_w: bool,
+        slots: &mut Slots<B::Tensor>,
+    ) -> Result<(B::Tensor, Option<B::Tensor>)> {
+        let be = &self.backend;
+        let mut dx = be.linear_backward_input(dy, w)?;
+        let dw = if want_w {
+            Some(be.linear_backward_weight(dy, x)?)
+        } else {
+            None
+        };
+        if let (Some(((a, b), idx)), Some(u)) = (ad, u) {
+            let db = be.linear_backward_weight(dy, u)?;
+            let du = be.linear_backward_input(dy, b)?;
+            let da = be.linear_backward_weight(&du, x)?;
+            self.add(&mut dx, &be.linear_backward_input(&du, a)?)?;
+            slots[idx] = Some((da, db));
+        }
+        Ok((dx, dw))
+    }
+
+    /// Gradients of `Σ_i dnll[i] · nll(rows[i], targets[i])` for a taped forward.
+    pub fn backward(
+        &self,
+        tape: &Tape<B::Tensor>,
+        rows: &[usize],
+        targets: &[u32],
+        dnll: &[f32],
+        lora: Option<&DeviceLora<B::Tensor>>,
+        want_base: bool,
+    ) -> Result<Gradients> {
+        let (be, cfg) = (&self.backend, &self.config);
+        if rows.len() != targets.len() || rows.len() != dnll.len() {
+            return Err(Error::Usage(
+                "backward: rows/targets/dnll lengths differ".into(),
+            ));
+        }
+        let total = tape.ids.len();
+        let eps = cfg.norm_eps;
+        let mut slots: Slots<B::Tensor> = (0..lora.map_or(0, |l| l.count)).map(|_| None).collect();
+
+        // Head.
+        let (hs, u, delta) = self.head_inputs(tape, rows, lora)?;
+        let dz = be.nll_backward_logits(
+            &hs,
+            self.head(),
+            delta.as_ref(),
+            targets,
+            cfg.logit_softcap,
+            dnll,
+        )?;
+        let head_ad = lora.and_then(|l| l.head.as_ref().zip(l.index_head));
+        let (dhs, d_head) = self.lin_back(
+            &dz,
+            &hs,
+            self.head(),
+            head_ad,
+            u.as_ref(),
+            want_base,
+            &mut slots,
+        )?;
+        let dh = be.gather_rows_backward(&dhs, rows, total)?;
+        let mut dx = be.rms_norm_backward(&tape.x_final, &dh, eps, 1.0)?;
+
+        // Blocks, last to first.
+        let (d, enc, layers) = (cfg.model_dim, cfg.num_encoder_layers, cfg.num_layers);
+        let mut dx0 = be.zeros(total, d)?;
+        let mut dskip: Vec<Option<B::Tensor>> = (0..enc).map(|_| None).collect();
+        let mut dskip_w: Vec<Option<B::Tensor>> =
+            (0..self.skip_weights.len()).map(|_| None).collect();
+        let mut bgrads: Vec<Option<BlockGrads<B::Tensor>>> = (0..layers).map(|_| None).collect();
+        for i in (0..layers).rev() {
+            if i < enc {
+                if let Some(ds) = dskip[i].take() {
+                    self.add(&mut dx, &ds)?;
+                }
+            }
+            let (dx_in, dx0_part, bg) =
+                self.block_backward(i, &tape.blocks[i], dx, tape, lora, want_base, &mut slots)?;
+            self.add(&mut dx0, &dx0_part)?;
+            bgrads[i] = bg;
+            dx = dx_in;
+            if i >= enc {
+                let j = i - enc;
+                if let Some(src) = tape.skip_src.get(j).copied().flatten() {
+                    let (ds, dsw) =
+                        be.add_scaled_backward(&tape.skip_vals[src], &self.skip_weights[j], &dx)?;
+                    dskip[src] = Some(ds);
+                    dskip_w[j] = Some(dsw);
+                }
+            }
+        }
+
+        let lora_grads = match lora {
+            None => None,
+            Some(_) => Some(LoraGrads(
+                slots
+                    .into_iter()
+                    .map(|s| match s {
+                        Some((a, b)) => Ok((be.download(&a)?, be.download(&b)?)),
+                        None => Err(Error::Backend("backward: adapter without gradient".into())),
+                    })
+                    .collect::<Result<_>>()?,
+            )),
+        };
+        if !want_base {
+            return Ok(Gradients {
+                base: None,
+                lora: lora_grads,
+            });
+        }
+
+        // Embedding: block 0's input is x0 itself.
+        self.add(&mut dx0, &dx)?;
+        let dx_emb = be.rms_norm_backward(&tape.x_emb, &dx0, eps, 1.0)?;
+        let mut d_tok = be.embedding_backward(&dx_emb, &tape.ids, cfg.vocab_size)?;
+        let d_head = d_head.ok_or_else(|| Error::Backend("missing head gradient".into()))?;
+        let lm_head = if cfg.tied_embeddings {
+            self.add(&mut d_tok, &d_head)?;
+            None
+        } else {
+            Some(self.matrix(&d_head)?)
+        };
+        let mut skip = Matrix::zeros(self.skip_weights.len(), d);
+        for (j, g) in dskip_w.iter().enumerate() {
+            if let Some(g) = g {
+                skip.data[j * d..(j + 1) * d].copy_from_slice(&be.download(g)?);
+            }
+        }
+        let mut blocks = Vec::with_capacity(layers);
+        for bg in bgrads {
+            let bg = bg.ok_or_else(|| Error::Backend("missing block gradient".into()))?;
+            let [wq, wk, wv, wo, wfc, wproj] = bg.w;
+            let m = |t: Option<B::Tensor>| -> Result<Matrix> {
+                self.matrix(&t.ok_or_else(|| Error::Backend("missing weight gradient".into()))?)
+            };
+            blocks.push(BlockWeights {
+                c_q: m(wq)?,
+                c_k: m(wk)?,
+                c_v: m(wv)?,
+                attn_proj: m(wo)?,
+                q_gain: be.download(&bg.q_gain)?,
+                mlp_fc: m(wfc)?,
+                mlp_proj: m(wproj)?,
+                attn_scale: be.download(&bg.attn_scale)?,
+                mlp_scale: be.download(&bg.mlp_scale)?,
+                resid_mix: self.matrix(&bg.resid_mix)?,
+            });
+        }
+        Ok(Gradients {
+            base: Some(ModelWeights {
+                config: cfg.clone(),
+                tok_emb: self.matrix(&d_tok)?,
+                lm_head,
+                skip_weights: skip,
+                blocks,
+                bigram: None,
+                smear_gate: None,
+                value_embed: None,
+            }),
+            lora: lora_grads,
+        })
+    }
+
+    fn matrix(&self, t: &B::Tensor) -> Result<Matrix> {
+        let (r, c) = self.backend.shape(t);
+        Matrix::new(r, c, self.backend.download(t)?)
+    }
+
+    /// Backward of block `i`: `(d x_in, d x0 contribution, weight grads)`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn block_backward(
+        &self,
+        i: usize,
+        t: &BlockTape<B::Tensor>,
+        dx2: B::Tensor,
+        tape: &Tape<B::Tensor>,
+        lora: Option<&DeviceLora<B::Tensor>>,
+        want_base: bool,
+        slots: &mut Slots<B::Tensor>,
+    ) -> Result<(B::Tensor, B::Tensor, Option<BlockGrads<B::Tensor>>)> {
+        let (cfg, be, w) = (&self.config, &self.backend, &self.blocks[i]);
+        let (eps, s) = (cfg.norm_eps, ln_scale(cfg, i));
+        let ad = |p: Proj| {
+            lora.and_then(|l| {
+                l.blocks[i][p.index()]
+                    .as_ref()
+                    .zip(l.index_blocks[i][p.index()])
+            })
+        };
+        let u = |p: Proj| t.u[p.index()].as_ref();
+        // MLP residual: x2 = x1 + mlp_scale ⊙ m.
+        let (dm, d_mlp_scale) = be.add_scaled_backward(&t.m, &w.mlp_scale, &dx2)?;
+        let mut dx1 = dx2;
+        let (da, d_proj) = self.lin_back(
+            &dm,
+            &t.a,
+            &w.mlp_proj,
+            ad(Proj::MlpProj),
+            u(Proj::MlpProj),
+            want_base,
+            slots,
+        )?;
+        let dh = be.activation_backward(&t.h, &da, cfg.activation)?;
+        let (dn2, d_fc) = self.lin_back(
+            &dh,
+            &t.n2,
+            &w.mlp_fc,
+            ad(Proj::MlpFc),
+            u(Proj::MlpFc),
+            want_base,
+            slots,
+        )?;
+        self.add(&mut dx1, &be.rms_norm_backward(&t.x1, &dn2, eps, s)?)?;
+        // Attention residual: x1 = xm + attn_scale ⊙ o.
+        let (d_o, d_attn_scale) = be.add_scaled_backward(&t.o, &w.attn_scale, &dx1)?;
+        let mut dxm = dx1;
+        let (dy, d_wo) = self.lin_back(
+            &d_o,
+            &t.y,
+            &w.attn_proj,
+            ad(Proj::O),
+            u(Proj::O),
+            want_base,
+            slots,
+        )?;
+        let xsa = cfg.xsa_layers.contains(&i);
+        let (dq, dk, dv) = be.attention_backward(&t.q, &t.k, &t.v, &dy, &tape.geom, xsa)?;
+        let (dq_pre, dk_pre, d_gain) = be.qk_norm_rope_backward(
+            &t.q_pre, &t.k_pre, &dq, &dk, &tape.geom, &tape.rope, &w.q_gain, eps,
+        )?;
+        let (mut dn1, d_wq) = self.lin_back(
+            &dq_pre,
+            &t.n1,
+            &w.c_q,
+            ad(Proj::Q),
+            u(Proj::Q),
+            want_base,
+            slots,
+        )?;
+        let (dn1k, d_wk) = self.lin_back(
+            &dk_pre,
+            &t.n1,
+            &w.c_k,
+            ad(Proj::K),
+            u(Proj::K),
+            want_base,
+            slots,
+        )?;
+        let (dn1v, d_wv) = self.lin_back(
+            &dv,
+            &t.n1,
+            &w.c_v,
+            ad(Proj::V),
+            u(Proj::V),
+            want_base,
+            slots,
+        )?;
+        self.add(&mut dn1, &dn1k)?;
+        self.add(&mut dn1, &dn1v)?;
+        self.add(&mut dxm, &be.rms_norm_backward(&t.xm, &dn1, eps, s)?)?;
+        let (dx_in, dx0, d_mix) = be.resid_mix_backward(&t.x_in, &tape.x0, &w.resid_mix, &dxm)?;
+        let grads = want_base.then_some(BlockGrads {
+            w: [d_wq, d_wk, d_wv, d_wo, d_fc, d_proj],
+            q_gain: d_gain,
+            attn_scale: d_attn_scale,
+            mlp_scale: d_mlp_scale,
+            resid_mix: d_mix,
+        });
+        Ok((dx_in, dx0, grads))
+    }
+
+    /// Mean NLL over `rows` and its gradients (the training loss of one step).
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_and_grads(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        rows: &[usize],
+        targets: &[u32],
+        lora: Option<&DeviceLora<B::Tensor>>,
+        want_base: bool,
+    ) -> Result<(f64, Gradients)> {
+        let tape = self.forward(ids, batch, seq, lora)?;
+        let nll = self.nll(&tape, rows, targets, lora)?;
+        let n = rows.len().max(1);
+        let loss = nll.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let dnll = vec![1.0 / n as f32; rows.len()];
+        let g = self.backward(&tape, rows, targets, &dnll, lora, want_base)?;
+        Ok((loss, g))
+    }
+}

@@ -1,0 +1,378 @@
+//! CUDA backend vs the CPU oracle: every `Backend` op on small shapes, then the per-token NLL of
+//! the first two 1024-token windows of both reference artifacts (float32 path: max abs diff
+//! < 1e-4). Needs a CUDA device; elsewhere every test prints `SKIPPED: no CUDA device (...)`
+//! and passes. The reference data is found at `$PGOLF_SHARED` or `../shared` next to the
+//! repository (scripts/gpu-check.sh sets `PGOLF_SHARED` on the GPU machine).
+//!
+//! Run with `PGOLF_CUDA_TF32` unset: TF32 GEMMs are not expected to meet 1e-4.
+#![cfg(feature = "cuda")]
+
+use pgolf_rt::artifact::Artifact;
+use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::backend::cuda::{reason, CudaBackend};
+use pgolf_rt::backend::{AttnGeometry, Backend, RopeSpec};
+use pgolf_rt::data::load_tokens;
+use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelWeights};
+use std::path::PathBuf;
+
+const TOL: f32 = 1e-4;
+
+fn cuda() -> Option<CudaBackend> {
+    match CudaBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            println!("SKIPPED: no CUDA device ({})", reason(&e));
+            None
+        }
+    }
+}
+
+/// Deterministic values in about [-amp, amp].
+fn data(n: usize, seed: f32, amp: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 + 1.0) * seed).sin() * amp + ((i as f32) * 0.013 * seed).cos() * 0.1)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            assert!(x.is_finite() == y.is_finite(), "finite mismatch {x} vs {y}");
+            (x - y).abs()
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Relative to the magnitude of the reference where it is large (GEMM sums of many terms).
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let d = max_diff(got, want);
+    println!("{what}: max abs diff {d:.3e} (reference max |v| {scale:.2})");
+    assert!(
+        d <= tol * scale,
+        "{what}: max abs diff {d} > {tol} * {scale}"
+    );
+}
+
+struct Pair {
+    cpu: CpuBackend,
+    gpu: CudaBackend,
+}
+
+impl Pair {
+    fn new() -> Option<Pair> {
+        Some(Pair {
+            cpu: CpuBackend::new(),
+            gpu: cuda()?,
+        })
+    }
+    fn up(
+        &self,
+        v: &[f32],
+        r: usize,
+        c: usize,
+    ) -> (
+        <CpuBackend as Backend>::Tensor,
+        <CudaBackend as Backend>::Tensor,
+    ) {
+        (
+            self.cpu.upload(v, r, c).unwrap(),
+            self.gpu.upload(v, r, c).unwrap(),
+        )
+    }
+    fn check(
+        &self,
+        what: &str,
+        c: &<CpuBackend as Backend>::Tensor,
+        g: &<CudaBackend as Backend>::Tensor,
+    ) {
+        assert_eq!(self.cpu.shape(c), self.gpu.shape(g), "{what}: shapes");
+        let (cv, gv) = (self.cpu.download(c).unwrap(), self.gpu.download(g).unwrap());
+        assert_close(what, &gv, &cv, TOL);
+    }
+}
+
+#[test]
+fn upload_download_copy_roundtrip() {
+    let Some(p) = Pair::new() else { return };
+    let v = data(37 * 5, 0.7, 3.0);
+    let g = p.gpu.upload(&v, 37, 5).unwrap();
+    assert_eq!(p.gpu.download(&g).unwrap(), v);
+    let g2 = p.gpu.copy(&g).unwrap();
+    assert_eq!(p.gpu.download(&g2).unwrap(), v);
+    assert_eq!(p.gpu.shape(&g2), (37, 5));
+    let e = p.gpu.upload(&[], 0, 5).unwrap();
+    assert!(p.gpu.download(&e).unwrap().is_empty());
+}
+
+#[test]
+fn embedding_and_gather_rows() {
+    let Some(p) = Pair::new() else { return };
+    let (tc, tg) = p.up(&data(50 * 24, 0.31, 2.0), 50, 24);
+    let ids: Vec<u32> = (0..77u32).map(|i| (i * 13 + 5) % 50).collect();
+    p.check(
+        "embedding",
+        &p.cpu.embedding(&tc, &ids).unwrap(),
+        &p.gpu.embedding(&tg, &ids).unwrap(),
+    );
+    assert!(
+        p.gpu.embedding(&tg, &[50]).is_err(),
+        "out-of-range id must be an error"
+    );
+    let rows: Vec<usize> = vec![49, 0, 3, 3, 17];
+    p.check(
+        "gather_rows",
+        &p.cpu.gather_rows(&tc, &rows).unwrap(),
+        &p.gpu.gather_rows(&tg, &rows).unwrap(),
+    );
+}
+
+#[test]
+fn linear_matches() {
+    let Some(p) = Pair::new() else { return };
+    for &(m, k, n) in &[(1, 1, 1), (7, 33, 19), (130, 512, 96), (257, 64, 1024)] {
+        let (xc, xg) = p.up(&data(m * k, 0.37, 1.0), m, k);
+        let (wc, wg) = p.up(&data(n * k, 0.91, 0.2), n, k);
+        p.check(
+            &format!("linear {m}x{k}·{n}x{k}ᵀ"),
+            &p.cpu.linear(&xc, &wc).unwrap(),
+            &p.gpu.linear(&xg, &wg).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn norms_mixes_and_adds() {
+    let Some(p) = Pair::new() else { return };
+    let (r, c) = (67, 96);
+    let (xc, xg) = p.up(&data(r * c, 0.21, 3.0), r, c);
+    let (x0c, x0g) = p.up(&data(r * c, 0.57, 1.5), r, c);
+    let (mc, mg) = p.up(&data(2 * c, 0.11, 1.2), 2, c);
+    let (sc, sg) = p.up(&data(c, 0.43, 0.8), 1, c);
+    for (eps, scale) in [(1e-6f32, 1.0f32), (1e-5, 0.5)] {
+        p.check(
+            &format!("rms_norm eps={eps} scale={scale}"),
+            &p.cpu.rms_norm(&xc, eps, scale).unwrap(),
+            &p.gpu.rms_norm(&xg, eps, scale).unwrap(),
+        );
+    }
+    p.check(
+        "resid_mix",
+        &p.cpu.resid_mix(&xc, &x0c, &mc).unwrap(),
+        &p.gpu.resid_mix(&xg, &x0g, &mg).unwrap(),
+    );
+    let (mut ac, mut ag) = (p.cpu.copy(&xc).unwrap(), p.gpu.copy(&xg).unwrap());
+    p.cpu.add_scaled(&mut ac, &x0c, &sc).unwrap();
+    p.gpu.add_scaled(&mut ag, &x0g, &sg).unwrap();
+    p.check("add_scaled", &ac, &ag);
+    p.cpu.add_scalar_scaled(&mut ac, &x0c, -0.37).unwrap();
+    p.gpu.add_scalar_scaled(&mut ag, &x0g, -0.37).unwrap();
+    p.check("add_scalar_scaled", &ac, &ag);
+    for seq in [1, 67] {
+        p.check(
+            &format!("smear seq={seq}"),
+            &p.cpu.smear(&xc, &sc, seq).unwrap(),
+            &p.gpu.smear(&xg, &sg, seq).unwrap(),
+        );
+    }
+    for act in [Activation::Relu2, Activation::LeakyRelu2 { slope: 0.5 }] {
+        p.check(
+            &format!("activation {act:?}"),
+            &p.cpu.activation(&xc, act).unwrap(),
+            &p.gpu.activation(&xg, act).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn qk_norm_rope_full_and_partial() {
+    let Some(p) = Pair::new() else { return };
+    for &(hd, dims, base) in &[
+        (64usize, 64usize, 10_000.0f32),
+        (64, 16, 10_000.0),
+        (32, 8, 500.0),
+        (16, 0, 10_000.0),
+    ] {
+        let g = AttnGeometry {
+            batch: 3,
+            seq: 45,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: hd,
+        };
+        let rows = g.batch * g.seq;
+        let (mut qc, mut qg) = p.up(&data(rows * g.heads * hd, 0.33, 2.0), rows, g.heads * hd);
+        let (mut kc, mut kg) = p.up(
+            &data(rows * g.kv_heads * hd, 0.77, 2.0),
+            rows,
+            g.kv_heads * hd,
+        );
+        let (gc, gg) = p.up(&data(g.heads, 0.5, 1.5), 1, g.heads);
+        let rope = RopeSpec { base, dims };
+        p.cpu
+            .qk_norm_rope(&mut qc, &mut kc, &g, &rope, &gc, 1e-6)
+            .unwrap();
+        p.gpu
+            .qk_norm_rope(&mut qg, &mut kg, &g, &rope, &gg, 1e-6)
+            .unwrap();
+        p.check(&format!("qk_norm_rope q hd={hd} dims={dims}"), &qc, &qg);
+        p.check(&format!("qk_norm_rope k hd={hd} dims={dims}"), &kc, &kg);
+    }
+}
+
+#[test]
+fn attention_causal_gqa_xsa() {
+    let Some(p) = Pair::new() else { return };
+    let cases = [
+        (2usize, 150usize, 4usize, 2usize, 8usize),
+        (1, 64, 2, 2, 16),
+        (2, 200, 8, 4, 64),
+        (1, 1, 8, 4, 64),
+        (1, 97, 4, 1, 32),
+        (1, 130, 2, 1, 128),
+    ];
+    for &(batch, seq, heads, kv_heads, hd) in &cases {
+        for xsa in [false, true] {
+            let g = AttnGeometry {
+                batch,
+                seq,
+                heads,
+                kv_heads,
+                head_dim: hd,
+            };
+            let rows = batch * seq;
+            let (qc, qg) = p.up(&data(rows * heads * hd, 0.37, 1.0), rows, heads * hd);
+            let (kc, kg) = p.up(&data(rows * kv_heads * hd, 0.91, 1.0), rows, kv_heads * hd);
+            let (vc, vg) = p.up(&data(rows * kv_heads * hd, 0.13, 2.0), rows, kv_heads * hd);
+            p.check(
+                &format!("attention b{batch} t{seq} h{heads}/{kv_heads} hd{hd} xsa={xsa}"),
+                &p.cpu.attention(&qc, &kc, &vc, &g, xsa).unwrap(),
+                &p.gpu.attention(&qg, &kg, &vg, &g, xsa).unwrap(),
+            );
+        }
+    }
+    let g = AttnGeometry {
+        batch: 1,
+        seq: 4,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 12,
+    };
+    let (q, k) = (
+        p.gpu.upload(&[0.0; 96], 4, 24).unwrap(),
+        p.gpu.upload(&[0.0; 48], 4, 12).unwrap(),
+    );
+    assert!(
+        p.gpu.attention(&q, &k, &k, &g, false).is_err(),
+        "unsupported head_dim must be an error"
+    );
+}
+
+#[test]
+fn head_nll_and_log_probs() {
+    let Some(p) = Pair::new() else { return };
+    for &(rows, d, vocab, cap) in &[
+        (5usize, 8usize, 11usize, 30.0f32),
+        (300, 64, 1024, 30.0),
+        (33, 32, 1000, 0.0),
+    ] {
+        let (hc, hg) = p.up(&data(rows * d, 0.31, 3.0), rows, d);
+        let (wc, wg) = p.up(&data(vocab * d, 0.77, 0.5), vocab, d);
+        let t: Vec<u32> = (0..rows as u32)
+            .map(|i| (i * 7 + 3) % vocab as u32)
+            .collect();
+        let nc = p.cpu.nll(&hc, &wc, &t, cap).unwrap();
+        let ng = p.gpu.nll(&hg, &wg, &t, cap).unwrap();
+        assert_close(
+            &format!("nll {rows}x{d} vocab {vocab} cap {cap}"),
+            &ng,
+            &nc,
+            TOL,
+        );
+        let lc = p.cpu.log_probs(&hc, &wc, cap).unwrap();
+        let lg = p.gpu.log_probs(&hg, &wg, cap).unwrap();
+        assert_close(
+            &format!("log_probs {rows}x{d} vocab {vocab} cap {cap}"),
+            &lg,
+            &lc,
+            TOL,
+        );
+    }
+    let (hg, wg) = (
+        p.gpu.upload(&[1.0; 4], 1, 4).unwrap(),
+        p.gpu.upload(&[1.0; 8], 2, 4).unwrap(),
+    );
+    assert!(
+        p.gpu.nll(&hg, &wg, &[2], 30.0).is_err(),
+        "out-of-range target must be an error"
+    );
+}
+
+fn shared() -> Option<PathBuf> {
+    let p = std::env::var_os("PGOLF_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
+    if p.join("reference").is_dir() && p.join("data").is_dir() {
+        Some(p)
+    } else {
+        println!(
+            "SKIPPED: reference data not found at {} (set PGOLF_SHARED)",
+            p.display()
+        );
+        None
+    }
+}
+
+fn model_nll_matches(artifact: &str) {
+    let Some(gpu) = cuda() else { return };
+    let Some(s) = shared() else { return };
+    let art = Artifact::load(s.join("reference").join(artifact)).expect("artifact");
+    let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).expect("weights");
+    let toks = load_tokens(
+        s.join("data/text_sp1024/fineweb_val_000000.bin")
+            .to_str()
+            .unwrap(),
+    )
+    .expect("val shard");
+    let (batch, seq) = (2, 1024);
+    let ids = &toks[..batch * seq];
+    let targets = &toks[1..batch * seq + 1];
+    let cpu = DeviceModel::new(CpuBackend::new(), &w).expect("cpu upload");
+    let gpu = DeviceModel::new(gpu, &w).expect("cuda upload");
+    let want = cpu.nll(ids, targets, batch, seq, None).expect("cpu nll");
+    let got = gpu.nll(ids, targets, batch, seq, None).expect("cuda nll");
+    let d = max_diff(&got, &want);
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    println!(
+        "{artifact}: 2 windows, mean nll cuda {:.6} cpu {:.6}, max abs diff {d:.3e}",
+        mean(&got),
+        mean(&want)
+    );
+    assert!(d < TOL, "{artifact}: max abs NLL diff {d} >= {TOL}");
+    // Scored subset (the sliding-window path) goes through gather_rows.
+    let rows: Vec<usize> = (960..1024).chain(1984..2048).collect();
+    let want = cpu
+        .nll(ids, targets, batch, seq, Some(&rows))
+        .expect("cpu nll rows");
+    let got = gpu
+        .nll(ids, targets, batch, seq, Some(&rows))
+        .expect("cuda nll rows");
+    let d = max_diff(&got, &want);
+    println!("{artifact}: scored rows only, max abs diff {d:.3e}");
+    assert!(
+        d < TOL,
+        "{artifact}: max abs NLL diff on scored rows {d} >= {TOL}"
+    );
+}
+
+#[test]
+fn baseline9l_first_two_windows_nll() {
+    model_nll_matches("baseline9L_int8_zlib.ptz");
+}
+
+#[test]
+fn mlp3x11l_first_two_windows_nll() {
+    model_nll_matches("mlp3x11L_int6_zstd.ptz");
+}

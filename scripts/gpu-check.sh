@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (CUDA 13.0, driver 580, no Rust toolchain), from the repository root,
+# with gpu-bundle/ built here by scripts/gpu-build.sh and carried over:
+#   1. prints the GPU, driver and CUDA libraries;
+#   2. runs the prebuilt test binaries: cuda_kernels_compile (NVRTC, sm_90) and cuda_parity
+#      (every op + first 2 windows' NLL of both reference artifacts vs the CPU oracle, f32);
+#   3. evaluates both reference artifacts on the val shard with `--backend cuda --json`,
+#      standard and sliding (--stride 64), and prints val_bpb vs PyTorch and tokens/s vs
+#      PyTorch's 5.5 M tok/s (standard) and 88 k tok/s (sliding) from shared/reference/README.md.
+# Usage: bash scripts/gpu-check.sh [all|tests|eval]   (default all; GPU_BUNDLE=DIR overrides)
+# Each step has its own timeout; the script goes on after a failure and exits non-zero at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WHAT=${1:-all}
+B=${GPU_BUNDLE:-gpu-bundle}
+[ -x "$B/bin/pgolf-rt" ] || { echo "gpu-check: $B/bin/pgolf-rt missing: run scripts/gpu-build.sh here and carry $B" >&2; exit 2; }
+export LD_LIBRARY_PATH="/usr/local/cuda/targets/x86_64-linux/lib:/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PGOLF_SHARED="$PWD/$B/shared"
+unset PGOLF_CUDA_TF32
+S=$PGOLF_SHARED
+FAIL=0
+
+echo "== GPU =="
+date -u +%FT%TZ
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || FAIL=1
+nvidia-smi | head -5
+echo "CUDA libraries:"
+ls /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null | grep -E '^lib(nvrtc|cublas|cublasLt)\.so' || echo "  (none under /usr/local/cuda/targets/x86_64-linux/lib)"
+ls /usr/lib/x86_64-linux-gnu 2>/dev/null | grep -E '^libcuda\.so' || true
+cat "$B/BUILD_INFO" 2>/dev/null | head -1
+
+if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
+    echo "== cuda_kernels_compile =="
+    timeout 120 "$B/bin/cuda_kernels_compile" --nocapture || FAIL=1
+    echo "== cuda_parity (f32 path, tolerance 1e-4) =="
+    timeout 300 "$B/bin/cuda_parity" --nocapture --test-threads=1 || FAIL=1
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = eval ]; then
+    ROWS=()
+    # name artifact mode(standard|sliding) pytorch_bpb pytorch_tok_s
+    run_eval() {
+        local name=$1 art=$2 mode=$3 ref_bpb=$4 ref_tps=$5
+        local extra=() out json
+        [ "$mode" = sliding ] && extra=(--stride 64)
+        echo "== eval $name $mode =="
+        out=$(timeout 500 "$B/bin/pgolf-rt" eval --backend cuda --json --batch 32 \
+            --artifact "$S/reference/$art" --data "$S/data/text_sp1024/fineweb_val_000000.bin" \
+            --tokenizer "$S/data/tokenizers/pg_sp1024_bpe.model" "${extra[@]}" 2>&1)
+        local rc=$?
+        echo "$out" | tail -4
+        json=$(echo "$out" | grep '^{' | tail -1)
+        if [ $rc -ne 0 ] || [ -z "$json" ]; then
+            FAIL=1
+            ROWS+=("$(printf '%-12s %-8s %12s %12s %10s %14s %14s %7s' "$name" "$mode" FAILED "$ref_bpb" - - "$ref_tps" -)")
+            return
+        fi
+        local bpb tokens secs
+        bpb=$(echo "$json" | grep -o '"val_bpb":[-0-9.eE+]*' | cut -d: -f2)
+        tokens=$(echo "$json" | grep -o '"tokens":[0-9]*' | cut -d: -f2)
+        secs=$(echo "$json" | grep -o '"seconds":[-0-9.eE+]*' | cut -d: -f2)
+        ROWS+=("$(awk -v n="$name" -v m="$mode" -v b="$bpb" -v rb="$ref_bpb" -v t="$tokens" -v s="$secs" -v rt="$ref_tps" 'BEGIN {
+            tps = t / s; d = (rb == "-") ? "-" : sprintf("%+.2e", b - rb);
+            ok = (rb == "-") ? "-" : ((b - rb < 2e-3 && rb - b < 2e-3) ? "ok" : "FAIL");
+            x = (rt == "-") ? "-" : sprintf("%.2fx", tps / rt);
+            printf "%-12s %-8s %12.8f %12s %10s %14.0f %14s %7s %s", n, m, b, rb, d, tps, rt, x, ok }')")
+        if [ "$ref_bpb" != - ]; then
+            awk -v b="$bpb" -v rb="$ref_bpb" 'BEGIN { exit !(b - rb < 2e-3 && rb - b < 2e-3) }' || FAIL=1
+        fi
+    }
+    run_eval baseline9L baseline9L_int8_zlib.ptz standard 1.44020659 5500000
+    run_eval baseline9L baseline9L_int8_zlib.ptz sliding - 88000
+    run_eval mlp3x11L mlp3x11L_int6_zstd.ptz standard 1.52212443 5500000
+    run_eval mlp3x11L mlp3x11L_int6_zstd.ptz sliding 1.50767210 88000
+    echo
+    echo "== summary (PyTorch: shared/reference/README.md, same H100 model; bpb tolerance 2e-3) =="
+    printf '%-12s %-8s %12s %12s %10s %14s %14s %7s %s\n' model eval val_bpb torch_bpb diff tokens/s torch_tok/s speedup bpb
+    for r in "${ROWS[@]}"; do echo "$r"; done
+fi
+echo
+[ $FAIL -eq 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAILURES (see above)"
+exit $FAIL
