@@ -26,6 +26,41 @@ pub struct AttnGeometry {
     pub head_dim: usize,
 }
 
+impl AttnGeometry {
+    /// Rows of every activation in this call (`batch * seq`).
+    pub fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// Checks `q` is `[rows, heads*hd]` and `k` is `[rows, kv_heads*hd]` (shapes as `(rows, cols)`).
+    pub fn check_qk(&self, q: (usize, usize), k: (usize, usize), op: &str) -> Result<()> {
+        let hd = self.head_dim;
+        if q != (self.rows(), self.heads * hd) || k != (self.rows(), self.kv_heads * hd) {
+            return Err(crate::Error::Backend(format!(
+                "{op}: q/k shapes do not match the geometry"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Like [`AttnGeometry::check_qk`], plus `v` shaped like `k` and whole query groups per KV head.
+    pub fn check_qkv(
+        &self,
+        q: (usize, usize),
+        k: (usize, usize),
+        v: (usize, usize),
+        op: &str,
+    ) -> Result<()> {
+        self.check_qk(q, k, op)?;
+        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 || v != k {
+            return Err(crate::Error::Backend(format!(
+                "{op}: q/k/v shapes do not match the geometry"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Rotary embedding parameters for one forward window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RopeSpec {

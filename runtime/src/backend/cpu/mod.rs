@@ -207,16 +207,7 @@ impl Backend for CpuBackend {
         eps: f32,
     ) -> Result<()> {
         let hd = geom.head_dim;
-        let rows = geom.batch * geom.seq;
-        if q.rows != rows
-            || k.rows != rows
-            || q.cols != geom.heads * hd
-            || k.cols != geom.kv_heads * hd
-        {
-            return Err(Error::Backend(
-                "qk_norm_rope: q/k shapes do not match the geometry".into(),
-            ));
-        }
+        geom.check_qk((q.rows, q.cols), (k.rows, k.cols), "qk_norm_rope")?;
         vector_len(q_gain, geom.heads, "qk_norm_rope")?;
         let table = RopeTable::new(geom.seq, rope.dims, rope.base);
         let seq = geom.seq;
@@ -245,18 +236,13 @@ impl Backend for CpuBackend {
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<CpuTensor> {
-        let rows = geom.batch * geom.seq;
-        let ok = geom.kv_heads > 0
-            && geom.heads % geom.kv_heads == 0
-            && q.rows == rows
-            && q.cols == geom.heads * geom.head_dim
-            && (k.rows, k.cols) == (rows, geom.kv_heads * geom.head_dim)
-            && (v.rows, v.cols) == (k.rows, k.cols);
-        if !ok {
-            return Err(Error::Backend(
-                "attention: q/k/v shapes do not match the geometry".into(),
-            ));
-        }
+        let rows = geom.rows();
+        geom.check_qkv(
+            (q.rows, q.cols),
+            (k.rows, k.cols),
+            (v.rows, v.cols),
+            "attention",
+        )?;
         Ok(CpuTensor {
             rows,
             cols: q.cols,

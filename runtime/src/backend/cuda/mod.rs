@@ -285,16 +285,8 @@ impl Backend for CudaBackend {
         eps: f32,
     ) -> Result<()> {
         let hd = geom.head_dim;
-        let rows = geom.batch * geom.seq;
-        if q.rows != rows
-            || k.rows != rows
-            || q.cols != geom.heads * hd
-            || k.cols != geom.kv_heads * hd
-        {
-            return Err(Error::Backend(
-                "qk_norm_rope: q/k shapes do not match the geometry".into(),
-            ));
-        }
+        let rows = geom.rows();
+        geom.check_qk((q.rows, q.cols), (k.rows, k.cols), "qk_norm_rope")?;
         vector_len(q_gain, geom.heads, "qk_norm_rope")?;
         if rope.dims > hd {
             return Err(Error::Backend(format!(
@@ -339,18 +331,13 @@ impl Backend for CudaBackend {
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<CudaTensor> {
-        let rows = geom.batch * geom.seq;
-        let ok = geom.kv_heads > 0
-            && geom.heads % geom.kv_heads == 0
-            && q.rows == rows
-            && q.cols == geom.heads * geom.head_dim
-            && (k.rows, k.cols) == (rows, geom.kv_heads * geom.head_dim)
-            && (v.rows, v.cols) == (k.rows, k.cols);
-        if !ok {
-            return Err(Error::Backend(
-                "attention: q/k/v shapes do not match the geometry".into(),
-            ));
-        }
+        let rows = geom.rows();
+        geom.check_qkv(
+            (q.rows, q.cols),
+            (k.rows, k.cols),
+            (v.rows, v.cols),
+            "attention",
+        )?;
         let mut out = self.alloc(rows * q.cols)?;
         self.launch_attention(&q.buf, &k.buf, &v.buf, &mut out, geom, xsa)?;
         Ok(self.tensor(out, rows, q.cols))

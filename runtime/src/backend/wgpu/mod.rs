@@ -534,14 +534,7 @@ impl Backend for WgpuBackend {
         eps: f32,
     ) -> Result<()> {
         let hd = geom.head_dim;
-        let rows = geom.batch * geom.seq;
-        if q.rows != rows
-            || k.rows != rows
-            || q.cols != geom.heads * hd
-            || k.cols != geom.kv_heads * hd
-        {
-            return Err(err("qk_norm_rope: q/k shapes do not match the geometry"));
-        }
+        geom.check_qk((q.rows, q.cols), (k.rows, k.cols), "qk_norm_rope")?;
         vector_len(q_gain, geom.heads, "qk_norm_rope")?;
         if hd == 0 || hd > ROPE_MAX_HD || rope.dims > hd || geom.seq == 0 {
             return Err(err(format!(
@@ -563,16 +556,13 @@ impl Backend for WgpuBackend {
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<WgpuTensor> {
-        let rows = geom.batch * geom.seq;
-        let ok = geom.kv_heads > 0
-            && geom.heads % geom.kv_heads == 0
-            && q.rows == rows
-            && q.cols == geom.heads * geom.head_dim
-            && (k.rows, k.cols) == (rows, geom.kv_heads * geom.head_dim)
-            && (v.rows, v.cols) == (k.rows, k.cols);
-        if !ok {
-            return Err(err("attention: q/k/v shapes do not match the geometry"));
-        }
+        let rows = geom.rows();
+        geom.check_qkv(
+            (q.rows, q.cols),
+            (k.rows, k.cols),
+            (v.rows, v.cols),
+            "attention",
+        )?;
         let hd = geom.head_dim;
         if hd == 0 || hd > ATTN_MAX_HD || hd % 4 != 0 {
             return Err(err(format!(
