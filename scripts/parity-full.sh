@@ -4,4 +4,4 @@
 # Usage: scripts/parity-full.sh   (needs ../shared beside the repository)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PGOLF_FULL_PARITY=1 cargo test --release -p pgolf-rt --test eval_reference -- --nocapture --test-threads 1
+cargo test --release -p pgolf-rt --test eval_reference -- --include-ignored --nocapture --test-threads 1
