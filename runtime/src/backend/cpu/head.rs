@@ -1,8 +1,10 @@
 //! Output head fused with the logit soft-cap and cross-entropy, row block by row block so the
 //! full `[rows, vocab]` logit matrix never exists at once.
 //!
-//! Reference: `z = h · headᵀ`, `l = c·tanh(z/c)` (no cap when `c == 0`),
-//! `nll = logsumexp(l) − l[target]`.
+//! Reference: `z = h · headᵀ (+ delta)`, `l = c·tanh(z/c)` (no cap when `c == 0`),
+//! `nll = logsumexp(l) − l[target]`. The optional additive `delta` (a LoRA head's logits) is
+//! what training passes; the backward in `backward/head.rs` reuses these loops so its forward
+//! values are bit for bit those of inference.
 
 use super::matmul::{gemm_into, View};
 use super::par::gemm_parallelism;
@@ -17,7 +19,7 @@ fn softcap_row(row: &mut [f32], c: f32) {
     }
 }
 
-fn log_sum_exp(row: &[f32]) -> f32 {
+pub(super) fn log_sum_exp(row: &[f32]) -> f32 {
     let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     // Terms are in (0, 1]; sum them in f64 (8 lanes) since this is the metric.
     let mut lanes = [0.0f64; 8];
@@ -29,13 +31,16 @@ fn log_sum_exp(row: &[f32]) -> f32 {
     mx + lanes.iter().sum::<f64>().ln() as f32
 }
 
-/// Calls `f(first_row, logits_block)` with soft-capped logits for consecutive row blocks.
-fn for_each_logit_block(
+/// Calls `f(first_row, logits_block)` with soft-capped logits (`delta` added before the cap)
+/// for consecutive row blocks.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn for_each_logit_block(
     h: &[f32],
     rows: usize,
     dim: usize,
     head: &[f32],
     vocab: usize,
+    delta: Option<&[f32]>,
     softcap: f32,
     mut f: impl FnMut(usize, &mut [f32]),
 ) {
@@ -65,6 +70,12 @@ fn for_each_logit_block(
             false,
             gemm_parallelism(),
         );
+        if let Some(d) = delta {
+            block
+                .iter_mut()
+                .zip(&d[r0 * vocab..(r0 + m) * vocab])
+                .for_each(|(z, d)| *z += d);
+        }
         super::par::for_each_row(block, vocab, |_, row| softcap_row(row, softcap));
         f(r0, block);
     }
@@ -76,12 +87,13 @@ pub fn nll(
     dim: usize,
     head: &[f32],
     vocab: usize,
+    delta: Option<&[f32]>,
     targets: &[u32],
     softcap: f32,
 ) -> Vec<f32> {
     let rows = targets.len();
     let mut out = vec![0.0f32; rows];
-    for_each_logit_block(h, rows, dim, head, vocab, softcap, |r0, block| {
+    for_each_logit_block(h, rows, dim, head, vocab, delta, softcap, |r0, block| {
         for (i, row) in block.chunks_exact(vocab).enumerate() {
             out[r0 + i] = log_sum_exp(row) - row[targets[r0 + i] as usize];
         }
@@ -99,7 +111,7 @@ pub fn log_probs(
     softcap: f32,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * vocab];
-    for_each_logit_block(h, rows, dim, head, vocab, softcap, |r0, block| {
+    for_each_logit_block(h, rows, dim, head, vocab, None, softcap, |r0, block| {
         for (i, row) in block.chunks_exact(vocab).enumerate() {
             let lse = log_sum_exp(row);
             let dst = &mut out[(r0 + i) * vocab..(r0 + i + 1) * vocab];
@@ -124,7 +136,7 @@ mod tests {
             .collect();
         let t: Vec<u32> = (0..rows as u32).map(|i| i * 7 % vocab as u32).collect();
         let lp = log_probs(&h, rows, dim, &w, vocab, 30.0);
-        let n = nll(&h, dim, &w, vocab, &t, 30.0);
+        let n = nll(&h, dim, &w, vocab, None, &t, 30.0);
         for r in 0..rows {
             let row = &lp[r * vocab..(r + 1) * vocab];
             let total: f64 = row.iter().map(|&x| (x as f64).exp()).sum();

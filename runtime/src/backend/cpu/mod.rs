@@ -288,7 +288,7 @@ impl Backend for CpuBackend {
             )));
         }
         Ok(head::nll(
-            &h.data, h.cols, &head.data, head.rows, targets, softcap,
+            &h.data, h.cols, &head.data, head.rows, None, targets, softcap,
         ))
     }
 

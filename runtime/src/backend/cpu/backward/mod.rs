@@ -250,7 +250,7 @@ impl TrainBackend for CpuBackend {
             None => self.nll(h, head, targets, softcap),
             Some(d) => {
                 head_checks(h, head, delta, targets)?;
-                Ok(head::nll(
+                Ok(super::head::nll(
                     &h.data,
                     h.cols,
                     &head.data,
