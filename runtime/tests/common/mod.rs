@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: locating `../shared` and loading reference models.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use pgolf_rt::artifact::Artifact;
 use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
