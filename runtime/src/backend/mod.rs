@@ -61,6 +61,26 @@ impl AttnGeometry {
     }
 }
 
+/// Checks the inputs of the fused head ops (`nll`, `log_probs`): `h [rows, d]` against
+/// `head [vocab, d]` (shapes as `(rows, cols)`), and with `targets`, one id per row, each < vocab.
+pub fn check_head(
+    h: (usize, usize),
+    head: (usize, usize),
+    targets: Option<&[u32]>,
+    op: &str,
+) -> Result<()> {
+    if h.1 != head.1 || targets.is_some_and(|t| t.len() != h.0) {
+        return Err(crate::Error::Backend(format!("{op}: shapes do not match")));
+    }
+    if let Some(&t) = targets.and_then(|t| t.iter().find(|&&t| t as usize >= head.0)) {
+        return Err(crate::Error::Backend(format!(
+            "target id {t} out of range for vocab {}",
+            head.0
+        )));
+    }
+    Ok(())
+}
+
 /// Rotary embedding parameters for one forward window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RopeSpec {

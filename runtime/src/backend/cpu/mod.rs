@@ -278,24 +278,19 @@ impl Backend for CpuBackend {
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>> {
-        if h.cols != head.cols || targets.len() != h.rows {
-            return Err(Error::Backend("nll: shapes do not match".into()));
-        }
-        if let Some(&t) = targets.iter().find(|&&t| t as usize >= head.rows) {
-            return Err(Error::Backend(format!(
-                "target id {t} out of range for vocab {}",
-                head.rows
-            )));
-        }
+        super::check_head(
+            (h.rows, h.cols),
+            (head.rows, head.cols),
+            Some(targets),
+            "nll",
+        )?;
         Ok(head::nll(
             &h.data, h.cols, &head.data, head.rows, None, targets, softcap,
         ))
     }
 
     fn log_probs(&self, h: &CpuTensor, head: &CpuTensor, softcap: f32) -> Result<Vec<f32>> {
-        if h.cols != head.cols {
-            return Err(Error::Backend("log_probs: shapes do not match".into()));
-        }
+        super::check_head((h.rows, h.cols), (head.rows, head.cols), None, "log_probs")?;
         Ok(head::log_probs(
             &h.data, h.rows, h.cols, &head.data, head.rows, softcap,
         ))

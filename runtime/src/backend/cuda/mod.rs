@@ -356,15 +356,12 @@ impl Backend for CudaBackend {
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>> {
-        if h.cols != head.cols || targets.len() != h.rows {
-            return Err(Error::Backend("nll: shapes do not match".into()));
-        }
-        if let Some(&t) = targets.iter().find(|&&t| t as usize >= head.rows) {
-            return Err(Error::Backend(format!(
-                "target id {t} out of range for vocab {}",
-                head.rows
-            )));
-        }
+        super::check_head(
+            (h.rows, h.cols),
+            (head.rows, head.cols),
+            Some(targets),
+            "nll",
+        )?;
         let vocab = head.rows;
         let mut out = Vec::with_capacity(h.rows);
         for r0 in (0..h.rows).step_by(HEAD_ROWS_PER_CHUNK) {
@@ -385,9 +382,7 @@ impl Backend for CudaBackend {
     }
 
     fn log_probs(&self, h: &CudaTensor, head: &CudaTensor, softcap: f32) -> Result<Vec<f32>> {
-        if h.cols != head.cols {
-            return Err(Error::Backend("log_probs: shapes do not match".into()));
-        }
+        super::check_head((h.rows, h.cols), (head.rows, head.cols), None, "log_probs")?;
         let vocab = head.rows;
         let mut out = Vec::with_capacity(h.rows * vocab);
         for r0 in (0..h.rows).step_by(HEAD_ROWS_PER_CHUNK) {

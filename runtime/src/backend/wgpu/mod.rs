@@ -628,15 +628,12 @@ impl Backend for WgpuBackend {
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>> {
-        if h.cols != head.cols || targets.len() != h.rows {
-            return Err(err("nll: shapes do not match"));
-        }
-        if let Some(&t) = targets.iter().find(|&&t| t as usize >= head.rows) {
-            return Err(err(format!(
-                "target id {t} out of range for vocab {}",
-                head.rows
-            )));
-        }
+        super::check_head(
+            (h.rows, h.cols),
+            (head.rows, head.cols),
+            Some(targets),
+            "nll",
+        )?;
         if h.rows == 0 {
             return Ok(Vec::new());
         }
@@ -657,9 +654,7 @@ impl Backend for WgpuBackend {
     }
 
     fn log_probs(&self, h: &WgpuTensor, head: &WgpuTensor, softcap: f32) -> Result<Vec<f32>> {
-        if h.cols != head.cols {
-            return Err(err("log_probs: shapes do not match"));
-        }
+        super::check_head((h.rows, h.cols), (head.rows, head.cols), None, "log_probs")?;
         let vocab = head.rows;
         let mut out = Vec::with_capacity(h.rows * vocab);
         self.for_each_logit_chunk(h, head, softcap, |_, m, logits| {

@@ -27,19 +27,16 @@ fn head_checks(
     delta: Option<&CpuTensor>,
     targets: &[u32],
 ) -> Result<()> {
-    if h.cols != head.cols || targets.len() != h.rows {
-        return Err(Error::Backend("nll: shapes do not match".into()));
-    }
+    crate::backend::check_head(
+        (h.rows, h.cols),
+        (head.rows, head.cols),
+        Some(targets),
+        "nll",
+    )?;
     if let Some(d) = delta {
         if (d.rows, d.cols) != (h.rows, head.rows) {
             return Err(Error::Backend("nll: delta is not [rows, vocab]".into()));
         }
-    }
-    if let Some(&bad) = targets.iter().find(|&&x| x as usize >= head.rows) {
-        return Err(Error::Backend(format!(
-            "target id {bad} out of range for vocab {}",
-            head.rows
-        )));
     }
     Ok(())
 }
