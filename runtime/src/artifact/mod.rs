@@ -15,12 +15,14 @@
 pub mod compress;
 pub mod pickle;
 pub mod quant;
+pub mod state;
 pub mod torch;
 pub mod write;
 pub mod zip;
 
 use std::path::Path;
 
+pub use state::{load_state, StateValue};
 pub use write::{export_artifact, write_atomic, ExportLayout, ExportOptions, ExportTensor};
 
 /// Shorthand for an [`crate::Error::Artifact`].

@@ -5,10 +5,11 @@ mod inspect;
 mod model_args;
 mod progress;
 mod score;
+mod train;
 
 use clap::{Parser, Subcommand};
 
-/// Run OpenAI parameter-golf language models: evaluate, score text, inspect artifacts.
+/// Run OpenAI parameter-golf language models: evaluate, score text, inspect, train.
 #[derive(Parser)]
 #[command(name = "pgolf-rt", version, about, long_about = None)]
 struct Cli {
@@ -27,6 +28,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Print an artifact's inferred architecture, tensors and byte budget.
     Inspect(inspect::InspectArgs),
+    /// Train a model on challenge shards (train_gpt.py's settings) and export an artifact.
+    Train(Box<train::TrainArgs>),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -44,5 +47,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(*a),
         Command::Score(a) => score::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Train(a) => train::run(*a),
     }
 }

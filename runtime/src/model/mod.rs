@@ -7,4 +7,4 @@ mod weights;
 
 pub use config::{Activation, BigramConfig, ConfigOverrides, ModelConfig, ValueEmbedConfig};
 pub use forward::DeviceModel;
-pub use weights::{BlockWeights, Matrix, ModelWeights};
+pub use weights::{BlockWeights, Matrix, ModelWeights, Param};

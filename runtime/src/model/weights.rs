@@ -110,12 +110,6 @@ impl Named {
         }
         Ok(v)
     }
-    fn mat(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        Matrix::new(rows, cols, self.take(name, &[rows, cols])?)
-    }
-    fn scalar(&mut self, name: &str) -> Result<f32> {
-        Ok(self.take(name, &[])?[0])
-    }
 }
 
 impl ModelWeights {
@@ -130,62 +124,11 @@ impl ModelWeights {
             .collect();
         let cfg = ModelConfig::infer(&shapes, overrides)?;
         let mut named = Named(tensors.into_iter().map(|(n, s, v)| (n, (s, v))).collect());
-        let (d, v, kv, hid) = (cfg.model_dim, cfg.vocab_size, cfg.kv_dim(), cfg.mlp_hidden);
-        let tok_emb = named.mat("tok_emb.weight", v, d)?;
-        let lm_head = if cfg.tied_embeddings {
-            None
-        } else {
-            Some(named.mat("lm_head.weight", v, d)?)
-        };
-        let skip_weights = if cfg.num_skips > 0 {
-            named.mat("skip_weights", cfg.num_skips, d)?
-        } else {
-            Matrix::zeros(0, d)
-        };
-        let mut blocks = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let p = format!("blocks.{i}.");
-            blocks.push(BlockWeights {
-                c_q: named.mat(&format!("{p}attn.c_q.weight"), d, d)?,
-                c_k: named.mat(&format!("{p}attn.c_k.weight"), kv, d)?,
-                c_v: named.mat(&format!("{p}attn.c_v.weight"), kv, d)?,
-                attn_proj: named.mat(&format!("{p}attn.proj.weight"), d, d)?,
-                q_gain: named.take(&format!("{p}attn.q_gain"), &[cfg.num_heads])?,
-                mlp_fc: named.mat(&format!("{p}mlp.fc.weight"), hid, d)?,
-                mlp_proj: named.mat(&format!("{p}mlp.proj.weight"), d, hid)?,
-                attn_scale: named.take(&format!("{p}attn_scale"), &[d])?,
-                mlp_scale: named.take(&format!("{p}mlp_scale"), &[d])?,
-                resid_mix: named.mat(&format!("{p}resid_mix"), 2, d)?,
-            });
+        let mut weights = ModelWeights::zeros(&cfg);
+        for p in weights.params_mut() {
+            let v = named.take(&p.name, &p.shape)?;
+            p.values.copy_from_slice(&v);
         }
-        let bigram = match cfg.bigram {
-            Some(b) => Some(BigramWeights {
-                embed: named.mat("bigram.embed.weight", b.buckets, b.dim)?,
-                proj: if b.dim != d {
-                    Some(named.mat("bigram.proj.weight", d, b.dim)?)
-                } else {
-                    None
-                },
-                scale: named.scalar("bigram.scale")?,
-            }),
-            None => None,
-        };
-        let smear_gate = if cfg.smear_gate {
-            Some(named.take("smear.gate", &[d])?)
-        } else {
-            None
-        };
-        let value_embed = match &cfg.value_embed {
-            Some(ve) => Some(ValueEmbedWeights {
-                embed: named.mat("ve_shared.embed.weight", v, ve.dim)?,
-                proj: named.mat("ve_shared.proj.weight", kv, ve.dim)?,
-                scale: named.scalar("ve_shared.scale")?,
-                layer_scales: (0..ve.layers.len())
-                    .map(|k| named.scalar(&format!("ve_layer_scales.{k}")))
-                    .collect::<Result<_>>()?,
-            }),
-            None => None,
-        };
         if !named.0.is_empty() {
             let left: Vec<&str> = named.0.keys().map(|s| s.as_str()).collect();
             return Err(Error::Config(format!(
@@ -193,16 +136,7 @@ impl ModelWeights {
                 left.join(", ")
             )));
         }
-        Ok(ModelWeights {
-            config: cfg,
-            tok_emb,
-            lm_head,
-            skip_weights,
-            blocks,
-            bigram,
-            smear_gate,
-            value_embed,
-        })
+        Ok(weights)
     }
 
     /// Builds weights from a loaded artifact.
@@ -218,5 +152,154 @@ impl ModelWeights {
     /// The output head matrix (`tok_emb` when tied).
     pub fn head(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.tok_emb)
+    }
+}
+
+/// One parameter tensor under its state-dict name (`blocks.3.attn.c_q.weight`, ...).
+#[derive(Debug)]
+pub struct Param<'a> {
+    pub name: String,
+    /// Shape as the state dict holds it (`[]` for 0-dim scalars such as `bigram.scale`).
+    pub shape: Vec<usize>,
+    pub values: &'a mut [f32],
+}
+
+impl ModelWeights {
+    /// All-zero weights of the shape `config` describes (a gradient accumulator, or a blank to
+    /// fill by name).
+    pub fn zeros(config: &ModelConfig) -> Self {
+        let (d, v, kv, hid) = (
+            config.model_dim,
+            config.vocab_size,
+            config.kv_dim(),
+            config.mlp_hidden,
+        );
+        let block = || BlockWeights {
+            c_q: Matrix::zeros(d, d),
+            c_k: Matrix::zeros(kv, d),
+            c_v: Matrix::zeros(kv, d),
+            attn_proj: Matrix::zeros(d, d),
+            q_gain: vec![0.0; config.num_heads],
+            mlp_fc: Matrix::zeros(hid, d),
+            mlp_proj: Matrix::zeros(d, hid),
+            attn_scale: vec![0.0; d],
+            mlp_scale: vec![0.0; d],
+            resid_mix: Matrix::zeros(2, d),
+        };
+        ModelWeights {
+            config: config.clone(),
+            tok_emb: Matrix::zeros(v, d),
+            lm_head: (!config.tied_embeddings).then(|| Matrix::zeros(v, d)),
+            skip_weights: Matrix::zeros(config.num_skips, d),
+            blocks: (0..config.num_layers).map(|_| block()).collect(),
+            bigram: config.bigram.map(|b| BigramWeights {
+                embed: Matrix::zeros(b.buckets, b.dim),
+                proj: (b.dim != d).then(|| Matrix::zeros(d, b.dim)),
+                scale: 0.0,
+            }),
+            smear_gate: config.smear_gate.then(|| vec![0.0; d]),
+            value_embed: config.value_embed.as_ref().map(|ve| ValueEmbedWeights {
+                embed: Matrix::zeros(v, ve.dim),
+                proj: Matrix::zeros(kv, ve.dim),
+                scale: 0.0,
+                layer_scales: vec![0.0; ve.layers.len()],
+            }),
+        }
+    }
+
+    /// Every parameter under its state-dict name, in the order `train_gpt.py`'s module tree
+    /// registers them. The one place that maps names to fields for export, checkpoints and the
+    /// optimizer groups.
+    pub fn params_mut(&mut self) -> Vec<Param<'_>> {
+        fn push<'a>(out: &mut Vec<Param<'a>>, name: String, shape: Vec<usize>, v: &'a mut [f32]) {
+            out.push(Param {
+                name,
+                shape,
+                values: v,
+            });
+        }
+        fn mat<'a>(out: &mut Vec<Param<'a>>, name: String, m: &'a mut Matrix) {
+            push(out, name, vec![m.rows, m.cols], &mut m.data);
+        }
+        let mut out = Vec::new();
+        let o = &mut out;
+        mat(o, "tok_emb.weight".into(), &mut self.tok_emb);
+        if let Some(b) = &mut self.bigram {
+            mat(o, "bigram.embed.weight".into(), &mut b.embed);
+            if let Some(p) = &mut b.proj {
+                mat(o, "bigram.proj.weight".into(), p);
+            }
+            push(
+                o,
+                "bigram.scale".into(),
+                vec![],
+                std::slice::from_mut(&mut b.scale),
+            );
+        }
+        if let Some(g) = &mut self.smear_gate {
+            push(o, "smear.gate".into(), vec![g.len()], g);
+        }
+        if self.skip_weights.rows > 0 {
+            mat(o, "skip_weights".into(), &mut self.skip_weights);
+        }
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("blocks.{i}.");
+            mat(o, format!("{p}attn.c_q.weight"), &mut b.c_q);
+            mat(o, format!("{p}attn.c_k.weight"), &mut b.c_k);
+            mat(o, format!("{p}attn.c_v.weight"), &mut b.c_v);
+            mat(o, format!("{p}attn.proj.weight"), &mut b.attn_proj);
+            push(
+                o,
+                format!("{p}attn.q_gain"),
+                vec![b.q_gain.len()],
+                &mut b.q_gain,
+            );
+            mat(o, format!("{p}mlp.fc.weight"), &mut b.mlp_fc);
+            mat(o, format!("{p}mlp.proj.weight"), &mut b.mlp_proj);
+            push(
+                o,
+                format!("{p}attn_scale"),
+                vec![b.attn_scale.len()],
+                &mut b.attn_scale,
+            );
+            push(
+                o,
+                format!("{p}mlp_scale"),
+                vec![b.mlp_scale.len()],
+                &mut b.mlp_scale,
+            );
+            mat(o, format!("{p}resid_mix"), &mut b.resid_mix);
+        }
+        if let Some(ve) = &mut self.value_embed {
+            mat(o, "ve_shared.embed.weight".into(), &mut ve.embed);
+            mat(o, "ve_shared.proj.weight".into(), &mut ve.proj);
+            push(
+                o,
+                "ve_shared.scale".into(),
+                vec![],
+                std::slice::from_mut(&mut ve.scale),
+            );
+            for (k, x) in ve.layer_scales.iter_mut().enumerate() {
+                push(
+                    o,
+                    format!("ve_layer_scales.{k}"),
+                    vec![1],
+                    std::slice::from_mut(x),
+                );
+            }
+        }
+        if let Some(h) = &mut self.lm_head {
+            mat(o, "lm_head.weight".into(), h);
+        }
+        out
+    }
+
+    /// `(name, shape, values)` copies of every parameter (the input [`Self::from_tensors`] takes).
+    pub fn to_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut w = self.clone();
+        w.params_mut()
+            .into_iter()
+            .map(|p| (p.name, p.shape, p.values.to_vec()))
+            .collect()
     }
 }

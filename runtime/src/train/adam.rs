@@ -54,8 +54,8 @@ impl Default for AdamConfig {
 pub struct Adam {
     pub cfg: AdamConfig,
     pub step: u64,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    pub(crate) m: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
 }
 
 impl Adam {

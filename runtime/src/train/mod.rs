@@ -1,13 +1,37 @@
-//! Training machinery shared by `pgolf-rt train` and test-time training: a taped forward
-//! ([`TrainModel::forward`]), the model backward ([`TrainModel::backward`]) for all weights or
-//! LoRA adapters only, LoRA adapters ([`lora`]) and the Adam family of optimisers ([`adam`]).
+//! Training: `pgolf-rt train` and test-time training share these pieces.
+//!
+//! - [`TrainModel`]: the taped forward and the model backward (all weights or LoRA only);
+//! - optimizers: [`muon`] for block matrices, [`adam`] groups, wired together in
+//!   [`optimizers`] with the LR [`schedule`], gradient clipping, [`ema`] and [`qat`];
+//! - [`trainer`]: the step loop of `train_gpt.py` over data-parallel ranks ([`collective`]),
+//!   with [`checkpoint`]s; [`init`] builds a fresh model; [`lora`] holds TTT adapters.
 
 pub mod adam;
 mod backward;
+pub mod checkpoint;
+pub mod collective;
+pub mod ema;
+pub mod export;
+pub mod groups;
+pub mod init;
 pub mod lora;
+pub mod muon;
+pub mod optimizers;
+pub mod qat;
+pub mod schedule;
 mod tape;
+pub mod trainer;
 
 pub use adam::{Adam, AdamConfig, OptimizerKind};
 pub use backward::Gradients;
+pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use collective::{Collective, HostCollective};
+pub use export::{export_weights, ExportKind};
+pub use init::{init_weights, Architecture, InitConfig};
 pub use lora::{Adapter, Lora, LoraGrads, LoraTargets, Proj, Site};
+pub use muon::{Muon, MuonConfig};
+pub use optimizers::{LearningRates, OptimizerConfig, Optimizers};
+pub use qat::QatMode;
+pub use schedule::Schedule;
 pub use tape::{DeviceLora, Tape, TrainModel};
+pub use trainer::{StepReport, TrainConfig, Trainer};

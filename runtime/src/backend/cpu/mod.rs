@@ -6,7 +6,7 @@ mod attention;
 mod backward;
 mod head;
 mod math;
-mod matmul;
+pub(crate) mod matmul;
 mod norm;
 pub(crate) mod par;
 mod rope;

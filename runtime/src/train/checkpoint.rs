@@ -1,0 +1,197 @@
+//! Checkpoints: everything a killed run needs to continue on the same loss curve (weights, EMA,
+//! Muon momentum, Adam moments and step counts, data position, step, training clock), written
+//! atomically as an uncompressed `torch.save` dict (so PyTorch can read it too).
+
+use super::groups::{group_of, Group};
+use super::optimizers::ADAM_GROUPS;
+use super::trainer::Trainer;
+use crate::artifact::torch::{save, OwnedTensor, SaveValue};
+use crate::artifact::{load_state, write_atomic, DType, StateValue};
+use crate::backend::train::TrainBackend;
+use crate::data::StreamPos;
+use crate::model::ModelWeights;
+use crate::{Error, Result};
+use std::path::Path;
+
+const FORMAT: &str = "pgolf_rt_checkpoint_v1";
+
+fn err(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("checkpoint {}: {msg}", path.display()))
+}
+
+fn tensor(shape: &[usize], values: &[f32]) -> Result<SaveValue> {
+    Ok(SaveValue::Tensor(OwnedTensor::from_f32(
+        DType::F32,
+        shape,
+        values,
+    )?))
+}
+
+fn weights_dict(w: &ModelWeights) -> Result<SaveValue> {
+    let mut w = w.clone();
+    Ok(SaveValue::Dict(
+        w.params_mut()
+            .into_iter()
+            .map(|p| Ok((p.name, tensor(&p.shape, p.values)?)))
+            .collect::<Result<_>>()?,
+    ))
+}
+
+/// `(name, shape)` of the parameters in one optimizer group, in update order.
+fn group_names(w: &ModelWeights, g: Group) -> Vec<(String, Vec<usize>)> {
+    let mut w = w.clone();
+    w.params_mut()
+        .into_iter()
+        .filter(|p| group_of(&p.name, &p.shape) == g)
+        .map(|p| (p.name, p.shape))
+        .collect()
+}
+
+fn buffers(names: &[(String, Vec<usize>)], bufs: &[Vec<f32>]) -> Result<SaveValue> {
+    Ok(SaveValue::Dict(
+        names
+            .iter()
+            .zip(bufs)
+            .map(|((n, s), b)| Ok((n.clone(), tensor(s, b)?)))
+            .collect::<Result<_>>()?,
+    ))
+}
+
+fn int(v: usize) -> SaveValue {
+    SaveValue::Int(v as i64)
+}
+
+/// Writes the run's state to `path` (temp file + rename).
+pub fn save_checkpoint<B: TrainBackend + Clone>(t: &Trainer<B>, path: &Path) -> Result<()> {
+    let pos = t.stream.position();
+    let mut root = vec![
+        ("format".to_string(), SaveValue::Str(FORMAT.into())),
+        ("config".into(), SaveValue::Str(format!("{:?}", t.cfg))),
+        ("step".into(), int(t.step)),
+        (
+            "elapsed_us".into(),
+            SaveValue::Int((t.elapsed_ms * 1e3).round() as i64),
+        ),
+        ("stream_file".into(), int(pos.file)),
+        ("stream_token".into(), int(pos.token)),
+        ("model".into(), weights_dict(&t.weights)?),
+    ];
+    if let Some(e) = &t.ema {
+        root.push(("ema".into(), weights_dict(e.weights())?));
+    }
+    let mats = group_names(&t.weights, Group::Matrix);
+    root.push(("muon".into(), buffers(&mats, &t.opt.muon.bufs)?));
+    for (g, label) in ADAM_GROUPS {
+        let names = group_names(&t.weights, g);
+        let a = match g {
+            Group::Embed => &t.opt.embed,
+            Group::Head => &t.opt.head,
+            _ => &t.opt.scalar,
+        };
+        root.push((
+            format!("adam_{label}"),
+            SaveValue::Dict(vec![
+                ("step".into(), SaveValue::Int(a.step as i64)),
+                ("m".into(), buffers(&names, &a.m)?),
+                ("v".into(), buffers(&names, &a.v)?),
+            ]),
+        ));
+    }
+    write_atomic(path, &save(&SaveValue::Dict(root))?)
+}
+
+fn get<'a>(v: &'a StateValue, key: &str, path: &Path) -> Result<&'a StateValue> {
+    v.get(key)
+        .ok_or_else(|| err(path, format!("missing `{key}`")))
+}
+
+fn get_int(v: &StateValue, key: &str, path: &Path) -> Result<i64> {
+    match get(v, key, path)? {
+        StateValue::Int(i) => Ok(*i),
+        _ => Err(err(path, format!("`{key}` is not an integer"))),
+    }
+}
+
+fn get_usize(v: &StateValue, key: &str, path: &Path) -> Result<usize> {
+    usize::try_from(get_int(v, key, path)?).map_err(|_| err(path, format!("negative `{key}`")))
+}
+
+/// Values of tensor `name` in dict `d`, checked against `shape`.
+fn values(d: &StateValue, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
+    match get(d, name, path)? {
+        StateValue::Tensor { shape: s, values } if s == shape => Ok(values.clone()),
+        StateValue::Tensor { shape: s, .. } => Err(err(
+            path,
+            format!("`{name}` has shape {s:?}, the run expects {shape:?}"),
+        )),
+        _ => Err(err(path, format!("`{name}` is not a tensor"))),
+    }
+}
+
+fn fill_weights(w: &mut ModelWeights, d: &StateValue, path: &Path) -> Result<()> {
+    for p in w.params_mut() {
+        let v = values(d, &p.name, &p.shape, path)?;
+        p.values.copy_from_slice(&v);
+    }
+    Ok(())
+}
+
+fn read_buffers(
+    d: &StateValue,
+    names: &[(String, Vec<usize>)],
+    path: &Path,
+) -> Result<Vec<Vec<f32>>> {
+    if matches!(d, StateValue::Dict(e) if e.is_empty()) {
+        return Ok(Vec::new()); // optimizer not stepped yet
+    }
+    names.iter().map(|(n, s)| values(d, n, s, path)).collect()
+}
+
+/// Restores a checkpoint into `t`, a trainer built with the same configuration and model
+/// architecture. Refuses a checkpoint written by a different configuration.
+pub fn load_checkpoint<B: TrainBackend + Clone>(t: &mut Trainer<B>, path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let root = load_state(&bytes).map_err(|e| err(path, e))?;
+    match get(&root, "format", path)? {
+        StateValue::Str(s) if s == FORMAT => {}
+        _ => return Err(err(path, format!("not a {FORMAT} file"))),
+    }
+    match get(&root, "config", path)? {
+        StateValue::Str(s) if *s == format!("{:?}", t.cfg) => {}
+        StateValue::Str(s) => {
+            return Err(err(
+                path,
+                format!(
+                    "written by a different configuration; resume with the same settings.\n  \
+                     checkpoint: {s}\n  this run:   {:?}",
+                    t.cfg
+                ),
+            ))
+        }
+        _ => return Err(err(path, "`config` is not a string")),
+    }
+    let mut weights = t.weights.clone();
+    fill_weights(&mut weights, get(&root, "model", path)?, path)?;
+    if let Some(e) = &mut t.ema {
+        fill_weights(&mut e.shadow, get(&root, "ema", path)?, path)?;
+    }
+    let mats = group_names(&weights, Group::Matrix);
+    t.opt.muon.bufs = read_buffers(get(&root, "muon", path)?, &mats, path)?;
+    for (g, label) in ADAM_GROUPS {
+        let names = group_names(&weights, g);
+        let d = get(&root, &format!("adam_{label}"), path)?;
+        let step = get_int(d, "step", path)? as u64;
+        let m = read_buffers(get(d, "m", path)?, &names, path)?;
+        let v = read_buffers(get(d, "v", path)?, &names, path)?;
+        let a = t.opt.adam_mut(g);
+        (a.step, a.m, a.v) = (step, m, v);
+    }
+    t.weights = weights;
+    t.step = get_usize(&root, "step", path)?;
+    t.elapsed_ms = get_int(&root, "elapsed_us", path)? as f64 / 1e3;
+    t.stream.seek(StreamPos {
+        file: get_usize(&root, "stream_file", path)?,
+        token: get_usize(&root, "stream_token", path)?,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Exponential moving average of the weights (spec 4.9): after every optimizer step
+//! `ema ← d·ema + (1−d)·param`, in f32; at the end the EMA replaces the weights before export.
+
+use crate::model::ModelWeights;
+
+/// EMA shadow of every parameter.
+#[derive(Debug, Clone)]
+pub struct Ema {
+    pub decay: f32,
+    pub(crate) shadow: ModelWeights,
+}
+
+impl Ema {
+    /// Starts the shadow at the current weights.
+    pub fn new(decay: f32, weights: &ModelWeights) -> Self {
+        Ema {
+            decay,
+            shadow: weights.clone(),
+        }
+    }
+
+    /// Folds the current weights into the average.
+    pub fn update(&mut self, weights: &mut ModelWeights) {
+        let d = self.decay;
+        for (s, p) in self
+            .shadow
+            .params_mut()
+            .into_iter()
+            .zip(weights.params_mut())
+        {
+            s.values
+                .iter_mut()
+                .zip(p.values.iter())
+                .for_each(|(s, &p)| *s = d * *s + (1.0 - d) * p);
+        }
+    }
+
+    /// The averaged weights.
+    pub fn weights(&self) -> &ModelWeights {
+        &self.shadow
+    }
+}

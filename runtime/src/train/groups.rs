@@ -1,0 +1,55 @@
+//! Which optimizer updates which parameter (spec 3.4): matrices inside the blocks go to Muon,
+//! embedding tables and the untied head to their own Adam groups, everything else (control
+//! tensors such as scales, gains, mixes and skip weights) to the scalar Adam group.
+
+use crate::artifact::quant::is_control;
+
+/// An optimizer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// 2-D block matrices: Muon (`MATRIX_LR`).
+    Matrix,
+    /// `tok_emb` and the other embedding tables: Adam (`TIED_EMBED_LR` or `EMBED_LR`).
+    Embed,
+    /// Untied `lm_head`: Adam (`HEAD_LR`).
+    Head,
+    /// Everything else: Adam (`SCALAR_LR`).
+    Scalar,
+}
+
+/// The group of a parameter from its state-dict name and shape.
+pub fn group_of(name: &str, shape: &[usize]) -> Group {
+    if name == "lm_head.weight" {
+        Group::Head
+    } else if name == "tok_emb.weight" || name.ends_with(".embed.weight") {
+        Group::Embed
+    } else if name.starts_with("blocks.") && shape.len() == 2 && !is_control(name) {
+        Group::Matrix
+    } else {
+        Group::Scalar
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baseline_names_fall_in_their_spec_groups() {
+        assert_eq!(group_of("tok_emb.weight", &[1024, 512]), Group::Embed);
+        assert_eq!(group_of("lm_head.weight", &[1024, 512]), Group::Head);
+        assert_eq!(
+            group_of("blocks.0.attn.c_q.weight", &[512, 512]),
+            Group::Matrix
+        );
+        assert_eq!(
+            group_of("blocks.8.mlp.proj.weight", &[512, 1024]),
+            Group::Matrix
+        );
+        // resid_mix is 2-D but a control tensor.
+        assert_eq!(group_of("blocks.0.resid_mix", &[2, 512]), Group::Scalar);
+        assert_eq!(group_of("blocks.0.attn.q_gain", &[8]), Group::Scalar);
+        assert_eq!(group_of("skip_weights", &[4, 512]), Group::Scalar);
+        assert_eq!(group_of("bigram.embed.weight", &[2048, 128]), Group::Embed);
+    }
+}

@@ -1,0 +1,281 @@
+//! The training loop of `train_gpt.py` (spec 5.3) over any [`TrainBackend`]:
+//!
+//! ```text
+//! per step: lr_mul, momentum ← schedule(step, elapsed)
+//!           for each micro-step, for each rank: loss, ∇ on its span (fake-quantized weights under QAT)
+//!           ∇ ← mean over micro-steps, all-reduce mean over ranks
+//!           clip → Muon + Adam groups → EMA
+//! ```
+//! The optimizer runs on host f32 weights (the oracle); the forward/backward on the backend.
+//! Training time excludes validation, as the reference's timer does.
+
+use super::collective::{Collective, HostCollective};
+use super::ema::Ema;
+use super::optimizers::{OptimizerConfig, Optimizers};
+use super::qat::{fake_quantized, QatMode};
+use super::schedule::Schedule;
+use super::tape::TrainModel;
+use crate::backend::train::TrainBackend;
+use crate::data::{Batch, TokenStream};
+use crate::model::ModelWeights;
+use crate::{Error, Result};
+use std::time::Instant;
+
+/// Everything that defines a run besides the model and the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub iterations: usize,
+    /// Tokens per optimizer step over all ranks and micro-steps (`TRAIN_BATCH_TOKENS`).
+    pub train_batch_tokens: usize,
+    pub train_seq_len: usize,
+    /// Data-parallel ranks (one replica each).
+    pub world_size: usize,
+    /// Micro-steps per optimizer step on each rank.
+    pub grad_accum_steps: usize,
+    /// Steps run and then thrown away (weights, optimizers and data reset), as the reference
+    /// does to warm up compilation; they only warm caches here.
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    pub optim: OptimizerConfig,
+    /// EMA decay of the weights (spec 4.9), `None` for no EMA.
+    pub ema_decay: Option<f32>,
+    pub qat: QatMode,
+    /// Validate every N steps (0: only at the end).
+    pub val_loss_every: usize,
+    /// Print the train loss every N steps (and on the first 10).
+    pub train_log_every: usize,
+}
+
+impl TrainConfig {
+    /// Checks the batch geometry.
+    pub fn validate(&self) -> Result<()> {
+        let per = self.world_size * self.grad_accum_steps;
+        if self.world_size == 0 || self.grad_accum_steps == 0 || self.train_seq_len == 0 {
+            return Err(Error::Usage(
+                "world size, grad accumulation steps and TRAIN_SEQ_LEN must be positive".into(),
+            ));
+        }
+        if self.train_batch_tokens % (per * self.train_seq_len) != 0 || self.train_batch_tokens == 0
+        {
+            return Err(Error::Usage(format!(
+                "TRAIN_BATCH_TOKENS {} must be a positive multiple of world {} x accum {} x \
+                 TRAIN_SEQ_LEN {}",
+                self.train_batch_tokens, self.world_size, self.grad_accum_steps, self.train_seq_len
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What one optimizer step reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// 1-based step just completed.
+    pub step: usize,
+    /// Mean loss of rank 0 over its micro-steps (what `train_gpt.py` logs).
+    pub train_loss: f64,
+    pub grad_norm: f64,
+    pub lr_mul: f32,
+    pub qat: bool,
+    /// Training time so far (validation excluded).
+    pub train_time_ms: f64,
+}
+
+/// A run in progress: weights, optimizer state, EMA, data position, step and clock.
+pub struct Trainer<B: TrainBackend + Clone> {
+    pub cfg: TrainConfig,
+    backend: B,
+    pub weights: ModelWeights,
+    pub(crate) opt: Optimizers,
+    pub(crate) ema: Option<Ema>,
+    pub(crate) stream: TokenStream,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Training time accumulated over completed steps, in ms.
+    pub elapsed_ms: f64,
+}
+
+/// `acc += s · g` over every parameter.
+fn axpy(acc: &mut ModelWeights, g: &mut ModelWeights, s: f32) {
+    for (a, g) in acc.params_mut().into_iter().zip(g.params_mut()) {
+        a.values
+            .iter_mut()
+            .zip(g.values.iter())
+            .for_each(|(a, &g)| *a += s * g);
+    }
+}
+
+impl<B: TrainBackend + Clone> Trainer<B> {
+    /// A run from step 0.
+    pub fn new(
+        cfg: TrainConfig,
+        backend: B,
+        weights: ModelWeights,
+        stream: TokenStream,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let opt = Optimizers::new(cfg.optim, weights.config.tied_embeddings);
+        let ema = cfg.ema_decay.map(|d| Ema::new(d, &weights));
+        Ok(Trainer {
+            cfg,
+            backend,
+            weights,
+            opt,
+            ema,
+            stream,
+            step: 0,
+            elapsed_ms: 0.0,
+        })
+    }
+
+    /// The weights to export: the EMA when enabled, else the live weights.
+    pub fn final_weights(&self) -> &ModelWeights {
+        self.ema.as_ref().map_or(&self.weights, |e| e.weights())
+    }
+
+    /// The backend the forward and backward run on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Loss and gradients of one rank's micro-batch.
+    fn rank_grads(model: &TrainModel<B>, b: &Batch) -> Result<(f64, ModelWeights)> {
+        let rows: Vec<usize> = (0..b.inputs.len()).collect();
+        let (loss, g) =
+            model.loss_and_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets, None, true)?;
+        let g = g
+            .base
+            .ok_or_else(|| Error::Backend("backward returned no weight gradients".into()))?;
+        Ok((loss, g))
+    }
+
+    /// Runs one optimizer step.
+    pub fn train_step(&mut self) -> Result<StepReport> {
+        let t0 = Instant::now();
+        let c = &self.cfg;
+        let lr_mul = c.schedule.lr_mul(self.step, self.elapsed_ms);
+        let qat = c.qat.active(lr_mul);
+        let fwd = if qat {
+            fake_quantized(&self.weights)
+        } else {
+            self.weights.clone()
+        };
+        let model = TrainModel::new(self.backend.clone(), &fwd)?;
+        drop(fwd);
+        let world = c.world_size;
+        let accum = c.grad_accum_steps;
+        let mut rank_grads: Vec<ModelWeights> = (0..world)
+            .map(|_| ModelWeights::zeros(&self.weights.config))
+            .collect();
+        let mut loss0 = 0.0;
+        for _ in 0..accum {
+            let batches =
+                self.stream
+                    .next_batch(c.train_batch_tokens, c.train_seq_len, world, accum)?;
+            for (r, b) in batches.iter().enumerate() {
+                let (loss, mut g) = Self::rank_grads(&model, b)?;
+                if !loss.is_finite() {
+                    return Err(Error::Backend(format!(
+                        "step {}: train loss is {loss} (diverged)",
+                        self.step + 1
+                    )));
+                }
+                if r == 0 {
+                    loss0 += loss / accum as f64;
+                }
+                axpy(&mut rank_grads[r], &mut g, 1.0 / accum as f32);
+            }
+        }
+        drop(model);
+        HostCollective { world }.all_reduce_mean(&mut rank_grads)?;
+        let mut grads = rank_grads.swap_remove(0);
+        let momentum = c.schedule.muon_momentum(self.step);
+        let grad_norm = self
+            .opt
+            .step(&mut self.weights, &mut grads, lr_mul, momentum)?;
+        if let Some(e) = &mut self.ema {
+            e.update(&mut self.weights);
+        }
+        self.step += 1;
+        self.elapsed_ms += t0.elapsed().as_secs_f64() * 1e3;
+        Ok(StepReport {
+            step: self.step,
+            train_loss: loss0,
+            grad_norm,
+            lr_mul,
+            qat,
+            train_time_ms: self.elapsed_ms,
+        })
+    }
+
+    /// Runs and discards `cfg.warmup_steps` steps: afterwards weights, optimizers, EMA, data and
+    /// clock are back where they started. `log` receives `warmup_step:i/N` lines.
+    pub fn warm_up(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let n = self.cfg.warmup_steps;
+        if n == 0 {
+            return Ok(());
+        }
+        let weights = self.weights.clone();
+        let opt = self.opt.clone();
+        let ema = self.ema.clone();
+        let pos = self.stream.position();
+        let (step, elapsed) = (self.step, self.elapsed_ms);
+        for i in 1..=n {
+            self.train_step()?;
+            log(&format!("warmup_step:{i}/{n}"));
+        }
+        self.weights = weights;
+        self.opt = opt;
+        self.ema = ema;
+        self.stream.seek(pos)?;
+        self.step = step;
+        self.elapsed_ms = elapsed;
+        Ok(())
+    }
+
+    /// Whether the run is over (iterations reached or wall clock spent).
+    pub fn finished(&self) -> bool {
+        self.step >= self.cfg.iterations
+            || self
+                .cfg
+                .schedule
+                .max_wallclock_ms
+                .is_some_and(|cap| self.elapsed_ms >= cap)
+    }
+
+    /// Whether step `self.step` should be followed by a validation.
+    pub fn should_validate(&self) -> bool {
+        self.finished() || (self.cfg.val_loss_every > 0 && self.step % self.cfg.val_loss_every == 0)
+    }
+
+    /// Whether the report of step `r.step` gets a log line (`train_gpt.py`'s rule).
+    pub fn should_log(&self, step: usize) -> bool {
+        let every = self.cfg.train_log_every;
+        every > 0 && (step <= 10 || step % every == 0 || self.finished())
+    }
+
+    /// The log line of a step, in `train_gpt.py`'s format.
+    pub fn step_line(&self, r: &StepReport) -> String {
+        format!(
+            "step:{}/{} train_loss:{:.4} train_time:{:.0}ms step_avg:{:.2}ms",
+            r.step,
+            self.cfg.iterations,
+            r.train_loss,
+            r.train_time_ms,
+            r.train_time_ms / r.step.max(1) as f64
+        )
+    }
+
+    /// The validation log line at the current step.
+    pub fn val_line(&self, val_loss: f64, val_bpb: f64) -> String {
+        format!(
+            "step:{}/{} val_loss:{:.4} val_bpb:{:.4} train_time:{:.0}ms step_avg:{:.2}ms",
+            self.step,
+            self.cfg.iterations,
+            val_loss,
+            val_bpb,
+            self.elapsed_ms,
+            self.elapsed_ms / self.step.max(1) as f64
+        )
+    }
+}

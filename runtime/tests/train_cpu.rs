@@ -1,0 +1,189 @@
+//! `pgolf-rt train` machinery on the CPU with a tiny model on the real training shards:
+//! the loss falls, a checkpointed and resumed run follows the same loss curve, N data-parallel
+//! ranks give the update of one rank accumulating the same global batch, and exports round-trip.
+
+mod common;
+
+use pgolf_rt::artifact::Artifact;
+use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::data::TokenStream;
+use pgolf_rt::model::{ConfigOverrides, ModelWeights};
+use pgolf_rt::train::{
+    export_weights, init_weights, load_checkpoint, save_checkpoint, Architecture, ExportKind,
+    InitConfig, OptimizerConfig, QatMode, Schedule, TrainConfig, Trainer,
+};
+use std::path::{Path, PathBuf};
+
+fn train_glob(shared: &Path) -> String {
+    shared
+        .join("data/text_sp1024/fineweb_train_*.bin")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn arch() -> Architecture {
+    Architecture {
+        vocab_size: 1024,
+        num_layers: 2,
+        model_dim: 32,
+        num_heads: 2,
+        num_kv_heads: 1,
+        mlp_mult: 2.0,
+        tie_embeddings: true,
+    }
+}
+
+fn config(iterations: usize, world: usize, accum: usize) -> TrainConfig {
+    TrainConfig {
+        iterations,
+        train_batch_tokens: 1024,
+        train_seq_len: 64,
+        world_size: world,
+        grad_accum_steps: accum,
+        warmup_steps: 0,
+        schedule: Schedule {
+            iterations,
+            warmdown_iters: 3,
+            max_wallclock_ms: None,
+            muon_momentum: 0.95,
+            muon_momentum_warmup_start: 0.85,
+            muon_momentum_warmup_steps: 5,
+        },
+        optim: OptimizerConfig {
+            grad_clip_norm: 1.0,
+            ..OptimizerConfig::default()
+        },
+        ema_decay: Some(0.9),
+        qat: QatMode::Late(0.5),
+        val_loss_every: 0,
+        train_log_every: 1,
+    }
+}
+
+fn trainer(shared: &Path, cfg: TrainConfig) -> Trainer<CpuBackend> {
+    let mcfg = arch().config(&ConfigOverrides::default()).unwrap();
+    let w = init_weights(&mcfg, &InitConfig::default());
+    let stream = TokenStream::open(&train_glob(shared)).unwrap();
+    Trainer::new(cfg, CpuBackend::new(), w, stream).unwrap()
+}
+
+fn flat(w: &ModelWeights) -> Vec<f32> {
+    let mut w = w.clone();
+    w.params_mut()
+        .into_iter()
+        .flat_map(|p| p.values.to_vec())
+        .collect()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pgolf-train-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn loss_falls_and_resume_follows_the_same_curve() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let n = 16;
+    let mut a = trainer(&shared, config(n, 1, 1));
+    let losses: Vec<f64> = (0..n).map(|_| a.train_step().unwrap().train_loss).collect();
+    println!("losses {losses:?}");
+    let (first, last) = (losses[0] + losses[1], losses[n - 2] + losses[n - 1]);
+    assert!(
+        last / 2.0 < first / 2.0 - 0.5,
+        "loss did not fall: {losses:?}"
+    );
+    assert!(a.finished());
+
+    // Same run, killed after 8 steps and resumed from its checkpoint in a fresh trainer.
+    let ck = tmp("resume.pt");
+    let mut b = trainer(&shared, config(n, 1, 1));
+    for _ in 0..8 {
+        b.train_step().unwrap();
+    }
+    save_checkpoint(&b, &ck).unwrap();
+    drop(b);
+    let mut c = trainer(&shared, config(n, 1, 1));
+    load_checkpoint(&mut c, &ck).unwrap();
+    assert_eq!(c.step, 8);
+    let resumed: Vec<f64> = (8..n).map(|_| c.train_step().unwrap().train_loss).collect();
+    for (i, (x, y)) in losses[8..].iter().zip(&resumed).enumerate() {
+        assert!((x - y).abs() < 1e-9, "step {}: {x} vs resumed {y}", i + 9);
+    }
+    let (wa, wc) = (flat(a.final_weights()), flat(c.final_weights()));
+    let max = wa
+        .iter()
+        .zip(&wc)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(max < 1e-6, "resumed weights differ by {max}");
+
+    // A checkpoint from another configuration is refused with a clear message.
+    let mut other = trainer(&shared, config(n + 1, 1, 1));
+    let e = load_checkpoint(&mut other, &ck).unwrap_err().to_string();
+    assert!(e.contains("different configuration"), "{e}");
+    std::fs::remove_file(&ck).unwrap();
+}
+
+#[test]
+fn two_ranks_match_one_rank_accumulating_the_same_global_batch() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let mut dp = trainer(&shared, config(3, 2, 1));
+    let mut acc = trainer(&shared, config(3, 1, 2));
+    for _ in 0..3 {
+        dp.train_step().unwrap();
+        acc.train_step().unwrap();
+    }
+    let (x, y) = (flat(&dp.weights), flat(&acc.weights));
+    let max = x
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    println!("max |w_dp - w_accum| = {max:e}");
+    assert!(max < 1e-5, "data-parallel update differs by {max}");
+    // And the ranks really saw different data: one rank alone gives another update.
+    let mut single = trainer(&shared, config(3, 1, 1));
+    for _ in 0..3 {
+        single.train_step().unwrap();
+    }
+    let z = flat(&single.weights);
+    let diff = x
+        .iter()
+        .zip(&z)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff > 1e-4, "half the batch gave the same update ({diff})");
+}
+
+#[test]
+fn exports_round_trip_through_the_loader() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let mut t = trainer(&shared, config(2, 1, 1));
+    t.train_step().unwrap();
+    t.train_step().unwrap();
+    let w = t.final_weights().clone();
+    for kind in [ExportKind::Int8Zlib, ExportKind::Int6Zstd] {
+        let bytes = export_weights(&w, kind).unwrap();
+        let art = Artifact::from_bytes(&bytes).unwrap();
+        let back = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).unwrap();
+        assert_eq!(back.config, w.config);
+        let (x, y) = (flat(&w), flat(&back));
+        let max = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        println!(
+            "{kind:?}: {} bytes, max error {max:e} (max |w| {amax})",
+            bytes.len()
+        );
+        // Per-row quantization error is at most half a step of the row's own scale.
+        assert!(max > 0.0 && max < amax / 20.0, "{kind:?}: error {max}");
+    }
+}
