@@ -112,7 +112,7 @@ pub fn ttt_document<B: TrainBackend>(
     let chunks = doc_chunks(doc.len(), cfg.chunk, cfg.window);
     let adapt = doc.len() >= cfg.min_doc_len && cfg.epochs > 0;
     let mut lora = Lora::new(
-        &model.config,
+        model.config(),
         cfg.targets,
         cfg.rank,
         doc_seed(cfg.seed, doc_index),

@@ -1,4 +1,6 @@
-//! The forward pass (spec 3.3 and the variants of section 4), written once for every backend.
+//! The forward pass (spec 3.3 and the variants of section 4), written once for every backend
+//! and for both inference and training: [`DeviceModel::forward_with`] optionally adds LoRA
+//! adapters to the block linears and records a [`Tape`] for the backward (`crate::train`).
 //!
 //! ```text
 //! x = E[ids] (+ bigram)      ; x = rms(x) ; x = smear(x)? ; x0 = x
@@ -8,22 +10,24 @@
 //! Block: x = mix0⊙x + mix1⊙x0 ; x += attn_scale ⊙ Attn(rms(x)·s) ; x += mlp_scale ⊙ MLP(rms(x)·s)
 //! ```
 
+use super::adapters::{lora_linear, DeviceLora};
 use super::config::ModelConfig;
 use super::weights::{Matrix, ModelWeights};
 use crate::backend::{AttnGeometry, Backend, RopeSpec};
+use crate::train::Proj;
 use crate::{Error, Result};
 
-struct DeviceBlock<T> {
-    c_q: T,
-    c_k: T,
-    c_v: T,
-    attn_proj: T,
-    q_gain: T,
-    mlp_fc: T,
-    mlp_proj: T,
-    attn_scale: T,
-    mlp_scale: T,
-    resid_mix: T,
+pub(crate) struct DeviceBlock<T> {
+    pub(crate) c_q: T,
+    pub(crate) c_k: T,
+    pub(crate) c_v: T,
+    pub(crate) attn_proj: T,
+    pub(crate) q_gain: T,
+    pub(crate) mlp_fc: T,
+    pub(crate) mlp_proj: T,
+    pub(crate) attn_scale: T,
+    pub(crate) mlp_scale: T,
+    pub(crate) resid_mix: T,
 }
 
 struct DeviceBigram<T> {
@@ -39,14 +43,85 @@ struct DeviceValueEmbed<T> {
     layer_scales: Vec<f32>,
 }
 
+/// Saved activations of one block (what [`crate::train::TrainModel::backward`] reads).
+pub(crate) struct BlockTape<T> {
+    pub x_in: T,
+    /// After `resid_mix` (input of the attention residual).
+    pub xm: T,
+    pub n1: T,
+    /// `q`, `k` before `qk_norm_rope` (which runs in place).
+    pub q_pre: T,
+    pub k_pre: T,
+    pub q: T,
+    pub k: T,
+    pub v: T,
+    pub y: T,
+    pub o: T,
+    /// After the attention residual (input of the MLP residual).
+    pub x1: T,
+    pub n2: T,
+    pub h: T,
+    pub a: T,
+    pub m: T,
+    /// `x · Aᵀ` of each adapted linear.
+    pub u: [Option<T>; 6],
+}
+
+/// Everything the backward needs from one forward.
+pub struct Tape<T> {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) geom: AttnGeometry,
+    pub(crate) rope: RopeSpec,
+    /// Token embedding (input of the first RMSNorm).
+    pub(crate) x_emb: T,
+    pub(crate) x0: T,
+    pub(crate) blocks: Vec<BlockTape<T>>,
+    /// For decoder block `j`: the encoder layer whose output was added to its input.
+    pub(crate) skip_src: Vec<Option<usize>>,
+    /// Output of each encoder block (the U-Net skip values).
+    pub(crate) skip_vals: Vec<T>,
+    pub(crate) x_final: T,
+    /// Final normalised hidden states `[batch*seq, d]`.
+    pub h: T,
+}
+
+/// What [`DeviceModel::forward_with`] produced.
+pub(crate) enum Forward<T> {
+    /// Final normalised hidden states `[batch*seq, d]` only.
+    Hidden(T),
+    /// The same (`Tape::h`) with the recorded activations.
+    Taped(Tape<T>),
+}
+
+impl<T> Forward<T> {
+    fn into_hidden(self) -> T {
+        match self {
+            Forward::Hidden(h) => h,
+            Forward::Taped(t) => t.h,
+        }
+    }
+}
+
+/// A block's output and, when recording, its tape.
+type BlockOut<T> = (T, Option<BlockTape<T>>);
+
+/// The per-call state every block sees.
+struct Pass<'a, T> {
+    ids: &'a [u32],
+    geom: AttnGeometry,
+    rope: RopeSpec,
+    adapters: Option<&'a DeviceLora<T>>,
+    record: bool,
+}
+
 /// A model whose weights live on a backend, ready to run forward passes.
 pub struct DeviceModel<B: Backend> {
     pub config: ModelConfig,
     backend: B,
     tok_emb: B::Tensor,
     head: Option<B::Tensor>,
-    skip_weights: Vec<B::Tensor>,
-    blocks: Vec<DeviceBlock<B::Tensor>>,
+    pub(crate) skip_weights: Vec<B::Tensor>,
+    pub(crate) blocks: Vec<DeviceBlock<B::Tensor>>,
     bigram: Option<DeviceBigram<B::Tensor>>,
     smear_gate: Option<B::Tensor>,
     value_embed: Option<DeviceValueEmbed<B::Tensor>>,
@@ -118,13 +193,32 @@ impl<B: Backend> DeviceModel<B> {
         self.backend.name()
     }
 
-    fn head(&self) -> &B::Tensor {
+    /// The output head (the token embedding when tied).
+    pub(crate) fn head(&self) -> &B::Tensor {
         self.head.as_ref().unwrap_or(&self.tok_emb)
     }
 
     /// Final normalised hidden states `[batch*seq, d]` for `batch` windows of `seq` tokens
     /// (`ids` is row-major `[batch, seq]`; each window starts at position 0).
     pub fn hidden(&self, ids: &[u32], batch: usize, seq: usize) -> Result<B::Tensor> {
+        Ok(self
+            .forward_with(ids, batch, seq, None, false)?
+            .into_hidden())
+    }
+
+    /// The forward pass, the one implementation behind inference ([`Self::hidden`]) and training
+    /// ([`crate::train::TrainModel::forward`]). `adapters` add their LoRA deltas to the block
+    /// linears (the head's adapter is the caller's, on the rows it scores). With `record`, the
+    /// activations the backward needs are kept in a [`Tape`]; only then are copies made of the
+    /// values that in-place ops overwrite.
+    pub(crate) fn forward_with(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        adapters: Option<&DeviceLora<B::Tensor>>,
+        record: bool,
+    ) -> Result<Forward<B::Tensor>> {
         let cfg = &self.config;
         let be = &self.backend;
         if ids.len() != batch * seq || seq == 0 {
@@ -133,86 +227,138 @@ impl<B: Backend> DeviceModel<B> {
                 ids.len()
             )));
         }
-        let mut x = be.embedding(&self.tok_emb, ids)?;
+        let mut x_emb = be.embedding(&self.tok_emb, ids)?;
         if let Some(bg) = &self.bigram {
             let idx = bigram_indices(ids, seq, bg_buckets(cfg));
             let mut e = be.embedding(&bg.embed, &idx)?;
             if let Some(p) = &bg.proj {
                 e = be.linear(&e, p)?;
             }
-            be.add_scalar_scaled(&mut x, &e, bg.scale)?;
+            be.add_scalar_scaled(&mut x_emb, &e, bg.scale)?;
         }
-        x = be.rms_norm(&x, cfg.norm_eps, 1.0)?;
+        let mut x = be.rms_norm(&x_emb, cfg.norm_eps, 1.0)?;
+        let x_emb = record.then_some(x_emb);
         if let Some(g) = &self.smear_gate {
             x = be.smear(&x, g, seq)?;
         }
         let x0 = be.copy(&x)?;
-        let geom = AttnGeometry {
-            batch,
-            seq,
-            heads: cfg.num_heads,
-            kv_heads: cfg.num_kv_heads,
-            head_dim: cfg.head_dim,
+        let pass = Pass {
+            ids,
+            geom: AttnGeometry {
+                batch,
+                seq,
+                heads: cfg.num_heads,
+                kv_heads: cfg.num_kv_heads,
+                head_dim: cfg.head_dim,
+            },
+            rope: RopeSpec {
+                base: cfg.rope_base_for(seq),
+                dims: cfg.rope_dims,
+            },
+            adapters,
+            record,
         };
-        let rope = RopeSpec {
-            base: cfg.rope_base_for(seq),
-            dims: cfg.rope_dims,
-        };
-        let mut skips = Vec::with_capacity(cfg.num_encoder_layers);
-        for i in 0..cfg.num_layers {
-            if i >= cfg.num_encoder_layers {
-                let j = i - cfg.num_encoder_layers;
+        let (layers, enc) = (cfg.num_layers, cfg.num_encoder_layers);
+        // U-Net skips: encoder outputs by layer, and the stack of those not yet consumed.
+        let mut skip_vals = Vec::with_capacity(enc);
+        let mut pending: Vec<usize> = Vec::with_capacity(enc);
+        let mut skip_src = vec![None; layers.saturating_sub(enc)];
+        let mut blocks = Vec::with_capacity(if record { layers } else { 0 });
+        for i in 0..layers {
+            if i >= enc {
+                let j = i - enc;
                 if j < self.skip_weights.len() {
-                    if let Some(s) = skips.pop() {
-                        be.add_scaled(&mut x, &s, &self.skip_weights[j])?;
+                    if let Some(src) = pending.pop() {
+                        be.add_scaled(&mut x, &skip_vals[src], &self.skip_weights[j])?;
+                        skip_src[j] = Some(src);
                     }
                 }
             }
-            x = self.block(i, x, &x0, ids, &geom, &rope)?;
-            if i < cfg.num_encoder_layers {
-                skips.push(be.copy(&x)?);
+            let (out, tape) = self.block(i, x, &x0, &pass)?;
+            x = out;
+            blocks.extend(tape);
+            if i < enc {
+                pending.push(skip_vals.len());
+                skip_vals.push(be.copy(&x)?);
             }
         }
-        be.rms_norm(&x, cfg.norm_eps, 1.0)
+        let h = be.rms_norm(&x, cfg.norm_eps, 1.0)?;
+        Ok(match x_emb {
+            None => Forward::Hidden(h),
+            Some(x_emb) => Forward::Taped(Tape {
+                ids: ids.to_vec(),
+                geom: pass.geom,
+                rope: pass.rope,
+                x_emb,
+                x0,
+                blocks,
+                skip_src,
+                skip_vals,
+                x_final: x,
+                h,
+            }),
+        })
     }
 
+    /// Block `i`: `x_in` → its output, and the block's tape when recording.
     fn block(
         &self,
         i: usize,
-        x: B::Tensor,
+        x_in: B::Tensor,
         x0: &B::Tensor,
-        ids: &[u32],
-        geom: &AttnGeometry,
-        rope: &RopeSpec,
-    ) -> Result<B::Tensor> {
+        pass: &Pass<'_, B::Tensor>,
+    ) -> Result<BlockOut<B::Tensor>> {
         let (cfg, be, w) = (&self.config, &self.backend, &self.blocks[i]);
-        let s = if cfg.ln_scale {
-            1.0 / ((i + 1) as f32).sqrt()
-        } else {
-            1.0
-        };
-        let mut x = be.resid_mix(&x, x0, &w.resid_mix)?;
-        let n = be.rms_norm(&x, cfg.norm_eps, s)?;
-        let mut q = be.linear(&n, &w.c_q)?;
-        let mut k = be.linear(&n, &w.c_k)?;
-        let mut v = be.linear(&n, &w.c_v)?;
+        let (eps, s) = (cfg.norm_eps, ln_scale(cfg, i));
+        let ad = |p: Proj| pass.adapters.and_then(|l| l.blocks[i][p.index()].as_ref());
+        // A copy of a value an in-place op is about to overwrite, when recording.
+        let keep = |t: &B::Tensor| pass.record.then(|| be.copy(t)).transpose();
+        let mut x = be.resid_mix(&x_in, x0, &w.resid_mix)?;
+        let xm = keep(&x)?;
+        let n1 = be.rms_norm(&x, eps, s)?;
+        let (mut q, uq) = lora_linear(be, &n1, &w.c_q, ad(Proj::Q))?;
+        let (mut k, uk) = lora_linear(be, &n1, &w.c_k, ad(Proj::K))?;
+        let (mut v, uv) = lora_linear(be, &n1, &w.c_v, ad(Proj::V))?;
         if let (Some(ve), Some(cv)) = (&self.value_embed, &cfg.value_embed) {
             if let Some(slot) = cv.layers.iter().position(|&l| l == i) {
-                let e = be.embedding(&ve.embed, ids)?;
+                let e = be.embedding(&ve.embed, pass.ids)?;
                 let p = be.linear(&e, &ve.proj)?;
                 be.add_scalar_scaled(&mut v, &p, ve.layer_scales[slot] * ve.scale)?;
             }
         }
-        be.qk_norm_rope(&mut q, &mut k, geom, rope, &w.q_gain, cfg.norm_eps)?;
-        let y = be.attention(&q, &k, &v, geom, cfg.xsa_layers.contains(&i))?;
-        let o = be.linear(&y, &w.attn_proj)?;
+        let (q_pre, k_pre) = (keep(&q)?, keep(&k)?);
+        be.qk_norm_rope(&mut q, &mut k, &pass.geom, &pass.rope, &w.q_gain, eps)?;
+        let y = be.attention(&q, &k, &v, &pass.geom, cfg.xsa_layers.contains(&i))?;
+        let (o, uo) = lora_linear(be, &y, &w.attn_proj, ad(Proj::O))?;
         be.add_scaled(&mut x, &o, &w.attn_scale)?;
-        let n = be.rms_norm(&x, cfg.norm_eps, s)?;
-        let h = be.linear(&n, &w.mlp_fc)?;
+        let x1 = keep(&x)?;
+        let n2 = be.rms_norm(&x, eps, s)?;
+        let (h, ufc) = lora_linear(be, &n2, &w.mlp_fc, ad(Proj::MlpFc))?;
         let a = be.activation(&h, cfg.activation)?;
-        let m = be.linear(&a, &w.mlp_proj)?;
+        let (m, uproj) = lora_linear(be, &a, &w.mlp_proj, ad(Proj::MlpProj))?;
         be.add_scaled(&mut x, &m, &w.mlp_scale)?;
-        Ok(x)
+        let tape = match (xm, q_pre, k_pre, x1) {
+            (Some(xm), Some(q_pre), Some(k_pre), Some(x1)) => Some(BlockTape {
+                x_in,
+                xm,
+                n1,
+                q_pre,
+                k_pre,
+                q,
+                k,
+                v,
+                y,
+                o,
+                x1,
+                n2,
+                h,
+                a,
+                m,
+                u: [uq, uk, uv, uo, ufc, uproj],
+            }),
+            _ => None,
+        };
+        Ok((x, tape))
     }
 
     /// Per-position NLL of `targets` (same layout as `ids`). With `rows`, only those flat
@@ -258,6 +404,15 @@ impl<B: Backend> DeviceModel<B> {
             None => h,
         };
         be.log_probs(&h, self.head(), self.config.logit_softcap)
+    }
+}
+
+/// RMSNorm scale of block `i`'s two norms: `1/sqrt(i+1)` with LN-scale, else 1.
+pub(crate) fn ln_scale(cfg: &ModelConfig, i: usize) -> f32 {
+    if cfg.ln_scale {
+        1.0 / ((i + 1) as f32).sqrt()
+    } else {
+        1.0
     }
 }
 

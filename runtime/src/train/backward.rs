@@ -4,9 +4,9 @@
 //! when not requested, so LoRA-only backward costs two `dx` products per linear.
 
 use super::lora::{LoraGrads, Proj};
-use super::tape::{ln_scale, BlockTape, DeviceLora, Tape, TrainModel};
+use super::tape::TrainModel;
 use crate::backend::train::TrainBackend;
-use crate::model::{BlockWeights, Matrix, ModelWeights};
+use crate::model::{ln_scale, BlockTape, BlockWeights, DeviceLora, Matrix, ModelWeights, Tape};
 use crate::{Error, Result};
 
 /// What a backward produced.
@@ -32,7 +32,7 @@ type AdapterRef<'a, T> = Option<(&'a (T, T), usize)>;
 
 impl<B: TrainBackend> TrainModel<B> {
     fn add(&self, acc: &mut B::Tensor, y: &B::Tensor) -> Result<()> {
-        self.backend.add_scalar_scaled(acc, y, 1.0)
+        self.backend().add_scalar_scaled(acc, y, 1.0)
     }
 
     /// Backward of `y = x·wᵀ + (x·Aᵀ)·Bᵀ`: returns `dx` and (if `want_w`) `dw`; adapter
@@ -48,7 +48,7 @@ impl<B: TrainBackend> TrainModel<B> {
         want_w: bool,
         slots: &mut Slots<B::Tensor>,
     ) -> Result<(B::Tensor, Option<B::Tensor>)> {
-        let be = &self.backend;
+        let be = self.backend();
         let mut dx = be.linear_backward_input(dy, w)?;
         let dw = if want_w {
             Some(be.linear_backward_weight(dy, x)?)
@@ -75,7 +75,7 @@ impl<B: TrainBackend> TrainModel<B> {
         lora: Option<&DeviceLora<B::Tensor>>,
         want_base: bool,
     ) -> Result<Gradients> {
-        let (be, cfg) = (&self.backend, &self.config);
+        let (be, cfg) = (self.backend(), self.config());
         if rows.len() != targets.len() || rows.len() != dnll.len() {
             return Err(Error::Usage(
                 "backward: rows/targets/dnll lengths differ".into(),
@@ -89,7 +89,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let (hs, u, delta) = self.head_inputs(tape, rows, lora)?;
         let dz = be.nll_backward_logits(
             &hs,
-            self.head(),
+            self.model.head(),
             delta.as_ref(),
             targets,
             cfg.logit_softcap,
@@ -99,7 +99,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let (dhs, d_head) = self.lin_back(
             &dz,
             &hs,
-            self.head(),
+            self.model.head(),
             head_ad,
             u.as_ref(),
             want_base,
@@ -113,7 +113,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let mut dx0 = be.zeros(total, d)?;
         let mut dskip: Vec<Option<B::Tensor>> = (0..enc).map(|_| None).collect();
         let mut dskip_w: Vec<Option<B::Tensor>> =
-            (0..self.skip_weights.len()).map(|_| None).collect();
+            (0..self.model.skip_weights.len()).map(|_| None).collect();
         let mut bgrads: Vec<Option<BlockGrads<B::Tensor>>> = (0..layers).map(|_| None).collect();
         for i in (0..layers).rev() {
             if i < enc {
@@ -129,8 +129,11 @@ impl<B: TrainBackend> TrainModel<B> {
             if i >= enc {
                 let j = i - enc;
                 if let Some(src) = tape.skip_src.get(j).copied().flatten() {
-                    let (ds, dsw) =
-                        be.add_scaled_backward(&tape.skip_vals[src], &self.skip_weights[j], &dx)?;
+                    let (ds, dsw) = be.add_scaled_backward(
+                        &tape.skip_vals[src],
+                        &self.model.skip_weights[j],
+                        &dx,
+                    )?;
                     dskip[src] = Some(ds);
                     dskip_w[j] = Some(dsw);
                 }
@@ -167,7 +170,7 @@ impl<B: TrainBackend> TrainModel<B> {
         } else {
             Some(self.matrix(&d_head)?)
         };
-        let mut skip = Matrix::zeros(self.skip_weights.len(), d);
+        let mut skip = Matrix::zeros(self.model.skip_weights.len(), d);
         for (j, g) in dskip_w.iter().enumerate() {
             if let Some(g) = g {
                 skip.data[j * d..(j + 1) * d].copy_from_slice(&be.download(g)?);
@@ -209,8 +212,9 @@ impl<B: TrainBackend> TrainModel<B> {
     }
 
     fn matrix(&self, t: &B::Tensor) -> Result<Matrix> {
-        let (r, c) = self.backend.shape(t);
-        Matrix::new(r, c, self.backend.download(t)?)
+        let be = self.backend();
+        let (r, c) = be.shape(t);
+        Matrix::new(r, c, be.download(t)?)
     }
 
     /// Backward of block `i`: `(d x_in, d x0 contribution, weight grads)`.
@@ -225,7 +229,7 @@ impl<B: TrainBackend> TrainModel<B> {
         want_base: bool,
         slots: &mut Slots<B::Tensor>,
     ) -> Result<(B::Tensor, B::Tensor, Option<BlockGrads<B::Tensor>>)> {
-        let (cfg, be, w) = (&self.config, &self.backend, &self.blocks[i]);
+        let (cfg, be, w) = (self.config(), self.backend(), &self.model.blocks[i]);
         let (eps, s) = (cfg.norm_eps, ln_scale(cfg, i));
         let ad = |p: Proj| {
             lora.and_then(|l| {

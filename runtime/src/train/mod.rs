@@ -1,6 +1,7 @@
 //! Training: `pgolf-rt train` and test-time training share these pieces.
 //!
-//! - [`TrainModel`]: the taped forward and the model backward (all weights or LoRA only);
+//! - [`TrainModel`]: the inference forward of [`crate::model::DeviceModel`] recording its
+//!   activations, and the model backward (all weights or LoRA only);
 //! - optimizers: [`muon`] for block matrices, [`adam`] groups, wired together in
 //!   [`optimizers`] with the LR [`schedule`], gradient clipping, [`ema`] and [`qat`];
 //! - [`trainer`]: the step loop of `train_gpt.py` over data-parallel ranks ([`collective`]),
@@ -22,6 +23,7 @@ pub mod schedule;
 mod tape;
 pub mod trainer;
 
+pub use crate::model::{DeviceLora, Tape};
 pub use adam::{Adam, AdamConfig, OptimizerKind};
 pub use backward::Gradients;
 pub use checkpoint::{load_checkpoint, save_checkpoint};
@@ -33,5 +35,5 @@ pub use muon::{Muon, MuonConfig};
 pub use optimizers::{LearningRates, OptimizerConfig, Optimizers};
 pub use qat::QatMode;
 pub use schedule::Schedule;
-pub use tape::{DeviceLora, Tape, TrainModel};
+pub use tape::TrainModel;
 pub use trainer::{StepReport, TrainConfig, Trainer};
