@@ -22,39 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from torch_model import GPT, GPTConfig  # noqa: E402
-
-CONTROL = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
-
-
-def newton_schulz5(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    a, b, c = (3.4445, -4.7750, 2.0315)
-    x = g.float()
-    x = x / (x.norm() + eps)
-    transposed = g.size(0) > g.size(1)
-    if transposed:
-        x = x.T
-    for _ in range(steps):
-        A = x @ x.T
-        B = b * A + c * A @ A
-        x = a * x + B @ x
-    return x.T if transposed else x
-
-
-class Muon:
-    def __init__(self, params, lr, momentum):
-        self.params, self.lr, self.momentum = list(params), lr, momentum
-        self.bufs = [torch.zeros_like(p) for p in self.params]
-
-    @torch.no_grad()
-    def step(self):
-        for p, buf in zip(self.params, self.bufs):
-            g = p.grad
-            buf.mul_(self.momentum).add_(g)
-            g = g.add(buf, alpha=self.momentum)  # nesterov
-            o = newton_schulz5(g)
-            o = o * max(1, g.size(0) / g.size(1)) ** 0.5
-            p.add_(o, alpha=-self.lr)
-
+from torch_optim import CONTROL, Muon, param_groups  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,9 +49,7 @@ def main():
 
     init = dump(model)
 
-    mats = [p for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2 and not any(c in n for c in CONTROL)]
-    scalars = [p for n, p in model.named_parameters() if n != "tok_emb.weight" and not (n.startswith("blocks.") and p.ndim == 2 and not any(c in n for c in CONTROL))]
-    emb = [model.tok_emb.weight]
+    mats, scalars, emb = param_groups(model)
     base = {"matrix": 0.04, "scalar": 0.04, "embed": 0.05}
     muon = Muon(mats, base["matrix"], 0.95)
     adam_s = torch.optim.Adam(scalars, lr=base["scalar"], betas=(0.9, 0.95), eps=1e-8)

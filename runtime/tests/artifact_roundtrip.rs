@@ -110,23 +110,7 @@ fn dump(label: &str, bytes: &[u8], a: &Artifact) {
     };
     let path = std::path::Path::new(&dir).join(format!("{label}.ptz"));
     write_atomic(&path, bytes).unwrap();
-    let mut s = String::new();
-    for t in &a.tensors {
-        let sum: f64 = t.values.iter().map(|&v| f64::from(v)).sum();
-        let sq: f64 = t.values.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-        s += &format!(
-            "{}\t{:?}\t{:?}\t{sum:.17e}\t{sq:.17e}\t{}\n",
-            t.name,
-            t.shape,
-            t.dtype,
-            t.values
-                .iter()
-                .take(4)
-                .map(|v| format!("{v:e}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-    }
+    let s = a.summary_tsv();
     std::fs::write(std::path::Path::new(&dir).join(format!("{label}.tsv")), s).unwrap();
 }
 

@@ -148,6 +148,25 @@ impl Artifact {
         self.tensors.iter().map(|t| t.stored_bytes).sum()
     }
 
+    /// One line per tensor (`name, shape, dtype, sum, sum of squares, first 4 values`, tab
+    /// separated): what `scripts/check_torch_load.py` compares against `torch.load`.
+    pub fn summary_tsv(&self) -> String {
+        let mut s = String::new();
+        for t in &self.tensors {
+            let sum: f64 = t.values.iter().map(|&v| f64::from(v)).sum();
+            let sq: f64 = t.values.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let head: Vec<String> = t.values.iter().take(4).map(|v| format!("{v:e}")).collect();
+            s += &format!(
+                "{}\t{:?}\t{:?}\t{sum:.17e}\t{sq:.17e}\t{}\n",
+                t.name,
+                t.shape,
+                t.dtype,
+                head.join(",")
+            );
+        }
+        s
+    }
+
     /// Looks a tensor up by name.
     pub fn get(&self, name: &str) -> Option<&ArtifactTensor> {
         self.tensors.iter().find(|t| t.name == name)

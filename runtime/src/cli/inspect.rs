@@ -14,6 +14,9 @@ pub struct InspectArgs {
     /// Size of the training script counted against the cap, in bytes.
     #[arg(long, default_value_t = 0)]
     code_bytes: usize,
+    /// Also write a per-tensor summary (TSV) for `scripts/check_torch_load.py`.
+    #[arg(long)]
+    summary: Option<PathBuf>,
     #[command(flatten)]
     arch: ArchArgs,
 }
@@ -68,5 +71,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
         );
     }
     println!("{} tensors, {params} parameters", art.tensors.len());
+    if let Some(p) = &a.summary {
+        pgolf_rt::artifact::write_atomic(p, art.summary_tsv().as_bytes())?;
+        println!("summary written to {}", p.display());
+    }
     Ok(())
 }
