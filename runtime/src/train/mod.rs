@@ -4,10 +4,14 @@
 
 pub mod adam;
 mod backward;
+mod head;
 pub mod lora;
+pub mod params;
+pub mod sgd;
 mod tape;
 
 pub use adam::{Adam, AdamConfig, OptimizerKind};
 pub use backward::Gradients;
 pub use lora::{Adapter, Lora, LoraGrads, LoraTargets, Proj, Site};
+pub use sgd::Sgd;
 pub use tape::{DeviceLora, Tape, TrainModel};
