@@ -8,7 +8,9 @@
 //! before training on it, neither the adapters/weights nor the mixer have seen a token when it
 //! is scored.
 
-use super::mixer::{Expert, ExpertStats, MixedEval, Mixer, MixerConfig, NUM_EXPERTS};
+use super::mixer::{
+    Expert, ExpertStats, MixedEval, Mixer, MixerConfig, OnlinePredictor, NUM_EXPERTS,
+};
 use super::{BpbAccumulator, EvalResult};
 use crate::tokenizer::ByteLut;
 use crate::{Error, Result};
@@ -23,6 +25,10 @@ pub struct StreamScorer<'a> {
     /// The smallest target index that may be scored next.
     next: usize,
     start: std::time::Instant,
+    /// `(target, nll)` of every scored target, when recording.
+    record: Option<Vec<(usize, f64)>>,
+    /// Largest `|Σ_y p_mix(y) − 1|` seen, when checking normalisation.
+    sum_error: Option<f64>,
 }
 
 impl<'a> StreamScorer<'a> {
@@ -49,7 +55,33 @@ impl<'a> StreamScorer<'a> {
             mix,
             next: 0,
             start: std::time::Instant::now(),
+            record: None,
+            sum_error: None,
         })
+    }
+
+    /// Also keep every target's score ([`StreamScorer::recorded`]).
+    pub fn recording(mut self) -> Self {
+        self.record = Some(Vec::new());
+        self
+    }
+
+    /// Also sum the mixture over the whole vocabulary at every scored position, from the state
+    /// that scores it ([`StreamScorer::max_sum_error`]; costs `V × experts` per target).
+    pub fn checking_normalisation(mut self) -> Self {
+        self.sum_error = Some(0.0);
+        self
+    }
+
+    /// `(target, nll)` of every scored target, in order (empty unless [`Self::recording`]).
+    pub fn recorded(&self) -> &[(usize, f64)] {
+        self.record.as_deref().unwrap_or(&[])
+    }
+
+    /// Largest `|Σ_y p_mix(y) − 1|` over the scored positions (with
+    /// [`Self::checking_normalisation`] and a mixer; `None` otherwise).
+    pub fn max_sum_error(&self) -> Option<f64> {
+        self.sum_error.filter(|_| self.mix.is_some())
     }
 
     /// Whether [`StreamScorer::score`] needs the full log-probabilities (a mixer is attached).
@@ -71,8 +103,11 @@ impl<'a> StreamScorer<'a> {
         self.next = t + 1;
         let (x, y) = (self.stream[t], self.stream[t + 1]);
         let bytes = self.lut.bytes_for(x, y);
-        match &mut self.mix {
-            None => self.acc.add(nll, bytes),
+        let scored = match &mut self.mix {
+            None => {
+                self.acc.add(nll, bytes);
+                f64::from(nll)
+            }
             Some((mixer, experts)) => {
                 let lp = log_probs.filter(|l| l.len() == self.vocab).ok_or_else(|| {
                     Error::Backend(format!(
@@ -80,14 +115,28 @@ impl<'a> StreamScorer<'a> {
                         self.vocab
                     ))
                 })?;
-                let s = mixer.score(lp, &self.stream[..=t], y);
+                let ctx = &self.stream[..=t];
+                if let Some(err) = self.sum_error.as_mut() {
+                    let total: f64 = mixer.distribution(lp, ctx).iter().sum();
+                    *err = err.max((total - 1.0).abs());
+                }
+                let s = mixer.score(lp, ctx, y);
                 add(&mut self.acc, s.nll, bytes);
                 for (a, &e) in experts.iter_mut().zip(&s.expert_nll) {
                     add(a, e, bytes);
                 }
+                s.nll
             }
+        };
+        if let Some(r) = self.record.as_mut() {
+            r.push((t, scored));
         }
         Ok(())
+    }
+
+    /// The stream being scored.
+    pub fn stream(&self) -> &'a [u32] {
+        self.stream
     }
 
     /// The running totals (of the mixture when mixing).

@@ -259,11 +259,24 @@ pub fn eval_lora_ttt_mixed<B: TrainBackend>(
     lut: &ByteLut,
     cfg: &TttConfig,
     mix: Option<&MixerConfig>,
-    mut progress: Option<&mut TttProgress>,
+    progress: Option<&mut TttProgress>,
 ) -> Result<(EvalResult, Option<MixedEval>)> {
+    let mut sink = StreamScorer::new(tokens, lut, model.config.vocab_size, mix)?;
+    lora_ttt_into(model, tokens, cfg, &mut sink, progress)?;
+    Ok(sink.finish())
+}
+
+/// The LoRA TTT pass of [`eval_lora_ttt_mixed`] into a caller's [`StreamScorer`] over `tokens`
+/// (e.g. one that records every target's score).
+pub fn lora_ttt_into<B: TrainBackend>(
+    model: &TrainModel<B>,
+    tokens: &[u32],
+    cfg: &TttConfig,
+    sink: &mut StreamScorer,
+    mut progress: Option<&mut TttProgress>,
+) -> Result<()> {
     check(cfg)?;
     let docs = select_docs(tokens, cfg.max_docs);
-    let mut sink = StreamScorer::new(tokens, lut, model.config.vocab_size, mix)?;
     let vocab = model.config.vocab_size;
     let want_lp = sink.wants_log_probs();
     for (k, d) in docs.iter().enumerate() {
@@ -279,7 +292,7 @@ pub fn eval_lora_ttt_mixed<B: TrainBackend>(
             p(k + 1, docs.len(), sink.totals());
         }
     }
-    Ok(sink.finish())
+    Ok(())
 }
 
 fn select_docs(tokens: &[u32], max_docs: Option<usize>) -> Vec<Document> {

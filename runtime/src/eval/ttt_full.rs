@@ -164,11 +164,33 @@ pub fn eval_full_ttt<B: TrainBackend>(
     lut: &ByteLut,
     cfg: &FullTttConfig,
     mix: Option<&MixerConfig>,
-    mut progress: Option<&mut FullTttProgress>,
+    progress: Option<&mut FullTttProgress>,
 ) -> Result<(EvalResult, Option<MixedEval>)> {
+    let stream = truncate_for_eval(tokens, cfg.seq_len)?;
+    let mut sink = StreamScorer::new(stream, lut, weights.config.vocab_size, mix)?;
+    full_ttt_into(make_backend, weights, cfg, &mut sink, progress)?;
+    Ok(sink.finish())
+}
+
+/// The pass of [`eval_full_ttt`] into a caller's [`StreamScorer`]; its stream is used as is
+/// (its length minus one must be a multiple of `cfg.seq_len`).
+pub fn full_ttt_into<B: TrainBackend>(
+    make_backend: impl Fn() -> B,
+    weights: &ModelWeights,
+    cfg: &FullTttConfig,
+    sink: &mut StreamScorer,
+    mut progress: Option<&mut FullTttProgress>,
+) -> Result<()> {
     let layers = weights.config.num_layers;
     cfg.validate(layers)?;
-    let stream = truncate_for_eval(tokens, cfg.seq_len)?;
+    let stream = sink.stream();
+    if truncate_for_eval(stream, cfg.seq_len)?.len() != stream.len() {
+        return Err(Error::Usage(format!(
+            "full TTT: {} targets are not a multiple of the window {}",
+            stream.len() - 1,
+            cfg.seq_len
+        )));
+    }
     let n_targets = stream.len() - 1;
     let windows = match cfg.stride {
         Some(s) => sliding_windows(stream.len(), cfg.seq_len, s)?,
@@ -176,8 +198,6 @@ pub fn eval_full_ttt<B: TrainBackend>(
     };
     let n_chunks = n_targets.div_ceil(cfg.chunk);
     let per_chunk = chunk_windows(&windows, cfg.chunk, n_chunks);
-    let vocab = weights.config.vocab_size;
-    let mut sink = StreamScorer::new(stream, lut, vocab, mix)?;
     let mut w = weights.clone();
     let mut sgd = Sgd::new(cfg.momentum, cfg.weight_decay);
     let mut step = 0usize;
@@ -246,7 +266,7 @@ pub fn eval_full_ttt<B: TrainBackend>(
             }
         }
     }
-    Ok(sink.finish())
+    Ok(())
 }
 
 #[cfg(test)]
