@@ -82,13 +82,20 @@ fn four_steps_match_pytorch() {
                 s["momentum"].as_f64().unwrap() as f32,
             )
             .unwrap();
-        let (want_loss, want_norm) = (s["loss"].as_f64().unwrap(), s["grad_norm"].as_f64().unwrap());
+        let (want_loss, want_norm) = (
+            s["loss"].as_f64().unwrap(),
+            s["grad_norm"].as_f64().unwrap(),
+        );
         println!(
             "step {}: loss {loss:.7} (torch {want_loss:.7}), grad norm {norm:.7} (torch {want_norm:.7})",
             i + 1
         );
         assert!((loss - want_loss).abs() < 1e-5, "step {}: loss", i + 1);
-        assert!((norm - want_norm).abs() < 1e-4 * want_norm, "step {}: norm", i + 1);
+        assert!(
+            (norm - want_norm).abs() < 1e-4 * want_norm,
+            "step {}: norm",
+            i + 1
+        );
     }
     let want = ModelWeights::from_tensors(tensors(&fx["final"]), &ov).unwrap();
     let (mut got, mut want) = (w, want);
@@ -102,5 +109,10 @@ fn four_steps_match_pytorch() {
         }
     }
     println!("final weights: max |Δ| {:.2e} in {}", worst.0, worst.1);
-    assert!(worst.0 < 2e-5, "final weights differ by {} in {}", worst.0, worst.1);
+    assert!(
+        worst.0 < 2e-5,
+        "final weights differ by {} in {}",
+        worst.0,
+        worst.1
+    );
 }

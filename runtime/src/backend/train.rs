@@ -100,6 +100,17 @@ pub trait TrainBackend: Backend {
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>>;
+    /// Head + soft-cap + log-softmax with the same additive logit term as
+    /// [`TrainBackend::nll_delta`]: full `[rows, vocab]` log-probabilities on the host. With
+    /// `delta = None` this is exactly [`Backend::log_probs`]; `-out[r][target]` equals
+    /// `nll_delta` bit for bit.
+    fn log_probs_delta(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        delta: Option<&Self::Tensor>,
+        softcap: f32,
+    ) -> Result<Vec<f32>>;
     /// Backward of [`TrainBackend::nll_delta`] to the pre-cap logits
     /// `z = h·headᵀ + delta`: `dz [rows, vocab] = dnll_r · (1 − tanh²(z/c)) ⊙ (softmax − onehot)`.
     fn nll_backward_logits(

@@ -87,42 +87,70 @@ pub struct EvalArgs {
     ttt: TttArgs,
 }
 
-/// Test-time training options (`--ttt lora`: per-document LoRA TTT, score-then-adapt, CPU).
+/// Test-time training options (`--ttt lora`: per-document LoRA TTT; `--ttt full`: full-model
+/// score-first chunked TTT; both score-then-adapt, CPU, and both combine with `--mix hedge`).
 #[derive(Args, Debug)]
 pub struct TttArgs {
-    /// Test-time training: `lora` (per-document LoRA, spec 7.5).
-    #[arg(long, value_parser = ["lora"])]
+    /// Test-time training: `lora` (per-document LoRA, spec 7.5) or `full` (full-model
+    /// score-first chunked TTT, spec 7.4).
+    #[arg(long, value_parser = ["lora", "full"])]
     ttt: Option<String>,
     /// LoRA rank.
     #[arg(long, default_value_t = 8)]
     ttt_rank: usize,
-    /// Adapter learning rate (Adam, betas 0.9/0.95, eps 1e-10).
-    #[arg(long, default_value_t = 0.01)]
-    ttt_lr: f32,
-    /// Targets per chunk.
-    #[arg(long, default_value_t = 256)]
-    ttt_chunk: usize,
-    /// Forward window (tokens of context) per chunk.
+    /// Learning rate (default: lora 0.01 with Adam betas 0.9/0.95, eps 1e-10; full 0.002 SGD
+    /// peak of the cosine schedule).
+    #[arg(long)]
+    ttt_lr: Option<f32>,
+    /// Targets per chunk (default: lora 256; full 32768).
+    #[arg(long)]
+    ttt_chunk: Option<usize>,
+    /// Forward window (tokens of context) per chunk (lora).
     #[arg(long, default_value_t = 1024)]
     ttt_window: usize,
-    /// Adapted linears: comma-separated q,k,v,o,mlp,head.
+    /// Adapted linears: comma-separated q,k,v,o,mlp,head (lora).
     #[arg(long, default_value = "q,v,head")]
     ttt_targets: String,
-    /// Optimizer: adam, adamw, sgd.
+    /// Optimizer: adam, adamw, sgd (lora; full always uses SGD with momentum).
     #[arg(long, default_value = "adam")]
     ttt_optimizer: String,
-    /// Optimizer steps per scored chunk.
-    #[arg(long, default_value_t = 1)]
-    ttt_epochs: usize,
-    /// Each step pass trains on every chunk scored so far, not only the latest one.
+    /// lora: optimizer steps per scored chunk (default 1); full: passes over each scored chunk
+    /// (default 3).
+    #[arg(long)]
+    ttt_epochs: Option<usize>,
+    /// Each step pass trains on every chunk scored so far, not only the latest one (lora).
     #[arg(long)]
     ttt_replay: bool,
-    /// Documents shorter than this are scored without adaptation.
+    /// Documents shorter than this are scored without adaptation (lora).
     #[arg(long, default_value_t = 0)]
     ttt_min_doc_len: usize,
-    /// Evaluate only the first N documents.
+    /// Evaluate only the first N documents (lora).
     #[arg(long)]
     ttt_max_docs: Option<usize>,
+    /// Floor of the cosine learning-rate schedule over chunks (full).
+    #[arg(long, default_value_t = 0.0)]
+    ttt_lr_min: f32,
+    /// Linear learning-rate warm-up over the first N optimizer steps (full; 0 = none).
+    #[arg(long, default_value_t = 0)]
+    ttt_warmup_steps: usize,
+    /// SGD momentum (full).
+    #[arg(long, default_value_t = 0.9)]
+    ttt_momentum: f32,
+    /// SGD weight decay (full).
+    #[arg(long, default_value_t = 0.0)]
+    ttt_weight_decay: f32,
+    /// Global gradient-norm clip (full; 0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    ttt_grad_clip: f32,
+    /// Freeze the first N blocks (full; embeddings, head and later blocks train).
+    #[arg(long, default_value_t = 0)]
+    ttt_freeze_blocks: usize,
+    /// Training sequence length (full; default --seq-len).
+    #[arg(long)]
+    ttt_train_seq: Option<usize>,
+    /// Training sequences per optimizer step (full).
+    #[arg(long, default_value_t = 32)]
+    ttt_train_batch: usize,
 }
 
 fn mixer_config(a: &EvalArgs) -> Result<Option<MixerConfig>> {
@@ -222,21 +250,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         r.tokens as f64 / r.seconds
     );
     if let Some(m) = &mixed {
-        println!(
-            "mix:hedge  expert  enabled  val_bpb  final_weight   (mixture {:.8} vs neural {:.8}: {:+.6})",
-            m.result.val_bpb,
-            m.neural().val_bpb,
-            m.result.val_bpb - m.neural().val_bpb
-        );
-        for e in &m.experts {
-            println!(
-                "  {:<9} {:<5} {:.8} {:.6}",
-                e.expert.name(),
-                e.enabled,
-                e.result.val_bpb,
-                e.final_weight
-            );
-        }
+        print_mix(m);
     }
     if a.json {
         let mut j = serde_json::json!({
@@ -284,6 +298,24 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("{j}");
     }
     Ok(())
+}
+
+fn print_mix(m: &MixedEval) {
+    println!(
+        "mix:hedge  expert  enabled  val_bpb  final_weight   (mixture {:.8} vs neural {:.8}: {:+.6})",
+        m.result.val_bpb,
+        m.neural().val_bpb,
+        m.result.val_bpb - m.neural().val_bpb
+    );
+    for e in &m.experts {
+        println!(
+            "  {:<9} {:<5} {:.8} {:.6}",
+            e.expert.name(),
+            e.enabled,
+            e.result.val_bpb,
+            e.final_weight
+        );
+    }
 }
 
 fn evaluate<B: Backend>(
@@ -348,34 +380,22 @@ fn run_ttt(
     tokens: &[u32],
     lut: &ByteLut,
 ) -> Result<()> {
-    use pgolf_rt::eval::{eval_lora_ttt, truncate_for_eval, TttConfig};
-    use pgolf_rt::train::{AdamConfig, TrainModel};
-    let t = &a.ttt;
-    let mut optimizer = AdamConfig {
-        kind: t.ttt_optimizer.parse()?,
-        ..AdamConfig::default()
-    };
-    optimizer.lr = t.ttt_lr;
-    let cfg = TttConfig {
-        rank: t.ttt_rank,
-        targets: t.ttt_targets.parse()?,
-        optimizer,
-        chunk: t.ttt_chunk,
-        window: t.ttt_window,
-        epochs: t.ttt_epochs,
-        replay_scored: t.ttt_replay,
-        min_doc_len: t.ttt_min_doc_len,
-        max_docs: t.ttt_max_docs,
-        ..TttConfig::default()
-    };
     if !matches!(a.backend, BackendChoice::Auto | BackendChoice::Cpu) {
-        anyhow::bail!("--ttt lora runs on the CPU backend only for now");
+        anyhow::bail!("--ttt runs on the CPU backend only for now");
     }
-    // The stream the reference evaluates (spec 1.2), split into documents.
-    let stream = truncate_for_eval(tokens, a.seq_len)?;
-    let model = TrainModel::new(pgolf_rt::backend::cpu::CpuBackend::new(), weights)?;
-    let pb = progress::bar(0, "docs");
+    if a.audit {
+        anyhow::bail!("--audit covers plain and mixed eval; it does not run with --ttt yet");
+    }
+    let mix = mixer_config(a)?;
     let start = std::time::Instant::now();
+    let pb = progress::bar(
+        0,
+        if a.ttt.ttt.as_deref() == Some("full") {
+            "chunks"
+        } else {
+            "docs"
+        },
+    );
     let mut on_progress = |done: usize, total: usize, acc: &pgolf_rt::eval::BpbAccumulator| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
@@ -383,24 +403,18 @@ fn run_ttt(
         pb.set_message(format!("bpb {bpb:.5}"));
         if done % 10 == 0 || done == total {
             eprintln!(
-                "ttt: docs {done}/{total} targets {} partial val_bpb {bpb:.8} elapsed {:.0}s",
+                "ttt: {done}/{total} targets {} partial val_bpb {bpb:.8} elapsed {:.0}s",
                 acc.tokens,
                 start.elapsed().as_secs_f64()
             );
         }
     };
-    let r = eval_lora_ttt(&model, stream, lut, &cfg, Some(&mut on_progress))
-        .context("LoRA TTT evaluation failed")?;
+    let (r, mixed, mut j) = if a.ttt.ttt.as_deref() == Some("full") {
+        run_full_ttt(a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
+    } else {
+        run_lora_ttt(a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
+    };
     pb.finish_and_clear();
-    println!(
-        "lora-ttt eval  backend:{}  rank:{} targets:{} lr:{} chunk:{} window:{}",
-        pgolf_rt::backend::Backend::name(model.backend()),
-        cfg.rank,
-        t.ttt_targets,
-        cfg.optimizer.lr,
-        cfg.chunk,
-        cfg.window
-    );
     println!(
         "val_loss:{:.8} val_bpb:{:.8} tokens:{} bytes:{} seconds:{:.2} tokens_per_s:{:.0}",
         r.val_loss,
@@ -410,14 +424,141 @@ fn run_ttt(
         r.seconds,
         r.tokens as f64 / r.seconds
     );
+    if let Some(m) = &mixed {
+        print_mix(m);
+    }
     if a.json {
-        let j = serde_json::json!({
-            "val_loss": r.val_loss, "val_bpb": r.val_bpb, "tokens": r.tokens, "bytes": r.bytes,
-            "seconds": r.seconds, "mode": "lora-ttt", "ttt_rank": cfg.rank,
-            "ttt_lr": cfg.optimizer.lr, "ttt_chunk": cfg.chunk, "ttt_window": cfg.window,
-            "artifact": a.artifact.display().to_string(),
-        });
+        j["val_loss"] = r.val_loss.into();
+        j["val_bpb"] = r.val_bpb.into();
+        j["tokens"] = r.tokens.into();
+        j["bytes"] = r.bytes.into();
+        j["seconds"] = r.seconds.into();
+        j["artifact"] = a.artifact.display().to_string().into();
+        if let Some(m) = &mixed {
+            j["mix"] = serde_json::json!({
+                "kind": "hedge",
+                "neural_val_bpb": m.neural().val_bpb,
+                "experts": m.experts.iter().map(|e| serde_json::json!({
+                    "name": e.expert.name(),
+                    "enabled": e.enabled,
+                    "val_bpb": e.result.val_bpb,
+                    "final_weight": e.final_weight,
+                })).collect::<Vec<_>>(),
+            });
+        }
         println!("{j}");
     }
     Ok(())
+}
+
+type TttOutcome = (EvalResult, Option<MixedEval>, serde_json::Value);
+
+fn run_lora_ttt(
+    a: &EvalArgs,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+    mix: Option<&MixerConfig>,
+    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
+) -> Result<TttOutcome> {
+    use pgolf_rt::eval::{eval_lora_ttt_mixed, truncate_for_eval, TttConfig};
+    use pgolf_rt::train::{AdamConfig, TrainModel};
+    let t = &a.ttt;
+    let mut optimizer = AdamConfig {
+        kind: t.ttt_optimizer.parse()?,
+        ..AdamConfig::default()
+    };
+    optimizer.lr = t.ttt_lr.unwrap_or(0.01);
+    let cfg = TttConfig {
+        rank: t.ttt_rank,
+        targets: t.ttt_targets.parse()?,
+        optimizer,
+        chunk: t.ttt_chunk.unwrap_or(256),
+        window: t.ttt_window,
+        epochs: t.ttt_epochs.unwrap_or(1),
+        replay_scored: t.ttt_replay,
+        min_doc_len: t.ttt_min_doc_len,
+        max_docs: t.ttt_max_docs,
+        ..TttConfig::default()
+    };
+    // The stream the reference evaluates (spec 1.2), split into documents.
+    let stream = truncate_for_eval(tokens, a.seq_len)?;
+    let model = TrainModel::new(pgolf_rt::backend::cpu::CpuBackend::new(), weights)?;
+    let (r, mixed) = eval_lora_ttt_mixed(&model, stream, lut, &cfg, mix, Some(on_progress))
+        .context("LoRA TTT evaluation failed")?;
+    println!(
+        "lora-ttt eval  backend:{}  rank:{} targets:{} lr:{} chunk:{} window:{}  mix:{}",
+        pgolf_rt::backend::Backend::name(model.backend()),
+        cfg.rank,
+        t.ttt_targets,
+        cfg.optimizer.lr,
+        cfg.chunk,
+        cfg.window,
+        a.mix
+    );
+    let j = serde_json::json!({
+        "mode": "lora-ttt", "ttt_rank": cfg.rank, "ttt_lr": cfg.optimizer.lr,
+        "ttt_chunk": cfg.chunk, "ttt_window": cfg.window,
+    });
+    Ok((r, mixed, j))
+}
+
+fn run_full_ttt(
+    a: &EvalArgs,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+    mix: Option<&MixerConfig>,
+    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
+) -> Result<TttOutcome> {
+    use pgolf_rt::backend::cpu::CpuBackend;
+    use pgolf_rt::eval::{eval_full_ttt, FullTttConfig};
+    let t = &a.ttt;
+    let cfg = FullTttConfig {
+        chunk: t.ttt_chunk.unwrap_or(32_768),
+        seq_len: a.seq_len,
+        stride: a.stride.or(if a.sliding { Some(64) } else { None }),
+        batch: a.batch,
+        train_seq: t.ttt_train_seq,
+        train_batch: t.ttt_train_batch,
+        epochs: t.ttt_epochs.unwrap_or(3),
+        lr: t.ttt_lr.unwrap_or(0.002),
+        lr_min: t.ttt_lr_min,
+        warmup_steps: t.ttt_warmup_steps,
+        momentum: t.ttt_momentum,
+        weight_decay: t.ttt_weight_decay,
+        grad_clip: t.ttt_grad_clip,
+        freeze_blocks: t.ttt_freeze_blocks,
+    };
+    let (r, mixed) = eval_full_ttt(
+        CpuBackend::new,
+        weights,
+        tokens,
+        lut,
+        &cfg,
+        mix,
+        Some(on_progress),
+    )
+    .context("full TTT evaluation failed")?;
+    println!(
+        "full-ttt eval  backend:cpu  chunk:{} seq_len:{} stride:{} epochs:{} lr:{} lr_min:{} \
+         momentum:{} wd:{} clip:{} freeze_blocks:{}  mix:{}",
+        cfg.chunk,
+        cfg.seq_len,
+        cfg.stride.map_or("-".into(), |s| s.to_string()),
+        cfg.epochs,
+        cfg.lr,
+        cfg.lr_min,
+        cfg.momentum,
+        cfg.weight_decay,
+        cfg.grad_clip,
+        cfg.freeze_blocks,
+        a.mix
+    );
+    let j = serde_json::json!({
+        "mode": "full-ttt", "ttt_chunk": cfg.chunk, "seq_len": cfg.seq_len,
+        "stride": cfg.stride, "ttt_epochs": cfg.epochs, "ttt_lr": cfg.lr,
+        "ttt_lr_min": cfg.lr_min, "ttt_freeze_blocks": cfg.freeze_blocks,
+    });
+    Ok((r, mixed, j))
 }

@@ -9,12 +9,16 @@ pub mod audit;
 mod metric;
 pub mod mixer;
 mod score;
+pub mod stream;
 pub mod ttt;
+pub mod ttt_full;
 mod windows;
 
 pub use metric::{BpbAccumulator, EvalResult};
 pub use score::{score_tokens, TextScore, TokenScore};
-pub use ttt::{eval_lora_ttt, eval_per_document, TttConfig};
+pub use stream::StreamScorer;
+pub use ttt::{eval_lora_ttt, eval_lora_ttt_mixed, eval_per_document, TttConfig};
+pub use ttt_full::{eval_full_ttt, FullTttConfig};
 pub use windows::{run_windows, sliding_windows, standard_windows, truncate_for_eval, Window};
 
 use crate::backend::Backend;

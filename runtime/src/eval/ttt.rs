@@ -13,6 +13,8 @@
 //! own document, each used for training only after it was scored.
 
 use super::metric::{BpbAccumulator, EvalResult};
+use super::mixer::{MixedEval, MixerConfig};
+use super::stream::StreamScorer;
 use crate::backend::train::TrainBackend;
 use crate::backend::Backend;
 use crate::data::{find_documents, Document};
@@ -108,7 +110,38 @@ pub fn ttt_document<B: TrainBackend>(
     cfg: &TttConfig,
     doc_index: usize,
 ) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(doc.len().saturating_sub(1));
+    ttt_document_scored(model, doc, cfg, doc_index, false, |s| {
+        out.extend_from_slice(s.nll);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// What [`ttt_document_scored`] hands out for each chunk, computed with the adapters as they
+/// were before any update that uses this chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredChunk<'a> {
+    pub chunk: DocChunk,
+    /// NLL of the chunk's targets `[chunk_start, end)`, in order.
+    pub nll: &'a [f32],
+    /// Their full log-probabilities `[end − chunk_start, vocab]`, when requested.
+    pub log_probs: Option<&'a [f32]>,
+}
+
+/// [`ttt_document`] with a callback: `on_chunk` receives each chunk's scores (and, with
+/// `log_probs`, the full distributions) right after they are computed, before the adapters take
+/// the step that uses the chunk; chunks come in document order.
+pub fn ttt_document_scored<B: TrainBackend>(
+    model: &TrainModel<B>,
+    doc: &[u32],
+    cfg: &TttConfig,
+    doc_index: usize,
+    log_probs: bool,
+    mut on_chunk: impl FnMut(ScoredChunk) -> Result<()>,
+) -> Result<()> {
     check(cfg)?;
+    let vocab = model.config().vocab_size;
     let chunks = doc_chunks(doc.len(), cfg.chunk, cfg.window);
     let adapt = doc.len() >= cfg.min_doc_len && cfg.epochs > 0;
     let mut lora = Lora::new(
@@ -118,7 +151,6 @@ pub fn ttt_document<B: TrainBackend>(
         doc_seed(cfg.seed, doc_index),
     )?;
     let mut opt = Adam::new(cfg.optimizer);
-    let mut out = Vec::with_capacity(doc.len().saturating_sub(1));
     for (i, c) in chunks.iter().enumerate() {
         let ids = &doc[c.win_start..c.end];
         let targets_all = &doc[c.win_start + 1..c.end + 1];
@@ -126,8 +158,34 @@ pub fn ttt_document<B: TrainBackend>(
         let targets: Vec<u32> = rows.iter().map(|&r| targets_all[r]).collect();
         let dev = model.upload_lora(&lora)?;
         let tape = model.forward(ids, 1, ids.len(), Some(&dev))?;
-        let nll = model.nll(&tape, &rows, &targets, Some(&dev))?;
-        out.extend_from_slice(&nll); // scored before any update that uses this chunk
+        // Scored before any update that uses this chunk.
+        if log_probs {
+            let lp = model.log_probs(&tape, &rows, Some(&dev))?;
+            if lp.len() != rows.len() * vocab {
+                return Err(Error::Backend(format!(
+                    "TTT: log_probs returned {} values for {} rows",
+                    lp.len(),
+                    rows.len()
+                )));
+            }
+            let nll: Vec<f32> = targets
+                .iter()
+                .enumerate()
+                .map(|(r, &y)| -lp[r * vocab + y as usize])
+                .collect();
+            on_chunk(ScoredChunk {
+                chunk: *c,
+                nll: &nll,
+                log_probs: Some(&lp),
+            })?;
+        } else {
+            let nll = model.nll(&tape, &rows, &targets, Some(&dev))?;
+            on_chunk(ScoredChunk {
+                chunk: *c,
+                nll: &nll,
+                log_probs: None,
+            })?;
+        }
         if !adapt || i + 1 == chunks.len() {
             continue;
         }
@@ -157,7 +215,7 @@ pub fn ttt_document<B: TrainBackend>(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Per-document LoRA TTT over a token stream: calls `on_doc(k, document, nll_of_its_targets)`
@@ -186,22 +244,55 @@ pub fn eval_lora_ttt<B: TrainBackend>(
     tokens: &[u32],
     lut: &ByteLut,
     cfg: &TttConfig,
-    mut progress: Option<&mut TttProgress>,
+    progress: Option<&mut TttProgress>,
 ) -> Result<EvalResult> {
-    let start = std::time::Instant::now();
-    let total = select_docs(tokens, cfg.max_docs).len();
-    let mut acc = BpbAccumulator::default();
-    ttt_stream(model, tokens, cfg, |k, d, nll| {
-        let dt = &tokens[d.start..d.start + d.len];
-        for (j, &v) in nll.iter().enumerate() {
-            acc.add(v, lut.bytes_for(dt[j], dt[j + 1]));
-        }
+    Ok(eval_lora_ttt_mixed(model, tokens, lut, cfg, None, progress)?.0)
+}
+
+/// [`eval_lora_ttt`] with an optional online mixer on top: every scored target's neural
+/// distribution (computed with the document's adapters *before* the step that uses its chunk)
+/// goes through one [`crate::eval::mixer::Mixer`] in stream order, so the mixer's counts and
+/// weights, like the adapters, only ever hold targets already scored.
+pub fn eval_lora_ttt_mixed<B: TrainBackend>(
+    model: &TrainModel<B>,
+    tokens: &[u32],
+    lut: &ByteLut,
+    cfg: &TttConfig,
+    mix: Option<&MixerConfig>,
+    progress: Option<&mut TttProgress>,
+) -> Result<(EvalResult, Option<MixedEval>)> {
+    let mut sink = StreamScorer::new(tokens, lut, model.config().vocab_size, mix)?;
+    lora_ttt_into(model, tokens, cfg, &mut sink, progress)?;
+    Ok(sink.finish())
+}
+
+/// The LoRA TTT pass of [`eval_lora_ttt_mixed`] into a caller's [`StreamScorer`] over `tokens`
+/// (e.g. one that records every target's score).
+pub fn lora_ttt_into<B: TrainBackend>(
+    model: &TrainModel<B>,
+    tokens: &[u32],
+    cfg: &TttConfig,
+    sink: &mut StreamScorer,
+    mut progress: Option<&mut TttProgress>,
+) -> Result<()> {
+    check(cfg)?;
+    let docs = select_docs(tokens, cfg.max_docs);
+    let vocab = model.config().vocab_size;
+    let want_lp = sink.wants_log_probs();
+    for (k, d) in docs.iter().enumerate() {
+        let doc = &tokens[d.start..d.start + d.len];
+        ttt_document_scored(model, doc, cfg, k, want_lp, |s| {
+            for (r, &nll) in s.nll.iter().enumerate() {
+                let lp = s.log_probs.map(|l| &l[r * vocab..(r + 1) * vocab]);
+                sink.score(d.start + s.chunk.chunk_start + r, nll, lp)?;
+            }
+            Ok(())
+        })?;
         if let Some(p) = progress.as_mut() {
-            p(k + 1, total, &acc);
+            p(k + 1, docs.len(), sink.totals());
         }
-        Ok(())
-    })?;
-    Ok(acc.result(start.elapsed().as_secs_f64()))
+    }
+    Ok(())
 }
 
 fn select_docs(tokens: &[u32], max_docs: Option<usize>) -> Vec<Document> {

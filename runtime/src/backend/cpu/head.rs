@@ -101,17 +101,20 @@ pub fn nll(
     out
 }
 
-/// Full log-softmax rows `[rows, vocab]`.
+/// Full log-softmax rows `[rows, vocab]` (`delta`, when given, added to the logits before the
+/// cap, as in [`nll`]).
+#[allow(clippy::too_many_arguments)]
 pub fn log_probs(
     h: &[f32],
     rows: usize,
     dim: usize,
     head: &[f32],
     vocab: usize,
+    delta: Option<&[f32]>,
     softcap: f32,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * vocab];
-    for_each_logit_block(h, rows, dim, head, vocab, None, softcap, |r0, block| {
+    for_each_logit_block(h, rows, dim, head, vocab, delta, softcap, |r0, block| {
         for (i, row) in block.chunks_exact(vocab).enumerate() {
             let lse = log_sum_exp(row);
             let dst = &mut out[(r0 + i) * vocab..(r0 + i + 1) * vocab];
@@ -135,7 +138,7 @@ mod tests {
             .map(|i| (i as f32 * 0.77).cos() * 4.0)
             .collect();
         let t: Vec<u32> = (0..rows as u32).map(|i| i * 7 % vocab as u32).collect();
-        let lp = log_probs(&h, rows, dim, &w, vocab, 30.0);
+        let lp = log_probs(&h, rows, dim, &w, vocab, None, 30.0);
         let n = nll(&h, dim, &w, vocab, None, &t, 30.0);
         for r in 0..rows {
             let row = &lp[r * vocab..(r + 1) * vocab];

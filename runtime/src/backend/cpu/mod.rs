@@ -292,7 +292,7 @@ impl Backend for CpuBackend {
     fn log_probs(&self, h: &CpuTensor, head: &CpuTensor, softcap: f32) -> Result<Vec<f32>> {
         super::check_head((h.rows, h.cols), (head.rows, head.cols), None, "log_probs")?;
         Ok(head::log_probs(
-            &h.data, h.rows, h.cols, &head.data, head.rows, softcap,
+            &h.data, h.rows, h.cols, &head.data, head.rows, None, softcap,
         ))
     }
 }

@@ -25,14 +25,9 @@ fn head_checks(
     h: &CpuTensor,
     head: &CpuTensor,
     delta: Option<&CpuTensor>,
-    targets: &[u32],
+    targets: Option<&[u32]>,
 ) -> Result<()> {
-    crate::backend::check_head(
-        (h.rows, h.cols),
-        (head.rows, head.cols),
-        Some(targets),
-        "nll",
-    )?;
+    crate::backend::check_head((h.rows, h.cols), (head.rows, head.cols), targets, "nll")?;
     if let Some(d) = delta {
         if (d.rows, d.cols) != (h.rows, head.rows) {
             return Err(Error::Backend("nll: delta is not [rows, vocab]".into()));
@@ -235,6 +230,30 @@ impl TrainBackend for CpuBackend {
         ))
     }
 
+    fn log_probs_delta(
+        &self,
+        h: &CpuTensor,
+        head: &CpuTensor,
+        delta: Option<&CpuTensor>,
+        softcap: f32,
+    ) -> Result<Vec<f32>> {
+        match delta {
+            None => self.log_probs(h, head, softcap),
+            Some(d) => {
+                head_checks(h, head, delta, None)?;
+                Ok(super::head::log_probs(
+                    &h.data,
+                    h.rows,
+                    h.cols,
+                    &head.data,
+                    head.rows,
+                    Some(&d.data),
+                    softcap,
+                ))
+            }
+        }
+    }
+
     fn nll_delta(
         &self,
         h: &CpuTensor,
@@ -246,7 +265,7 @@ impl TrainBackend for CpuBackend {
         match delta {
             None => self.nll(h, head, targets, softcap),
             Some(d) => {
-                head_checks(h, head, delta, targets)?;
+                head_checks(h, head, delta, Some(targets))?;
                 Ok(super::head::nll(
                     &h.data,
                     h.cols,
@@ -269,7 +288,7 @@ impl TrainBackend for CpuBackend {
         softcap: f32,
         dnll: &[f32],
     ) -> Result<CpuTensor> {
-        head_checks(h, head, delta, targets)?;
+        head_checks(h, head, delta, Some(targets))?;
         if dnll.len() != targets.len() {
             return Err(Error::Backend("nll backward: dnll length".into()));
         }

@@ -1,0 +1,180 @@
+//! The sink of a single left-to-right scoring pass: test-time training schemes hand it each
+//! target's score (and, for the mixer, the neural distribution computed by the model state that
+//! scored it) in stream order; it accumulates plain NLLs or feeds an online [`Mixer`].
+//!
+//! Legality is enforced here as well as by the schemes: targets must arrive strictly in
+//! increasing stream order (each scored once, C4), and the mixer scores target `t` from its
+//! state before absorbing `y_t` ([`Mixer::score`]), so with a TTT scheme that scores a chunk
+//! before training on it, neither the adapters/weights nor the mixer have seen a token when it
+//! is scored.
+
+use super::mixer::{
+    Expert, ExpertStats, MixedEval, Mixer, MixerConfig, OnlinePredictor, NUM_EXPERTS,
+};
+use super::{BpbAccumulator, EvalResult};
+use crate::tokenizer::ByteLut;
+use crate::{Error, Result};
+
+/// Accumulates the scores of one pass over `stream` (target `t` is `stream[t + 1]`).
+pub struct StreamScorer<'a> {
+    stream: &'a [u32],
+    lut: &'a ByteLut,
+    vocab: usize,
+    acc: BpbAccumulator,
+    mix: Option<(Mixer, [BpbAccumulator; NUM_EXPERTS])>,
+    /// The smallest target index that may be scored next.
+    next: usize,
+    start: std::time::Instant,
+    /// `(target, nll)` of every scored target, when recording.
+    record: Option<Vec<(usize, f64)>>,
+    /// Largest `|Σ_y p_mix(y) − 1|` seen, when checking normalisation.
+    sum_error: Option<f64>,
+}
+
+impl<'a> StreamScorer<'a> {
+    /// A sink over `stream`; with `mix`, every target goes through a fresh mixer over `vocab`.
+    pub fn new(
+        stream: &'a [u32],
+        lut: &'a ByteLut,
+        vocab: usize,
+        mix: Option<&MixerConfig>,
+    ) -> Result<Self> {
+        let mix = mix
+            .map(|c| {
+                Ok((
+                    Mixer::new(c, vocab)?,
+                    [BpbAccumulator::default(); NUM_EXPERTS],
+                ))
+            })
+            .transpose()?;
+        Ok(StreamScorer {
+            stream,
+            lut,
+            vocab,
+            acc: BpbAccumulator::default(),
+            mix,
+            next: 0,
+            start: std::time::Instant::now(),
+            record: None,
+            sum_error: None,
+        })
+    }
+
+    /// Also keep every target's score ([`StreamScorer::recorded`]).
+    pub fn recording(mut self) -> Self {
+        self.record = Some(Vec::new());
+        self
+    }
+
+    /// Also sum the mixture over the whole vocabulary at every scored position, from the state
+    /// that scores it ([`StreamScorer::max_sum_error`]; costs `V × experts` per target).
+    pub fn checking_normalisation(mut self) -> Self {
+        self.sum_error = Some(0.0);
+        self
+    }
+
+    /// `(target, nll)` of every scored target, in order (empty unless [`Self::recording`]).
+    pub fn recorded(&self) -> &[(usize, f64)] {
+        self.record.as_deref().unwrap_or(&[])
+    }
+
+    /// Largest `|Σ_y p_mix(y) − 1|` over the scored positions (with
+    /// [`Self::checking_normalisation`] and a mixer; `None` otherwise).
+    pub fn max_sum_error(&self) -> Option<f64> {
+        self.sum_error.filter(|_| self.mix.is_some())
+    }
+
+    /// Whether [`StreamScorer::score`] needs the full log-probabilities (a mixer is attached).
+    pub fn wants_log_probs(&self) -> bool {
+        self.mix.is_some()
+    }
+
+    /// Scores target `t` given the neural model's NLL of it and, when a mixer is attached, its
+    /// log-probabilities over the vocabulary (from the same model state). Targets must come in
+    /// strictly increasing order.
+    pub fn score(&mut self, t: usize, nll: f32, log_probs: Option<&[f32]>) -> Result<()> {
+        if t < self.next || t + 1 >= self.stream.len() {
+            return Err(Error::Usage(format!(
+                "target {t} scored out of order or outside the stream (next allowed {}, {} tokens)",
+                self.next,
+                self.stream.len()
+            )));
+        }
+        self.next = t + 1;
+        let (x, y) = (self.stream[t], self.stream[t + 1]);
+        let bytes = self.lut.bytes_for(x, y);
+        let scored = match &mut self.mix {
+            None => {
+                self.acc.add(nll, bytes);
+                f64::from(nll)
+            }
+            Some((mixer, experts)) => {
+                let lp = log_probs.filter(|l| l.len() == self.vocab).ok_or_else(|| {
+                    Error::Backend(format!(
+                        "mixer: target {t} needs {} neural log-probs",
+                        self.vocab
+                    ))
+                })?;
+                let ctx = &self.stream[..=t];
+                if let Some(err) = self.sum_error.as_mut() {
+                    let total: f64 = mixer.distribution(lp, ctx).iter().sum();
+                    *err = err.max((total - 1.0).abs());
+                }
+                let s = mixer.score(lp, ctx, y);
+                add(&mut self.acc, s.nll, bytes);
+                for (a, &e) in experts.iter_mut().zip(&s.expert_nll) {
+                    add(a, e, bytes);
+                }
+                s.nll
+            }
+        };
+        if let Some(r) = self.record.as_mut() {
+            r.push((t, scored));
+        }
+        Ok(())
+    }
+
+    /// The stream being scored.
+    pub fn stream(&self) -> &'a [u32] {
+        self.stream
+    }
+
+    /// The running totals (of the mixture when mixing).
+    pub fn totals(&self) -> &BpbAccumulator {
+        &self.acc
+    }
+
+    /// The mixer, when one is attached.
+    pub fn mixer(&self) -> Option<&Mixer> {
+        self.mix.as_ref().map(|(m, _)| m)
+    }
+
+    /// The result of the pass and, when mixing, each expert's.
+    pub fn finish(self) -> (EvalResult, Option<MixedEval>) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let result = self.acc.result(secs);
+        let mixed = self.mix.map(|(m, eacc)| {
+            let w = m.weights();
+            MixedEval {
+                result,
+                experts: Expert::ALL
+                    .iter()
+                    .map(|&e| ExpertStats {
+                        expert: e,
+                        enabled: m.config().enabled[e as usize],
+                        result: eacc[e as usize].result(secs),
+                        final_weight: w[e as usize],
+                    })
+                    .collect(),
+            }
+        });
+        (result, mixed)
+    }
+}
+
+/// Adds an f64 NLL (the accumulator's `add` takes f32; keep the f64 sum exact).
+fn add(acc: &mut BpbAccumulator, nll: f64, bytes: u32) {
+    acc.nll_sum += nll;
+    acc.tokens += 1;
+    acc.bytes += u64::from(bytes);
+}

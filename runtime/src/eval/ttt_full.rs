@@ -1,0 +1,307 @@
+//! Full-model score-first test-time training over the stream (spec 7.3, 7.4; PR #461 recipe).
+//!
+//! The `N'` targets are split into chunks of `C` targets. Every eval window (standard, spec
+//! 7.1, or sliding, spec 7.2) belongs to the chunk holding its first scored target. For chunk
+//! `c = 0, 1, …`:
+//! 1. **score** all its windows with the current weights (each target once, in stream order,
+//!    through a [`StreamScorer`], optionally an online mixer);
+//! 2. if `c` is not the last chunk, **train** on its targets only (already scored): they are cut
+//!    into `floor(len / train_seq)` sequences, and `epochs` passes run over them in batches of
+//!    `train_batch` sequences, each step on the mean NLL, with global-norm clipping and SGD with
+//!    momentum and weight decay; blocks `0..freeze_blocks` stay frozen. The learning rate is
+//!    cosine over chunks with a floor, `lr_c = lr_min + (lr − lr_min)·½(1 + cos(π c/(n−1)))`,
+//!    times an optional linear warm-up over the first optimiser steps.
+//!
+//! A target of chunk `c` is thus scored by weights built from the artifact and chunks `< c`
+//! only, and each token trains the model only after it was scored: legal by construction. The
+//! host keeps the weights; the scoring model and the training model are re-uploaded after each
+//! step (cheap on the CPU backend).
+
+use super::mixer::{for_each_target, MixedEval, MixerConfig};
+use super::stream::StreamScorer;
+use super::{
+    run_windows, sliding_windows, standard_windows, truncate_for_eval, EvalOptions, EvalResult,
+    Window,
+};
+use crate::backend::train::TrainBackend;
+use crate::model::{DeviceModel, ModelWeights};
+use crate::tokenizer::ByteLut;
+use crate::train::params::trainable_mut;
+use crate::train::sgd::{clip_factor, Sgd};
+use crate::train::TrainModel;
+use crate::{Error, Result};
+
+/// Full-model TTT settings; the defaults are the PR #461 recipe (spec 7.4) except that the
+/// training sequence length follows the eval window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullTttConfig {
+    /// Targets per chunk (`C`).
+    pub chunk: usize,
+    /// Eval window length (`T`).
+    pub seq_len: usize,
+    /// Sliding-window stride (`None`: standard non-overlapping windows).
+    pub stride: Option<usize>,
+    /// Eval windows per forward.
+    pub batch: usize,
+    /// Training sequence length (`None`: `seq_len`).
+    pub train_seq: Option<usize>,
+    /// Training sequences per optimiser step.
+    pub train_batch: usize,
+    /// Passes over each scored chunk.
+    pub epochs: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Floor of the cosine schedule.
+    pub lr_min: f32,
+    /// Linear warm-up over the first optimiser steps (0: none).
+    pub warmup_steps: usize,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f32,
+    /// Blocks `0..freeze_blocks` are not trained.
+    pub freeze_blocks: usize,
+}
+
+impl Default for FullTttConfig {
+    fn default() -> Self {
+        FullTttConfig {
+            chunk: 32_768,
+            seq_len: 1024,
+            stride: None,
+            batch: 8,
+            train_seq: None,
+            train_batch: 32,
+            epochs: 3,
+            lr: 0.002,
+            lr_min: 0.0,
+            warmup_steps: 0,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            freeze_blocks: 0,
+        }
+    }
+}
+
+impl FullTttConfig {
+    fn train_seq(&self) -> usize {
+        self.train_seq.unwrap_or(self.seq_len)
+    }
+
+    /// Checks the settings against a model of `layers` blocks.
+    pub fn validate(&self, layers: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Usage(format!("--ttt full: {m}")));
+        if self.chunk == 0 || self.seq_len == 0 || self.batch == 0 {
+            return bad("chunk, seq len and batch must be positive".into());
+        }
+        if self.train_seq() == 0 || self.train_batch == 0 {
+            return bad("training sequence length and batch must be positive".into());
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0 && self.lr_min >= 0.0 && self.lr_min <= self.lr)
+        {
+            return bad(format!(
+                "need 0 <= lr_min {} <= lr {}",
+                self.lr_min, self.lr
+            ));
+        }
+        let ok = (0.0..1.0).contains(&self.momentum)
+            && self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0;
+        if !ok {
+            return bad("momentum must be in [0, 1) and weight decay >= 0".into());
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return bad("gradient clip must be >= 0".into());
+        }
+        if self.freeze_blocks > layers {
+            return bad(format!(
+                "cannot freeze {} of {layers} blocks",
+                self.freeze_blocks
+            ));
+        }
+        Ok(())
+    }
+
+    /// Learning rate of chunk `c` of `n` at optimiser step `step` (0-based, over the run).
+    pub fn lr_at(&self, c: usize, n: usize, step: usize) -> f32 {
+        let frac = if n > 1 {
+            c as f64 / (n - 1) as f64
+        } else {
+            0.0
+        };
+        let cos = 0.5 * (1.0 + (std::f64::consts::PI * frac).cos());
+        let lr = self.lr_min as f64 + (self.lr - self.lr_min) as f64 * cos;
+        let warm = if self.warmup_steps > 0 {
+            ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
+        } else {
+            1.0
+        };
+        (lr * warm) as f32
+    }
+}
+
+/// Progress callback: `(chunks_done, chunks_total, running totals)`.
+pub type FullTttProgress<'a> = dyn FnMut(usize, usize, &super::BpbAccumulator) + 'a;
+
+/// The eval windows of each chunk: chunk `c` gets the windows whose first scored target lies in
+/// `[c·C, (c+1)·C)`.
+pub fn chunk_windows(windows: &[Window], chunk: usize, n_chunks: usize) -> Vec<Vec<Window>> {
+    let mut out = vec![Vec::new(); n_chunks];
+    for w in windows.iter().filter(|w| w.score_from < w.len) {
+        let c = ((w.start + w.score_from) / chunk).min(n_chunks - 1);
+        out[c].push(*w);
+    }
+    out
+}
+
+/// Full-model score-first TTT eval of `tokens` (truncated to whole windows as in spec 1.2),
+/// optionally through an online mixer. `make_backend` builds a backend for each re-upload.
+pub fn eval_full_ttt<B: TrainBackend>(
+    make_backend: impl Fn() -> B,
+    weights: &ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+    cfg: &FullTttConfig,
+    mix: Option<&MixerConfig>,
+    progress: Option<&mut FullTttProgress>,
+) -> Result<(EvalResult, Option<MixedEval>)> {
+    let stream = truncate_for_eval(tokens, cfg.seq_len)?;
+    let mut sink = StreamScorer::new(stream, lut, weights.config.vocab_size, mix)?;
+    full_ttt_into(make_backend, weights, cfg, &mut sink, progress)?;
+    Ok(sink.finish())
+}
+
+/// The pass of [`eval_full_ttt`] into a caller's [`StreamScorer`]; its stream is used as is
+/// (its length minus one must be a multiple of `cfg.seq_len`).
+pub fn full_ttt_into<B: TrainBackend>(
+    make_backend: impl Fn() -> B,
+    weights: &ModelWeights,
+    cfg: &FullTttConfig,
+    sink: &mut StreamScorer,
+    mut progress: Option<&mut FullTttProgress>,
+) -> Result<()> {
+    let layers = weights.config.num_layers;
+    cfg.validate(layers)?;
+    let stream = sink.stream();
+    if truncate_for_eval(stream, cfg.seq_len)?.len() != stream.len() {
+        return Err(Error::Usage(format!(
+            "full TTT: {} targets are not a multiple of the window {}",
+            stream.len() - 1,
+            cfg.seq_len
+        )));
+    }
+    let n_targets = stream.len() - 1;
+    let windows = match cfg.stride {
+        Some(s) => sliding_windows(stream.len(), cfg.seq_len, s)?,
+        None => standard_windows(stream.len(), cfg.seq_len),
+    };
+    let n_chunks = n_targets.div_ceil(cfg.chunk);
+    let per_chunk = chunk_windows(&windows, cfg.chunk, n_chunks);
+    let mut w = weights.clone();
+    let mut sgd = Sgd::new(cfg.momentum, cfg.weight_decay);
+    let mut step = 0usize;
+    for (c, cw) in per_chunk.iter().enumerate() {
+        // 1. Score the chunk with the weights trained on chunks < c only.
+        let scorer = DeviceModel::new(make_backend(), &w)?;
+        let opts = EvalOptions {
+            seq_len: cfg.seq_len,
+            batch: cfg.batch,
+            progress: None,
+        };
+        if sink.wants_log_probs() {
+            for_each_target(&scorer, stream, cw, opts, |t| {
+                let nll = -t.neural[t.y as usize];
+                sink.score(t.index, nll, Some(t.neural))
+            })?;
+        } else {
+            let mut err = None;
+            run_windows(&scorer, stream, cw, opts, |t, nll| {
+                if err.is_none() {
+                    err = sink.score(t, nll, None).err();
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        drop(scorer);
+        if let Some(p) = progress.as_mut() {
+            p(c + 1, n_chunks, sink.totals());
+        }
+        // 2. Train on the chunk just scored (never on the last one).
+        if c + 1 == n_chunks || cfg.epochs == 0 {
+            continue;
+        }
+        let cs = c * cfg.chunk;
+        let ce = ((c + 1) * cfg.chunk).min(n_targets);
+        let ts = cfg.train_seq();
+        let seqs: Vec<usize> = (0..(ce - cs) / ts).map(|i| cs + i * ts).collect();
+        for _ in 0..cfg.epochs {
+            for group in seqs.chunks(cfg.train_batch) {
+                let mut ids = Vec::with_capacity(group.len() * ts);
+                let mut targets = Vec::with_capacity(group.len() * ts);
+                for &s in group {
+                    ids.extend_from_slice(&stream[s..s + ts]);
+                    targets.extend_from_slice(&stream[s + 1..s + ts + 1]);
+                }
+                let rows: Vec<usize> = (0..ids.len()).collect();
+                let model = TrainModel::new(make_backend(), &w)?;
+                let (_, g) =
+                    model.loss_and_grads(&ids, group.len(), ts, &rows, &targets, None, true)?;
+                drop(model);
+                let mut g = g
+                    .base
+                    .ok_or_else(|| Error::Backend("full TTT: no weight gradients".into()))?;
+                let gs: Vec<&[f32]> = trainable_mut(&mut g, cfg.freeze_blocks)
+                    .into_iter()
+                    .map(|s| &*s)
+                    .collect();
+                let scale = clip_factor(&gs, cfg.grad_clip);
+                let lr = cfg.lr_at(c, n_chunks, step);
+                sgd.step(
+                    &mut trainable_mut(&mut w, cfg.freeze_blocks),
+                    &gs,
+                    lr,
+                    scale,
+                )?;
+                step += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_with_floor_and_warmup() {
+        let c = FullTttConfig {
+            lr: 1.0,
+            lr_min: 0.1,
+            warmup_steps: 4,
+            ..FullTttConfig::default()
+        };
+        assert!((c.lr_at(0, 5, 100) - 1.0).abs() < 1e-6);
+        assert!((c.lr_at(4, 5, 100) - 0.1).abs() < 1e-6);
+        assert!((c.lr_at(2, 5, 100) - 0.55).abs() < 1e-6);
+        assert!((c.lr_at(0, 5, 0) - 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn windows_go_to_the_chunk_of_their_first_scored_target() {
+        let ws = sliding_windows(101, 16, 4).unwrap();
+        let per = chunk_windows(&ws, 30, 4);
+        let mut next = 0;
+        for (c, cw) in per.iter().enumerate() {
+            for w in cw {
+                assert_eq!(w.start + w.score_from, next);
+                assert_eq!((w.start + w.score_from) / 30, c);
+                next = w.start + w.len;
+            }
+        }
+        assert_eq!(next, 100);
+    }
+}

@@ -1,0 +1,88 @@
+//! SGD with momentum and (coupled) weight decay, as `torch.optim.SGD`:
+//! `g ← g + wd·p`, `buf ← μ·buf + g` (`buf = g` at the first step), `p ← p − lr·buf`; plus
+//! global gradient-norm clipping, as `torch.nn.utils.clip_grad_norm_`.
+
+use crate::{Error, Result};
+
+/// Optimiser state over a fixed list of parameter slices.
+#[derive(Debug, Clone, Default)]
+pub struct Sgd {
+    pub momentum: f32,
+    pub weight_decay: f32,
+    buf: Vec<Vec<f32>>,
+}
+
+impl Sgd {
+    pub fn new(momentum: f32, weight_decay: f32) -> Self {
+        Sgd {
+            momentum,
+            weight_decay,
+            buf: Vec::new(),
+        }
+    }
+
+    /// One update with learning rate `lr`; gradients are scaled by `grad_scale` first (the
+    /// clipping factor of [`clip_factor`], 1 for none).
+    pub fn step(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        lr: f32,
+        grad_scale: f32,
+    ) -> Result<()> {
+        if params.len() != grads.len() || params.iter().zip(grads).any(|(p, g)| p.len() != g.len())
+        {
+            return Err(Error::Usage("SGD: parameters and gradients differ".into()));
+        }
+        let first = self.buf.is_empty();
+        if first {
+            self.buf = grads.iter().map(|g| vec![0.0; g.len()]).collect();
+        }
+        let (mu, wd) = (self.momentum, self.weight_decay);
+        for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.buf) {
+            for ((p, &g), b) in p.iter_mut().zip(g.iter()).zip(b.iter_mut()) {
+                let d = g * grad_scale + wd * *p;
+                *b = if first || mu == 0.0 { d } else { mu * *b + d };
+                *p -= lr * *b;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The factor `min(1, max_norm / ‖g‖₂)` that clips the global gradient norm to `max_norm`
+/// (`max_norm <= 0`: no clipping, factor 1).
+pub fn clip_factor(grads: &[&[f32]], max_norm: f32) -> f32 {
+    if max_norm <= 0.0 {
+        return 1.0;
+    }
+    let sq: f64 = grads
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|&x| (x as f64) * (x as f64))
+        .sum();
+    let norm = sq.sqrt() as f32;
+    if norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn momentum_matches_torch_rule() {
+        let mut p = vec![1.0f32, -2.0];
+        let mut s = Sgd::new(0.9, 0.0);
+        s.step(&mut [&mut p], &[&[1.0, 1.0]], 0.1, 1.0).unwrap();
+        assert_eq!(p, vec![0.9, -2.1]);
+        s.step(&mut [&mut p], &[&[1.0, 1.0]], 0.1, 1.0).unwrap();
+        // buf = 0.9 * 1 + 1 = 1.9
+        assert!((p[0] - (0.9 - 0.19)).abs() < 1e-6);
+        assert!((clip_factor(&[&[3.0, 4.0]], 1.0) - 0.2).abs() < 1e-6);
+        assert_eq!(clip_factor(&[&[0.3, 0.4]], 1.0), 1.0);
+    }
+}

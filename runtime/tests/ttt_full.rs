@@ -1,0 +1,200 @@
+//! Full-model score-first chunked TTT (`--ttt full`) on a tiny random model: causality under
+//! perturbation, chunk k scored by the weights trained on chunks < k only, lr 0 is plain eval,
+//! and the mixer on top stays normalised.
+
+mod common;
+
+use common::tiny::{tiny, V};
+use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::data::BOS_ID;
+use pgolf_rt::eval::mixer::MixerConfig;
+use pgolf_rt::eval::ttt_full::full_ttt_into;
+use pgolf_rt::eval::{eval_full_ttt, eval_standard, EvalOptions, FullTttConfig, StreamScorer};
+use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
+use pgolf_rt::tokenizer::ByteLut;
+use pgolf_rt::train::lora::SplitMix64;
+
+fn lut() -> ByteLut {
+    ByteLut {
+        base_bytes: (0..V as u16).map(|i| 1 + i % 3).collect(),
+        has_leading_space: (0..V).map(|i| i % 2 == 0).collect(),
+        is_boundary: (0..V).map(|i| i == BOS_ID as usize).collect(),
+    }
+}
+
+/// A stream with some repetition (so training changes the scores visibly).
+fn stream(len: usize, seed: u64) -> Vec<u32> {
+    let mut r = SplitMix64(seed);
+    let pattern: Vec<u32> = (0..6).map(|_| 2 + (r.next_u64() % 30) as u32).collect();
+    (0..len)
+        .map(|i| {
+            if i == 0 {
+                BOS_ID
+            } else if r.next_u64() % 4 == 0 {
+                2 + (r.next_u64() % 30) as u32
+            } else {
+                pattern[i % 6]
+            }
+        })
+        .collect()
+}
+
+fn cfg(stride: Option<usize>) -> FullTttConfig {
+    FullTttConfig {
+        chunk: 32,
+        seq_len: 16,
+        stride,
+        batch: 3,
+        train_seq: Some(8),
+        train_batch: 2,
+        epochs: 2,
+        lr: 0.05,
+        lr_min: 0.005,
+        warmup_steps: 2,
+        momentum: 0.9,
+        weight_decay: 0.01,
+        grad_clip: 1.0,
+        freeze_blocks: 1,
+    }
+}
+
+/// Per-target NLLs of a full-TTT pass over `s`.
+fn scores(w: &ModelWeights, s: &[u32], c: &FullTttConfig, mix: Option<&MixerConfig>) -> Vec<f64> {
+    let lut = lut();
+    let mut sink = StreamScorer::new(s, &lut, V, mix).unwrap().recording();
+    full_ttt_into(CpuBackend::new, w, c, &mut sink, None).unwrap();
+    let r = sink.recorded();
+    assert!(r.iter().enumerate().all(|(i, &(t, _))| i == t));
+    r.iter().map(|&(_, v)| v).collect()
+}
+
+#[test]
+fn perturbing_a_token_never_changes_earlier_scores() {
+    let w = tiny(31, false, &ConfigOverrides::default());
+    let s = stream(4 * 32 + 1, 1);
+    for (stride, mix) in [(None, None), (Some(4), Some(MixerConfig::default()))] {
+        let c = cfg(stride);
+        let base = scores(&w, &s, &c, mix.as_ref());
+        assert_eq!(base.len(), 128);
+        for p in [5usize, 31, 32, 33, 70, 100] {
+            let mut alt = s.clone();
+            alt[p] = 2 + (alt[p] + 11) % 30;
+            let a = scores(&w, &alt, &c, mix.as_ref());
+            // Target i predicts token i + 1 from tokens ..= i.
+            assert_eq!(
+                &a[..p - 1],
+                &base[..p - 1],
+                "stride {stride:?}: changing token {p} changed an earlier score"
+            );
+            assert_ne!(
+                a[p - 1],
+                base[p - 1],
+                "the perturbed token's own score changes"
+            );
+        }
+    }
+}
+
+#[test]
+fn chunk_k_is_scored_by_weights_trained_on_earlier_chunks_only() {
+    let w = tiny(32, true, &ConfigOverrides::default());
+    let s = stream(4 * 32 + 1, 2);
+    // A flat schedule: the cosine one depends on the number of chunks (the stream length, not
+    // its content), which the cut below changes.
+    let c = FullTttConfig {
+        lr_min: 0.05,
+        ..cfg(Some(8))
+    };
+    let full = scores(&w, &s, &c, None);
+    for k in 0..4 {
+        // The stream cut right after chunk k: chunk k is then the last (never trained on).
+        let cut = scores(&w, &s[..(k + 1) * 32 + 1], &c, None);
+        assert_eq!(&cut[..], &full[..(k + 1) * 32], "chunk {k}");
+    }
+    // Training did change the later chunks (vs lr 0, plain eval).
+    let frozen = scores(
+        &w,
+        &s,
+        &FullTttConfig {
+            lr: 0.0,
+            lr_min: 0.0,
+            ..c.clone()
+        },
+        None,
+    );
+    assert_eq!(
+        &frozen[..32],
+        &full[..32],
+        "chunk 0 uses the artifact's weights"
+    );
+    assert_ne!(&frozen[32..], &full[32..]);
+    let gain: f64 = frozen[64..].iter().sum::<f64>() - full[64..].iter().sum::<f64>();
+    eprintln!("full TTT gain on chunks 2-3 of a repetitive stream: {gain:.3} nats");
+}
+
+#[test]
+fn lr_zero_equals_plain_eval() {
+    let w = tiny(33, false, &ConfigOverrides::default());
+    let s = stream(6 * 16 + 1, 3);
+    let lut = lut();
+    let c = FullTttConfig {
+        lr: 0.0,
+        lr_min: 0.0,
+        ..cfg(None)
+    };
+    let (r, mixed) = eval_full_ttt(CpuBackend::new, &w, &s, &lut, &c, None, None).unwrap();
+    assert!(mixed.is_none());
+    let dm = DeviceModel::new(CpuBackend::new(), &w).unwrap();
+    let opts = EvalOptions {
+        seq_len: 16,
+        batch: 3,
+        progress: None,
+    };
+    let plain = eval_standard(&dm, &s, &lut, opts).unwrap();
+    assert_eq!((r.tokens, r.bytes), (plain.tokens, plain.bytes));
+    // Same weights; only the batching of windows differs (per chunk vs the whole stream).
+    assert!((r.val_bpb - plain.val_bpb).abs() < 1e-6 * plain.val_bpb);
+}
+
+#[test]
+fn mixture_on_full_ttt_sums_to_one_everywhere() {
+    let w = tiny(34, false, &ConfigOverrides::default());
+    let s = stream(3 * 32 + 1, 4);
+    let lut = lut();
+    let mut sink = StreamScorer::new(&s, &lut, V, Some(&MixerConfig::default()))
+        .unwrap()
+        .checking_normalisation();
+    full_ttt_into(CpuBackend::new, &w, &cfg(Some(4)), &mut sink, None).unwrap();
+    let err = sink.max_sum_error().unwrap();
+    assert!(err < 1e-9, "mixture sum off by {err}");
+    let (r, m) = sink.finish();
+    assert_eq!(r.tokens, 96);
+    assert_eq!(m.unwrap().result, r);
+}
+
+#[test]
+fn bad_settings_are_errors() {
+    let w = tiny(35, false, &ConfigOverrides::default());
+    let s = stream(2 * 16 + 1, 5);
+    let lut = lut();
+    for c in [
+        FullTttConfig {
+            freeze_blocks: 3,
+            ..cfg(None)
+        },
+        FullTttConfig {
+            lr_min: 1.0,
+            ..cfg(None)
+        },
+        FullTttConfig {
+            chunk: 0,
+            ..cfg(None)
+        },
+        FullTttConfig {
+            momentum: 1.5,
+            ..cfg(None)
+        },
+    ] {
+        assert!(eval_full_ttt(CpuBackend::new, &w, &s, &lut, &c, None, None).is_err());
+    }
+}
