@@ -8,8 +8,9 @@
 # and saves a screenshot to $SCREENSHOT (default target/browser-test/screenshot.png).
 # Installs what it needs (apt chromium + chromium-driver, rustup target wasm32-unknown-unknown,
 # wasm-bindgen-cli matching Cargo.lock, playwright-core into scripts/browser/node_modules); each
-# step is skipped when already done. Without ../shared it prints "SKIPPED: ..." and exits 0.
-# Env: PGOLF_SHARED, SCREENSHOT, MAX_FIRST_SCORE_MS (2000), BPB_TOLERANCE (1e-4), TIMEOUT_S (300).
+# step is skipped when already done. The model is the committed default (models/); set
+# PGOLF_ARTIFACT / PGOLF_TOKENIZER to test another.
+# Env: PGOLF_ARTIFACT, PGOLF_TOKENIZER, SCREENSHOT, MAX_FIRST_SCORE_MS (2000), BPB_TOLERANCE (1e-4), TIMEOUT_S (300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -17,15 +18,10 @@ root="$(pwd)"
 die() { echo "browser-test: FAILED: $*" >&2; exit 1; }
 step() { echo "== $*"; }
 
-shared="${PGOLF_SHARED:-$root/../shared}"
-artifact="$shared/reference/baseline9L_int8_zlib.ptz"
-tokenizer="$shared/data/tokenizers/pg_sp1024_bpe.model"
-if [ ! -d "$shared" ]; then
-  echo "SKIPPED: $shared is absent (the reference artifact and tokenizer live there)"
-  exit 0
-fi
+artifact="${PGOLF_ARTIFACT:-$root/models/pg-tiny-4L128.int8.ptz}"
+tokenizer="${PGOLF_TOKENIZER:-$root/models/pg_sp1024_bpe.model}"
 for f in "$artifact" "$tokenizer"; do
-  [ -f "$f" ] || { echo "SKIPPED: $f is absent"; exit 0; }
+  [ -f "$f" ] || die "$f is absent"
 done
 screenshot="${SCREENSHOT:-$root/target/browser-test/screenshot.png}"
 max_ms="${MAX_FIRST_SCORE_MS:-2000}"
@@ -73,7 +69,7 @@ if [ "$(node -p 'require("./scripts/browser/node_modules/playwright-core/package
 fi
 
 step "build the wasm package and copy the default model beside the page"
-PGOLF_SHARED="$shared" examples/web/prepare.sh || die "examples/web/prepare.sh"
+PGOLF_ARTIFACT="$artifact" PGOLF_TOKENIZER="$tokenizer" examples/web/prepare.sh || die "examples/web/prepare.sh"
 
 step "native score of $(basename "$text") (cargo run --release -- score --json)"
 native_json="$(cargo run -q --release -p pgolf-rt -- score --json --artifact "$artifact" \

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Builds the demo page's WebAssembly package into examples/web/pkg and copies the default model
-# (the baseline reference artifact) and its tokenizer beside the page. Then serve the folder:
+# (models/pg-tiny-4L128.int8.ptz, trained by pgolf-rt train) and its tokenizer beside the page. Then serve the folder:
 #   python3 -m http.server -b 127.0.0.1 -d examples/web 8000   # open http://127.0.0.1:8000/
 # Needs: rustup target wasm32-unknown-unknown and wasm-bindgen-cli of the same version as the
 # wasm-bindgen crate in Cargo.lock (scripts/browser-test.sh installs both).
-# Env: PGOLF_SHARED (default ../shared beside the repository), PGOLF_ARTIFACT, PGOLF_TOKENIZER.
+# Env: PGOLF_ARTIFACT, PGOLF_TOKENIZER (e.g. ../shared/reference/baseline9L_int8_zlib.ptz).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-shared="${PGOLF_SHARED:-$root/../shared}"
-artifact="${PGOLF_ARTIFACT:-$shared/reference/baseline9L_int8_zlib.ptz}"
-tokenizer="${PGOLF_TOKENIZER:-$shared/data/tokenizers/pg_sp1024_bpe.model}"
+artifact="${PGOLF_ARTIFACT:-$root/models/pg-tiny-4L128.int8.ptz}"
+tokenizer="${PGOLF_TOKENIZER:-$root/models/pg_sp1024_bpe.model}"
 
 for f in "$artifact" "$tokenizer"; do
   [ -f "$f" ] || { echo "prepare.sh: missing $f (set PGOLF_ARTIFACT / PGOLF_TOKENIZER)" >&2; exit 1; }

@@ -5,8 +5,7 @@
 //! cargo run --release -p pgolf-rt --example score_text -- [ARTIFACT TOKENIZER] ["text" | -]
 //! ```
 //!
-//! Without paths it uses the baseline reference artifact and its tokenizer under `../shared`
-//! (beside the repository); `-` or no text reads standard input, or scores a built-in sentence
+//! Without paths it uses the default model committed in `models/` (trained by `pgolf-rt train`); `-` or no text reads standard input, or scores a built-in sentence
 //! when standard input is a terminal. Exits with status 1 and a message when a file is missing or
 //! cannot be loaded, 2 on bad usage.
 
@@ -18,11 +17,11 @@ use std::process::ExitCode;
 const DEFAULT_TEXT: &str = "The quick brown fox jumps over the lazy dog.";
 
 fn default_paths() -> (PathBuf, PathBuf) {
-    // ../shared beside the repository; the manifest dir is <repo>/runtime.
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+    // <repo>/models; the manifest dir is <repo>/runtime.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     (
-        shared.join("reference/baseline9L_int8_zlib.ptz"),
-        shared.join("data/tokenizers/pg_sp1024_bpe.model"),
+        models.join("pg-tiny-4L128.int8.ptz"),
+        models.join("pg_sp1024_bpe.model"),
     )
 }
 
@@ -49,7 +48,7 @@ fn run() -> Result<(), (u8, String)> {
             return Err((
                 1,
                 format!(
-                    "{what} not found: {} (pass ARTIFACT TOKENIZER, or put ../shared beside the repository)",
+                    "{what} not found: {} (pass ARTIFACT TOKENIZER)",
                     p.display()
                 ),
             ));
