@@ -410,6 +410,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
         ));
     }
 
+    if cfg.ema_decay.is_some() {
+        // The EMA replaces the weights before export (spec 4.9); say what it scores.
+        let v = validate(t.final_weights(), &val, &lut, val_seq, a.val_batch)?;
+        log.line(&format!(
+            "ema:applied val_loss:{:.4} val_bpb:{:.4}",
+            v.val_loss, v.val_bpb
+        ));
+    }
     let start = Instant::now();
     let bytes = export_weights(t.final_weights(), export)?;
     let out = a
