@@ -281,6 +281,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
              wgpu backends have no backward ops yet); use --backend cpu"
         ),
     }
+    if a.resume && a.checkpoint.is_none() {
+        bail!("--resume needs --checkpoint PATH (the file to continue from)");
+    }
     let cfg = a.config()?;
     let export: ExportKind = a.export.parse()?;
     let arch = Architecture {
@@ -304,6 +307,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
     }
     let lut = tokenizer.byte_lut(a.vocab_size);
+    if !a.data_path.is_dir() {
+        bail!(
+            "DATA_PATH {} is not a folder (it should hold fineweb_train_*.bin and fineweb_val_*.bin)",
+            a.data_path.display()
+        );
+    }
     let train_spec = shard_glob(&a.data_path, "train")?;
     let mut val = load_tokens(&shard_glob(&a.data_path, "val")?)?;
     if let Some(n) = a.val_max_tokens {
