@@ -14,7 +14,7 @@
 //!   each reported score must be the one the distribution gives the realised token
 //!   (`|ln p(y) + nll| ≤ 1e-9`), at every target.
 //! * **score before update** (C3): when target `t` is scored the predictor's adaptive state holds
-//!   exactly the number of targets scored before it ([`ScoreRecord::state_tokens`]).
+//!   exactly the number of targets scored before it ([`crate::eval::mixer::ScoreRecord::state_tokens`]).
 //!
 //! Single pass (C4) is enforced structurally by [`mixer::check_single_pass`].
 

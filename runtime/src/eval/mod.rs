@@ -2,7 +2,7 @@
 //! accumulated in f64, bytes from the tokenizer's byte table, `val_bpb = nll / ln 2 / bytes`.
 //!
 //! Every scheme is expressed as a list of forward windows, each naming the targets it scores
-//! ([`windows`]); [`run_windows`] executes them in batches on any backend. Each target of the
+//! (`windows.rs`); [`run_windows`] executes them in batches on any backend. Each target of the
 //! stream is scored exactly once.
 
 pub mod audit;
