@@ -34,8 +34,11 @@ pub struct DeviceLora<T> {
 /// The adapters of one site across the members of a [`DeviceLora`]: `(member, rows, (A, B))`
 /// each.
 pub(crate) struct LoraSlot<'a, T> {
-    pub(crate) parts: Vec<(usize, Option<&'a [usize]>, &'a (T, T))>,
+    pub(crate) parts: Vec<SlotPart<'a, T>>,
 }
+
+/// One member's part of a [`LoraSlot`]: `(member, rows, (A, B))`.
+pub(crate) type SlotPart<'a, T> = (usize, Option<&'a [usize]>, &'a (T, T));
 
 impl<T> DeviceLora<T> {
     /// Number of adapter sets (documents) held.
