@@ -78,9 +78,13 @@ pub struct EvalArgs {
     /// Windows the audit covers.
     #[arg(long, default_value_t = 2)]
     audit_windows: usize,
-    /// Perturbed positions the audit samples (each costs two re-runs of the sample).
+    /// Perturbed positions the audit samples (each costs two re-runs of the sample; one with
+    /// --ttt).
     #[arg(long, default_value_t = 3)]
     audit_positions: usize,
+    /// Documents the audit covers with --ttt lora (the first N of the stream).
+    #[arg(long, default_value_t = 3)]
+    audit_docs: usize,
     #[command(flatten)]
     arch: ArchArgs,
     #[command(flatten)]
@@ -127,6 +131,10 @@ pub struct TttArgs {
     /// Evaluate only the first N documents (lora).
     #[arg(long)]
     ttt_max_docs: Option<usize>,
+    /// Documents advancing chunk by chunk together in one batched forward/backward, each with
+    /// its own adapters and optimizer (lora; 1 = one document at a time).
+    #[arg(long, default_value_t = 1)]
+    ttt_batch_docs: usize,
     /// Floor of the cosine learning-rate schedule over chunks (full).
     #[arg(long, default_value_t = 0.0)]
     ttt_lr_min: f32,
@@ -383,10 +391,15 @@ fn run_ttt(
     if !matches!(a.backend, BackendChoice::Auto | BackendChoice::Cpu) {
         anyhow::bail!("--ttt runs on the CPU backend only for now");
     }
-    if a.audit {
-        anyhow::bail!("--audit covers plain and mixed eval; it does not run with --ttt yet");
-    }
     let mix = mixer_config(a)?;
+    if a.audit {
+        let rep = run_ttt_audit(a, weights, tokens, lut, mix.as_ref())?;
+        print!("{rep}");
+        if !rep.passed() {
+            anyhow::bail!("legality audit FAILED");
+        }
+        println!("legality audit PASSED");
+    }
     let start = std::time::Instant::now();
     let pb = progress::bar(
         0,
@@ -451,25 +464,17 @@ fn run_ttt(
     Ok(())
 }
 
-type TttOutcome = (EvalResult, Option<MixedEval>, serde_json::Value);
-
-fn run_lora_ttt(
-    a: &EvalArgs,
-    weights: &pgolf_rt::model::ModelWeights,
-    tokens: &[u32],
-    lut: &ByteLut,
-    mix: Option<&MixerConfig>,
-    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
-) -> Result<TttOutcome> {
-    use pgolf_rt::eval::{eval_lora_ttt_mixed, truncate_for_eval, TttConfig};
-    use pgolf_rt::train::{AdamConfig, TrainModel};
+/// The `--ttt lora` settings of the command line.
+fn lora_config(a: &EvalArgs) -> Result<pgolf_rt::eval::TttConfig> {
+    use pgolf_rt::eval::TttConfig;
+    use pgolf_rt::train::AdamConfig;
     let t = &a.ttt;
     let mut optimizer = AdamConfig {
         kind: t.ttt_optimizer.parse()?,
         ..AdamConfig::default()
     };
     optimizer.lr = t.ttt_lr.unwrap_or(0.01);
-    let cfg = TttConfig {
+    Ok(TttConfig {
         rank: t.ttt_rank,
         targets: t.ttt_targets.parse()?,
         optimizer,
@@ -479,42 +484,15 @@ fn run_lora_ttt(
         replay_scored: t.ttt_replay,
         min_doc_len: t.ttt_min_doc_len,
         max_docs: t.ttt_max_docs,
+        batch_docs: t.ttt_batch_docs,
         ..TttConfig::default()
-    };
-    // The stream the reference evaluates (spec 1.2), split into documents.
-    let stream = truncate_for_eval(tokens, a.seq_len)?;
-    let model = TrainModel::new(pgolf_rt::backend::cpu::CpuBackend::new(), weights)?;
-    let (r, mixed) = eval_lora_ttt_mixed(&model, stream, lut, &cfg, mix, Some(on_progress))
-        .context("LoRA TTT evaluation failed")?;
-    println!(
-        "lora-ttt eval  backend:{}  rank:{} targets:{} lr:{} chunk:{} window:{}  mix:{}",
-        pgolf_rt::backend::Backend::name(model.backend()),
-        cfg.rank,
-        t.ttt_targets,
-        cfg.optimizer.lr,
-        cfg.chunk,
-        cfg.window,
-        a.mix
-    );
-    let j = serde_json::json!({
-        "mode": "lora-ttt", "ttt_rank": cfg.rank, "ttt_lr": cfg.optimizer.lr,
-        "ttt_chunk": cfg.chunk, "ttt_window": cfg.window,
-    });
-    Ok((r, mixed, j))
+    })
 }
 
-fn run_full_ttt(
-    a: &EvalArgs,
-    weights: &pgolf_rt::model::ModelWeights,
-    tokens: &[u32],
-    lut: &ByteLut,
-    mix: Option<&MixerConfig>,
-    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
-) -> Result<TttOutcome> {
-    use pgolf_rt::backend::cpu::CpuBackend;
-    use pgolf_rt::eval::{eval_full_ttt, FullTttConfig};
+/// The `--ttt full` settings of the command line.
+fn full_config(a: &EvalArgs) -> pgolf_rt::eval::FullTttConfig {
     let t = &a.ttt;
-    let cfg = FullTttConfig {
+    pgolf_rt::eval::FullTttConfig {
         chunk: t.ttt_chunk.unwrap_or(32_768),
         seq_len: a.seq_len,
         stride: a.stride.or(if a.sliding { Some(64) } else { None }),
@@ -529,7 +507,129 @@ fn run_full_ttt(
         weight_decay: t.ttt_weight_decay,
         grad_clip: t.ttt_grad_clip,
         freeze_blocks: t.ttt_freeze_blocks,
+    }
+}
+
+/// `--audit` with `--ttt`: the legality audit of the TTT pass (and mixer) on a short sample.
+fn run_ttt_audit(
+    a: &EvalArgs,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+    mix: Option<&MixerConfig>,
+) -> Result<AuditReport> {
+    use pgolf_rt::backend::cpu::CpuBackend;
+    use pgolf_rt::data::find_documents;
+    use pgolf_rt::eval::audit_ttt::audit_ttt;
+    use pgolf_rt::eval::truncate_for_eval;
+    let audit = AuditConfig {
+        positions: a.audit_positions,
+        ..AuditConfig::default()
     };
+    let vocab = weights.config.vocab_size;
+    let stream = truncate_for_eval(tokens, a.seq_len)?;
+    if a.ttt.ttt.as_deref() == Some("full") {
+        let mut cfg = full_config(a);
+        let n = (a.audit_windows.max(2) * cfg.seq_len + 1).min(stream.len());
+        let sample = truncate_for_eval(&stream[..n], cfg.seq_len)?;
+        // Chunks no longer than a window, so the sample sees updates between chunks.
+        cfg.chunk = cfg.chunk.min(cfg.seq_len);
+        println!(
+            "audit: full TTT on {} targets, chunk {}, {} perturbed positions",
+            sample.len() - 1,
+            cfg.chunk,
+            audit.positions
+        );
+        audit_ttt(
+            sample,
+            lut,
+            vocab,
+            mix,
+            &audit,
+            sample.len() - 1,
+            &mut |sink| {
+                pgolf_rt::eval::ttt_full::full_ttt_into(CpuBackend::new, weights, &cfg, sink, None)
+            },
+        )
+        .context("audit could not run")
+    } else {
+        let mut cfg = lora_config(a)?;
+        let docs: Vec<_> = find_documents(stream)
+            .into_iter()
+            .filter(|d| d.len >= 2)
+            .take(a.audit_docs.max(1))
+            .collect();
+        let end = docs.last().map_or(0, |d| d.start + d.len);
+        let sample = &stream[..end.min(stream.len())];
+        cfg.max_docs = None;
+        let expected: usize = find_documents(sample)
+            .iter()
+            .filter(|d| d.len >= 2)
+            .map(|d| d.len - 1)
+            .sum();
+        println!(
+            "audit: LoRA TTT on {} documents ({} targets), batch-docs {}, {} perturbed positions",
+            docs.len(),
+            expected,
+            cfg.batch_docs,
+            audit.positions
+        );
+        let model = pgolf_rt::train::TrainModel::new(CpuBackend::new(), weights)?;
+        audit_ttt(sample, lut, vocab, mix, &audit, expected, &mut |sink| {
+            pgolf_rt::eval::ttt::lora_ttt_into(&model, sink.stream(), &cfg, sink, None)
+        })
+        .context("audit could not run")
+    }
+}
+
+type TttOutcome = (EvalResult, Option<MixedEval>, serde_json::Value);
+
+fn run_lora_ttt(
+    a: &EvalArgs,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+    mix: Option<&MixerConfig>,
+    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
+) -> Result<TttOutcome> {
+    use pgolf_rt::eval::{eval_lora_ttt_mixed, truncate_for_eval};
+    use pgolf_rt::train::TrainModel;
+    let t = &a.ttt;
+    let cfg = lora_config(a)?;
+    // The stream the reference evaluates (spec 1.2), split into documents.
+    let stream = truncate_for_eval(tokens, a.seq_len)?;
+    let model = TrainModel::new(pgolf_rt::backend::cpu::CpuBackend::new(), weights)?;
+    let (r, mixed) = eval_lora_ttt_mixed(&model, stream, lut, &cfg, mix, Some(on_progress))
+        .context("LoRA TTT evaluation failed")?;
+    println!(
+        "lora-ttt eval  backend:{}  rank:{} targets:{} lr:{} chunk:{} window:{} batch-docs:{}  mix:{}",
+        pgolf_rt::backend::Backend::name(model.backend()),
+        cfg.rank,
+        t.ttt_targets,
+        cfg.optimizer.lr,
+        cfg.chunk,
+        cfg.window,
+        cfg.batch_docs,
+        a.mix
+    );
+    let j = serde_json::json!({
+        "mode": "lora-ttt", "ttt_rank": cfg.rank, "ttt_batch_docs": cfg.batch_docs, "ttt_lr": cfg.optimizer.lr,
+        "ttt_chunk": cfg.chunk, "ttt_window": cfg.window,
+    });
+    Ok((r, mixed, j))
+}
+
+fn run_full_ttt(
+    a: &EvalArgs,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+    mix: Option<&MixerConfig>,
+    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
+) -> Result<TttOutcome> {
+    use pgolf_rt::backend::cpu::CpuBackend;
+    use pgolf_rt::eval::eval_full_ttt;
+    let cfg = full_config(a);
     let (r, mixed) = eval_full_ttt(
         CpuBackend::new,
         weights,

@@ -6,17 +6,19 @@
 //! stream is scored exactly once.
 
 pub mod audit;
+pub mod audit_ttt;
 mod metric;
 pub mod mixer;
 mod score;
 pub mod stream;
 pub mod ttt;
+pub mod ttt_batch;
 pub mod ttt_full;
 mod windows;
 
 pub use metric::{BpbAccumulator, EvalResult};
 pub use score::{score_tokens, TextScore, TokenScore};
-pub use stream::StreamScorer;
+pub use stream::{AuditLog, StreamScorer};
 pub use ttt::{eval_lora_ttt, eval_lora_ttt_mixed, eval_per_document, TttConfig};
 pub use ttt_full::{eval_full_ttt, FullTttConfig};
 pub use windows::{run_windows, sliding_windows, standard_windows, truncate_for_eval, Window};

@@ -29,6 +29,25 @@ pub struct StreamScorer<'a> {
     record: Option<Vec<(usize, f64)>>,
     /// Largest `|Σ_y p_mix(y) − 1|` seen, when checking normalisation.
     sum_error: Option<f64>,
+    /// What the TTT audit collects ([`StreamScorer::auditing`]).
+    audit: Option<AuditLog>,
+}
+
+/// What an auditing [`StreamScorer`] collects at every scored target (from the model state and
+/// mixer state that score it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditLog {
+    /// Targets whose reported probability of a given token is recorded: `(target, token)`.
+    pub probes: Vec<(usize, u32)>,
+    /// `(target, ln p(token))` of the reported distribution (the mixture when mixing) at each
+    /// probe, in scoring order.
+    pub probed: Vec<(usize, f64)>,
+    /// Largest `|Σ_y p_neural(y) − 1|` of the neural distribution (with adapters) seen.
+    pub neural_sum_error: f64,
+    /// Largest `|ln p_neural(y_t) + nll_t|`: the reported NLL is the distribution's.
+    pub nll_mismatch: f64,
+    /// Non-finite or negative probabilities seen.
+    pub bad_values: usize,
 }
 
 impl<'a> StreamScorer<'a> {
@@ -57,6 +76,7 @@ impl<'a> StreamScorer<'a> {
             start: std::time::Instant::now(),
             record: None,
             sum_error: None,
+            audit: None,
         })
     }
 
@@ -73,6 +93,25 @@ impl<'a> StreamScorer<'a> {
         self
     }
 
+    /// Audit mode: records every target's score, checks the normalisation of the neural and
+    /// (when mixing) mixed distribution at every target, and records the reported log-probability
+    /// of `probes` (`(target, token)`). Requires the full neural log-probabilities of every
+    /// target ([`Self::wants_log_probs`]).
+    pub fn auditing(mut self, probes: &[(usize, u32)]) -> Self {
+        self.record = Some(Vec::new());
+        self.sum_error = Some(0.0);
+        self.audit = Some(AuditLog {
+            probes: probes.to_vec(),
+            ..AuditLog::default()
+        });
+        self
+    }
+
+    /// What [`Self::auditing`] collected.
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
     /// `(target, nll)` of every scored target, in order (empty unless [`Self::recording`]).
     pub fn recorded(&self) -> &[(usize, f64)] {
         self.record.as_deref().unwrap_or(&[])
@@ -84,9 +123,10 @@ impl<'a> StreamScorer<'a> {
         self.sum_error.filter(|_| self.mix.is_some())
     }
 
-    /// Whether [`StreamScorer::score`] needs the full log-probabilities (a mixer is attached).
+    /// Whether [`StreamScorer::score`] needs the full log-probabilities (a mixer is attached,
+    /// or auditing).
     pub fn wants_log_probs(&self) -> bool {
-        self.mix.is_some()
+        self.mix.is_some() || self.audit.is_some()
     }
 
     /// Scores target `t` given the neural model's NLL of it and, when a mixer is attached, its
@@ -103,6 +143,28 @@ impl<'a> StreamScorer<'a> {
         self.next = t + 1;
         let (x, y) = (self.stream[t], self.stream[t + 1]);
         let bytes = self.lut.bytes_for(x, y);
+        if let Some(log) = self.audit.as_mut() {
+            let lp = log_probs.filter(|l| l.len() == self.vocab).ok_or_else(|| {
+                Error::Backend(format!("audit: target {t} needs {} log-probs", self.vocab))
+            })?;
+            let total: f64 = lp.iter().map(|&v| f64::from(v).exp()).sum();
+            log.neural_sum_error = log.neural_sum_error.max((total - 1.0).abs());
+            log.bad_values += lp.iter().filter(|v| v.is_nan() || **v > 0.0).count();
+            let mism = (f64::from(lp[y as usize]) + f64::from(nll)).abs();
+            log.nll_mismatch = log.nll_mismatch.max(mism);
+            for &(pt, tok) in log.probes.iter().filter(|p| p.0 == t) {
+                let v = match &self.mix {
+                    None => f64::from(lp[tok as usize]),
+                    Some((m, _)) => {
+                        let dist = m.distribution(lp, &self.stream[..=t]);
+                        log.bad_values +=
+                            dist.iter().filter(|p| !p.is_finite() || **p < 0.0).count();
+                        dist[tok as usize].ln()
+                    }
+                };
+                log.probed.push((pt, v));
+            }
+        }
         let scored = match &mut self.mix {
             None => {
                 self.acc.add(nll, bytes);

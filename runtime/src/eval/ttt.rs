@@ -44,6 +44,9 @@ pub struct TttConfig {
     pub seed: u64,
     /// Evaluate only the first N documents.
     pub max_docs: Option<usize>,
+    /// Documents advancing chunk by chunk together in one batched forward/backward
+    /// ([`super::ttt_batch`]); each keeps its own adapters and optimiser. 1: one at a time.
+    pub batch_docs: usize,
 }
 
 impl Default for TttConfig {
@@ -59,6 +62,7 @@ impl Default for TttConfig {
             min_doc_len: 0,
             seed: 1337,
             max_docs: None,
+            batch_docs: 1,
         }
     }
 }
@@ -88,17 +92,22 @@ pub fn doc_chunks(len: usize, chunk: usize, window: usize) -> Vec<DocChunk> {
         .collect()
 }
 
-fn check(cfg: &TttConfig) -> Result<()> {
+pub(crate) fn check_config(cfg: &TttConfig) -> Result<()> {
     if cfg.chunk == 0 || cfg.window < cfg.chunk {
         return Err(Error::Usage(format!(
             "TTT chunk {} must be positive and at most the window {}",
             cfg.chunk, cfg.window
         )));
     }
+    if cfg.batch_docs == 0 {
+        return Err(Error::Usage(
+            "TTT batch of documents must be at least 1".into(),
+        ));
+    }
     Ok(())
 }
 
-fn doc_seed(seed: u64, doc: usize) -> u64 {
+pub(crate) fn doc_seed(seed: u64, doc: usize) -> u64 {
     seed ^ (doc as u64).wrapping_mul(0xA076_1D64_78BD_642F)
 }
 
@@ -140,7 +149,7 @@ pub fn ttt_document_scored<B: TrainBackend>(
     log_probs: bool,
     mut on_chunk: impl FnMut(ScoredChunk) -> Result<()>,
 ) -> Result<()> {
-    check(cfg)?;
+    check_config(cfg)?;
     let vocab = model.config().vocab_size;
     let chunks = doc_chunks(doc.len(), cfg.chunk, cfg.window);
     let adapt = doc.len() >= cfg.min_doc_len && cfg.epochs > 0;
@@ -226,7 +235,7 @@ pub fn ttt_stream<B: TrainBackend>(
     cfg: &TttConfig,
     mut on_doc: impl FnMut(usize, &Document, &[f32]) -> Result<()>,
 ) -> Result<()> {
-    check(cfg)?;
+    check_config(cfg)?;
     for (k, d) in select_docs(tokens, cfg.max_docs).iter().enumerate() {
         let nll = ttt_document(model, &tokens[d.start..d.start + d.len], cfg, k)?;
         on_doc(k, d, &nll)?;
@@ -275,10 +284,13 @@ pub fn lora_ttt_into<B: TrainBackend>(
     sink: &mut StreamScorer,
     mut progress: Option<&mut TttProgress>,
 ) -> Result<()> {
-    check(cfg)?;
+    check_config(cfg)?;
     let docs = select_docs(tokens, cfg.max_docs);
     let vocab = model.config().vocab_size;
     let want_lp = sink.wants_log_probs();
+    if cfg.batch_docs > 1 {
+        return lora_ttt_batched_into(model, tokens, cfg, &docs, sink, progress);
+    }
     for (k, d) in docs.iter().enumerate() {
         let doc = &tokens[d.start..d.start + d.len];
         ttt_document_scored(model, doc, cfg, k, want_lp, |s| {
@@ -290,6 +302,55 @@ pub fn lora_ttt_into<B: TrainBackend>(
         })?;
         if let Some(p) = progress.as_mut() {
             p(k + 1, docs.len(), sink.totals());
+        }
+    }
+    Ok(())
+}
+
+/// One target's score held back until its document's turn in the stream.
+type Held = (f32, Option<Vec<f32>>);
+
+/// [`lora_ttt_into`] with `cfg.batch_docs` consecutive documents advancing together. Their
+/// scores are buffered and fed to `sink` document by document, in stream order, once the
+/// batch is done: the sink (and its mixer) only ever sees a target after it was scored, and
+/// each document's adapters only see that document's already-scored tokens.
+fn lora_ttt_batched_into<B: TrainBackend>(
+    model: &TrainModel<B>,
+    tokens: &[u32],
+    cfg: &TttConfig,
+    docs: &[Document],
+    sink: &mut StreamScorer,
+    mut progress: Option<&mut TttProgress>,
+) -> Result<()> {
+    let vocab = model.config().vocab_size;
+    let want_lp = sink.wants_log_probs();
+    for (g, group) in docs.chunks(cfg.batch_docs).enumerate() {
+        let base = g * cfg.batch_docs;
+        let inputs: Vec<(&[u32], usize)> = group
+            .iter()
+            .enumerate()
+            .map(|(b, d)| (&tokens[d.start..d.start + d.len], base + b))
+            .collect();
+        let mut held: Vec<Vec<Option<Held>>> = group
+            .iter()
+            .map(|d| vec![None; d.len.saturating_sub(1)])
+            .collect();
+        super::ttt_batch::ttt_documents_batched(model, &inputs, cfg, want_lp, |b, s| {
+            for (r, &nll) in s.nll.iter().enumerate() {
+                let lp = s.log_probs.map(|l| l[r * vocab..(r + 1) * vocab].to_vec());
+                held[b][s.chunk.chunk_start + r] = Some((nll, lp));
+            }
+            Ok(())
+        })?;
+        for (b, (d, h)) in group.iter().zip(held).enumerate() {
+            for (j, v) in h.into_iter().enumerate() {
+                let (nll, lp) =
+                    v.ok_or_else(|| Error::Backend(format!("batched TTT: target {j} unscored")))?;
+                sink.score(d.start + j, nll, lp.as_deref())?;
+            }
+            if let Some(p) = progress.as_mut() {
+                p(base + b + 1, docs.len(), sink.totals());
+            }
         }
     }
     Ok(())

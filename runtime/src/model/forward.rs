@@ -310,7 +310,7 @@ impl<B: Backend> DeviceModel<B> {
     ) -> Result<BlockOut<B::Tensor>> {
         let (cfg, be, w) = (&self.config, &self.backend, &self.blocks[i]);
         let (eps, s) = (cfg.norm_eps, ln_scale(cfg, i));
-        let ad = |p: Proj| pass.adapters.and_then(|l| l.blocks[i][p.index()].as_ref());
+        let ad = |p: Proj| pass.adapters.and_then(|l| l.block_slot(i, p.index()));
         // A copy of a value an in-place op is about to overwrite, when recording.
         let keep = |t: &B::Tensor| pass.record.then(|| be.copy(t)).transpose();
         let mut x = be.resid_mix(&x_in, x0, &w.resid_mix)?;

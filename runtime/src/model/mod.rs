@@ -2,7 +2,7 @@
 //! written once against the [`crate::backend::Backend`] trait (optionally with LoRA adapters and
 //! recording the activations training needs).
 
-mod adapters;
+pub(crate) mod adapters;
 mod config;
 mod forward;
 mod weights;

@@ -4,8 +4,9 @@
 //! when not requested, so LoRA-only backward costs two `dx` products per linear.
 
 use super::lora::{LoraGrads, Proj};
-use super::tape::TrainModel;
+use super::tape::{head_groups, head_slot, TrainModel};
 use crate::backend::train::TrainBackend;
+use crate::model::adapters::LoraSlot;
 use crate::model::{ln_scale, BlockTape, BlockWeights, DeviceLora, Matrix, ModelWeights, Tape};
 use crate::{Error, Result};
 
@@ -26,9 +27,11 @@ struct BlockGrads<T> {
     resid_mix: T,
 }
 
-type Slots<T> = Vec<Option<(T, T)>>;
-/// An adapter's `(A, B)` on the device and its index in [`super::Lora::adapters`].
-type AdapterRef<'a, T> = Option<(&'a (T, T), usize)>;
+/// Adapter gradients `(dA, dB)` by member, then by index in [`super::Lora::adapters`].
+type Slots<T> = Vec<Vec<Option<(T, T)>>>;
+/// An adapter site's `(A, B)` per member on the device and its index in
+/// [`super::Lora::adapters`].
+type AdapterRef<'a, T> = Option<(LoraSlot<'a, T>, usize)>;
 
 impl<B: TrainBackend> TrainModel<B> {
     fn add(&self, acc: &mut B::Tensor, y: &B::Tensor) -> Result<()> {
@@ -55,17 +58,43 @@ impl<B: TrainBackend> TrainModel<B> {
         } else {
             None
         };
-        if let (Some(((a, b), idx)), Some(u)) = (ad, u) {
-            let db = be.linear_backward_weight(dy, u)?;
-            let du = be.linear_backward_input(dy, b)?;
-            let da = be.linear_backward_weight(&du, x)?;
-            self.add(&mut dx, &be.linear_backward_input(&du, a)?)?;
-            slots[idx] = Some((da, db));
+        let (Some((slot, idx)), Some(u)) = (ad, u) else {
+            return Ok((dx, dw));
+        };
+        for (m, rows, (a, b)) in slot.parts {
+            let (da, db) = match rows {
+                None => {
+                    let db = be.linear_backward_weight(dy, u)?;
+                    let du = be.linear_backward_input(dy, b)?;
+                    let da = be.linear_backward_weight(&du, x)?;
+                    self.add(&mut dx, &be.linear_backward_input(&du, a)?)?;
+                    (da, db)
+                }
+                Some([]) => {
+                    let ((ar, ac), (br, bc)) = (be.shape(a), be.shape(b));
+                    (be.zeros(ar, ac)?, be.zeros(br, bc)?)
+                }
+                Some(rows) => {
+                    let total = be.shape(dy).0;
+                    let dyg = be.gather_rows(dy, rows)?;
+                    let ug = be.gather_rows(u, rows)?;
+                    let xg = be.gather_rows(x, rows)?;
+                    let db = be.linear_backward_weight(&dyg, &ug)?;
+                    let du = be.linear_backward_input(&dyg, b)?;
+                    let da = be.linear_backward_weight(&du, &xg)?;
+                    let dxg = be.linear_backward_input(&du, a)?;
+                    self.add(&mut dx, &be.gather_rows_backward(&dxg, rows, total)?)?;
+                    (da, db)
+                }
+            };
+            slots[m][idx] = Some((da, db));
         }
         Ok((dx, dw))
     }
 
-    /// Gradients of `Σ_i dnll[i] · nll(rows[i], targets[i])` for a taped forward.
+    /// Gradients of `Σ_i dnll[i] · nll(rows[i], targets[i])` for a taped forward. With
+    /// batched adapters ([`TrainModel::upload_lora_batched`]) `lora` holds the first member's
+    /// gradients; see [`TrainModel::backward_lora_batched`].
     pub fn backward(
         &self,
         tape: &Tape<B::Tensor>,
@@ -75,6 +104,39 @@ impl<B: TrainBackend> TrainModel<B> {
         lora: Option<&DeviceLora<B::Tensor>>,
         want_base: bool,
     ) -> Result<Gradients> {
+        let (base, mut members) = self.backward_all(tape, rows, targets, dnll, lora, want_base)?;
+        Ok(Gradients {
+            base,
+            lora: lora.map(|_| members.swap_remove(0)),
+        })
+    }
+
+    /// Adapter gradients of every member of batched adapters (one [`LoraGrads`] per member, in
+    /// member order), of `Σ_i dnll[i] · nll(rows[i], targets[i])`. A member's gradients only
+    /// depend on its own rows.
+    pub fn backward_lora_batched(
+        &self,
+        tape: &Tape<B::Tensor>,
+        rows: &[usize],
+        targets: &[u32],
+        dnll: &[f32],
+        lora: &DeviceLora<B::Tensor>,
+    ) -> Result<Vec<LoraGrads>> {
+        Ok(self
+            .backward_all(tape, rows, targets, dnll, Some(lora), false)?
+            .1)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn backward_all(
+        &self,
+        tape: &Tape<B::Tensor>,
+        rows: &[usize],
+        targets: &[u32],
+        dnll: &[f32],
+        lora: Option<&DeviceLora<B::Tensor>>,
+        want_base: bool,
+    ) -> Result<(Option<ModelWeights>, Vec<LoraGrads>)> {
         let (be, cfg) = (self.backend(), self.config());
         if rows.len() != targets.len() || rows.len() != dnll.len() {
             return Err(Error::Usage(
@@ -83,7 +145,14 @@ impl<B: TrainBackend> TrainModel<B> {
         }
         let total = tape.ids.len();
         let eps = cfg.norm_eps;
-        let mut slots: Slots<B::Tensor> = (0..lora.map_or(0, |l| l.count)).map(|_| None).collect();
+        let mut slots: Slots<B::Tensor> = lora
+            .map(|l| {
+                l.members
+                    .iter()
+                    .map(|_| (0..l.count).map(|_| None).collect())
+                    .collect()
+            })
+            .unwrap_or_default();
 
         // Head.
         let (hs, u, delta) = self.head_inputs(tape, rows, lora)?;
@@ -95,7 +164,8 @@ impl<B: TrainBackend> TrainModel<B> {
             cfg.logit_softcap,
             dnll,
         )?;
-        let head_ad = lora.and_then(|l| l.head.as_ref().zip(l.index_head));
+        let groups = lora.map(|l| head_groups(l, rows)).unwrap_or_default();
+        let head_ad = lora.and_then(|l| head_slot(l, &groups).zip(l.index_head));
         let (dhs, d_head) = self.lin_back(
             &dz,
             &hs,
@@ -140,23 +210,24 @@ impl<B: TrainBackend> TrainModel<B> {
             }
         }
 
-        let lora_grads = match lora {
-            None => None,
-            Some(_) => Some(LoraGrads(
-                slots
-                    .into_iter()
-                    .map(|s| match s {
-                        Some((a, b)) => Ok((be.download(&a)?, be.download(&b)?)),
-                        None => Err(Error::Backend("backward: adapter without gradient".into())),
-                    })
-                    .collect::<Result<_>>()?,
-            )),
-        };
+        let lora_grads = slots
+            .into_iter()
+            .map(|member| {
+                Ok(LoraGrads(
+                    member
+                        .into_iter()
+                        .map(|s| match s {
+                            Some((a, b)) => Ok((be.download(&a)?, be.download(&b)?)),
+                            None => {
+                                Err(Error::Backend("backward: adapter without gradient".into()))
+                            }
+                        })
+                        .collect::<Result<_>>()?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         if !want_base {
-            return Ok(Gradients {
-                base: None,
-                lora: lora_grads,
-            });
+            return Ok((None, lora_grads));
         }
 
         // Embedding: block 0's input is x0 itself.
@@ -196,8 +267,8 @@ impl<B: TrainBackend> TrainModel<B> {
                 resid_mix: self.matrix(&bg.resid_mix)?,
             });
         }
-        Ok(Gradients {
-            base: Some(ModelWeights {
+        Ok((
+            Some(ModelWeights {
                 config: cfg.clone(),
                 tok_emb: self.matrix(&d_tok)?,
                 lm_head,
@@ -207,8 +278,8 @@ impl<B: TrainBackend> TrainModel<B> {
                 smear_gate: None,
                 value_embed: None,
             }),
-            lora: lora_grads,
-        })
+            lora_grads,
+        ))
     }
 
     fn matrix(&self, t: &B::Tensor) -> Result<Matrix> {
@@ -232,11 +303,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let (cfg, be, w) = (self.config(), self.backend(), &self.model.blocks[i]);
         let (eps, s) = (cfg.norm_eps, ln_scale(cfg, i));
         let ad = |p: Proj| {
-            lora.and_then(|l| {
-                l.blocks[i][p.index()]
-                    .as_ref()
-                    .zip(l.index_blocks[i][p.index()])
-            })
+            lora.and_then(|l| l.block_slot(i, p.index()).zip(l.index_blocks[i][p.index()]))
         };
         let u = |p: Proj| t.u[p.index()].as_ref();
         // MLP residual: x2 = x1 + mlp_scale ⊙ m.

@@ -1,0 +1,147 @@
+//! The legality audit of test-time training on a tiny random model: LoRA TTT (one document at a
+//! time and batched), with and without the Hedge mixer, and full-model TTT pass; a deliberately
+//! illegal pass (adapting on a chunk before scoring it) is caught.
+
+mod common;
+
+use common::tiny::{tiny, V};
+use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::data::find_documents;
+use pgolf_rt::data::BOS_ID;
+use pgolf_rt::eval::audit::{AuditConfig, AuditReport};
+use pgolf_rt::eval::audit_ttt::audit_ttt;
+use pgolf_rt::eval::mixer::MixerConfig;
+use pgolf_rt::eval::ttt::{lora_ttt_into, ttt_document_scored};
+use pgolf_rt::eval::ttt_full::full_ttt_into;
+use pgolf_rt::eval::{FullTttConfig, TttConfig};
+use pgolf_rt::model::ConfigOverrides;
+use pgolf_rt::tokenizer::ByteLut;
+use pgolf_rt::train::lora::SplitMix64;
+use pgolf_rt::train::TrainModel;
+
+fn lut() -> ByteLut {
+    ByteLut {
+        base_bytes: (0..V as u16).map(|i| 1 + i % 3).collect(),
+        has_leading_space: (0..V).map(|i| i % 2 == 0).collect(),
+        is_boundary: (0..V).map(|i| i == BOS_ID as usize).collect(),
+    }
+}
+
+fn docs_stream(seed: u64, lens: &[usize]) -> Vec<u32> {
+    let mut r = SplitMix64(seed);
+    let mut s = Vec::new();
+    for &len in lens {
+        s.push(BOS_ID);
+        s.extend((1..len).map(|_| 2 + (r.next_u64() % 6) as u32));
+    }
+    s
+}
+
+fn lora_cfg(batch_docs: usize) -> TttConfig {
+    let mut c = TttConfig {
+        chunk: 8,
+        window: 24,
+        batch_docs,
+        ..TttConfig::default()
+    };
+    c.optimizer.lr = 0.05;
+    c
+}
+
+fn audit_cfg() -> AuditConfig {
+    AuditConfig {
+        positions: 6,
+        ..AuditConfig::default()
+    }
+}
+
+fn show(r: &AuditReport) {
+    eprint!("{r}");
+}
+
+#[test]
+fn lora_ttt_passes_the_audit_with_and_without_the_mixer() {
+    let w = tiny(51, false, &ConfigOverrides::default());
+    let m = TrainModel::new(CpuBackend::new(), &w).unwrap();
+    let s = docs_stream(3, &[40, 9, 33, 25]);
+    let lut = lut();
+    let mix = MixerConfig::default();
+    for batch in [1, 3] {
+        for mx in [None, Some(&mix)] {
+            let c = lora_cfg(batch);
+            let r = audit_ttt(&s, &lut, V, mx, &audit_cfg(), s.len() - 1, &mut |sink| {
+                lora_ttt_into(&m, sink.stream(), &c, sink, None)
+            })
+            .unwrap();
+            show(&r);
+            assert!(r.passed(), "batch {batch} mix {}", mx.is_some());
+            for name in ["single-pass", "normalisation", "causality"] {
+                assert!(r.check(name).is_some(), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn full_ttt_passes_the_audit() {
+    let w = tiny(52, false, &ConfigOverrides::default());
+    let s = docs_stream(4, &[20, 30, 15]);
+    let s = &s[..3 * 16 + 1];
+    let c = FullTttConfig {
+        chunk: 16,
+        seq_len: 16,
+        batch: 2,
+        train_batch: 2,
+        epochs: 1,
+        lr: 0.01,
+        ..FullTttConfig::default()
+    };
+    let lut = lut();
+    let r = audit_ttt(
+        s,
+        &lut,
+        V,
+        Some(&MixerConfig::default()),
+        &audit_cfg(),
+        s.len() - 1,
+        &mut |sink| full_ttt_into(CpuBackend::new, &w, &c, sink, None),
+    )
+    .unwrap();
+    show(&r);
+    assert!(r.passed());
+}
+
+#[test]
+fn a_score_depending_on_a_later_token_is_caught() {
+    // Illegal on purpose: the legal TTT distribution of target t, with two entries swapped
+    // according to the token *after* the target (still a normalised distribution).
+    let w = tiny(53, false, &ConfigOverrides::default());
+    let m = TrainModel::new(CpuBackend::new(), &w).unwrap();
+    let s = docs_stream(5, &[40, 33]);
+    let lut = lut();
+    let c = lora_cfg(1);
+    let r = audit_ttt(&s, &lut, V, None, &audit_cfg(), s.len() - 1, &mut |sink| {
+        let stream = sink.stream();
+        for (k, d) in find_documents(stream).iter().enumerate() {
+            let doc = &stream[d.start..d.start + d.len];
+            ttt_document_scored(&m, doc, &c, k, true, |sc| {
+                let lps = sc.log_probs.unwrap();
+                for r in 0..sc.nll.len() {
+                    let t = d.start + sc.chunk.chunk_start + r;
+                    let mut lp = lps[r * V..(r + 1) * V].to_vec();
+                    let y = stream[t + 1] as usize;
+                    if let Some(&f) = stream.get(t + 2) {
+                        lp.swap(y, (y + 1 + f as usize) % V);
+                    }
+                    sink.score(t, -lp[y], Some(&lp))?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    show(&r);
+    assert!(!r.check("causality").unwrap().passed);
+    assert!(r.check("normalisation").unwrap().passed);
+}
