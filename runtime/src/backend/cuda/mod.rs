@@ -1,12 +1,12 @@
 //! The CUDA backend: float32 activations on one NVIDIA GPU, kernels compiled at run time.
 //!
-//! - [`device`]: probes libcuda/libnvrtc/libcublas *before* touching cudarc (whose lazy loader
+//! - `device.rs`: probes libcuda/libnvrtc/libcublas *before* touching cudarc (whose lazy loader
 //!   panics on a missing library), then opens a context and one stream. Without CUDA,
 //!   [`CudaBackend::new`] returns a one-line `Error::Backend("CUDA unavailable: ...")`.
-//! - [`modules`]: the `cuda/*.cu` sources (embedded with `include_str!`), compiled once per
+//! - `modules.rs`: the `cuda/*.cu` sources (embedded with `include_str!`), compiled once per
 //!   process with NVRTC for the device's `sm_XY` and cached; loaded into each context.
-//! - [`gemm`]: `x · wᵀ` through cuBLAS sgemm (fp32; opt-in TF32 via `PGOLF_CUDA_TF32=1`).
-//! - [`ops`]: kernel launchers.
+//! - `gemm.rs`: `x · wᵀ` through cuBLAS sgemm (fp32; opt-in TF32 via `PGOLF_CUDA_TF32=1`).
+//! - `ops.rs`: kernel launchers.
 //!
 //! Every op of [`Backend`] mirrors the CPU oracle (`backend/cpu`) with the same semantics;
 //! each `.cu` file names the CPU file it mirrors. All work is queued on one stream and only

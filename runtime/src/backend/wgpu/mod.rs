@@ -1,12 +1,12 @@
 //! The wgpu backend: the same fused ops as the CPU oracle, as WGSL compute kernels on any GPU
 //! wgpu reaches (Vulkan, Metal, DX12), including Mesa's software Vulkan (lavapipe) in CI.
 //!
-//! - [`device`]: adapter/device selection (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
+//! - `device.rs`: adapter/device selection (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
 //!   `PGOLF_WGPU_FALLBACK=1`); no adapter is an `Err`, never a panic.
-//! - [`pool`]: storage buffers recycled by size when tensors drop.
-//! - [`pipelines`]: the WGSL sources from the top-level `shaders/` folder (one kernel per file)
+//! - `pool.rs`: storage buffers recycled by size when tensors drop.
+//! - `pipelines.rs`: the WGSL sources from the top-level `shaders/` folder (one kernel per file)
 //!   and their pipelines, built on first use; a unit test validates every file with naga.
-//! - [`stream`]: one in-order command stream; ops record compute passes, the host syncs only on
+//! - `stream.rs`: one in-order command stream; ops record compute passes, the host syncs only on
 //!   downloads (`download`, `nll`, `log_probs`).
 //! - this file: the tensor type and the op launchers (shape checks, parameter blocks,
 //!   dispatch sizes).
@@ -24,7 +24,7 @@
 //!
 //! Storage and math are float32 everywhere (no f16 yet). A tensor is a storage buffer plus its
 //! `[rows, cols]` shape; host data enters only through `upload`, token ids and the RoPE tables
-//! (fresh mapped-at-creation buffers, see [`pool`] for why).
+//! (fresh mapped-at-creation buffers, see `pool.rs` for why).
 
 mod device;
 mod pipelines;
@@ -153,7 +153,7 @@ fn u32_of(n: usize, what: &str) -> Result<u32> {
 }
 
 impl WgpuBackend {
-    /// Opens the adapter chosen by the environment (see [`device`]).
+    /// Opens the adapter chosen by the environment (see `device.rs`).
     pub fn new() -> Result<Self> {
         let gpu = device::open()?;
         let pool = Arc::new(BufferPool::new(gpu.device.clone()));
