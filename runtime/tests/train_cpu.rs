@@ -30,6 +30,7 @@ fn arch() -> Architecture {
         num_kv_heads: 1,
         mlp_mult: 2.0,
         tie_embeddings: true,
+        ..Architecture::baseline()
     }
 }
 

@@ -89,8 +89,34 @@ pub struct TrainArgs {
     /// MLP activation: relu2 or leaky_relu2.
     #[arg(long, env = "ACTIVATION", default_value = "relu2")]
     activation: String,
+    /// BigramHash buckets (0: none; 11-layer records: 2048).
+    #[arg(long, env = "BIGRAM_VOCAB_SIZE", default_value_t = 0)]
+    bigram_vocab_size: usize,
+    /// BigramHash table width (projected to MODEL_DIM when different).
+    #[arg(long, env = "BIGRAM_DIM", default_value_t = 128)]
+    bigram_dim: usize,
+    /// 1: SmearGate on the embedding stream.
+    #[arg(long, env = "SMEAR_GATE", default_value_t = 0)]
+    smear_gate: u8,
+    /// Value embeddings on the last N layers (0: none; LeakyReLU record: 2).
+    #[arg(long, env = "VE_LAYERS", default_value_t = 0)]
+    ve_layers: usize,
+    #[arg(long, env = "VE_DIM", default_value_t = 128)]
+    ve_dim: usize,
+    /// Rotated dims per head (partial RoPE; default the whole head; 11-layer records: 16).
+    #[arg(long, env = "ROPE_DIMS")]
+    rope_dims: Option<usize>,
+    /// Exclusive self-attention on the last N layers.
+    #[arg(long, env = "XSA_LAST_N", default_value_t = 0)]
+    xsa_last_n: usize,
+    /// 1: scale block norms by 1/sqrt(layer+1).
+    #[arg(long, env = "LN_SCALE", default_value_t = 0)]
+    ln_scale: u8,
     #[arg(long, env = "TIED_EMBED_INIT_STD", default_value_t = 0.005)]
     tied_embed_init_std: f32,
+    /// 1: orthogonal init of the block matrices (11-layer lineage, spec 4.4).
+    #[arg(long, env = "ORTHO_INIT", default_value_t = 0)]
+    ortho_init: u8,
     #[arg(long, env = "EMBED_LR", default_value_t = 0.6)]
     embed_lr: f32,
     #[arg(long, env = "HEAD_LR", default_value_t = 0.008)]
@@ -172,8 +198,11 @@ impl TrainArgs {
     fn overrides(&self) -> Result<ConfigOverrides> {
         Ok(ConfigOverrides {
             rope_base: Some(self.rope_base),
+            rope_dims: self.rope_dims,
             logit_softcap: Some(self.logit_softcap),
             activation: Some(self.activation.parse::<Activation>()?),
+            ln_scale: Some(self.ln_scale != 0),
+            xsa_last: Some(self.xsa_last_n),
             ..ConfigOverrides::default()
         })
     }
@@ -294,6 +323,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         num_kv_heads: a.num_kv_heads,
         mlp_mult: a.mlp_mult,
         tie_embeddings: a.tie_embeddings != 0,
+        bigram: (a.bigram_vocab_size > 0).then_some((a.bigram_vocab_size, a.bigram_dim)),
+        smear_gate: a.smear_gate != 0,
+        value_embed: (a.ve_layers > 0).then_some((a.ve_dim, a.ve_layers)),
     };
     let overrides = a.overrides()?;
     let model_cfg = arch.config(&overrides)?;
@@ -331,6 +363,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             seed: a.seed,
             tied_embed_init_std: a.tied_embed_init_std,
             qk_gain_init: a.qk_gain_init,
+            orthogonal: a.ortho_init != 0,
         },
     );
     let mut t = Trainer::new(cfg.clone(), CpuBackend::new(), weights, stream)?;

@@ -9,6 +9,9 @@
 //! | `attn.proj`, `mlp.proj`, `lm_head` | zeros |
 //! | `q_gain` | `qk_gain_init` |
 //! | `attn_scale`, `mlp_scale`, `skip_weights`, `resid_mix[0]` | ones; `resid_mix[1]` zeros |
+//! | `bigram.embed`, `bigram.proj` / `bigram.scale` (spec 4.2) | zeros / 0.05 |
+//! | `smear.gate` (spec 4.3) | zeros |
+//! | `ve_shared.embed` / `ve_shared.proj` / `ve_shared.scale` / `ve_layer_scales` (spec 4.8) | N(0, 0.01²) / zeros / 0.1 / ones |
 //!
 //! The random streams differ from PyTorch's, so runs match PyTorch in distribution, not bit
 //! for bit.
@@ -29,6 +32,12 @@ pub struct Architecture {
     /// MLP hidden width = `mlp_mult · model_dim`.
     pub mlp_mult: f32,
     pub tie_embeddings: bool,
+    /// BigramHash `(buckets, dim)` (spec 4.2 variant B); `dim == model_dim` has no projection.
+    pub bigram: Option<(usize, usize)>,
+    /// SmearGate (spec 4.3 variant B).
+    pub smear_gate: bool,
+    /// Value embeddings `(dim, n)` on the last `n` layers (spec 4.8).
+    pub value_embed: Option<(usize, usize)>,
 }
 
 impl Architecture {
@@ -42,6 +51,9 @@ impl Architecture {
             num_kv_heads: 4,
             mlp_mult: 2.0,
             tie_embeddings: true,
+            bigram: None,
+            smear_gate: false,
+            value_embed: None,
         }
     }
 
@@ -89,6 +101,35 @@ impl Architecture {
                 (format!("{p}resid_mix"), vec![2, d]),
             ]);
         }
+        if let Some((buckets, dim)) = self.bigram {
+            if buckets < 2 || dim == 0 {
+                return Err(Error::Usage(format!(
+                    "BigramHash needs at least 2 buckets and a positive dim (got {buckets} x {dim})"
+                )));
+            }
+            out.push(("bigram.embed.weight".into(), vec![buckets, dim]));
+            if dim != d {
+                out.push(("bigram.proj.weight".into(), vec![d, dim]));
+            }
+            out.push(("bigram.scale".into(), vec![]));
+        }
+        if self.smear_gate {
+            out.push(("smear.gate".into(), vec![d]));
+        }
+        if let Some((dim, n)) = self.value_embed {
+            if dim == 0 || n == 0 || n > self.num_layers {
+                return Err(Error::Usage(format!(
+                    "value embeddings need a positive dim and 1..={} layers (got {dim}, {n})",
+                    self.num_layers
+                )));
+            }
+            out.push(("ve_shared.embed.weight".into(), vec![v, dim]));
+            out.push(("ve_shared.proj.weight".into(), vec![kv, dim]));
+            out.push(("ve_shared.scale".into(), vec![]));
+            for k in 0..n {
+                out.push((format!("ve_layer_scales.{k}"), vec![1]));
+            }
+        }
         if !self.tie_embeddings {
             out.push(("lm_head.weight".into(), vec![v, d]));
         }
@@ -112,6 +153,9 @@ pub struct InitConfig {
     pub seed: u64,
     pub tied_embed_init_std: f32,
     pub qk_gain_init: f32,
+    /// Orthogonal init (gain 1) of every non-zero-init block matrix with both dims ≥ 64, as the
+    /// 11-layer lineage does (spec 4.4); otherwise `nn.Linear`'s uniform init.
+    pub orthogonal: bool,
 }
 
 impl Default for InitConfig {
@@ -120,6 +164,7 @@ impl Default for InitConfig {
             seed: 1337,
             tied_embed_init_std: 0.005,
             qk_gain_init: 1.5,
+            orthogonal: false,
         }
     }
 }
@@ -129,6 +174,33 @@ fn normal(rng: &mut SplitMix64) -> f32 {
     let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// A random `rows × cols` matrix with orthonormal rows (rows ≤ cols) or columns: Gaussian draws
+/// orthonormalised by modified Gram-Schmidt in f64 (what `nn.init.orthogonal_` gives, in law).
+fn orthogonal(rows: usize, cols: usize, rng: &mut SplitMix64) -> Vec<f32> {
+    let (n, len) = (rows.min(cols), rows.max(cols));
+    let mut vecs: Vec<Vec<f64>> = Vec::with_capacity(n);
+    while vecs.len() < n {
+        let mut v: Vec<f64> = (0..len).map(|_| normal(rng) as f64).collect();
+        for u in &vecs {
+            let d: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(u).for_each(|(a, b)| *a -= d * b);
+        }
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if norm > 1e-6 {
+            v.iter_mut().for_each(|a| *a /= norm);
+            vecs.push(v);
+        }
+    }
+    let mut out = vec![0.0f32; rows * cols];
+    for (i, v) in vecs.iter().enumerate() {
+        for (j, &x) in v.iter().enumerate() {
+            let (r, c) = if rows <= cols { (i, j) } else { (j, i) };
+            out[r * cols + c] = x as f32;
+        }
+    }
+    out
 }
 
 /// Fresh weights for `config` (spec 3.2).
@@ -150,6 +222,14 @@ pub fn init_weights(config: &ModelConfig, init: &InitConfig) -> ModelWeights {
                     .for_each(|v| *v = std * normal(&mut rng));
             }
             ("skip_weights", _) | (_, "attn_scale") | (_, "mlp_scale") => p.values.fill(1.0),
+            ("bigram.scale", _) => p.values.fill(0.05),
+            ("ve_shared.scale", _) => p.values.fill(0.1),
+            ("ve_shared.embed.weight", _) => {
+                p.values
+                    .iter_mut()
+                    .for_each(|v| *v = 0.01 * normal(&mut rng));
+            }
+            _ if name.starts_with("ve_layer_scales.") => p.values.fill(1.0),
             (_, "q_gain") => p.values.fill(init.qk_gain_init),
             (_, "resid_mix") => {
                 let d = p.shape[1];
@@ -157,13 +237,21 @@ pub fn init_weights(config: &ModelConfig, init: &InitConfig) -> ModelWeights {
                 p.values[d..].fill(0.0);
             }
             _ if name.ends_with("attn.proj.weight") || name.ends_with("mlp.proj.weight") => {}
+            _ if group_of(name, &p.shape) == Group::Matrix
+                && init.orthogonal
+                && p.shape[0] >= 64
+                && p.shape[1] >= 64 =>
+            {
+                let o = orthogonal(p.shape[0], p.shape[1], &mut rng);
+                p.values.copy_from_slice(&o);
+            }
             _ if group_of(name, &p.shape) == Group::Matrix => {
                 let bound = 1.0 / (p.shape[1] as f32).sqrt();
                 p.values
                     .iter_mut()
                     .for_each(|v| *v = bound * (2.0 * rng.next_f32() - 1.0));
             }
-            _ => {} // lm_head: zeros
+            _ => {} // lm_head, bigram tables and projections, smear gate, VE projection: zeros
         }
     }
     w
@@ -190,6 +278,50 @@ mod tests {
         let std = (w.tok_emb.data.iter().map(|v| v * v).sum::<f32>() / w.tok_emb.data.len() as f32)
             .sqrt();
         assert!((std - 0.005).abs() < 2e-4, "tok_emb std {std}");
+    }
+
+    #[test]
+    fn lineage_modules_get_their_tensors_and_inits() {
+        let mut a = Architecture::baseline();
+        a.num_layers = 4;
+        a.bigram = Some((64, 32));
+        a.smear_gate = true;
+        a.value_embed = Some((16, 2));
+        let cfg = a.config(&ConfigOverrides::default()).unwrap();
+        assert_eq!(cfg.bigram.map(|b| (b.buckets, b.dim)), Some((64, 32)));
+        assert!(cfg.smear_gate);
+        assert_eq!(cfg.value_embed.as_ref().unwrap().layers, vec![2, 3]);
+        let w = init_weights(&cfg, &InitConfig::default());
+        let bg = w.bigram.as_ref().unwrap();
+        assert_eq!((bg.scale, bg.proj.as_ref().unwrap().rows), (0.05, 512));
+        assert!(bg.embed.data.iter().all(|&v| v == 0.0));
+        assert_eq!(w.smear_gate.as_deref(), Some(&[0.0; 512][..]));
+        let ve = w.value_embed.as_ref().unwrap();
+        assert_eq!((ve.scale, ve.layer_scales.clone()), (0.1, vec![1.0, 1.0]));
+        assert!(ve.embed.data.iter().any(|&v| v != 0.0));
+        assert_eq!(w.to_tensors().len(), 2 + 4 * 10 + 3 + 1 + 5);
+    }
+
+    #[test]
+    fn orthogonal_init_has_orthonormal_rows_or_columns() {
+        let mut rng = SplitMix64(5);
+        for (r, c) in [(8, 20), (20, 8)] {
+            let m = orthogonal(r, c, &mut rng);
+            let (n, wide) = (r.min(c), r <= c);
+            for i in 0..n {
+                for j in 0..n {
+                    let dot: f32 = (0..r.max(c))
+                        .map(|k| {
+                            let at =
+                                |v: usize, k: usize| if wide { m[v * c + k] } else { m[k * c + v] };
+                            at(i, k) * at(j, k)
+                        })
+                        .sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((dot - want).abs() < 1e-5, "{r}x{c} ({i},{j}): {dot}");
+                }
+            }
+        }
     }
 
     #[test]
