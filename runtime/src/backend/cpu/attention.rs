@@ -6,12 +6,13 @@
 //! `y[t] -= (y[t]·v̂_t) v̂_t` where `v̂_t = v_t / max(|v_t|, 1e-12)`.
 //!
 //! Layout of the work: K and V of each (window, KV head) are packed once (K as `[T/16][hd][16]`
-//! panels, V as contiguous `[T, hd]`); then each task takes [`TILE`] query positions of every
-//! query head of one KV group together (so K/V are read once for the group), computes
+//! panels, V as contiguous `[T, hd]`); then each task takes [`TILE`] query positions of a window
+//! and, for each KV group in turn, all the group's query heads together (so K/V are read once
+//! per group and the scratch is reused), computes
 //! `S = Q·Kᵀ` over the causal prefix of keys, the row softmax (normalisation deferred to the
 //! output), and `O = P·V`, all through one small register-blocked kernel ([`kernel`]).
 
-use super::par::map_range;
+use super::par::{for_each_chunk, map_range};
 use crate::backend::AttnGeometry;
 
 /// Query positions per task (times the group size in rows).
@@ -25,7 +26,6 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -
     let (t_len, hd) = (g.seq, g.head_dim);
     let (qw, kw) = (g.heads * hd, g.kv_heads * hd);
     let group = g.heads / g.kv_heads;
-    let tiles = t_len.div_ceil(TILE);
     let t_pad = t_len.div_ceil(NR) * NR;
     let hd_pad = hd.div_ceil(NR) * NR;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -45,94 +45,80 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -
         }
         (kp, vp)
     });
-    let tasks = g.batch * g.kv_heads * tiles;
-    let outs: Vec<Vec<f32>> = map_range(tasks, |task| {
-        // Largest tiles first, so the long causal prefixes do not end up last on one thread.
-        let (bk, tile) = (task / tiles, tiles - 1 - task % tiles);
-        let (b, kvh) = (bk / g.kv_heads, bk % g.kv_heads);
-        let (kp, vp) = &packed[bk];
-        let (i0, i1) = (tile * TILE, ((tile + 1) * TILE).min(t_len));
-        let m = i1 - i0;
-        // Rows are (query head in the group, position): row = hs * m + r.
-        let rows = group * m;
-        let rows_pad = rows.div_ceil(MR) * MR;
-        let n = i1.div_ceil(NR) * NR; // keys 0..i1, padded to whole panels
-        let mut qt = vec![0.0f32; rows_pad * hd];
-        for hs in 0..group {
-            let h = kvh * group + hs;
-            for r in 0..m {
-                let src = (b * t_len + i0 + r) * qw + h * hd;
-                qt[(hs * m + r) * hd..][..hd].copy_from_slice(&q[src..src + hd]);
-            }
-        }
-        // S = Q · Kᵀ, one NR-key panel at a time.
-        let mut s = vec![0.0f32; rows_pad * n];
-        for r0 in (0..rows_pad).step_by(MR) {
-            for p in 0..n / NR {
-                kern(
-                    hd,
-                    &qt[r0 * hd..],
-                    hd,
-                    &kp[p * hd * NR..],
-                    NR,
-                    &mut s[r0 * n + p * NR..],
-                    n,
-                );
-            }
-        }
-        // Row softmax over the visible keys; P keeps exp(s - max), 1/sum is applied to O.
-        let mut inv = vec![0.0f32; rows_pad];
-        for (row, (sr, iv)) in s.chunks_exact_mut(n).zip(inv.iter_mut()).enumerate() {
-            if row >= rows {
-                sr.fill(0.0);
-                continue;
-            }
-            let last = i0 + row % m; // keys 0..=last are visible
-            *iv = 1.0 / kernel::softmax_row(&mut sr[..=last], scale);
-            sr[last + 1..].fill(0.0);
-        }
-        // O = P · V.
-        let mut o = vec![0.0f32; rows_pad * hd_pad];
-        for r0 in (0..rows_pad).step_by(MR) {
-            for c0 in (0..hd_pad).step_by(NR) {
-                kern(
-                    n,
-                    &s[r0 * n..],
-                    n,
-                    &vp[c0..],
-                    hd_pad,
-                    &mut o[r0 * hd_pad + c0..],
-                    hd_pad,
-                );
-            }
-        }
-        let mut y = vec![0.0f32; rows * hd];
-        for (row, yr) in y.chunks_exact_mut(hd).enumerate() {
-            let or = &o[row * hd_pad..][..hd];
-            yr.iter_mut().zip(or).for_each(|(a, b)| *a = b * inv[row]);
-            if xsa {
-                let vt = &v[(b * t_len + i0 + row % m) * kw + kvh * hd..][..hd];
-                let norm = vt.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                let dot: f32 = yr.iter().zip(vt).map(|(a, b)| a * b / norm).sum();
-                yr.iter_mut()
-                    .zip(vt)
-                    .for_each(|(a, b)| *a -= dot * b / norm);
-            }
-        }
-        y
-    });
     let mut out = vec![0.0f32; g.batch * t_len * qw];
-    for (task, y) in outs.into_iter().enumerate() {
-        let (bk, tile) = (task / tiles, tiles - 1 - task % tiles);
-        let (b, kvh) = (bk / g.kv_heads, bk % g.kv_heads);
-        let i0 = tile * TILE;
-        let m = ((tile + 1) * TILE).min(t_len) - i0;
-        for (row, chunk) in y.chunks_exact(hd).enumerate() {
-            let (hs, r) = (row / m, row % m);
-            let dst = (b * t_len + i0 + r) * qw + (kvh * group + hs) * hd;
-            out[dst..dst + hd].copy_from_slice(chunk);
-        }
-    }
+    // One task per (window, TILE query positions): its output rows are contiguous, and its
+    // scratch serves every KV group in turn.
+    for_each_chunk(&mut out, t_len * qw, |b, win| {
+        for_each_chunk(win, TILE * qw, |tile, dst| {
+            let (i0, i1) = (tile * TILE, ((tile + 1) * TILE).min(t_len));
+            let m = i1 - i0;
+            // Rows are (query head in the group, position): row = hs * m + r; the padding rows
+            // of `qt` stay zero and their outputs are never read.
+            let rows = group * m;
+            let rows_pad = rows.div_ceil(MR) * MR;
+            let n = i1.div_ceil(NR) * NR; // keys 0..i1, padded to whole panels
+            let mut qt = vec![0.0f32; rows_pad * hd];
+            let mut s = vec![0.0f32; rows_pad * n];
+            let mut o = vec![0.0f32; rows_pad * hd_pad];
+            let mut inv = vec![0.0f32; rows];
+            for kvh in 0..g.kv_heads {
+                let (kp, vp) = &packed[b * g.kv_heads + kvh];
+                for hs in 0..group {
+                    let h = kvh * group + hs;
+                    for r in 0..m {
+                        let src = (b * t_len + i0 + r) * qw + h * hd;
+                        qt[(hs * m + r) * hd..][..hd].copy_from_slice(&q[src..src + hd]);
+                    }
+                }
+                // S = Q · Kᵀ, one NR-key panel at a time.
+                for r0 in (0..rows_pad).step_by(MR) {
+                    for p in 0..n / NR {
+                        kern(
+                            hd,
+                            &qt[r0 * hd..],
+                            hd,
+                            &kp[p * hd * NR..],
+                            NR,
+                            &mut s[r0 * n + p * NR..],
+                            n,
+                        );
+                    }
+                }
+                // Row softmax over the visible keys; P keeps exp(s - max), 1/sum goes to O.
+                for (row, (sr, iv)) in s.chunks_exact_mut(n).zip(inv.iter_mut()).enumerate() {
+                    let last = i0 + row % m; // keys 0..=last are visible
+                    *iv = 1.0 / kernel::softmax_row(&mut sr[..=last], scale);
+                    sr[last + 1..].fill(0.0);
+                }
+                // O = P · V.
+                for r0 in (0..rows_pad).step_by(MR) {
+                    for c0 in (0..hd_pad).step_by(NR) {
+                        kern(
+                            n,
+                            &s[r0 * n..],
+                            n,
+                            &vp[c0..],
+                            hd_pad,
+                            &mut o[r0 * hd_pad + c0..],
+                            hd_pad,
+                        );
+                    }
+                }
+                for (row, &iv) in inv.iter().enumerate() {
+                    let (hs, r) = (row / m, row % m);
+                    let y = &mut dst[r * qw + (kvh * group + hs) * hd..][..hd];
+                    let or = &o[row * hd_pad..][..hd];
+                    y.iter_mut().zip(or).for_each(|(a, b)| *a = b * iv);
+                    if xsa {
+                        let vt = &v[(b * t_len + i0 + r) * kw + kvh * hd..][..hd];
+                        let norm = vt.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                        let dot: f32 = y.iter().zip(vt).map(|(a, b)| a * b / norm).sum();
+                        y.iter_mut().zip(vt).for_each(|(a, b)| *a -= dot * b / norm);
+                    }
+                }
+            }
+        });
+    });
     out
 }
 
