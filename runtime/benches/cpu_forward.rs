@@ -1,7 +1,8 @@
 //! CPU forward throughput (tokens/s) at seq 1024 on the baseline 9-layer reference artifact.
 //!
 //! Besides criterion's report it prints `rust_cpu_tokens_per_s <batch> <value>` (median of 5
-//! timed runs after 2 warm-ups) so `scripts/bench-cpu.sh` can set it beside PyTorch's figure.
+//! timed runs after 2 warm-ups) so `scripts/bench-cpu.sh` can set it beside PyTorch's figure,
+//! and per-op times at the same shapes (`rust_cpu_op_ms <op> <ms>`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pgolf_rt::artifact::Artifact;
@@ -46,10 +47,58 @@ fn bench(c: &mut Criterion) {
             .collect();
         times.sort_by(|a, b| a.total_cmp(b));
         println!("rust_cpu_tokens_per_s {batch} {:.0}", n as f64 / times[2]);
+        if batch == 1 {
+            ops();
+        }
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("seq{SEQ}_batch{batch}"), |b| b.iter(run));
     }
     group.finish();
+}
+
+/// Per-op timings at the baseline9L shapes (one 1024-token window), printed as
+/// `rust_cpu_op_ms <op> <ms>` (median of 5 after 1 warm-up).
+fn ops() {
+    use pgolf_rt::backend::{AttnGeometry, Backend};
+    let be = CpuBackend::new();
+    let (t, d, hd) = (SEQ, 512usize, 64usize);
+    let f = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * s).sin()).collect() };
+    let up = |n: usize, c: usize, s: f32| be.upload(&f(n * c, s), n, c).expect("upload");
+    let time = |name: &str, run: &dyn Fn()| {
+        run();
+        let mut ms: Vec<f64> = (0..5)
+            .map(|_| {
+                let s = Instant::now();
+                run();
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        println!("rust_cpu_op_ms {name} {:.2}", ms[2]);
+    };
+    let g = AttnGeometry {
+        batch: 1,
+        seq: t,
+        heads: 8,
+        kv_heads: 4,
+        head_dim: hd,
+    };
+    let (q, k, v) = (up(t, d, 0.37), up(t, 256, 0.91), up(t, 256, 0.13));
+    time("attention", &|| {
+        be.attention(&q, &k, &v, &g, false).expect("attention");
+    });
+    let x = up(t, d, 0.11);
+    let w = up(d, d, 0.07);
+    time("linear_512x512", &|| {
+        be.linear(&x, &w).expect("linear");
+    });
+    let w2 = up(2 * d, d, 0.05);
+    time("linear_512x1024", &|| {
+        be.linear(&x, &w2).expect("linear");
+    });
+    time("rms_norm", &|| {
+        be.rms_norm(&x, 1e-6, 1.0).expect("rms_norm");
+    });
 }
 
 criterion_group!(benches, bench);

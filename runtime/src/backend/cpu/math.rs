@@ -16,7 +16,11 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.336_54, 88.722_83);
     // Round to nearest by the 1.5·2^23 trick: `f32::round` is a libm call on baseline x86-64.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    // The integer n sits in the low mantissa bits of t (|n| < 2^22): reading it from the bits
+    // equals `n as i32` but, unlike that saturating cast, vectorizes.
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor/minimax polynomial of e^r on [-ln2/2, ln2/2].
     let p = 1.0
@@ -25,7 +29,6 @@ pub fn exp(x: f32) -> f32 {
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_452 + r * 0.001_388_89)))));
     // 2^n via the exponent bits; n in [-126, 128] after the clamp, split to stay normal.
-    let ni = n as i32;
     let h = ni >> 1;
     let a = f32::from_bits(((h + 127) as u32) << 23);
     let b = f32::from_bits(((ni - h + 127) as u32) << 23);

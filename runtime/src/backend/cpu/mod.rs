@@ -47,6 +47,24 @@ fn same_shape(a: &CpuTensor, b: &CpuTensor, op: &str) -> Result<()> {
     Ok(())
 }
 
+/// A new tensor of `x`'s shape with row `i` written by `f(i, x_row, out_row)` (no copy of `x`
+/// made first).
+fn map_rows<F>(x: &CpuTensor, f: F) -> CpuTensor
+where
+    F: Fn(usize, &[f32], &mut [f32]) + Sync + Send,
+{
+    let cols = x.cols;
+    let mut data = vec![0.0f32; x.data.len()];
+    par::for_each_row(&mut data, cols, |i, r| {
+        f(i, &x.data[i * cols..(i + 1) * cols], r)
+    });
+    CpuTensor {
+        rows: x.rows,
+        cols,
+        data,
+    }
+}
+
 fn vector_len(v: &CpuTensor, n: usize, op: &str) -> Result<()> {
     if v.data.len() != n {
         return Err(Error::Backend(format!(
@@ -130,25 +148,21 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &CpuTensor, eps: f32, scale: f32) -> Result<CpuTensor> {
-        let mut y = x.clone();
-        par::for_each_row(&mut y.data, x.cols, |_, r| {
-            norm::rms_norm_in_place(r, eps, scale)
-        });
-        Ok(y)
+        Ok(map_rows(x, |_, src, r| {
+            norm::rms_norm_into(src, r, eps, scale)
+        }))
     }
 
     fn resid_mix(&self, x: &CpuTensor, x0: &CpuTensor, mix: &CpuTensor) -> Result<CpuTensor> {
         same_shape(x, x0, "resid_mix")?;
         vector_len(mix, 2 * x.cols, "resid_mix")?;
         let (a, b) = mix.data.split_at(x.cols);
-        let mut y = x.clone();
-        par::for_each_row(&mut y.data, x.cols, |i, r| {
+        Ok(map_rows(x, |i, src, r| {
             let r0 = &x0.data[i * x.cols..(i + 1) * x.cols];
             for c in 0..r.len() {
-                r[c] = a[c] * r[c] + b[c] * r0[c];
+                r[c] = a[c] * src[c] + b[c] * r0[c];
             }
-        });
-        Ok(y)
+        }))
     }
 
     fn add_scaled(&self, x: &mut CpuTensor, y: &CpuTensor, scale: &CpuTensor) -> Result<()> {
@@ -183,18 +197,18 @@ impl Backend for CpuBackend {
         }
         let g: Vec<f32> = gate.data.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
         let cols = x.cols;
-        let mut y = x.clone();
-        par::for_each_row(&mut y.data, cols, |i, r| {
+        Ok(map_rows(x, |i, src, r| {
             if i % seq == 0 {
-                r.iter_mut().zip(&g).for_each(|(v, g)| *v *= 1.0 - g);
+                for c in 0..cols {
+                    r[c] = src[c] * (1.0 - g[c]);
+                }
             } else {
                 let prev = &x.data[(i - 1) * cols..i * cols];
                 for c in 0..cols {
-                    r[c] = (1.0 - g[c]) * r[c] + g[c] * prev[c];
+                    r[c] = (1.0 - g[c]) * src[c] + g[c] * prev[c];
                 }
             }
-        });
-        Ok(y)
+        }))
     }
 
     fn qk_norm_rope(
@@ -251,24 +265,21 @@ impl Backend for CpuBackend {
     }
 
     fn activation(&self, h: &CpuTensor, act: Activation) -> Result<CpuTensor> {
-        let mut y = h.clone();
-        let cols = h.cols.max(1);
-        par::for_each_row(&mut y.data, cols, |_, r| {
-            for v in r.iter_mut() {
+        Ok(map_rows(h, |_, src, r| {
+            for (v, &x) in r.iter_mut().zip(src) {
                 let a = match act {
-                    Activation::Relu2 => v.max(0.0),
+                    Activation::Relu2 => x.max(0.0),
                     Activation::LeakyRelu2 { slope } => {
-                        if *v >= 0.0 {
-                            *v
+                        if x >= 0.0 {
+                            x
                         } else {
-                            slope * *v
+                            slope * x
                         }
                     }
                 };
                 *v = a * a;
             }
-        });
-        Ok(y)
+        }))
     }
 
     fn nll(

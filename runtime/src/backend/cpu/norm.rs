@@ -7,6 +7,13 @@ pub fn rms_norm_in_place(x: &mut [f32], eps: f32, scale: f32) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// `y = rms_norm(x)`, the same arithmetic as [`rms_norm_in_place`] without a copy of `x` first.
+pub fn rms_norm_into(x: &[f32], y: &mut [f32], eps: f32, scale: f32) {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
+    let inv = scale / (ms + eps).sqrt();
+    y.iter_mut().zip(x).for_each(|(o, v)| *o = v * inv);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -21,6 +21,26 @@ where
     data.chunks_mut(cols).enumerate().for_each(|(i, r)| f(i, r));
 }
 
+/// Calls `f(chunk_index, chunk)` for every `len`-long chunk of `data` (the last may be shorter),
+/// one task per chunk: for few, uneven pieces of work, where [`for_each_row`] would group them.
+pub fn for_each_chunk<F>(data: &mut [f32], len: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if len == 0 {
+        return;
+    }
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        data.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+    #[cfg(not(feature = "parallel"))]
+    data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
+}
+
 /// Maps `0..n` to a vector, in parallel when available.
 pub fn map_range<T, F>(n: usize, f: F) -> Vec<T>
 where
