@@ -6,7 +6,8 @@
 //   in the KV head of the query head's group).
 //
 // Layout: q [B*T, H*HD], k/v [B*T, Hkv*HD], out [B*T, H*HD], row-major; kv head = h / (H/Hkv).
-// Launch: grid (ceil(T/64), H, B), block 64: one thread per query row of a 64-query tile.
+// Launch: grid (ceil(T/BR), H, B), block BR = 64 (ops.rs ATTN_QUERIES_PER_BLOCK must equal BR):
+// one thread per query row of a 64-query tile.
 // Each thread keeps its query and its fp32 accumulator in registers and its scores for the
 // current tile in shared memory; the block streams K/V tiles of BC = 32 keys through shared
 // memory (all threads read the same key, so those loads are broadcasts). Keys past the tile's last query are never loaded (causal).
@@ -32,7 +33,8 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q,
     const size_t row0 = (size_t)b * seq;
     const int t = tile * BR + threadIdx.x;
     const bool active = t < seq;
-    const float scale = rsqrtf((float)HD);
+    // 1/sqrt(HD) exactly as the CPU computes it (rsqrtf is approximate: up to 2 ulp off).
+    const float scale = 1.0f / sqrtf((float)HD);
 
     float qr[HD], acc[HD];
 #pragma unroll

@@ -47,6 +47,16 @@ pub fn unavailable(why: impl std::fmt::Display) -> Error {
     Error::Backend(format!("CUDA unavailable: {why}"))
 }
 
+/// The first line of a caught panic's message.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let msg = p
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| p.downcast_ref::<&str>().copied())
+        .unwrap_or("panic inside cudarc");
+    msg.lines().next().unwrap_or(msg).to_string()
+}
+
 /// Turns any displayable CUDA error into `Error::Backend("cuda {op}: {e}")`.
 pub trait CudaResultExt<T> {
     fn op(self, op: &str) -> Result<T>;
@@ -55,6 +65,28 @@ pub trait CudaResultExt<T> {
 impl<T, E: std::fmt::Display> CudaResultExt<T> for std::result::Result<T, E> {
     fn op(self, op: &str) -> Result<T> {
         self.map_err(|e| Error::Backend(format!("cuda {op}: {e}")))
+    }
+}
+
+/// Raises the release threshold of the device's default memory pool (which serves cudarc's
+/// stream-ordered allocations) so freed buffers stay in the pool. With the default threshold 0
+/// the pool hands its memory back to the driver at every synchronisation, i.e. after every
+/// `nll`/`download`, and the next forward pass maps it again. Best effort: errors are ignored.
+fn keep_freed_memory_pooled(ordinal: usize) {
+    use cudarc::driver::{result, sys};
+    let Ok(dev) = result::device::get(ordinal as i32) else {
+        return;
+    };
+    let mut threshold = u64::MAX;
+    // SAFETY: `dev` is a valid device; the attribute's value is a cuuint64_t.
+    unsafe {
+        if let Ok(pool) = result::device::get_default_mem_pool(dev) {
+            let _ = result::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            );
+        }
     }
 }
 
@@ -90,6 +122,7 @@ impl Device {
             // event tracking (meant for multi-stream use) is pure overhead here.
             // SAFETY: no other stream of this context ever touches our buffers.
             unsafe { ctx.disable_event_tracking() };
+            keep_freed_memory_pooled(ordinal);
             let stream = ctx
                 .new_stream()
                 .map_err(|e| unavailable(format!("cannot create a stream: {e}")))?;
@@ -106,14 +139,7 @@ impl Device {
         });
         match opened {
             Ok(r) => r,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| p.downcast_ref::<&str>().copied())
-                    .unwrap_or("panic inside cudarc");
-                Err(unavailable(msg.lines().next().unwrap_or(msg).to_string()))
-            }
+            Err(p) => Err(unavailable(panic_message(p.as_ref()))),
         }
     }
 
@@ -121,5 +147,19 @@ impl Device {
     pub fn arch(&self) -> String {
         let (ma, mi) = self.compute_capability;
         format!("sm_{ma}{mi}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_become_one_line() {
+        let p =
+            std::panic::catch_unwind(|| panic!("Missing symbol nvrtcX: oops\nmore")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "Missing symbol nvrtcX: oops");
+        let p: Box<dyn std::any::Any + Send> = Box::new(3u8);
+        assert_eq!(panic_message(p.as_ref()), "panic inside cudarc");
     }
 }

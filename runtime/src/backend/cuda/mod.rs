@@ -18,6 +18,7 @@
 //! bf16 GEMMs through cuBLASLt, dequantisation of int8/int6 rows on the device (weights are
 //! dequantised on the host and uploaded as f32), fused head GEMM (the head uses cuBLAS
 //! into a logits buffer, then one fused soft-cap + logsumexp + NLL kernel per row).
+//! `cuda/REVIEW.md` lists what a desk review checked and what to look at first on a GPU.
 
 pub mod device;
 pub mod gemm;
@@ -71,8 +72,14 @@ impl CudaBackend {
     /// Opens device `ordinal`, compiles (or reuses) the kernels and creates a cuBLAS handle.
     pub fn on_device(ordinal: usize) -> Result<Self> {
         let dev = Device::open(ordinal)?;
-        let kernels = modules::Kernels::load(&dev.ctx, &dev.arch())?;
-        let blas = gemm::Blas::new(dev.stream.clone())?;
+        // NVRTC and cuBLAS are first called here, and cudarc panics on a symbol missing from a
+        // library it did find (e.g. a CUDA 12 libnvrtc/libcublas): report that as an error too.
+        let (kernels, blas) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let kernels = modules::Kernels::load(&dev.ctx, &dev.arch())?;
+            let blas = gemm::Blas::new(dev.stream.clone())?;
+            Ok::<_, Error>((kernels, blas))
+        }))
+        .map_err(|p| device::unavailable(device::panic_message(p.as_ref())))??;
         Ok(CudaBackend {
             dev,
             kernels,
@@ -370,6 +377,8 @@ impl Backend for CudaBackend {
             let t = self.upload_u32(&targets[r0..r1])?;
             let mut nll = self.alloc(r1 - r0)?;
             self.launch_softcap_nll(&mut logits, &t, &mut nll, r1 - r0, vocab, softcap)?;
+            // A copy into pageable host memory returns only once it has completed (CUDA's
+            // documented sync behaviour), so `part` is complete here.
             let part = self
                 .dev
                 .stream

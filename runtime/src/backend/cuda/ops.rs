@@ -1,36 +1,80 @@
 //! Kernel launchers: argument packing and launch geometry for each `cuda/*.cu` entry point.
 //! Shapes are validated by the `Backend` impl in `mod.rs` before these are called; these
-//! functions only check what the kernels themselves assume (e.g. supported head dims).
+//! functions only check what the kernels themselves assume (e.g. supported head dims, sizes
+//! that the kernels index with `int`). The launch geometry is computed by pure functions
+//! (`*_config`) so it is unit-tested without a GPU.
 
 use super::device::CudaResultExt;
 use super::CudaBackend;
+use crate::backend::AttnGeometry;
 use crate::model::Activation;
 use crate::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
+/// Block size of the element-wise and one-block-per-row kernels: a multiple of 32 (the block
+/// reductions in rms_norm.cu and head.cu use full-mask warp shuffles and 32 shared slots).
 const THREADS: u32 = 256;
+const _: () = assert!(THREADS % 32 == 0 && THREADS <= 1024);
+/// Queries per attention block (one thread each); must equal `BR` in cuda/attention.cu.
+pub(super) const ATTN_QUERIES_PER_BLOCK: usize = 64;
+/// Warps (one per `(row, head)`) per qk_norm_rope block.
+const QK_WARPS_PER_BLOCK: usize = 4;
 
+fn config(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One thread per element, `THREADS` per block.
 fn grid_1d(n: usize) -> Result<LaunchConfig> {
     let blocks = n.div_ceil(THREADS as usize);
     if blocks > i32::MAX as usize {
         return Err(Error::Backend(format!("{n} elements exceed one launch")));
     }
-    Ok(LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    })
+    Ok(config((blocks as u32, 1, 1), THREADS))
 }
 
-fn grid_rows(rows: usize, threads: u32) -> Result<LaunchConfig> {
-    if rows > i32::MAX as usize {
-        return Err(Error::Backend(format!("{rows} rows exceed one launch")));
+/// One block of `THREADS` per row (the kernels index rows with `int`).
+fn grid_rows(rows: usize) -> Result<LaunchConfig> {
+    let r = int(rows, "rows")?;
+    Ok(config((r as u32, 1, 1), THREADS))
+}
+
+/// One warp per `(row, head)`. The kernel computes `rows * heads` and the warp index in `int`,
+/// so the padded warp count must fit.
+fn qk_norm_rope_config(rows: usize, heads: usize) -> Result<LaunchConfig> {
+    let warps = rows
+        .checked_mul(heads)
+        .ok_or_else(|| Error::Backend("qk_norm_rope: rows * heads overflows".into()))?;
+    let blocks = warps.div_ceil(QK_WARPS_PER_BLOCK);
+    int(blocks * QK_WARPS_PER_BLOCK, "rows * heads")?;
+    Ok(config(
+        (blocks as u32, 1, 1),
+        32 * QK_WARPS_PER_BLOCK as u32,
+    ))
+}
+
+/// Grid `(query tiles, heads, windows)`, one thread per query of a tile; `None` when empty.
+fn attention_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
+    if g.batch == 0 || g.seq == 0 || g.heads == 0 {
+        return Ok(None);
     }
-    Ok(LaunchConfig {
-        grid_dim: (rows as u32, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    })
+    // gridDim.y and gridDim.z are limited to 65535.
+    if g.heads > 65_535 || g.batch > 65_535 {
+        return Err(Error::Backend(
+            "attention: too many heads or windows".into(),
+        ));
+    }
+    // The kernel computes `(tile + 1) * BR` and the query index in `int`.
+    int(g.seq + ATTN_QUERIES_PER_BLOCK, "seq")?;
+    let tiles = g.seq.div_ceil(ATTN_QUERIES_PER_BLOCK) as u32;
+    Ok(Some(config(
+        (tiles, g.heads as u32, g.batch as u32),
+        ATTN_QUERIES_PER_BLOCK as u32,
+    )))
 }
 
 fn int(v: usize, what: &str) -> Result<i32> {
@@ -52,6 +96,25 @@ impl CudaBackend {
         self.dev.stream.clone_htod(v).op("upload ids")
     }
 
+    /// Launches `f` on the backend's stream with the arguments `push` adds; errors become
+    /// `Error::Backend("cuda {name}: ...")`.
+    ///
+    /// # Safety
+    /// The pushed arguments must match the kernel's parameter list in type and order, and
+    /// every buffer must be large enough for what the kernel touches under `cfg`.
+    unsafe fn launch<'a>(
+        &'a self,
+        f: &'a CudaFunction,
+        name: &str,
+        cfg: LaunchConfig,
+        push: impl FnOnce(&mut LaunchArgs<'a>),
+    ) -> Result<()> {
+        let mut b = self.dev.stream.launch_builder(f);
+        push(&mut b);
+        // SAFETY: the caller's contract.
+        unsafe { b.launch(cfg) }.op(name).map(|_| ())
+    }
+
     /// `out[i] = table[ids[i]]` for `[*, cols]` matrices.
     pub(super) fn launch_gather(
         &self,
@@ -65,12 +128,18 @@ impl CudaBackend {
             return Ok(());
         }
         let (ni, ci) = (int(n, "rows")?, int(cols, "cols")?);
-        let cfg = grid_rows(n, THREADS)?;
-        let s = &self.dev.stream;
-        let mut b = s.launch_builder(&self.kernels.gather_rows);
-        b.arg(table).arg(ids).arg(out).arg(&ni).arg(&ci);
-        // SAFETY: argument list matches `gather_rows` in cuda/embedding.cu; ids < table rows.
-        unsafe { b.launch(cfg) }.op("gather_rows").map(|_| ())
+        // SAFETY: matches `gather_rows` in cuda/embedding.cu; ids < table rows (checked by
+        // the caller), `out` holds n * cols.
+        unsafe {
+            self.launch(
+                &self.kernels.gather_rows,
+                "gather_rows",
+                grid_rows(n)?,
+                |b| {
+                    b.arg(table).arg(ids).arg(out).arg(&ni).arg(&ci);
+                },
+            )
+        }
     }
 
     pub(super) fn launch_rms_norm(
@@ -86,11 +155,12 @@ impl CudaBackend {
             return Ok(());
         }
         let (ri, ci) = (int(rows, "rows")?, int(cols, "cols")?);
-        let cfg = grid_rows(rows, THREADS)?;
-        let mut b = self.dev.stream.launch_builder(&self.kernels.rms_norm);
-        b.arg(x).arg(y).arg(&ri).arg(&ci).arg(&eps).arg(&scale);
-        // SAFETY: matches `rms_norm` in cuda/rms_norm.cu.
-        unsafe { b.launch(cfg) }.op("rms_norm").map(|_| ())
+        // SAFETY: matches `rms_norm` in cuda/rms_norm.cu; x and y hold rows * cols.
+        unsafe {
+            self.launch(&self.kernels.rms_norm, "rms_norm", grid_rows(rows)?, |b| {
+                b.arg(x).arg(y).arg(&ri).arg(&ci).arg(&eps).arg(&scale);
+            })
+        }
     }
 
     pub(super) fn launch_resid_mix(
@@ -106,10 +176,12 @@ impl CudaBackend {
             return Ok(());
         }
         let (nl, ci) = (n as i64, int(cols, "cols")?);
-        let mut b = self.dev.stream.launch_builder(&self.kernels.resid_mix);
-        b.arg(x).arg(x0).arg(mix).arg(y).arg(&nl).arg(&ci);
-        // SAFETY: matches `resid_mix` in cuda/elementwise.cu.
-        unsafe { b.launch(grid_1d(n)?) }.op("resid_mix").map(|_| ())
+        // SAFETY: matches `resid_mix` in cuda/elementwise.cu; x, x0, y hold n, mix 2 * cols.
+        unsafe {
+            self.launch(&self.kernels.resid_mix, "resid_mix", grid_1d(n)?, |b| {
+                b.arg(x).arg(x0).arg(mix).arg(y).arg(&nl).arg(&ci);
+            })
+        }
     }
 
     pub(super) fn launch_add_scaled(
@@ -124,12 +196,12 @@ impl CudaBackend {
             return Ok(());
         }
         let (nl, ci) = (n as i64, int(cols, "cols")?);
-        let mut b = self.dev.stream.launch_builder(&self.kernels.add_scaled);
-        b.arg(x).arg(y).arg(scale).arg(&nl).arg(&ci);
-        // SAFETY: matches `add_scaled` in cuda/elementwise.cu.
-        unsafe { b.launch(grid_1d(n)?) }
-            .op("add_scaled")
-            .map(|_| ())
+        // SAFETY: matches `add_scaled` in cuda/elementwise.cu; x, y hold n, scale cols.
+        unsafe {
+            self.launch(&self.kernels.add_scaled, "add_scaled", grid_1d(n)?, |b| {
+                b.arg(x).arg(y).arg(scale).arg(&nl).arg(&ci);
+            })
+        }
     }
 
     pub(super) fn launch_axpy(
@@ -143,10 +215,12 @@ impl CudaBackend {
             return Ok(());
         }
         let nl = n as i64;
-        let mut b = self.dev.stream.launch_builder(&self.kernels.axpy);
-        b.arg(x).arg(y).arg(&s).arg(&nl);
-        // SAFETY: matches `axpy` in cuda/elementwise.cu.
-        unsafe { b.launch(grid_1d(n)?) }.op("axpy").map(|_| ())
+        // SAFETY: matches `axpy` in cuda/elementwise.cu; x and y hold n.
+        unsafe {
+            self.launch(&self.kernels.axpy, "axpy", grid_1d(n)?, |b| {
+                b.arg(x).arg(y).arg(&s).arg(&nl);
+            })
+        }
     }
 
     pub(super) fn launch_smear(
@@ -162,10 +236,12 @@ impl CudaBackend {
             return Ok(());
         }
         let (nl, ci, si) = (n as i64, int(cols, "cols")?, int(seq, "seq")?);
-        let mut b = self.dev.stream.launch_builder(&self.kernels.smear);
-        b.arg(x).arg(gate).arg(y).arg(&nl).arg(&ci).arg(&si);
-        // SAFETY: matches `smear` in cuda/smear.cu.
-        unsafe { b.launch(grid_1d(n)?) }.op("smear").map(|_| ())
+        // SAFETY: matches `smear` in cuda/smear.cu; x, y hold n, gate cols; seq > 0.
+        unsafe {
+            self.launch(&self.kernels.smear, "smear", grid_1d(n)?, |b| {
+                b.arg(x).arg(gate).arg(y).arg(&nl).arg(&ci).arg(&si);
+            })
+        }
     }
 
     /// Per-head norm + RoPE + optional gain, in place on `t` `[rows, heads*hd]`.
@@ -183,16 +259,10 @@ impl CudaBackend {
         half: usize,
         eps: f32,
     ) -> Result<()> {
-        let warps = rows * heads;
-        if warps == 0 {
+        if rows == 0 || heads == 0 {
             return Ok(());
         }
-        let blocks = warps.div_ceil(4);
-        let cfg = LaunchConfig {
-            grid_dim: (int(blocks, "blocks")? as u32, 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = qk_norm_rope_config(rows, heads)?;
         let (ri, hi, di, si, fi) = (
             int(rows, "rows")?,
             int(heads, "heads")?,
@@ -200,28 +270,30 @@ impl CudaBackend {
             int(seq, "seq")?,
             int(half, "rope half")?,
         );
+        // A null device pointer: the kernel skips the gain.
         let null: u64 = 0;
-        let mut b = self.dev.stream.launch_builder(&self.kernels.qk_norm_rope);
-        b.arg(t).arg(cos).arg(sin);
-        match gain {
-            Some(g) => b.arg(g),
-            // A null device pointer: the kernel skips the gain.
-            None => b.arg(&null),
-        };
-        b.arg(&ri).arg(&hi).arg(&di).arg(&si).arg(&fi).arg(&eps);
-        // SAFETY: matches `qk_norm_rope` in cuda/qk_norm_rope.cu.
-        unsafe { b.launch(cfg) }.op("qk_norm_rope").map(|_| ())
+        // SAFETY: matches `qk_norm_rope` in cuda/qk_norm_rope.cu; t holds rows * heads * hd,
+        // cos/sin seq * half, gain (when given) heads.
+        unsafe {
+            self.launch(&self.kernels.qk_norm_rope, "qk_norm_rope", cfg, |b| {
+                b.arg(t).arg(cos).arg(sin);
+                match gain {
+                    Some(g) => b.arg(g),
+                    None => b.arg(&null),
+                };
+                b.arg(&ri).arg(&hi).arg(&di).arg(&si).arg(&fi).arg(&eps);
+            })
+        }
     }
 
     /// Causal GQA attention into `out` `[batch*seq, heads*hd]`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn launch_attention(
         &self,
         q: &CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        geom: &crate::backend::AttnGeometry,
+        geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<()> {
         let f = self
@@ -237,22 +309,8 @@ impl CudaBackend {
                     super::modules::ATTENTION_HEAD_DIMS
                 ))
             })?;
-        if geom.batch == 0 || geom.seq == 0 || geom.heads == 0 {
+        let Some(cfg) = attention_config(geom)? else {
             return Ok(());
-        }
-        if geom.heads > 65_535 || geom.batch > 65_535 {
-            return Err(Error::Backend(
-                "attention: too many heads or windows".into(),
-            ));
-        }
-        let cfg = LaunchConfig {
-            grid_dim: (
-                int(geom.seq.div_ceil(64), "query tiles")? as u32,
-                geom.heads as u32,
-                geom.batch as u32,
-            ),
-            block_dim: (64, 1, 1),
-            shared_mem_bytes: 0,
         };
         let (si, hi, ki, xi) = (
             int(geom.seq, "seq")?,
@@ -260,17 +318,14 @@ impl CudaBackend {
             int(geom.kv_heads, "kv_heads")?,
             xsa as i32,
         );
-        let mut b = self.dev.stream.launch_builder(f);
-        b.arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(out)
-            .arg(&si)
-            .arg(&hi)
-            .arg(&ki)
-            .arg(&xi);
-        // SAFETY: matches `attention_hd*` in cuda/attention.cu; shapes checked by the caller.
-        unsafe { b.launch(cfg) }.op("attention").map(|_| ())
+        // SAFETY: matches `attention_hd*` in cuda/attention.cu; shapes checked by the caller
+        // (check_qkv: whole query groups per KV head, kv_heads > 0).
+        unsafe {
+            self.launch(f, "attention", cfg, |b| {
+                b.arg(q).arg(k).arg(v).arg(out);
+                b.arg(&si).arg(&hi).arg(&ki).arg(&xi);
+            })
+        }
     }
 
     pub(super) fn launch_activation(
@@ -285,24 +340,22 @@ impl CudaBackend {
         }
         let nl = n as i64;
         let cfg = grid_1d(n)?;
-        let s = &self.dev.stream;
-        match act {
-            Activation::Relu2 => {
-                let mut b = s.launch_builder(&self.kernels.relu2);
-                b.arg(x).arg(y).arg(&nl);
-                // SAFETY: matches `relu2` in cuda/activation.cu.
-                unsafe { b.launch(cfg) }.op("relu2").map(|_| ())
-            }
-            Activation::LeakyRelu2 { slope } => {
-                let mut b = s.launch_builder(&self.kernels.leaky_relu2);
-                b.arg(x).arg(y).arg(&nl).arg(&slope);
-                // SAFETY: matches `leaky_relu2` in cuda/activation.cu.
-                unsafe { b.launch(cfg) }.op("leaky_relu2").map(|_| ())
+        // SAFETY: match `relu2` / `leaky_relu2` in cuda/activation.cu; x and y hold n.
+        unsafe {
+            match act {
+                Activation::Relu2 => self.launch(&self.kernels.relu2, "relu2", cfg, |b| {
+                    b.arg(x).arg(y).arg(&nl);
+                }),
+                Activation::LeakyRelu2 { slope } => {
+                    self.launch(&self.kernels.leaky_relu2, "leaky_relu2", cfg, |b| {
+                        b.arg(x).arg(y).arg(&nl).arg(&slope);
+                    })
+                }
             }
         }
     }
 
-    /// Soft-caps `logits` `[rows, vocab]` in place and writes `nll[r]` (offset `out_off`).
+    /// Soft-caps `logits` `[rows, vocab]` in place and writes `nll[r]`.
     pub(super) fn launch_softcap_nll(
         &self,
         logits: &mut CudaSlice<f32>,
@@ -316,17 +369,19 @@ impl CudaBackend {
             return Ok(());
         }
         let (ri, vi) = (int(rows, "rows")?, int(vocab, "vocab")?);
-        let mut b = self.dev.stream.launch_builder(&self.kernels.softcap_nll);
-        b.arg(logits)
-            .arg(targets)
-            .arg(nll)
-            .arg(&ri)
-            .arg(&vi)
-            .arg(&cap);
-        // SAFETY: matches `softcap_nll` in cuda/head.cu; targets < vocab checked by the caller.
-        unsafe { b.launch(grid_rows(rows, THREADS)?) }
-            .op("softcap_nll")
-            .map(|_| ())
+        // SAFETY: matches `softcap_nll` in cuda/head.cu; targets < vocab (checked by the
+        // caller), logits hold rows * vocab, targets and nll rows.
+        unsafe {
+            self.launch(
+                &self.kernels.softcap_nll,
+                "softcap_nll",
+                grid_rows(rows)?,
+                |b| {
+                    b.arg(logits).arg(targets).arg(nll);
+                    b.arg(&ri).arg(&vi).arg(&cap);
+                },
+            )
+        }
     }
 
     /// Replaces `logits` `[rows, vocab]` by soft-capped log-probabilities, in place.
@@ -341,14 +396,117 @@ impl CudaBackend {
             return Ok(());
         }
         let (ri, vi) = (int(rows, "rows")?, int(vocab, "vocab")?);
-        let mut b = self
-            .dev
-            .stream
-            .launch_builder(&self.kernels.softcap_log_softmax);
-        b.arg(logits).arg(&ri).arg(&vi).arg(&cap);
-        // SAFETY: matches `softcap_log_softmax` in cuda/head.cu.
-        unsafe { b.launch(grid_rows(rows, THREADS)?) }
-            .op("softcap_log_softmax")
-            .map(|_| ())
+        let f = &self.kernels.softcap_log_softmax;
+        // SAFETY: matches `softcap_log_softmax` in cuda/head.cu; logits hold rows * vocab.
+        unsafe {
+            self.launch(f, "softcap_log_softmax", grid_rows(rows)?, |b| {
+                b.arg(logits).arg(&ri).arg(&vi).arg(&cap);
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(name: &str) -> &'static str {
+        super::super::modules::SOURCES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    }
+
+    /// The value of `#define NAME value` in a kernel source.
+    fn define(src: &str, name: &str) -> usize {
+        let key = format!("#define {name} ");
+        let line = src.lines().find(|l| l.starts_with(&key)).unwrap();
+        line[key.len()..].trim().parse().unwrap()
+    }
+
+    #[test]
+    fn block_sizes_match_the_kernels_assumptions() {
+        // attention.cu's tile height and __launch_bounds__ are BR.
+        assert_eq!(define(source("attention.cu"), "BR"), ATTN_QUERIES_PER_BLOCK);
+        assert!(source("attention.cu").contains("__launch_bounds__(BR)"));
+        let qk = qk_norm_rope_config(5, 3).unwrap();
+        assert_eq!(qk.block_dim.0 % 32, 0);
+    }
+
+    #[test]
+    fn grid_1d_covers_every_element_once() {
+        for (n, blocks) in [(1, 1), (256, 1), (257, 2), (1 << 20, 4096)] {
+            let c = grid_1d(n).unwrap();
+            assert_eq!(c.grid_dim, (blocks, 1, 1), "n = {n}");
+            assert_eq!(c.block_dim, (THREADS, 1, 1));
+            assert!(c.grid_dim.0 as usize * THREADS as usize >= n);
+        }
+        assert!(grid_1d(THREADS as usize * (i32::MAX as usize + 1)).is_err());
+        assert_eq!(grid_rows(7).unwrap().grid_dim, (7, 1, 1));
+        assert!(grid_rows(i32::MAX as usize + 1).is_err());
+    }
+
+    #[test]
+    fn qk_norm_rope_has_one_warp_per_row_head() {
+        for (rows, heads) in [(1, 1), (3, 4), (2048, 8), (45 * 3, 2)] {
+            let c = qk_norm_rope_config(rows, heads).unwrap();
+            let warps = c.grid_dim.0 as usize * c.block_dim.0 as usize / 32;
+            assert!(warps >= rows * heads && warps < rows * heads + QK_WARPS_PER_BLOCK);
+        }
+        // The kernel's `int` row*head arithmetic must not overflow.
+        assert!(qk_norm_rope_config(1 << 20, 1 << 12).is_err());
+        assert!(qk_norm_rope_config(usize::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn attention_grid_is_tiles_heads_windows() {
+        let g = |batch, seq, heads| AttnGeometry {
+            batch,
+            seq,
+            heads,
+            kv_heads: 1,
+            head_dim: 64,
+        };
+        let c = attention_config(&g(3, 1024, 8)).unwrap().unwrap();
+        assert_eq!(c.grid_dim, (16, 8, 3));
+        assert_eq!(c.block_dim, (ATTN_QUERIES_PER_BLOCK as u32, 1, 1));
+        assert_eq!(
+            c.shared_mem_bytes, 0,
+            "the kernel's shared memory is static"
+        );
+        assert_eq!(
+            attention_config(&g(1, 1, 1)).unwrap().unwrap().grid_dim,
+            (1, 1, 1)
+        );
+        assert_eq!(
+            attention_config(&g(1, 65, 2)).unwrap().unwrap().grid_dim,
+            (2, 2, 1)
+        );
+        assert!(attention_config(&g(0, 64, 8)).unwrap().is_none());
+        assert!(attention_config(&g(2, 0, 8)).unwrap().is_none());
+        assert!(attention_config(&g(1, 64, 70_000)).is_err());
+        assert!(attention_config(&g(70_000, 64, 8)).is_err());
+        assert!(attention_config(&g(1, i32::MAX as usize, 8)).is_err());
+    }
+
+    /// attention.cu keeps K/V/score tiles in static shared memory: at most 48 KiB per block
+    /// for every instantiated head dim, and the instantiated dims are the ones the launcher offers.
+    #[test]
+    fn attention_shared_memory_fits_48k() {
+        let src = source("attention.cu");
+        let br = define(src, "BR");
+        let mut hds = Vec::new();
+        for line in src.lines().filter(|l| l.starts_with("ATTENTION_ENTRY(")) {
+            let args: Vec<usize> = line["ATTENTION_ENTRY(".len()..line.len() - 1]
+                .split(',')
+                .map(|a| a.trim().parse().unwrap())
+                .collect();
+            let (hd, bc) = (args[0], args[1]);
+            let bytes = 4 * (2 * bc * hd + bc * br);
+            assert!(bytes <= 48 * 1024, "hd {hd}: {bytes} B of shared memory");
+            hds.push(hd);
+        }
+        assert_eq!(hds, super::super::modules::ATTENTION_HEAD_DIMS);
     }
 }
