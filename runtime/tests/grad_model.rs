@@ -1,9 +1,10 @@
 //! Whole-model gradient checks on tiny random models (2 layers, d 16, 4 heads / 2 KV heads,
-//! vocab 32): every base weight and every LoRA parameter against central differences.
+//! vocab 32): every base weight and every LoRA parameter against central differences, without
+//! and with the optional modules (BigramHash, SmearGate, value embeddings).
 
 mod common;
 
-use common::tiny::{tiny, V};
+use common::tiny::{tiny, tiny_with_modules, D, V};
 use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
 use pgolf_rt::train::lora::SplitMix64;
@@ -242,4 +243,133 @@ fn taped_forward_matches_inference_forward_exactly() {
     let dl = m.upload_lora(&lora).unwrap();
     let tape = m.forward(&ids, 2, 7, Some(&dl)).unwrap();
     assert_eq!(m.nll(&tape, &rows, &t, Some(&dl)).unwrap(), want);
+}
+
+/// Names and shapes of every parameter, in [`ModelWeights::params_mut`] order.
+fn layout(w: &mut ModelWeights) -> Vec<(String, Vec<usize>, usize)> {
+    w.params_mut()
+        .into_iter()
+        .map(|p| (p.name, p.shape, p.values.len()))
+        .collect()
+}
+
+/// Checks every parameter of `w` (by [`ModelWeights::params_mut`]) against central differences
+/// of the mean loss; returns how many were checked.
+fn check_every_param(name: &str, w: &mut ModelWeights) -> usize {
+    let (ids, _, rows, t) = setup();
+    let m = TrainModel::new(CpuBackend::new(), w).unwrap();
+    let (loss, g) = m.loss_and_grads(&ids, 2, 7, &rows, &t, None, true).unwrap();
+    drop(m);
+    let mut g = g.base.expect("base grads");
+    assert!((loss - mean_loss(w, None, &ids, &t, &rows)).abs() < 1e-6);
+    assert_eq!(layout(&mut g), layout(w), "{name}: gradient layout");
+    let grads: Vec<(String, Vec<f32>)> = g
+        .params_mut()
+        .into_iter()
+        .map(|p| (p.name, p.values.to_vec()))
+        .collect();
+    let set = |w: &mut ModelWeights, k: usize, i: usize, v: f32| w.params_mut()[k].values[i] = v;
+    let mut n = 0;
+    for (k, (pname, grad)) in grads.iter().enumerate() {
+        for (i, &gi) in grad.iter().enumerate() {
+            let old = w.params_mut()[k].values[i];
+            let h = 1e-2f32;
+            set(w, k, i, old + h);
+            let p = mean_loss(w, None, &ids, &t, &rows);
+            set(w, k, i, old - h);
+            let mm = mean_loss(w, None, &ids, &t, &rows);
+            set(w, k, i, old);
+            close(
+                &format!("{name}: {pname}[{i}]"),
+                (p - mm) / (2.0 * h as f64),
+                gi,
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+fn module_configs() -> Vec<(&'static str, ModelWeights)> {
+    let ov = ConfigOverrides {
+        logit_softcap: Some(5.0),
+        ..Default::default()
+    };
+    let ov_11l = ConfigOverrides {
+        logit_softcap: Some(5.0),
+        xsa_last: Some(1),
+        ln_scale: Some(true),
+        rope_dims: Some(2),
+        activation: Some(pgolf_rt::model::Activation::LeakyRelu2 { slope: 0.5 }),
+        ..Default::default()
+    };
+    vec![
+        // Bigram table narrower than the model: with `bigram.proj`.
+        (
+            "bigram(dim 4, proj)+smear+ve",
+            tiny_with_modules(21, false, 4, &ov),
+        ),
+        // Bigram table as wide as the model: no projection.
+        (
+            "bigram(dim d, no proj)+smear+ve+11L+untied",
+            tiny_with_modules(22, true, D, &ov_11l),
+        ),
+    ]
+}
+
+#[test]
+fn module_gradients_match_finite_differences() {
+    for (name, mut w) in module_configs() {
+        let cfg = &w.config;
+        assert!(cfg.bigram.is_some() && cfg.smear_gate);
+        assert_eq!(cfg.value_embed.as_ref().unwrap().layers, vec![0, 1]);
+        let proj = w.bigram.as_ref().unwrap().proj.is_some();
+        assert_eq!(proj, cfg.bigram.unwrap().dim != D, "{name}");
+        let n = check_every_param(name, &mut w);
+        eprintln!("{name}: {n} weights checked");
+    }
+}
+
+#[test]
+fn gradient_layout_equals_weight_layout() {
+    let (ids, _, rows, t) = setup();
+    let mut all = module_configs();
+    all.push(("baseline", tiny(7, false, &ConfigOverrides::default())));
+    all.push(("untied", tiny(8, true, &ConfigOverrides::default())));
+    for (name, mut w) in all {
+        let m = TrainModel::new(CpuBackend::new(), &w).unwrap();
+        let (_, g) = m.loss_and_grads(&ids, 2, 7, &rows, &t, None, true).unwrap();
+        let mut g = g.base.expect("base grads");
+        assert_eq!(layout(&mut g), layout(&mut w), "{name}");
+        assert_eq!(g.config, w.config, "{name}");
+    }
+}
+
+#[test]
+fn modules_taped_forward_matches_inference_and_lora_only_backward_agrees() {
+    let (ids, tgt, rows, t) = setup();
+    for (name, w) in module_configs() {
+        let dm = DeviceModel::new(CpuBackend::new(), &w).unwrap();
+        let want = dm.nll(&ids, &tgt, 2, 7, Some(&rows)).unwrap();
+        let m = TrainModel::new(CpuBackend::new(), &w).unwrap();
+        let tape = m.forward(&ids, 2, 7, None).unwrap();
+        assert_eq!(m.nll(&tape, &rows, &t, None).unwrap(), want, "{name}");
+        let mut lora = Lora::new(&w.config, "q,k,v,o,mlp,head".parse().unwrap(), 2, 5).unwrap();
+        let mut r = SplitMix64(4);
+        for a in &mut lora.adapters {
+            a.b.data.iter_mut().for_each(|v| *v = r.next_f32() - 0.5);
+        }
+        let dl = m.upload_lora(&lora).unwrap();
+        let (_, g_only) = m
+            .loss_and_grads(&ids, 2, 7, &rows, &t, Some(&dl), false)
+            .unwrap();
+        let (_, g_all) = m
+            .loss_and_grads(&ids, 2, 7, &rows, &t, Some(&dl), true)
+            .unwrap();
+        assert!(g_only.base.is_none());
+        assert_eq!(
+            g_only.lora, g_all.lora,
+            "{name}: LoRA-only and full backward agree"
+        );
+    }
 }

@@ -353,3 +353,53 @@ fn head_softcap_ce() {
         be.nll(&ht, &wt, &targets, 30.0).unwrap()
     );
 }
+
+#[test]
+fn smear_and_scalar_scale() {
+    let be = CpuBackend::new();
+    let mut r = SplitMix64(9);
+    // Two windows of 3 rows, 5 columns: the first row of each window has no predecessor.
+    let (rows, cols, seq) = (6, 5, 3);
+    let x = rand(&mut r, rows * cols, 1.0);
+    let gate = rand(&mut r, cols, 2.0);
+    let g = rand(&mut r, rows * cols, 1.0);
+    let (dx, dgate) = be
+        .smear_backward(
+            &t(rows, cols, x.clone()),
+            &t(1, cols, gate.clone()),
+            &t(rows, cols, g.clone()),
+            seq,
+        )
+        .unwrap();
+    let l = |x: &[f32], gate: &[f32]| {
+        dot(
+            &g,
+            &be.smear(&t(rows, cols, x.to_vec()), &t(1, cols, gate.to_vec()), seq)
+                .unwrap()
+                .data,
+        )
+    };
+    check("smear dx", &x, &dx.data, |v| l(v, &gate));
+    check("smear dgate", &gate, &dgate.data, |v| l(&x, v));
+    assert!(be
+        .smear_backward(
+            &t(rows, cols, x.clone()),
+            &t(1, cols, gate),
+            &t(rows, cols, g),
+            4
+        )
+        .is_err());
+    // x += s·y: ds = dot(dout, y).
+    let y = rand(&mut r, rows * cols, 1.0);
+    let base = rand(&mut r, rows * cols, 1.0);
+    let w = rand(&mut r, rows * cols, 1.0);
+    let ds = be
+        .dot(&t(rows, cols, w.clone()), &t(rows, cols, y.clone()))
+        .unwrap() as f32;
+    check("add_scalar_scaled ds", &[0.4], &[ds], |s| {
+        let mut out = t(rows, cols, base.clone());
+        be.add_scalar_scaled(&mut out, &t(rows, cols, y.clone()), s[0])
+            .unwrap();
+        dot(&w, &out.data)
+    });
+}

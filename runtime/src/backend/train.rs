@@ -58,6 +58,26 @@ pub trait TrainBackend: Backend {
         scale: &Self::Tensor,
         dout: &Self::Tensor,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `smear` backward given the op's input `x` (windows of `seq` rows):
+    /// `(dx, dgate [1, cols])`, with `dx_t = (1 − g) ⊙ dy_t + g ⊙ dy_{t+1}` inside a window and
+    /// `dgate = g (1 − g) ⊙ Σ_t dy_t ⊙ (x_{t−1} − x_t)` (`g = sigmoid(gate)`, `x_{−1} = 0`).
+    fn smear_backward(
+        &self,
+        x: &Self::Tensor,
+        gate: &Self::Tensor,
+        dy: &Self::Tensor,
+        seq: usize,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `Σ a ⊙ b` over all elements, accumulated in f64: the gradient of a scalar `s` in
+    /// `x += s · y` ([`Backend::add_scalar_scaled`]) is `dot(dout, y)`.
+    fn dot(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<f64>;
+    /// `s · x` as a new tensor (the `dy` of [`Backend::add_scalar_scaled`]).
+    fn scaled(&self, x: &Self::Tensor, s: f32) -> Result<Self::Tensor> {
+        let (rows, cols) = self.shape(x);
+        let mut out = self.zeros(rows, cols)?;
+        self.add_scalar_scaled(&mut out, x, s)?;
+        Ok(out)
+    }
     /// `qk_norm_rope` backward given `q`, `k` *before* the op: `(dq, dk, dq_gain [1, heads])`.
     #[allow(clippy::too_many_arguments)]
     fn qk_norm_rope_backward(

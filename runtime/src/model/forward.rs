@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! x = E[ids] (+ bigram)      ; x = rms(x) ; x = smear(x)? ; x0 = x
+//! Block v (VE layers)        : v += ve_layer_scales[k] · ve_shared.scale · proj(ve_embed[ids])
 //! encoder blocks i < L/2     : x = Block_i(x, x0), push x
 //! decoder blocks             : x += skip_w[j] ⊙ pop() ; x = Block(x, x0)
 //! h = rms(x)                 ; logits = c·tanh(h·Eᵀ / c)
@@ -30,17 +31,37 @@ pub(crate) struct DeviceBlock<T> {
     pub(crate) resid_mix: T,
 }
 
-struct DeviceBigram<T> {
-    embed: T,
-    proj: Option<T>,
-    scale: f32,
+pub(crate) struct DeviceBigram<T> {
+    pub(crate) embed: T,
+    pub(crate) proj: Option<T>,
+    pub(crate) scale: f32,
 }
 
-struct DeviceValueEmbed<T> {
-    embed: T,
-    proj: T,
-    scale: f32,
-    layer_scales: Vec<f32>,
+pub(crate) struct DeviceValueEmbed<T> {
+    pub(crate) embed: T,
+    pub(crate) proj: T,
+    pub(crate) scale: f32,
+    pub(crate) layer_scales: Vec<f32>,
+}
+
+/// What the BigramHash backward needs.
+pub(crate) struct BigramTape<T> {
+    /// Bucket per position.
+    pub idx: Vec<u32>,
+    /// `embed[idx]` (the projection's input).
+    pub e: T,
+    /// `proj(e)`, the term scaled by `scale`; `None` without a projection (the term is `e`).
+    pub p: Option<T>,
+}
+
+/// What the value-embedding backward of one layer needs.
+pub(crate) struct VeTape<T> {
+    /// Index into `ve_layer_scales`.
+    pub slot: usize,
+    /// `ve_shared.embed[ids]` (the projection's input).
+    pub e: T,
+    /// `proj(e)`, the term added to `v` times `ve_layer_scales[slot] · ve_shared.scale`.
+    pub p: T,
 }
 
 /// Saved activations of one block (what [`crate::train::TrainModel::backward`] reads).
@@ -65,6 +86,8 @@ pub(crate) struct BlockTape<T> {
     pub m: T,
     /// `x · Aᵀ` of each adapted linear.
     pub u: [Option<T>; 6],
+    /// The value-embedding term, in the layers that add one.
+    pub ve: Option<VeTape<T>>,
 }
 
 /// Everything the backward needs from one forward.
@@ -72,8 +95,12 @@ pub struct Tape<T> {
     pub(crate) ids: Vec<u32>,
     pub(crate) geom: AttnGeometry,
     pub(crate) rope: RopeSpec,
-    /// Token embedding (input of the first RMSNorm).
+    /// Token embedding plus the bigram term (input of the first RMSNorm).
     pub(crate) x_emb: T,
+    /// The BigramHash term's inputs, with BigramHash.
+    pub(crate) bigram: Option<BigramTape<T>>,
+    /// Output of the first RMSNorm (the SmearGate's input), with SmearGate.
+    pub(crate) x_smear_in: Option<T>,
     pub(crate) x0: T,
     pub(crate) blocks: Vec<BlockTape<T>>,
     /// For decoder block `j`: the encoder layer whose output was added to its input.
@@ -122,9 +149,9 @@ pub struct DeviceModel<B: Backend> {
     head: Option<B::Tensor>,
     pub(crate) skip_weights: Vec<B::Tensor>,
     pub(crate) blocks: Vec<DeviceBlock<B::Tensor>>,
-    bigram: Option<DeviceBigram<B::Tensor>>,
-    smear_gate: Option<B::Tensor>,
-    value_embed: Option<DeviceValueEmbed<B::Tensor>>,
+    pub(crate) bigram: Option<DeviceBigram<B::Tensor>>,
+    pub(crate) smear_gate: Option<B::Tensor>,
+    pub(crate) value_embed: Option<DeviceValueEmbed<B::Tensor>>,
 }
 
 impl<B: Backend> DeviceModel<B> {
@@ -228,18 +255,25 @@ impl<B: Backend> DeviceModel<B> {
             )));
         }
         let mut x_emb = be.embedding(&self.tok_emb, ids)?;
+        let mut bigram = None;
         if let Some(bg) = &self.bigram {
             let idx = bigram_indices(ids, seq, bg_buckets(cfg));
-            let mut e = be.embedding(&bg.embed, &idx)?;
-            if let Some(p) = &bg.proj {
-                e = be.linear(&e, p)?;
+            let e = be.embedding(&bg.embed, &idx)?;
+            let p = bg.proj.as_ref().map(|w| be.linear(&e, w)).transpose()?;
+            be.add_scalar_scaled(&mut x_emb, p.as_ref().unwrap_or(&e), bg.scale)?;
+            if record {
+                bigram = Some(BigramTape { idx, e, p });
             }
-            be.add_scalar_scaled(&mut x_emb, &e, bg.scale)?;
         }
         let mut x = be.rms_norm(&x_emb, cfg.norm_eps, 1.0)?;
         let x_emb = record.then_some(x_emb);
+        let mut x_smear_in = None;
         if let Some(g) = &self.smear_gate {
-            x = be.smear(&x, g, seq)?;
+            let y = be.smear(&x, g, seq)?;
+            let pre = std::mem::replace(&mut x, y);
+            if record {
+                x_smear_in = Some(pre);
+            }
         }
         let x0 = be.copy(&x)?;
         let pass = Pass {
@@ -290,6 +324,8 @@ impl<B: Backend> DeviceModel<B> {
                 geom: pass.geom,
                 rope: pass.rope,
                 x_emb,
+                bigram,
+                x_smear_in,
                 x0,
                 blocks,
                 skip_src,
@@ -319,11 +355,15 @@ impl<B: Backend> DeviceModel<B> {
         let (mut q, uq) = lora_linear(be, &n1, &w.c_q, ad(Proj::Q))?;
         let (mut k, uk) = lora_linear(be, &n1, &w.c_k, ad(Proj::K))?;
         let (mut v, uv) = lora_linear(be, &n1, &w.c_v, ad(Proj::V))?;
+        let mut ve_tape = None;
         if let (Some(ve), Some(cv)) = (&self.value_embed, &cfg.value_embed) {
             if let Some(slot) = cv.layers.iter().position(|&l| l == i) {
                 let e = be.embedding(&ve.embed, pass.ids)?;
                 let p = be.linear(&e, &ve.proj)?;
                 be.add_scalar_scaled(&mut v, &p, ve.layer_scales[slot] * ve.scale)?;
+                if pass.record {
+                    ve_tape = Some(VeTape { slot, e, p });
+                }
             }
         }
         let (q_pre, k_pre) = (keep(&q)?, keep(&k)?);
@@ -355,6 +395,7 @@ impl<B: Backend> DeviceModel<B> {
                 a,
                 m,
                 u: [uq, uk, uv, uo, ufc, uproj],
+                ve: ve_tape,
             }),
             _ => None,
         };

@@ -11,4 +11,4 @@ pub use adapters::DeviceLora;
 pub use config::{Activation, BigramConfig, ConfigOverrides, ModelConfig, ValueEmbedConfig};
 pub(crate) use forward::{ln_scale, BlockTape, Forward};
 pub use forward::{DeviceModel, Tape};
-pub use weights::{BlockWeights, Matrix, ModelWeights, Param};
+pub use weights::{BigramWeights, BlockWeights, Matrix, ModelWeights, Param, ValueEmbedWeights};

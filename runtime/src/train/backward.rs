@@ -1,13 +1,18 @@
 //! The model backward: from per-row loss weights on scored positions to gradients of all base
 //! weights (returned as a [`ModelWeights`] holding gradients) and/or of the LoRA adapters only.
 //! Base weight gradients (`dW = dyᵀx` of every linear, scales, gains, embeddings) are skipped
-//! when not requested, so LoRA-only backward costs two `dx` products per linear.
+//! when not requested, so LoRA-only backward costs two `dx` products per linear. BigramHash,
+//! SmearGate and value embeddings only feed base gradients (the adapters sit after them or
+//! beside them), so their backward runs only with base gradients.
 
 use super::lora::{LoraGrads, Proj};
 use super::tape::{head_groups, head_slot, TrainModel};
 use crate::backend::train::TrainBackend;
 use crate::model::adapters::LoraSlot;
-use crate::model::{ln_scale, BlockTape, BlockWeights, DeviceLora, Matrix, ModelWeights, Tape};
+use crate::model::{
+    ln_scale, BigramWeights, BlockTape, BlockWeights, DeviceLora, Matrix, ModelWeights, Tape,
+    ValueEmbedWeights,
+};
 use crate::{Error, Result};
 
 /// What a backward produced.
@@ -25,6 +30,19 @@ struct BlockGrads<T> {
     attn_scale: T,
     mlp_scale: T,
     resid_mix: T,
+    ve: Option<VeGrads<T>>,
+}
+
+/// Gradients from one layer's value-embedding term `c · p` (`p = proj(e)`,
+/// `c = ve_layer_scales[slot] · ve_shared.scale`).
+struct VeGrads<T> {
+    slot: usize,
+    /// This layer's part of `d ve_shared.proj`.
+    proj: T,
+    /// Gradient of the gathered rows `e = ve_shared.embed[ids]`.
+    de: T,
+    /// `dc = Σ dv ⊙ p`.
+    dc: f64,
 }
 
 /// Adapter gradients `(dA, dB)` by member, then by index in [`super::Lora::adapters`].
@@ -232,7 +250,16 @@ impl<B: TrainBackend> TrainModel<B> {
 
         // Embedding: block 0's input is x0 itself.
         self.add(&mut dx0, &dx)?;
-        let dx_emb = be.rms_norm_backward(&tape.x_emb, &dx0, eps, 1.0)?;
+        let (dx_rms, smear_gate) = match (&self.model.smear_gate, &tape.x_smear_in) {
+            (Some(g), Some(x)) => {
+                let (dx, dg) = be.smear_backward(x, g, &dx0, tape.geom.seq)?;
+                (dx, Some(be.download(&dg)?))
+            }
+            (None, None) => (dx0, None),
+            _ => return Err(Error::Backend("backward: SmearGate tape mismatch".into())),
+        };
+        let dx_emb = be.rms_norm_backward(&tape.x_emb, &dx_rms, eps, 1.0)?;
+        let bigram = self.bigram_backward(tape, &dx_emb)?;
         let mut d_tok = be.embedding_backward(&dx_emb, &tape.ids, cfg.vocab_size)?;
         let d_head = d_head.ok_or_else(|| Error::Backend("missing head gradient".into()))?;
         let lm_head = if cfg.tied_embeddings {
@@ -248,8 +275,28 @@ impl<B: TrainBackend> TrainModel<B> {
             }
         }
         let mut blocks = Vec::with_capacity(layers);
+        let n_ve = self
+            .model
+            .value_embed
+            .as_ref()
+            .map_or(0, |v| v.layer_scales.len());
+        // Value embeddings: (Σ d proj, Σ de) over layers and `dc` per slot.
+        let mut ve_sum: Option<(B::Tensor, B::Tensor)> = None;
+        let mut ve_dc = vec![0.0f64; n_ve];
         for bg in bgrads {
             let bg = bg.ok_or_else(|| Error::Backend("missing block gradient".into()))?;
+            if let Some(v) = bg.ve {
+                *ve_dc
+                    .get_mut(v.slot)
+                    .ok_or_else(|| Error::Backend("backward: bad VE slot".into()))? += v.dc;
+                match &mut ve_sum {
+                    None => ve_sum = Some((v.proj, v.de)),
+                    Some((p, de)) => {
+                        self.add(p, &v.proj)?;
+                        self.add(de, &v.de)?;
+                    }
+                }
+            }
             let [wq, wk, wv, wo, wfc, wproj] = bg.w;
             let m = |t: Option<B::Tensor>| -> Result<Matrix> {
                 self.matrix(&t.ok_or_else(|| Error::Backend("missing weight gradient".into()))?)
@@ -267,6 +314,38 @@ impl<B: TrainBackend> TrainModel<B> {
                 resid_mix: self.matrix(&bg.resid_mix)?,
             });
         }
+        let value_embed = match &self.model.value_embed {
+            None => None,
+            Some(ve) => {
+                let (embed, proj) = match ve_sum {
+                    Some((p, de)) => {
+                        let rows = be.shape(&ve.embed).0;
+                        let d_embed = be.embedding_backward(&de, &tape.ids, rows)?;
+                        (self.matrix(&d_embed)?, self.matrix(&p)?)
+                    }
+                    None => {
+                        let ((er, ec), (pr, pc)) = (be.shape(&ve.embed), be.shape(&ve.proj));
+                        (Matrix::zeros(er, ec), Matrix::zeros(pr, pc))
+                    }
+                };
+                // c_k = ls_k · s: d ls_k = dc_k · s, d s = Σ_k dc_k · ls_k.
+                let scale = ve_dc
+                    .iter()
+                    .zip(&ve.layer_scales)
+                    .map(|(dc, &l)| dc * l as f64)
+                    .sum::<f64>() as f32;
+                let layer_scales = ve_dc
+                    .iter()
+                    .map(|dc| (dc * ve.scale as f64) as f32)
+                    .collect();
+                Some(ValueEmbedWeights {
+                    embed,
+                    proj,
+                    scale,
+                    layer_scales,
+                })
+            }
+        };
         Ok((
             Some(ModelWeights {
                 config: cfg.clone(),
@@ -274,12 +353,43 @@ impl<B: TrainBackend> TrainModel<B> {
                 lm_head,
                 skip_weights: skip,
                 blocks,
-                bigram: None,
-                smear_gate: None,
-                value_embed: None,
+                bigram,
+                smear_gate,
+                value_embed,
             }),
             lora_grads,
         ))
+    }
+
+    /// BigramHash backward from the gradient of `x_emb = E[ids] + scale · proj(embed[idx])`.
+    fn bigram_backward(
+        &self,
+        tape: &Tape<B::Tensor>,
+        dx_emb: &B::Tensor,
+    ) -> Result<Option<BigramWeights>> {
+        let be = self.backend();
+        let (bg, bt) = match (&self.model.bigram, &tape.bigram) {
+            (Some(bg), Some(bt)) => (bg, bt),
+            (None, None) => return Ok(None),
+            _ => return Err(Error::Backend("backward: BigramHash tape mismatch".into())),
+        };
+        let term = bt.p.as_ref().unwrap_or(&bt.e);
+        let d_scale = be.dot(dx_emb, term)?;
+        let dterm = be.scaled(dx_emb, bg.scale)?;
+        let (de, proj) = match &bg.proj {
+            Some(w) => (
+                be.linear_backward_input(&dterm, w)?,
+                Some(self.matrix(&be.linear_backward_weight(&dterm, &bt.e)?)?),
+            ),
+            None => (dterm, None),
+        };
+        let rows = be.shape(&bg.embed).0;
+        let d_embed = be.embedding_backward(&de, &bt.idx, rows)?;
+        Ok(Some(BigramWeights {
+            embed: self.matrix(&d_embed)?,
+            proj,
+            scale: d_scale as f32,
+        }))
     }
 
     fn matrix(&self, t: &B::Tensor) -> Result<Matrix> {
@@ -343,6 +453,19 @@ impl<B: TrainBackend> TrainModel<B> {
         )?;
         let xsa = cfg.xsa_layers.contains(&i);
         let (dq, dk, dv) = be.attention_backward(&t.q, &t.k, &t.v, &dy, &tape.geom, xsa)?;
+        let ve = match (&t.ve, &self.model.value_embed) {
+            (Some(vt), Some(ve)) if want_base => {
+                let c = ve.layer_scales[vt.slot] * ve.scale;
+                let dp = be.scaled(&dv, c)?;
+                Some(VeGrads {
+                    slot: vt.slot,
+                    proj: be.linear_backward_weight(&dp, &vt.e)?,
+                    de: be.linear_backward_input(&dp, &ve.proj)?,
+                    dc: be.dot(&dv, &vt.p)?,
+                })
+            }
+            _ => None,
+        };
         let (dq_pre, dk_pre, d_gain) = be.qk_norm_rope_backward(
             &t.q_pre, &t.k_pre, &dq, &dk, &tape.geom, &tape.rope, &w.q_gain, eps,
         )?;
@@ -383,6 +506,7 @@ impl<B: TrainBackend> TrainModel<B> {
             attn_scale: d_attn_scale,
             mlp_scale: d_mlp_scale,
             resid_mix: d_mix,
+            ve,
         });
         Ok((dx_in, dx0, grads))
     }

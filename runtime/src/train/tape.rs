@@ -4,8 +4,8 @@
 //! The [`Tape`] keeps the activations each backward op needs; LoRA adapters ([`DeviceLora`]) may
 //! sit on the block linears and the head.
 //!
-//! Supported: the baseline architecture and the 11L lineage's LN-scale, XSA, partial RoPE and
-//! activations; BigramHash, SmearGate and value embeddings are rejected (no backward yet).
+//! Supported: the baseline architecture and the 11L lineage's LN-scale, XSA, partial RoPE,
+//! activations, BigramHash, SmearGate and value embeddings (spec 4.2, 4.3, 4.8; variant B).
 
 use super::lora::{Lora, Site};
 use crate::backend::train::TrainBackend;
@@ -19,14 +19,8 @@ pub struct TrainModel<B: TrainBackend> {
 }
 
 impl<B: TrainBackend> TrainModel<B> {
-    /// Uploads `weights`; fails on modules without a backward.
+    /// Uploads `weights`.
     pub fn new(backend: B, weights: &ModelWeights) -> Result<Self> {
-        let cfg = &weights.config;
-        if cfg.bigram.is_some() || cfg.smear_gate || cfg.value_embed.is_some() {
-            return Err(Error::Config(
-                "training: BigramHash, SmearGate and value embeddings have no backward yet".into(),
-            ));
-        }
         Ok(TrainModel {
             model: DeviceModel::new(backend, weights)?,
         })

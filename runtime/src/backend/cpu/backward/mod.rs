@@ -8,8 +8,10 @@ mod embedding;
 mod head;
 mod linear;
 mod norm;
+mod reduce;
 mod resid;
 mod rope;
+mod smear;
 
 use super::{same_shape, vector_len, CpuBackend, CpuTensor, RopeTable};
 use crate::backend::train::TrainBackend;
@@ -133,6 +135,30 @@ impl TrainBackend for CpuBackend {
             t(y.rows, y.cols, resid::scale_cols(&dout.data, &scale.data)),
             t(1, y.cols, resid::col_dot(&dout.data, &y.data, y.cols)),
         ))
+    }
+
+    fn smear_backward(
+        &self,
+        x: &CpuTensor,
+        gate: &CpuTensor,
+        dy: &CpuTensor,
+        seq: usize,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        same_shape(x, dy, "smear backward")?;
+        vector_len(gate, x.cols, "smear backward")?;
+        if seq == 0 || x.rows % seq != 0 {
+            return Err(Error::Backend(format!(
+                "smear backward: {} rows is not a multiple of seq {seq}",
+                x.rows
+            )));
+        }
+        let (dx, dg) = smear::smear_backward(&x.data, &gate.data, &dy.data, seq);
+        Ok((t(x.rows, x.cols, dx), t(1, x.cols, dg)))
+    }
+
+    fn dot(&self, a: &CpuTensor, b: &CpuTensor) -> Result<f64> {
+        same_shape(a, b, "dot")?;
+        Ok(reduce::dot(&a.data, &b.data))
     }
 
     fn qk_norm_rope_backward(
