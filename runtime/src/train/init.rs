@@ -153,8 +153,9 @@ pub struct InitConfig {
     pub seed: u64,
     pub tied_embed_init_std: f32,
     pub qk_gain_init: f32,
-    /// Orthogonal init (gain 1) of every non-zero-init block matrix with both dims ≥ 64, as the
-    /// 11-layer lineage does (spec 4.4); otherwise `nn.Linear`'s uniform init.
+    /// Orthogonal init (gain 1) of every non-zero-init block matrix and of the BigramHash / VE
+    /// projections with both dims ≥ 64, as the 11-layer lineage does (spec 4.4); otherwise
+    /// `nn.Linear`'s uniform init.
     pub orthogonal: bool,
 }
 
@@ -237,7 +238,11 @@ pub fn init_weights(config: &ModelConfig, init: &InitConfig) -> ModelWeights {
                 p.values[d..].fill(0.0);
             }
             _ if name.ends_with("attn.proj.weight") || name.ends_with("mlp.proj.weight") => {}
-            _ if group_of(name, &p.shape) == Group::Matrix
+            // Spec 4.4: the model-level orthogonal init also re-draws the BigramHash and VE
+            // projections that their constructors zeroed (that is what makes those paths train).
+            _ if (group_of(name, &p.shape) == Group::Matrix
+                || name == "bigram.proj.weight"
+                || name == "ve_shared.proj.weight")
                 && init.orthogonal
                 && p.shape[0] >= 64
                 && p.shape[1] >= 64 =>
