@@ -1,5 +1,9 @@
 // Row gather: out[i, :] = table[ids[i], :]. Ids are range-checked on the host.
 // One invocation per output element; 2-D dispatch, flattened (x fastest).
+// `Weight` is f32 here; the backend builds an f16-table variant (embeddings stored as f16) by
+// rewriting the alias line and prepending `enable f16;`. The output is always f32.
+
+alias Weight = f32;
 
 struct Params {
     rows: u32,
@@ -9,7 +13,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(1) var<storage, read> table: array<Weight>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -25,5 +29,5 @@ fn main(
     }
     let r = i / p.cols;
     let c = i % p.cols;
-    out[i] = table[ids[r] * p.cols + c];
+    out[i] = f32(table[ids[r] * p.cols + c]);
 }

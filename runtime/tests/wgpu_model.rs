@@ -2,6 +2,11 @@
 //! two standard windows (seq 1024) of the val shard: per-position NLL within 1e-3 nats and
 //! bits per byte within 2e-4. Without `../shared` or without a wgpu adapter the tests print
 //! `SKIPPED: <reason>` and pass.
+//!
+//! The wgpu model keeps f32 weights here (`with_f16_weights(false)`): this is the oracle-parity
+//! check. With f16 weights (the default where the adapter offers `SHADER_F16`, lavapipe
+//! included) the baseline's per-position NLL moves by up to 2.8e-3 nats (its int8·scale weights
+//! are not exact in f16) while bits per byte moves by 4.6e-6 (see BENCHMARKS.md).
 #![cfg(feature = "wgpu")]
 
 mod common;
@@ -24,7 +29,7 @@ struct Models {
 
 fn models(artifact: &str) -> Option<Models> {
     let shared = common::shared()?;
-    let gpu = match WgpuBackend::new() {
+    let gpu = match WgpuBackend::with_f16_weights(false) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("SKIPPED: {e}");

@@ -436,3 +436,171 @@ fn attention_long_windows_every_block() {
         );
     }
 }
+
+/// Per-kernel timings at the baseline's shapes (one 1024-token window, d=512, 8/4 heads of 64,
+/// MLP 1024, vocab 1024), for profiling:
+/// `cargo test --release --features wgpu --test wgpu_ops -- --ignored --nocapture kernel_timings`.
+#[test]
+#[ignore]
+fn kernel_timings() {
+    let Some(g) = gpu() else { return };
+    eprintln!("{}", g.name());
+    // Process CPU time (s) from /proc (lavapipe runs on this process's threads), steadier than
+    // wall time on a shared machine.
+    let cpu = || -> f64 {
+        let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    };
+    let time = |what: &str, reps: usize, f: &dyn Fn()| {
+        f();
+        g.synchronize().unwrap();
+        let (t, c) = (std::time::Instant::now(), cpu());
+        for _ in 0..reps {
+            f();
+        }
+        g.synchronize().unwrap();
+        eprintln!(
+            "{what}: {:.1} ms wall, {:.1} ms CPU",
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64,
+            (cpu() - c) * 1e3 / reps as f64
+        );
+    };
+    let (seq, d, heads, kv, hd, vocab) = (1024, 512, 8, 4, 64, 1024);
+    let x = g.upload(&rand(seq * 2 * d, 1, 1.0), seq, 2 * d).unwrap();
+    let x1 = g.upload(&rand(seq * d, 1, 1.0), seq, d).unwrap();
+    for (n, k) in [(512, 512), (256, 512), (1024, 512), (512, 1024)] {
+        let w = g.upload(&rand(n * k, 2, 0.05), n, k).unwrap();
+        let xin = if k == d { &x1 } else { &x };
+        time(&format!("linear {seq}x{k}·({n}x{k})ᵀ"), 2, &|| {
+            drop(g.linear(xin, &w).unwrap());
+        });
+        let w = g.upload_weight(&rand(n * k, 2, 0.05), n, k).unwrap();
+        time(
+            &format!("linear {seq}x{k}·({n}x{k})ᵀ, upload_weight"),
+            2,
+            &|| {
+                drop(g.linear(xin, &w).unwrap());
+            },
+        );
+    }
+    let geom = AttnGeometry {
+        batch: 1,
+        seq,
+        heads,
+        kv_heads: kv,
+        head_dim: hd,
+    };
+    let q = g
+        .upload(&rand(seq * heads * hd, 3, 1.0), seq, heads * hd)
+        .unwrap();
+    let k = g
+        .upload(&rand(seq * kv * hd, 4, 1.0), seq, kv * hd)
+        .unwrap();
+    let v = g
+        .upload(&rand(seq * kv * hd, 5, 1.0), seq, kv * hd)
+        .unwrap();
+    time("attention 1x1024, 8/4 heads of 64", 2, &|| {
+        drop(g.attention(&q, &k, &v, &geom, false).unwrap());
+    });
+    time("rms_norm 1024x512", 5, &|| {
+        drop(g.rms_norm(&x1, 1e-6, 1.0).unwrap());
+    });
+    let head = g.upload(&rand(vocab * d, 6, 0.3), vocab, d).unwrap();
+    let t: Vec<u32> = (0..seq as u32).map(|i| i % vocab as u32).collect();
+    time("nll 1024 rows, vocab 1024", 2, &|| {
+        g.nll(&x1, &head, &t, 30.0).unwrap();
+    });
+}
+
+/// f16 weight storage (`upload_weight` on an adapter with `SHADER_F16`): linear, embedding and
+/// the head read f16 weights and match the CPU run on the same weights rounded to f16; activations
+/// stay f32, and f32-only ops refuse an f16 tensor. The f32 switch (`with_f16_weights(false)`)
+/// stores weights exactly. Without `SHADER_F16` the f16 half prints `SKIPPED: <reason>`.
+#[test]
+fn f16_weights_match_cpu_on_rounded_weights() {
+    if gpu().is_none() {
+        return;
+    }
+    let f32_gpu = WgpuBackend::with_f16_weights(false).unwrap();
+    assert!(!f32_gpu.f16_weights());
+    assert!(
+        f32_gpu.name().ends_with(", f32 weights)"),
+        "{}",
+        f32_gpu.name()
+    );
+    let w = rand(33 * 70, 50, 0.5);
+    let t = f32_gpu.upload_weight(&w, 33, 70).unwrap();
+    assert_eq!(
+        f32_gpu.download(&t).unwrap(),
+        w,
+        "f32 weights are stored exactly"
+    );
+
+    let g = WgpuBackend::with_f16_weights(true).unwrap();
+    if !g.adapter_has_f16() {
+        eprintln!(
+            "SKIPPED (f16 half): adapter {:?} does not offer SHADER_F16; weights stay f32 ({})",
+            g.adapter_info().name,
+            g.name()
+        );
+        assert!(!g.f16_weights());
+        return;
+    }
+    assert!(g.f16_weights() && g.name().ends_with(", f16 weights)"));
+    let p = Pair {
+        g: &g,
+        c: CpuBackend::new(),
+    };
+    let round =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
+    // Odd element counts exercise the last half-filled word.
+    for (i, &(m, k, n)) in [(3, 5, 7), (130, 129, 65), (200, 512, 96), (1024, 512, 1024)]
+        .iter()
+        .enumerate()
+    {
+        let wv = rand(n * k, 60 + i as u64, 0.5);
+        let wg = g.upload_weight(&wv, n, k).unwrap();
+        assert_eq!(g.download(&wg).unwrap(), round(&wv), "f16 round trip");
+        let wc = p.c.upload(&round(&wv), n, k).unwrap();
+        let (xg, xc) = p.up(&rand(m * k, 70 + i as u64, 1.0), m, k);
+        let (a, b) = (g.linear(&xg, &wg).unwrap(), p.c.linear(&xc, &wc).unwrap());
+        checkt(&p, &format!("f16 linear {m}x{k}·({n}x{k})ᵀ"), &a, &b, 5e-5);
+        let wg2 = g.copy(&wg).unwrap();
+        assert_eq!(g.download(&wg2).unwrap(), round(&wv), "copy keeps f16");
+        assert!(
+            g.rms_norm(&wg, 1e-6, 1.0).is_err(),
+            "f16 input to an f32 op"
+        );
+        assert!(g.linear(&wg, &wg).is_err(), "f16 activations are refused");
+    }
+    let tv = rand(71 * 24, 80, 1.0);
+    let tg = g.upload_weight(&tv, 71, 24).unwrap();
+    let tc = p.c.upload(&round(&tv), 71, 24).unwrap();
+    let ids: Vec<u32> = (0..301u32).map(|i| (i * 37 + 5) % 71).collect();
+    let (a, b) = (
+        g.embedding(&tg, &ids).unwrap(),
+        p.c.embedding(&tc, &ids).unwrap(),
+    );
+    checkt(&p, "f16 embedding", &a, &b, 0.0);
+    let (rows, dim, vocab) = (300, 64, 1024);
+    let (hg, hc) = p.up(&rand(rows * dim, 81, 2.0), rows, dim);
+    let hv = rand(vocab * dim, 82, 2.0);
+    let headg = g.upload_weight(&hv, vocab, dim).unwrap();
+    let headc = p.c.upload(&round(&hv), vocab, dim).unwrap();
+    let tg: Vec<u32> = (0..rows as u32)
+        .map(|i| (i * 31 + 7) % vocab as u32)
+        .collect();
+    let a = g.nll(&hg, &headg, &tg, 30.0).unwrap();
+    let b = p.c.nll(&hc, &headc, &tg, 30.0).unwrap();
+    check("f16 nll", &a, &b, 2e-5);
+    let a = g.log_probs(&hg, &headg, 30.0).unwrap();
+    let b = p.c.log_probs(&hc, &headc, 30.0).unwrap();
+    check("f16 log_probs", &a, &b, 2e-5);
+}

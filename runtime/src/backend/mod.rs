@@ -99,6 +99,13 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// Copies a host matrix to the device.
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
+    /// Copies a weight matrix to the device: one that ops only read, as the `w` of
+    /// [`Backend::linear`], the table of [`Backend::embedding`] or the `head` of
+    /// [`Backend::nll`]/[`Backend::log_probs`]. A backend may store it in reduced precision
+    /// (wgpu: f16 where the adapter supports it); the default is [`Backend::upload`].
+    fn upload_weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor> {
+        self.upload(data, rows, cols)
+    }
     /// Copies a device matrix to the host (row-major).
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     /// A copy of a tensor.

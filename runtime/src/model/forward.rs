@@ -158,19 +158,21 @@ impl<B: Backend> DeviceModel<B> {
     /// Uploads `weights` to `backend`.
     pub fn new(backend: B, weights: &ModelWeights) -> Result<Self> {
         let up = |m: &Matrix| backend.upload(&m.data, m.rows, m.cols);
+        // Matrices only read by linear/embedding/head ops (may be stored in reduced precision).
+        let w = |m: &Matrix| backend.upload_weight(&m.data, m.rows, m.cols);
         let vec = |v: &[f32]| backend.upload(v, 1, v.len());
         let blocks = weights
             .blocks
             .iter()
             .map(|b| {
                 Ok(DeviceBlock {
-                    c_q: up(&b.c_q)?,
-                    c_k: up(&b.c_k)?,
-                    c_v: up(&b.c_v)?,
-                    attn_proj: up(&b.attn_proj)?,
+                    c_q: w(&b.c_q)?,
+                    c_k: w(&b.c_k)?,
+                    c_v: w(&b.c_v)?,
+                    attn_proj: w(&b.attn_proj)?,
                     q_gain: vec(&b.q_gain)?,
-                    mlp_fc: up(&b.mlp_fc)?,
-                    mlp_proj: up(&b.mlp_proj)?,
+                    mlp_fc: w(&b.mlp_fc)?,
+                    mlp_proj: w(&b.mlp_proj)?,
                     attn_scale: vec(&b.attn_scale)?,
                     mlp_scale: vec(&b.mlp_scale)?,
                     resid_mix: up(&b.resid_mix)?,
@@ -182,16 +184,16 @@ impl<B: Backend> DeviceModel<B> {
             .collect::<Result<_>>()?;
         let bigram = match &weights.bigram {
             Some(b) => Some(DeviceBigram {
-                embed: up(&b.embed)?,
-                proj: b.proj.as_ref().map(up).transpose()?,
+                embed: w(&b.embed)?,
+                proj: b.proj.as_ref().map(w).transpose()?,
                 scale: b.scale,
             }),
             None => None,
         };
         let value_embed = match &weights.value_embed {
             Some(v) => Some(DeviceValueEmbed {
-                embed: up(&v.embed)?,
-                proj: up(&v.proj)?,
+                embed: w(&v.embed)?,
+                proj: w(&v.proj)?,
                 scale: v.scale,
                 layer_scales: v.layer_scales.clone(),
             }),
@@ -199,8 +201,8 @@ impl<B: Backend> DeviceModel<B> {
         };
         Ok(DeviceModel {
             config: weights.config.clone(),
-            tok_emb: up(&weights.tok_emb)?,
-            head: weights.lm_head.as_ref().map(up).transpose()?,
+            tok_emb: w(&weights.tok_emb)?,
+            head: weights.lm_head.as_ref().map(w).transpose()?,
             skip_weights,
             blocks,
             bigram,

@@ -9,9 +9,12 @@
 //! - `PGOLF_WGPU_FALLBACK=1` forces the software adapter (`force_fallback_adapter`: lavapipe,
 //!   WARP, llvmpipe-GL) even on a machine with a GPU.
 //!
+//! - `PGOLF_WGPU_F32=1` keeps weights in f32 even where the adapter offers `SHADER_F16`.
+//!
 //! No adapter is `Err(Error::Backend("no wgpu adapter: ..."))`, never a panic. The device is
-//! requested with the adapter's own limits (large storage buffers for long batches) and no
-//! optional features. wgpu's uncaptured errors are recorded and surface as `Err` at the next
+//! requested with the adapter's own limits (large storage buffers for long batches) and one
+//! optional feature: `SHADER_F16` when the adapter has it and f16 weights are wanted (weight
+//! matrices are then stored as f16; activations and accumulation stay f32). wgpu's uncaptured errors are recorded and surface as `Err` at the next
 //! host synchronisation instead of panicking.
 
 use crate::{Error, Result};
@@ -23,6 +26,10 @@ pub(crate) struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The adapter's optional features (whether or not requested).
+    pub adapter_features: wgpu::Features,
+    /// Whether the device was opened with `SHADER_F16` (weights stored as f16).
+    pub f16: bool,
     /// First error wgpu reported asynchronously (validation, out of memory), if any.
     pub error: Arc<Mutex<Option<String>>>,
 }
@@ -70,16 +77,29 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
         .map_err(|e| no_adapter(format!("{e} (is a Vulkan/Metal/DX12 driver installed? on Linux without a GPU: mesa-vulkan-drivers)")))
 }
 
-/// Opens the adapter chosen by the environment (see the module doc).
-pub(crate) fn open() -> Result<Gpu> {
+/// Whether `PGOLF_WGPU_F32=1` asks for f32 weight storage.
+pub fn f32_requested() -> bool {
+    std::env::var("PGOLF_WGPU_F32").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Opens the adapter chosen by the environment (see the module doc), with `SHADER_F16` when
+/// `want_f16` and the adapter offers it.
+pub(crate) fn open(want_f16: bool) -> Result<Gpu> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(pick_adapter(&instance))?;
     let info = adapter.get_info();
     let limits = adapter.limits();
+    let adapter_features = adapter.features();
+    let f16 = want_f16 && adapter_features.contains(wgpu::Features::SHADER_F16);
+    let required_features = if f16 {
+        wgpu::Features::SHADER_F16
+    } else {
+        wgpu::Features::empty()
+    };
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("pgolf-rt"),
-        required_features: wgpu::Features::empty(),
+        required_features,
         required_limits: limits.clone(),
         experimental_features: wgpu::ExperimentalFeatures::disabled(),
         memory_hints: wgpu::MemoryHints::Performance,
@@ -104,6 +124,8 @@ pub(crate) fn open() -> Result<Gpu> {
         queue,
         info,
         limits,
+        adapter_features,
+        f16,
         error,
     })
 }

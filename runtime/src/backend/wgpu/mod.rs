@@ -13,8 +13,8 @@
 //!
 //! Dispatch sizes: element-wise kernels 256 invocations per workgroup, one element each; per-row
 //! kernels one workgroup per row; both over a 2-D grid flattened in the shader, so large
-//! activations stay within the 65535-per-dimension limit. Matmul: 64×64 output tiles (16×16
-//! invocations, 4×4 each), grid `(ceil(n/64), ceil(m/64))`. Attention: 64 queries per
+//! activations stay within the 65535-per-dimension limit. Matmul: 64×64 output tiles (8×8
+//! invocations, 8×8 each), grid `(ceil(n/64), ceil(m/64))`. Attention: 64 queries per
 //! workgroup, grid `(ceil(T/64), heads, batch)`. The head (`nll`, `log_probs`) runs the matmul
 //! with a soft-cap epilogue into at most 64 MiB of logits at a time, then a row reduction.
 //!
@@ -22,23 +22,29 @@
 //! written to stay far below it at this model's shapes, and the launchers refuse shapes that
 //! would reach it on a software adapter (see `shaders/README.md`).
 //!
-//! Storage and math are float32 everywhere (no f16 yet). A tensor is a storage buffer plus its
-//! `[rows, cols]` shape; host data enters only through `upload`, token ids and the RoPE tables
-//! (fresh mapped-at-creation buffers, see `pool.rs` for why).
+//! Storage: activations and all arithmetic are float32. Weight matrices (`upload_weight`: the
+//! linear weights, embedding tables and head) are stored as f16 when the adapter offers
+//! `wgpu::Features::SHADER_F16` (half the memory and bandwidth; the matmul and embedding kernels
+//! then read them through an f16 variant and widen to f32), unless `PGOLF_WGPU_F32=1` or
+//! [`WgpuBackend::with_f16_weights`]`(false)`; [`Backend::name`] says which storage is in use.
+//! Only `linear`'s `w`, `embedding`/`gather_rows`'s table and the head of `nll`/`log_probs` may be
+//! f16; the other ops refuse an f16 tensor. A tensor is a storage buffer plus its `[rows, cols]`
+//! shape and storage type; host data enters only through `upload`/`upload_weight`, token ids and
+//! the RoPE tables (fresh mapped-at-creation buffers, see `pool.rs` for why).
 
 mod device;
 mod pipelines;
 mod pool;
 mod stream;
 
-pub use device::fallback_requested;
+pub use device::{f32_requested, fallback_requested};
 
 use super::cpu::RopeTable;
 use super::{AttnGeometry, Backend, RopeSpec};
 use crate::model::Activation;
 use crate::{Error, Result};
 use device::Gpu;
-use pipelines::{Kernel, PipelineCache};
+use pipelines::{Kernel, PipelineCache, F16_WEIGHTS};
 use pool::BufferPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -68,19 +74,22 @@ fn attention_loop_iterations(seq: usize, hd: usize) -> u64 {
     (seq as u64).div_ceil(16) * per_tile
 }
 
-/// Iterations of the matmul kernel's K loop nest (per 16-wide K step: 4 tile loads, 16 FMAs).
+/// Iterations of the matmul kernel's K loop nest (per 16-wide K step: the step itself, 16 tile
+/// loads, 16 k of FMAs).
 fn matmul_loop_iterations(k: usize) -> u64 {
-    (k as u64).div_ceil(16) * 21
+    (k as u64).div_ceil(16) * 33
 }
 
 /// Soft-capped logits kept on the device at once by `nll`/`log_probs` (bytes).
 const LOGIT_CHUNK_BYTES: u64 = 64 << 20;
 
-/// A `[rows, cols]` float32 matrix in a device storage buffer (row-major).
+/// A `[rows, cols]` matrix in a device storage buffer (row-major), float32 or (weights only) f16.
 pub struct WgpuTensor {
     buf: Option<wgpu::Buffer>,
     rows: usize,
     cols: usize,
+    /// Stored as f16 (a weight from `upload_weight` on an f16 device).
+    f16: bool,
     pool: Arc<BufferPool>,
 }
 
@@ -91,6 +100,11 @@ impl WgpuTensor {
 
     fn len(&self) -> usize {
         self.rows * self.cols
+    }
+
+    /// Bytes of data (without the pool's padding).
+    fn bytes(&self) -> u64 {
+        self.len() as u64 * if self.f16 { 2 } else { 4 }
     }
 }
 
@@ -104,7 +118,8 @@ impl Drop for WgpuTensor {
 
 impl std::fmt::Debug for WgpuTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WgpuTensor({}x{})", self.rows, self.cols)
+        let ty = if self.f16 { "f16" } else { "f32" };
+        write!(f, "WgpuTensor({}x{} {ty})", self.rows, self.cols)
     }
 }
 
@@ -115,7 +130,7 @@ struct RopeBuffers {
     half: usize,
 }
 
-/// The wgpu backend (float32).
+/// The wgpu backend (float32 math; f16 weight storage where the adapter supports it).
 pub struct WgpuBackend {
     gpu: Gpu,
     pool: Arc<BufferPool>,
@@ -148,14 +163,31 @@ fn vector_len(v: &WgpuTensor, n: usize, op: &str) -> Result<()> {
     Ok(())
 }
 
+/// Err unless every tensor is float32 (only weights may be f16, and only some ops read them).
+fn f32_only(ts: &[&WgpuTensor], op: &str) -> Result<()> {
+    if ts.iter().any(|t| t.f16) {
+        return Err(err(format!(
+            "{op}: an f16 weight tensor cannot be an input here (f32 activations only)"
+        )));
+    }
+    Ok(())
+}
+
 fn u32_of(n: usize, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| err(format!("wgpu: {what} = {n} does not fit in 32 bits")))
 }
 
 impl WgpuBackend {
-    /// Opens the adapter chosen by the environment (see `device.rs`).
+    /// Opens the adapter chosen by the environment (see `device.rs`); weights are stored as f16
+    /// where the adapter offers `SHADER_F16`, unless `PGOLF_WGPU_F32=1`.
     pub fn new() -> Result<Self> {
-        let gpu = device::open()?;
+        Self::with_f16_weights(!device::f32_requested())
+    }
+
+    /// Like [`WgpuBackend::new`], but f16 weight storage only if `allow_f16` (and the adapter
+    /// offers `SHADER_F16`), whatever the environment says.
+    pub fn with_f16_weights(allow_f16: bool) -> Result<Self> {
+        let gpu = device::open(allow_f16)?;
         let pool = Arc::new(BufferPool::new(gpu.device.clone()));
         let pipes = PipelineCache::new(gpu.device.clone());
         Ok(WgpuBackend {
@@ -170,6 +202,18 @@ impl WgpuBackend {
     /// The adapter's name, backend and device type.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.gpu.info
+    }
+
+    /// Whether the adapter offers `wgpu::Features::SHADER_F16` (whether or not it is used).
+    pub fn adapter_has_f16(&self) -> bool {
+        self.gpu
+            .adapter_features
+            .contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether weights from `upload_weight` are stored as f16.
+    pub fn f16_weights(&self) -> bool {
+        self.gpu.f16
     }
 
     /// Whether the adapter is a software rasteriser (lavapipe, WARP, llvmpipe).
@@ -187,8 +231,9 @@ impl WgpuBackend {
         self.stream.check(&self.gpu)
     }
 
-    fn check_bytes(&self, count: usize, what: &str) -> Result<u64> {
-        let bytes = BufferPool::size_for(count as u64 * 4);
+    /// Checks a buffer of `data_bytes` fits the adapter's limits; its padded size.
+    fn check_bytes(&self, data_bytes: u64, what: &str) -> Result<u64> {
+        let bytes = BufferPool::size_for(data_bytes);
         let lim = &self.gpu.limits;
         let max = (lim.max_storage_buffer_binding_size).min(lim.max_buffer_size);
         if bytes > max {
@@ -200,11 +245,12 @@ impl WgpuBackend {
     }
 
     fn alloc(&self, rows: usize, cols: usize, what: &str) -> Result<WgpuTensor> {
-        let bytes = self.check_bytes(rows * cols, what)?;
+        let bytes = self.check_bytes(rows as u64 * cols as u64 * 4, what)?;
         Ok(WgpuTensor {
             buf: Some(self.pool.get(bytes)),
             rows,
             cols,
+            f16: false,
             pool: self.pool.clone(),
         })
     }
@@ -279,7 +325,7 @@ impl WgpuBackend {
         }
         self.launch(
             Kernel::Matmul,
-            0,
+            if w.f16 { F16_WEIGHTS } else { 0 },
             &params,
             &[x, w.buf(), out],
             [gx as u32, gy as u32, 1],
@@ -364,8 +410,11 @@ impl Backend for WgpuBackend {
     fn name(&self) -> String {
         let i = &self.gpu.info;
         format!(
-            "wgpu ({}, {:?} {:?}, float32)",
-            i.name, i.backend, i.device_type
+            "wgpu ({}, {:?} {:?}, {} weights)",
+            i.name,
+            i.backend,
+            i.device_type,
+            if self.gpu.f16 { "f16" } else { "f32" }
         )
     }
 
@@ -376,23 +425,61 @@ impl Backend for WgpuBackend {
                 data.len()
             )));
         }
-        self.check_bytes(data.len(), "upload")?;
+        self.check_bytes(data.len() as u64 * 4, "upload")?;
         Ok(WgpuTensor {
             buf: Some(self.init_buffer(data.iter().map(|v| v.to_bits()), data.len())),
             rows,
             cols,
+            f16: false,
+            pool: self.pool.clone(),
+        })
+    }
+
+    fn upload_weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<WgpuTensor> {
+        if !self.gpu.f16 {
+            return self.upload(data, rows, cols);
+        }
+        if data.len() != rows * cols {
+            return Err(err(format!(
+                "upload_weight: {} values for {rows}x{cols}",
+                data.len()
+            )));
+        }
+        self.check_bytes(data.len() as u64 * 2, "upload_weight")?;
+        // Two f16 per little-endian u32 word (element 2i in the low half).
+        let h = |v: Option<&f32>| v.map_or(0, |&v| half::f16::from_f32(v).to_bits() as u32);
+        let words = data.chunks(2).map(|c| h(c.first()) | (h(c.get(1)) << 16));
+        Ok(WgpuTensor {
+            buf: Some(self.init_buffer(words, data.len().div_ceil(2))),
+            rows,
+            cols,
+            f16: true,
             pool: self.pool.clone(),
         })
     }
 
     fn download(&self, t: &WgpuTensor) -> Result<Vec<f32>> {
+        if t.f16 {
+            let bytes = self.stream.read_bytes(&self.gpu, t.buf(), t.len() * 2)?;
+            return Ok(bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect());
+        }
         self.stream.read_f32(&self.gpu, t.buf(), t.len())
     }
 
     fn copy(&self, t: &WgpuTensor) -> Result<WgpuTensor> {
-        let out = self.alloc(t.rows, t.cols, "copy")?;
+        let bytes = self.check_bytes(t.bytes(), "copy")?;
+        let out = WgpuTensor {
+            buf: Some(self.pool.get(bytes)),
+            rows: t.rows,
+            cols: t.cols,
+            f16: t.f16,
+            pool: self.pool.clone(),
+        };
         self.stream
-            .copy(&self.gpu, t.buf(), out.buf(), (t.len() * 4) as u64);
+            .copy(&self.gpu, t.buf(), out.buf(), t.bytes().next_multiple_of(4));
         Ok(out)
     }
 
@@ -415,7 +502,7 @@ impl Backend for WgpuBackend {
         let ids_buf = self.init_buffer(ids.iter().copied(), ids.len());
         self.launch(
             Kernel::Embedding,
-            0,
+            if table.f16 { F16_WEIGHTS } else { 0 },
             &[u32_of(ids.len(), "rows")?, u32_of(table.cols, "cols")?],
             &[table.buf(), &ids_buf, out.buf()],
             self.elementwise_grid(n),
@@ -432,6 +519,7 @@ impl Backend for WgpuBackend {
     }
 
     fn linear(&self, x: &WgpuTensor, w: &WgpuTensor) -> Result<WgpuTensor> {
+        f32_only(&[x], "linear")?;
         if x.cols != w.cols {
             return Err(err(format!(
                 "linear: input width {} but weight is {}x{}",
@@ -446,6 +534,7 @@ impl Backend for WgpuBackend {
     }
 
     fn rms_norm(&self, x: &WgpuTensor, eps: f32, scale: f32) -> Result<WgpuTensor> {
+        f32_only(&[x], "rms_norm")?;
         let out = self.alloc(x.rows, x.cols, "rms_norm")?;
         self.launch(
             Kernel::RmsNorm,
@@ -463,6 +552,7 @@ impl Backend for WgpuBackend {
     }
 
     fn resid_mix(&self, x: &WgpuTensor, x0: &WgpuTensor, mix: &WgpuTensor) -> Result<WgpuTensor> {
+        f32_only(&[x, x0, mix], "resid_mix")?;
         same_shape(x, x0, "resid_mix")?;
         vector_len(mix, 2 * x.cols, "resid_mix")?;
         let out = self.alloc(x.rows, x.cols, "resid_mix")?;
@@ -477,6 +567,7 @@ impl Backend for WgpuBackend {
     }
 
     fn add_scaled(&self, x: &mut WgpuTensor, y: &WgpuTensor, scale: &WgpuTensor) -> Result<()> {
+        f32_only(&[x, y, scale], "add_scaled")?;
         same_shape(x, y, "add_scaled")?;
         vector_len(scale, x.cols, "add_scaled")?;
         self.launch(
@@ -490,6 +581,7 @@ impl Backend for WgpuBackend {
     }
 
     fn add_scalar_scaled(&self, x: &mut WgpuTensor, y: &WgpuTensor, s: f32) -> Result<()> {
+        f32_only(&[x, y], "add_scalar_scaled")?;
         same_shape(x, y, "add_scalar_scaled")?;
         self.launch(
             Kernel::Axpy,
@@ -502,6 +594,7 @@ impl Backend for WgpuBackend {
     }
 
     fn smear(&self, x: &WgpuTensor, gate: &WgpuTensor, seq: usize) -> Result<WgpuTensor> {
+        f32_only(&[x, gate], "smear")?;
         vector_len(gate, x.cols, "smear")?;
         if seq == 0 || x.rows % seq != 0 {
             return Err(err(format!(
@@ -533,6 +626,7 @@ impl Backend for WgpuBackend {
         q_gain: &WgpuTensor,
         eps: f32,
     ) -> Result<()> {
+        f32_only(&[q, k, q_gain], "qk_norm_rope")?;
         let hd = geom.head_dim;
         geom.check_qk((q.rows, q.cols), (k.rows, k.cols), "qk_norm_rope")?;
         vector_len(q_gain, geom.heads, "qk_norm_rope")?;
@@ -556,6 +650,7 @@ impl Backend for WgpuBackend {
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<WgpuTensor> {
+        f32_only(&[q, k, v], "attention")?;
         let rows = geom.rows();
         geom.check_qkv(
             (q.rows, q.cols),
@@ -606,6 +701,7 @@ impl Backend for WgpuBackend {
     }
 
     fn activation(&self, h: &WgpuTensor, act: Activation) -> Result<WgpuTensor> {
+        f32_only(&[h], "activation")?;
         let out = self.alloc(h.rows, h.cols, "activation")?;
         let (kind, slope) = match act {
             Activation::Relu2 => (0u32, 0.0f32),
@@ -628,6 +724,7 @@ impl Backend for WgpuBackend {
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>> {
+        f32_only(&[h], "nll")?;
         super::check_head(
             (h.rows, h.cols),
             (head.rows, head.cols),
@@ -654,6 +751,7 @@ impl Backend for WgpuBackend {
     }
 
     fn log_probs(&self, h: &WgpuTensor, head: &WgpuTensor, softcap: f32) -> Result<Vec<f32>> {
+        f32_only(&[h], "log_probs")?;
         super::check_head((h.rows, h.cols), (head.rows, head.cols), None, "log_probs")?;
         let vocab = head.rows;
         let mut out = Vec::with_capacity(h.rows * vocab);

@@ -71,6 +71,12 @@ pub(crate) const SOURCES: &[(&str, &str)] = &[
 /// The line of `attention.wgsl` that fixes the head size.
 pub(crate) const ATTN_HD_LINE: &str = "const HD: u32 = 64u;";
 
+/// The line of `matmul.wgsl` and `embedding.wgsl` that fixes the weight storage type.
+pub(crate) const WEIGHT_TYPE_LINE: &str = "alias Weight = f32;";
+
+/// `variant` of [`Kernel::Matmul`] and [`Kernel::Embedding`] reading f16 weights.
+pub(crate) const F16_WEIGHTS: u32 = 1;
+
 impl Kernel {
     fn file(self) -> &'static str {
         match self {
@@ -89,7 +95,9 @@ impl Kernel {
         }
     }
 
-    /// The WGSL source, specialised by `variant` where the kernel has one (attention: head size).
+    /// The WGSL source, specialised by `variant` where the kernel has one (attention: head size;
+    /// matmul and embedding: [`F16_WEIGHTS`] for f16 weight storage, which needs the device
+    /// feature `SHADER_F16`).
     pub fn source(self, variant: u32) -> String {
         let src = SOURCES
             .iter()
@@ -98,6 +106,10 @@ impl Kernel {
             .unwrap_or_default();
         match self {
             Kernel::Attention => src.replace(ATTN_HD_LINE, &format!("const HD: u32 = {variant}u;")),
+            Kernel::Matmul | Kernel::Embedding if variant == F16_WEIGHTS => format!(
+                "enable f16;\n{}",
+                src.replace(WEIGHT_TYPE_LINE, "alias Weight = f16;")
+            ),
             _ => src.to_string(),
         }
     }
@@ -156,14 +168,15 @@ mod tests {
     use super::*;
 
     fn validate(name: &str, src: &str) -> Result<(), String> {
+        validate_with(name, src, naga::valid::Capabilities::empty())
+    }
+
+    fn validate_with(name: &str, src: &str, caps: naga::valid::Capabilities) -> Result<(), String> {
         let module = naga::front::wgsl::parse_str(src)
             .map_err(|e| format!("{name}: parse error:\n{}", e.emit_to_string(src)))?;
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .map_err(|e| format!("{name}: validation error:\n{}", e.emit_to_string(src)))?;
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .validate(&module)
+            .map_err(|e| format!("{name}: validation error:\n{}", e.emit_to_string(src)))?;
         if !module.entry_points.iter().any(|e| e.name == "main") {
             return Err(format!("{name}: no `main` entry point"));
         }
@@ -205,6 +218,20 @@ mod tests {
             if let Err(e) = validate(&format!("attention.wgsl (HD={hd})"), &src) {
                 errors.push(e);
             }
+        }
+        // The f16-weight variants: valid with the f16 capability (what `SHADER_F16` grants),
+        // rejected without it.
+        for kernel in [Kernel::Matmul, Kernel::Embedding] {
+            let src = kernel.source(F16_WEIGHTS);
+            assert!(src.starts_with("enable f16;") && src.contains("alias Weight = f16;"));
+            let name = format!("{} (f16 weights)", kernel.file());
+            if let Err(e) = validate_with(&name, &src, naga::valid::Capabilities::SHADER_FLOAT16) {
+                errors.push(e);
+            }
+            assert!(
+                validate(&name, &src).is_err(),
+                "{name} validates without the f16 capability"
+            );
         }
         assert!(errors.is_empty(), "{}", errors.join("\n"));
     }

@@ -131,10 +131,19 @@ impl Stream {
 
     /// Copies the first `count` f32 values of `src` to the host (waits for all pending work).
     pub fn read_f32(&self, gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(gpu, src, count * 4)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Copies the first `count` bytes of `src` (rounded up to 4) to the host.
+    pub fn read_bytes(&self, gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<u8>> {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let bytes = (count * 4) as u64;
+        let bytes = (count as u64).next_multiple_of(4);
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("pgolf-rt readback"),
             size: bytes,
@@ -158,9 +167,7 @@ impl Stream {
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| Error::Backend(format!("wgpu: mapped range: {e}")))?;
-            view.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+            view[..count].to_vec()
         };
         staging.unmap();
         Ok(out)
