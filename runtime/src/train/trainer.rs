@@ -155,13 +155,12 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         let c = &self.cfg;
         let lr_mul = c.schedule.lr_mul(self.step, self.elapsed_ms);
         let qat = c.qat.active(lr_mul);
-        let fwd = if qat {
-            fake_quantized(&self.weights)
+        // The forward sees fake-quantized weights under QAT, the live weights otherwise.
+        let model = if qat {
+            TrainModel::new(self.backend.clone(), &fake_quantized(&self.weights))?
         } else {
-            self.weights.clone()
+            TrainModel::new(self.backend.clone(), &self.weights)?
         };
-        let model = TrainModel::new(self.backend.clone(), &fwd)?;
-        drop(fwd);
         let world = c.world_size;
         let accum = c.grad_accum_steps;
         let mut rank_grads: Vec<ModelWeights> = (0..world)
