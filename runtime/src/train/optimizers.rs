@@ -5,6 +5,7 @@
 use super::adam::{Adam, AdamConfig, OptimizerKind};
 use super::groups::{group_of, Group};
 use super::muon::{MatrixParam, Muon, MuonConfig};
+use super::sgd::{clip_coef, global_norm};
 use crate::model::ModelWeights;
 use crate::Result;
 
@@ -129,17 +130,6 @@ impl Optimizers {
         }
     }
 
-    /// Global L2 norm of `grads` (all parameters), in f64.
-    pub fn grad_norm(grads: &mut ModelWeights) -> f64 {
-        grads
-            .params_mut()
-            .iter()
-            .flat_map(|p| p.values.iter())
-            .map(|&g| (g as f64) * (g as f64))
-            .sum::<f64>()
-            .sqrt()
-    }
-
     /// One step: clip, set the scheduled learning rates and momentum, update every group.
     /// Returns the gradient norm before clipping.
     pub fn step(
@@ -149,15 +139,17 @@ impl Optimizers {
         lr_mul: f32,
         muon_momentum: f32,
     ) -> Result<f64> {
-        let norm = Self::grad_norm(grads);
-        let clip = self.cfg.grad_clip_norm;
-        if clip > 0.0 {
-            // torch.nn.utils.clip_grad_norm_: coefficient max/(norm + 1e-6), capped at 1.
-            let coef = (clip as f64 / (norm + 1e-6)).min(1.0) as f32;
-            if coef < 1.0 {
-                for p in grads.params_mut() {
-                    p.values.iter_mut().for_each(|g| *g *= coef);
-                }
+        let norm = global_norm(
+            &grads
+                .params_mut()
+                .iter()
+                .map(|p| &*p.values)
+                .collect::<Vec<_>>(),
+        );
+        let coef = clip_coef(norm, self.cfg.grad_clip_norm);
+        if coef < 1.0 {
+            for p in grads.params_mut() {
+                p.values.iter_mut().for_each(|g| *g *= coef);
             }
         }
         let lrs = self.cfg.lrs;

@@ -50,23 +50,28 @@ impl Sgd {
     }
 }
 
-/// The factor `min(1, max_norm / ‖g‖₂)` that clips the global gradient norm to `max_norm`
-/// (`max_norm <= 0`: no clipping, factor 1).
-pub fn clip_factor(grads: &[&[f32]], max_norm: f32) -> f32 {
-    if max_norm <= 0.0 {
-        return 1.0;
-    }
-    let sq: f64 = grads
+/// Global L2 norm of all gradient slices, summed in f64.
+pub fn global_norm(grads: &[&[f32]]) -> f64 {
+    grads
         .iter()
         .flat_map(|g| g.iter())
         .map(|&x| (x as f64) * (x as f64))
-        .sum();
-    let norm = sq.sqrt() as f32;
-    if norm > max_norm {
-        max_norm / (norm + 1e-6)
-    } else {
-        1.0
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// `torch.nn.utils.clip_grad_norm_`'s factor for a gradient of global norm `norm`:
+/// `min(1, max_norm / (norm + 1e-6))`; 1 when `max_norm <= 0` (no clipping).
+pub fn clip_coef(norm: f64, max_norm: f32) -> f32 {
+    if max_norm <= 0.0 {
+        return 1.0;
     }
+    (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32
+}
+
+/// The factor that clips the global gradient norm of `grads` to `max_norm`.
+pub fn clip_factor(grads: &[&[f32]], max_norm: f32) -> f32 {
+    clip_coef(global_norm(grads), max_norm)
 }
 
 #[cfg(test)]
