@@ -5,8 +5,9 @@
 use super::groups::{group_of, Group};
 use super::optimizers::ADAM_GROUPS;
 use super::trainer::Trainer;
-use crate::artifact::torch::{save, OwnedTensor, SaveValue};
-use crate::artifact::{load_state, write_atomic, DType, StateValue};
+use crate::artifact::torch::{save, SaveValue};
+use crate::artifact::write::state_dict;
+use crate::artifact::{load_state, write_atomic, DType, ExportTensor, StateValue};
 use crate::backend::train::TrainBackend;
 use crate::data::StreamPos;
 use crate::model::ModelWeights;
@@ -19,22 +20,29 @@ fn err(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Usage(format!("checkpoint {}: {msg}", path.display()))
 }
 
-fn tensor(shape: &[usize], values: &[f32]) -> Result<SaveValue> {
-    Ok(SaveValue::Tensor(OwnedTensor::from_f32(
-        DType::F32,
-        shape,
-        values,
-    )?))
+/// A float32 state dict of `(name, shape, values)` entries.
+fn f32_dict<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a [usize], &'a [f32])>,
+) -> Result<SaveValue> {
+    let tensors: Vec<ExportTensor> = entries
+        .map(|(name, shape, values)| ExportTensor {
+            name,
+            shape,
+            dtype: DType::F32,
+            values,
+        })
+        .collect();
+    state_dict(&tensors)
 }
 
 fn weights_dict(w: &ModelWeights) -> Result<SaveValue> {
     let mut w = w.clone();
-    Ok(SaveValue::Dict(
-        w.params_mut()
-            .into_iter()
-            .map(|p| Ok((p.name, tensor(&p.shape, p.values)?)))
-            .collect::<Result<_>>()?,
-    ))
+    let params = w.params_mut();
+    f32_dict(
+        params
+            .iter()
+            .map(|p| (p.name.as_str(), p.shape.as_slice(), &*p.values)),
+    )
 }
 
 /// `(name, shape)` of the parameters in one optimizer group, in update order.
@@ -48,13 +56,12 @@ fn group_names(w: &ModelWeights, g: Group) -> Vec<(String, Vec<usize>)> {
 }
 
 fn buffers(names: &[(String, Vec<usize>)], bufs: &[Vec<f32>]) -> Result<SaveValue> {
-    Ok(SaveValue::Dict(
+    f32_dict(
         names
             .iter()
             .zip(bufs)
-            .map(|((n, s), b)| Ok((n.clone(), tensor(s, b)?)))
-            .collect::<Result<_>>()?,
-    ))
+            .map(|((n, s), b)| (n.as_str(), s.as_slice(), b.as_slice())),
+    )
 }
 
 fn int(v: usize) -> SaveValue {
