@@ -248,18 +248,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.seq_len,
         stride.map_or("-".into(), |s| s.to_string())
     );
-    println!(
-        "val_loss:{:.8} val_bpb:{:.8} tokens:{} bytes:{} seconds:{:.2} tokens_per_s:{:.0}",
-        r.val_loss,
-        r.val_bpb,
-        r.tokens,
-        r.bytes,
-        r.seconds,
-        r.tokens as f64 / r.seconds
-    );
-    if let Some(m) = &mixed {
-        print_mix(m);
-    }
+    print_result(&r, mixed.as_ref());
     if a.json {
         let mut j = serde_json::json!({
             "val_loss": r.val_loss,
@@ -306,6 +295,22 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("{j}");
     }
     Ok(())
+}
+
+/// The result line (and the mixer's per-expert table).
+fn print_result(r: &EvalResult, mixed: Option<&MixedEval>) {
+    println!(
+        "val_loss:{:.8} val_bpb:{:.8} tokens:{} bytes:{} seconds:{:.2} tokens_per_s:{:.0}",
+        r.val_loss,
+        r.val_bpb,
+        r.tokens,
+        r.bytes,
+        r.seconds,
+        r.tokens as f64 / r.seconds
+    );
+    if let Some(m) = mixed {
+        print_mix(m);
+    }
 }
 
 fn print_mix(m: &MixedEval) {
@@ -428,18 +433,7 @@ fn run_ttt(
         run_lora_ttt(a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
     };
     pb.finish_and_clear();
-    println!(
-        "val_loss:{:.8} val_bpb:{:.8} tokens:{} bytes:{} seconds:{:.2} tokens_per_s:{:.0}",
-        r.val_loss,
-        r.val_bpb,
-        r.tokens,
-        r.bytes,
-        r.seconds,
-        r.tokens as f64 / r.seconds
-    );
-    if let Some(m) = &mixed {
-        print_mix(m);
-    }
+    print_result(&r, mixed.as_ref());
     if a.json {
         j["val_loss"] = r.val_loss.into();
         j["val_bpb"] = r.val_bpb.into();
