@@ -293,13 +293,4 @@ impl ModelWeights {
         }
         out
     }
-
-    /// `(name, shape, values)` copies of every parameter (the input [`Self::from_tensors`] takes).
-    pub fn to_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let mut w = self.clone();
-        w.params_mut()
-            .into_iter()
-            .map(|p| (p.name, p.shape, p.values.to_vec()))
-            .collect()
-    }
 }

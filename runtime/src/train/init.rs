@@ -304,7 +304,7 @@ mod tests {
         let ve = w.value_embed.as_ref().unwrap();
         assert_eq!((ve.scale, ve.layer_scales.clone()), (0.1, vec![1.0, 1.0]));
         assert!(ve.embed.data.iter().any(|&v| v != 0.0));
-        assert_eq!(w.to_tensors().len(), 2 + 4 * 10 + 3 + 1 + 5);
+        assert_eq!(w.clone().params_mut().len(), 2 + 4 * 10 + 3 + 1 + 5);
     }
 
     #[test]
