@@ -141,3 +141,31 @@ fn mixed_scores_never_depend_on_later_tokens() {
         assert_ne!(a[n], base[n]);
     }
 }
+
+#[test]
+fn ablation_on_lora_ttt_equals_separate_ttt_runs_without_each_expert() {
+    use pgolf_rt::eval::mixer::Expert;
+    let m = model(43);
+    let s = docs_stream(3, &[50, 30, 45]);
+    let lut = lut();
+    let c = cfg();
+    let base = MixerConfig {
+        ablate: true,
+        ..MixerConfig::default()
+    };
+    let (_, mixed) = eval_lora_ttt_mixed(&m, &s, &lut, &c, Some(&base), None).unwrap();
+    let mixed = mixed.unwrap();
+    assert_eq!(mixed.ablation.len(), 5);
+    for a in &mixed.ablation {
+        let (alone, _) =
+            eval_lora_ttt_mixed(&m, &s, &lut, &c, Some(&base.without(a.removed)), None).unwrap();
+        assert_eq!(alone.val_loss, a.result.val_loss, "{:?}", a.removed);
+        assert_eq!(alone.bytes, a.result.bytes);
+    }
+    // Each leave-one-out run really ran without its expert: its mixture differs from the full one.
+    assert!(mixed
+        .ablation
+        .iter()
+        .all(|a| a.result.val_loss != mixed.result.val_loss));
+    assert!(mixed.ablation.iter().any(|a| a.removed == Expert::Neural));
+}

@@ -71,6 +71,10 @@ pub struct EvalArgs {
     /// Hedge loss: `nll` (each expert's log-loss) or `gradient` (exponentiated gradient).
     #[arg(long)]
     mix_loss: Option<String>,
+    /// Ablation in the same pass: also run the mixture without each enabled expert, on the
+    /// same targets and neural distributions, and report each (cheap next to the model).
+    #[arg(long)]
+    mix_ablation: bool,
     /// Run the legality audit (causality, normalisation, score-before-update) on the first
     /// windows of the data first; exits non-zero if any check fails.
     #[arg(long)]
@@ -163,6 +167,7 @@ pub struct TttArgs {
 
 fn mixer_config(a: &EvalArgs) -> Result<Option<MixerConfig>> {
     if a.mix == "none" {
+        anyhow::ensure!(!a.mix_ablation, "--mix-ablation needs --mix hedge");
         return Ok(None);
     }
     let mut c = MixerConfig::default();
@@ -195,6 +200,7 @@ fn mixer_config(a: &EvalArgs) -> Result<Option<MixerConfig>> {
     if let Some(l) = &a.mix_loss {
         c.loss = l.parse::<HedgeLoss>().map_err(anyhow::Error::msg)?;
     }
+    c.ablate = a.mix_ablation;
     c.validate()?;
     Ok(Some(c))
 }
@@ -263,24 +269,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "artifact": a.artifact.display().to_string(),
         });
         if let (Some(m), Some(c)) = (&mixed, &mix) {
-            j["mix"] = serde_json::json!({
-                "kind": "hedge",
-                "eta": c.eta,
-                "share": c.share,
-                "prior": c.prior,
-                "alpha": c.alpha,
-                "trigram_alpha": c.trigram_alpha,
-                "trigram_buckets": c.trigram_buckets,
-                "loss": format!("{:?}", c.loss).to_lowercase(),
-                "neural_val_bpb": m.neural().val_bpb,
-                "experts": m.experts.iter().map(|e| serde_json::json!({
-                    "name": e.expert.name(),
-                    "enabled": e.enabled,
-                    "val_bpb": e.result.val_bpb,
-                    "val_loss": e.result.val_loss,
-                    "final_weight": e.final_weight,
-                })).collect::<Vec<_>>(),
-            });
+            j["mix"] = mix_json(m, c);
         }
         if let Some(rep) = &audit {
             j["audit"] = serde_json::json!({
@@ -329,6 +318,45 @@ fn print_mix(m: &MixedEval) {
             e.final_weight
         );
     }
+    if !m.ablation.is_empty() {
+        println!("mix:ablation  without  val_bpb  vs full mixture");
+        for ab in &m.ablation {
+            println!(
+                "  {:<9} {:.8} {:+.6}",
+                ab.removed.name(),
+                ab.result.val_bpb,
+                ab.result.val_bpb - m.result.val_bpb
+            );
+        }
+    }
+}
+
+/// The mixer's part of the `--json` line.
+fn mix_json(m: &MixedEval, c: &MixerConfig) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "hedge",
+        "eta": c.eta,
+        "share": c.share,
+        "prior": c.prior,
+        "alpha": c.alpha,
+        "trigram_alpha": c.trigram_alpha,
+        "trigram_buckets": c.trigram_buckets,
+        "loss": format!("{:?}", c.loss).to_lowercase(),
+        "val_bpb": m.result.val_bpb,
+        "neural_val_bpb": m.neural().val_bpb,
+        "experts": m.experts.iter().map(|e| serde_json::json!({
+            "name": e.expert.name(),
+            "enabled": e.enabled,
+            "val_bpb": e.result.val_bpb,
+            "val_loss": e.result.val_loss,
+            "final_weight": e.final_weight,
+        })).collect::<Vec<_>>(),
+        "ablation": m.ablation.iter().map(|ab| serde_json::json!({
+            "without": ab.removed.name(),
+            "val_bpb": ab.result.val_bpb,
+            "val_loss": ab.result.val_loss,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn evaluate<B: Backend>(
@@ -406,14 +434,12 @@ fn run_ttt(
         println!("legality audit PASSED");
     }
     let start = std::time::Instant::now();
-    let pb = progress::bar(
-        0,
-        if a.ttt.ttt.as_deref() == Some("full") {
-            "chunks"
-        } else {
-            "docs"
-        },
-    );
+    let unit = if a.ttt.ttt.as_deref() == Some("full") {
+        "chunks"
+    } else {
+        "docs"
+    };
+    let pb = progress::bar(0, unit);
     let mut on_progress = |done: usize, total: usize, acc: &pgolf_rt::eval::BpbAccumulator| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
@@ -421,7 +447,7 @@ fn run_ttt(
         pb.set_message(format!("bpb {bpb:.5}"));
         if done % 10 == 0 || done == total {
             eprintln!(
-                "ttt: {done}/{total} targets {} partial val_bpb {bpb:.8} elapsed {:.0}s",
+                "ttt: {unit} {done}/{total}, {} targets scored, partial val_bpb {bpb:.8}, elapsed {:.0}s",
                 acc.tokens,
                 start.elapsed().as_secs_f64()
             );
@@ -441,17 +467,8 @@ fn run_ttt(
         j["bytes"] = r.bytes.into();
         j["seconds"] = r.seconds.into();
         j["artifact"] = a.artifact.display().to_string().into();
-        if let Some(m) = &mixed {
-            j["mix"] = serde_json::json!({
-                "kind": "hedge",
-                "neural_val_bpb": m.neural().val_bpb,
-                "experts": m.experts.iter().map(|e| serde_json::json!({
-                    "name": e.expert.name(),
-                    "enabled": e.enabled,
-                    "val_bpb": e.result.val_bpb,
-                    "final_weight": e.final_weight,
-                })).collect::<Vec<_>>(),
-            });
+        if let (Some(m), Some(c)) = (&mixed, &mix) {
+            j["mix"] = mix_json(m, c);
         }
         println!("{j}");
     }

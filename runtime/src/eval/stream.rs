@@ -8,9 +8,7 @@
 //! before training on it, neither the adapters/weights nor the mixer have seen a token when it
 //! is scored.
 
-use super::mixer::{
-    Expert, ExpertStats, MixedEval, Mixer, MixerConfig, OnlinePredictor, NUM_EXPERTS,
-};
+use super::mixer::{add, Ablation, Expert, MixedEval, Mixer, MixerConfig, OnlinePredictor, NUM_EXPERTS};
 use super::{BpbAccumulator, EvalResult};
 use crate::tokenizer::ByteLut;
 use crate::{Error, Result};
@@ -22,6 +20,8 @@ pub struct StreamScorer<'a> {
     vocab: usize,
     acc: BpbAccumulator,
     mix: Option<(Mixer, [BpbAccumulator; NUM_EXPERTS])>,
+    /// The leave-one-out mixers of an ablation ([`MixerConfig::ablate`]), fed the same targets.
+    ablation: Vec<(Expert, Mixer, BpbAccumulator)>,
     /// The smallest target index that may be scored next.
     next: usize,
     start: std::time::Instant,
@@ -58,6 +58,7 @@ impl<'a> StreamScorer<'a> {
         vocab: usize,
         mix: Option<&MixerConfig>,
     ) -> Result<Self> {
+        let mix_cfg = mix;
         let mix = mix
             .map(|c| {
                 Ok((
@@ -66,12 +67,19 @@ impl<'a> StreamScorer<'a> {
                 ))
             })
             .transpose()?;
+        let ablation = mix_cfg
+            .map(MixerConfig::ablation_configs)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(e, c)| Ok((e, Mixer::new(&c, vocab)?, BpbAccumulator::default())))
+            .collect::<Result<Vec<_>>>()?;
         Ok(StreamScorer {
             stream,
             lut,
             vocab,
             acc: BpbAccumulator::default(),
             mix,
+            ablation,
             next: 0,
             start: std::time::Instant::now(),
             record: None,
@@ -187,6 +195,9 @@ impl<'a> StreamScorer<'a> {
                 for (a, &e) in experts.iter_mut().zip(&s.expert_nll) {
                     add(a, e, bytes);
                 }
+                for (_, m, a) in &mut self.ablation {
+                    add(a, m.score(lp, ctx, y).nll, bytes);
+                }
                 s.nll
             }
         };
@@ -215,28 +226,19 @@ impl<'a> StreamScorer<'a> {
     pub fn finish(self) -> (EvalResult, Option<MixedEval>) {
         let secs = self.start.elapsed().as_secs_f64();
         let result = self.acc.result(secs);
-        let mixed = self.mix.map(|(m, eacc)| {
-            let w = m.weights();
-            MixedEval {
-                result,
-                experts: Expert::ALL
-                    .iter()
-                    .map(|&e| ExpertStats {
-                        expert: e,
-                        enabled: m.config().enabled[e as usize],
-                        result: eacc[e as usize].result(secs),
-                        final_weight: w[e as usize],
-                    })
-                    .collect(),
-            }
+        let ablation = self
+            .ablation
+            .iter()
+            .map(|(e, _, a)| Ablation {
+                removed: *e,
+                result: a.result(secs),
+            })
+            .collect();
+        let mixed = self.mix.map(|(m, eacc)| MixedEval {
+            result,
+            experts: m.expert_stats(&eacc, secs),
+            ablation,
         });
         (result, mixed)
     }
-}
-
-/// Adds an f64 NLL (the accumulator's `add` takes f32; keep the f64 sum exact).
-fn add(acc: &mut BpbAccumulator, nll: f64, bytes: u32) {
-    acc.nll_sum += nll;
-    acc.tokens += 1;
-    acc.bytes += u64::from(bytes);
 }

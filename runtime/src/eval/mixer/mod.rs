@@ -156,6 +156,9 @@ pub struct MixerConfig {
     pub temper: TemperRule,
     /// What Hedge charges each expert.
     pub loss: HedgeLoss,
+    /// Also run, in the same pass, one mixer per enabled expert with that expert left out
+    /// ([`MixerConfig::ablation_configs`]); their results land in [`MixedEval::ablation`].
+    pub ablate: bool,
 }
 
 impl Default for MixerConfig {
@@ -170,6 +173,7 @@ impl Default for MixerConfig {
             trigram_buckets: 65536,
             temper: TemperRule::default(),
             loss: HedgeLoss::Nll,
+            ablate: false,
         }
     }
 }
@@ -218,7 +222,22 @@ impl MixerConfig {
     pub fn without(&self, expert: Expert) -> Self {
         let mut c = self.clone();
         c.enabled[expert as usize] = false;
+        c.ablate = false;
         c
+    }
+
+    /// The leave-one-out settings of an ablation: for each enabled expert, these settings
+    /// without it. Empty unless [`MixerConfig::ablate`] is set and at least two experts are
+    /// enabled.
+    pub fn ablation_configs(&self) -> Vec<(Expert, MixerConfig)> {
+        if !self.ablate || self.enabled.iter().filter(|&&e| e).count() < 2 {
+            return Vec::new();
+        }
+        Expert::ALL
+            .into_iter()
+            .filter(|&e| self.enabled[e as usize])
+            .map(|e| (e, self.without(e)))
+            .collect()
     }
 }
 
@@ -413,6 +432,21 @@ impl Mixer {
         out
     }
 
+    /// Each expert's numbers after a pass: its own totals `acc` (in [`Expert::ALL`] order) and
+    /// its final weight.
+    pub fn expert_stats(&self, acc: &[BpbAccumulator; NUM_EXPERTS], secs: f64) -> Vec<ExpertStats> {
+        let w = self.weights();
+        Expert::ALL
+            .iter()
+            .map(|&e| ExpertStats {
+                expert: e,
+                enabled: self.cfg.enabled[e as usize],
+                result: acc[e as usize].result(secs),
+                final_weight: w[e as usize],
+            })
+            .collect()
+    }
+
     /// Scores `y` with the current state, then updates Hedge and the count tables with it.
     pub fn score(&mut self, logp: &[f32], ctx: &[u32], y: u32) -> MixScore {
         let parts = NeuralParts::new(logp, &self.cfg.temper);
@@ -563,6 +597,18 @@ pub struct ExpertStats {
 pub struct MixedEval {
     pub result: EvalResult,
     pub experts: Vec<ExpertStats>,
+    /// With [`MixerConfig::ablate`]: the mixture without each enabled expert, run beside it
+    /// on the same targets and the same neural distributions.
+    pub ablation: Vec<Ablation>,
+}
+
+/// One leave-one-out mixture of an ablation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ablation {
+    /// The expert left out.
+    pub removed: Expert,
+    /// The mixture of the others.
+    pub result: EvalResult,
 }
 
 impl MixedEval {
@@ -587,19 +633,25 @@ pub fn eval_mixed<B: Backend>(
         Some(s) => sliding_windows(stream.len(), opts.seq_len, s)?,
         None => standard_windows(stream.len(), opts.seq_len),
     };
-    let mut out = run_mixed(
-        model,
-        stream,
-        lut,
-        &windows,
-        std::slice::from_ref(cfg),
-        opts,
-    )?;
-    Ok(out.remove(0))
+    let ablation = cfg.ablation_configs();
+    let mut cfgs = vec![cfg.clone()];
+    cfgs.extend(ablation.iter().map(|(_, c)| c.clone()));
+    let mut out = run_mixed(model, stream, lut, &windows, &cfgs, opts)?.into_iter();
+    let mut main = out.next().expect("run_mixed returns one result per config");
+    main.ablation = ablation
+        .iter()
+        .zip(out)
+        .map(|((e, _), m)| Ablation {
+            removed: *e,
+            result: m.result,
+        })
+        .collect();
+    Ok(main)
 }
 
 /// Runs several independent mixers (e.g. an ablation) over the same windows with one forward
-/// pass per batch. Each mixer sees the targets in stream order.
+/// pass per batch. Each mixer sees the targets in stream order. (`ablate` in `cfgs` is not
+/// expanded here: every config is one mixer, and [`MixedEval::ablation`] is left empty.)
 pub fn run_mixed<B: Backend>(
     model: &DeviceModel<B>,
     stream: &[u32],
@@ -632,26 +684,16 @@ pub fn run_mixed<B: Backend>(
         .iter()
         .zip(mix_acc)
         .zip(expert_acc)
-        .map(|((m, acc), eacc)| {
-            let w = m.weights();
-            MixedEval {
-                result: acc.result(secs),
-                experts: Expert::ALL
-                    .iter()
-                    .map(|&e| ExpertStats {
-                        expert: e,
-                        enabled: m.config().enabled[e as usize],
-                        result: eacc[e as usize].result(secs),
-                        final_weight: w[e as usize],
-                    })
-                    .collect(),
-            }
+        .map(|((m, acc), eacc)| MixedEval {
+            result: acc.result(secs),
+            experts: m.expert_stats(&eacc, secs),
+            ablation: Vec::new(),
         })
         .collect())
 }
 
 /// Adds an f64 NLL (the accumulator's `add` takes f32; keep the f64 sum exact).
-fn add(acc: &mut BpbAccumulator, nll: f64, bytes: u32) {
+pub(crate) fn add(acc: &mut BpbAccumulator, nll: f64, bytes: u32) {
     acc.nll_sum += nll;
     acc.tokens += 1;
     acc.bytes += u64::from(bytes);
