@@ -2,7 +2,8 @@
 //!
 //! Besides criterion's report it prints `rust_cpu_tokens_per_s <batch> <value>` (median of 5
 //! timed runs after 2 warm-ups) so `scripts/bench-cpu.sh` can set it beside PyTorch's figure,
-//! and per-op times at the same shapes (`rust_cpu_op_ms <op> <ms>`).
+//! and per-op times at the same shapes (`rust_cpu_op_ms <op> <ms>`). Like the CLI, it first
+//! tunes the allocator to keep freed memory ([`pgolf_rt::alloc::retain_freed_memory`]).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pgolf_rt::artifact::Artifact;
@@ -20,6 +21,10 @@ fn shared() -> Option<PathBuf> {
 }
 
 fn bench(c: &mut Criterion) {
+    // As the CLI does (`PGOLF_RETAIN_MEMORY=0` measures without it).
+    let retain = std::env::var("PGOLF_RETAIN_MEMORY").map_or(true, |v| v != "0")
+        && pgolf_rt::alloc::retain_freed_memory();
+    eprintln!("rust_cpu_retain_freed_memory {retain}");
     let Some(s) = shared() else {
         eprintln!("SKIPPED: ../shared is absent");
         return;

@@ -11,6 +11,7 @@
 //!
 //! `tokenizer` (SentencePiece, byte accounting) and `data` (challenge shards) feed `eval`.
 
+pub mod alloc;
 mod api;
 pub mod artifact;
 pub mod backend;

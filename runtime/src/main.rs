@@ -3,6 +3,8 @@
 mod cli;
 
 fn main() {
+    // Forward passes reuse freed activation memory instead of faulting in fresh pages.
+    pgolf_rt::alloc::retain_freed_memory();
     if let Err(e) = cli::run() {
         // The context chain, without repeating a cause that a message already quotes
         // (`Error::Io` prints "path: cause" and also exposes the cause as its source).
