@@ -253,3 +253,68 @@ fn eleven_layer_lineage_modules_train() {
     let back = ModelWeights::from_artifact(&art, &ov).unwrap();
     assert_eq!(back.config, t.weights.config);
 }
+
+/// Spec 4.2: `bigram.proj` is optimized by Muon in the 1.1271 record and by the scalar Adam
+/// group in the LeakyReLU record. Only that tensor's first update differs between the two, and
+/// a Muon-mode checkpoint resumes onto the same weights.
+#[test]
+fn bigram_projection_trains_with_muon_or_adam() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let a = Architecture {
+        bigram: Some((64, 16)),
+        ..arch()
+    };
+    let make = |muon: bool| {
+        let mut cfg = config(4, 1, 1);
+        cfg.qat = QatMode::Off;
+        cfg.optim.bigram_proj_muon = muon;
+        let mut t = trainer_for(&shared, cfg, a, &ConfigOverrides::default());
+        let bg = t.weights.bigram.as_mut().unwrap();
+        for (i, v) in bg.embed.data.iter_mut().enumerate() {
+            *v = 0.01 * ((i * 37 % 17) as f32 - 8.0);
+        }
+        t
+    };
+    let params = |t: &Trainer<CpuBackend>| {
+        let mut w = t.weights.clone();
+        w.params_mut()
+            .into_iter()
+            .map(|p| (p.name, p.values.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let (mut adam, mut muon) = (make(false), make(true));
+    let before = params(&adam);
+    adam.train_step().unwrap();
+    muon.train_step().unwrap();
+    let norm = |after: &[f32], b: &[f32]| {
+        after
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let mut proj_steps = None;
+    for (((name, pa), (_, pm)), (_, p0)) in params(&adam).iter().zip(&params(&muon)).zip(&before) {
+        if name == "bigram.proj.weight" {
+            proj_steps = Some((norm(pa, p0), norm(pm, p0)));
+        } else {
+            assert_eq!(pa, pm, "{name} should not depend on the projection's optimizer");
+        }
+    }
+    // Adam's first step moves every element by ~lr (norm ~lr·sqrt(32·16) ≈ 0.9); Muon's
+    // orthogonalised step has norm ~lr·sqrt(2)·sqrt(16) ≈ 0.23.
+    let (sa, sm) = proj_steps.expect("the model has bigram.proj");
+    assert!(sa > 0.0 && sm > 0.0 && sm < 0.5 * sa, "adam {sa} muon {sm}");
+
+    let ck = tmp("bigram-muon.pt");
+    save_checkpoint(&muon, &ck).unwrap();
+    let mut resumed = make(true);
+    load_checkpoint(&mut resumed, &ck).unwrap();
+    std::fs::remove_file(&ck).unwrap();
+    muon.train_step().unwrap();
+    resumed.train_step().unwrap();
+    assert_eq!(params(&muon), params(&resumed));
+}

@@ -117,6 +117,10 @@ pub struct TrainArgs {
     /// 1: orthogonal init of the block matrices (11-layer lineage, spec 4.4).
     #[arg(long, env = "ORTHO_INIT", default_value_t = 0)]
     ortho_init: u8,
+    /// Optimizer of the BigramHash projection: `adam` (scalar group, LeakyReLU record) or
+    /// `muon` (1.1271 record).
+    #[arg(long, env = "BIGRAM_PROJ_OPTIMIZER", value_parser = ["adam", "muon"], default_value = "adam")]
+    bigram_proj_optimizer: String,
     #[arg(long, env = "EMBED_LR", default_value_t = 0.6)]
     embed_lr: f32,
     #[arg(long, env = "HEAD_LR", default_value_t = 0.008)]
@@ -241,6 +245,7 @@ impl TrainArgs {
                 beta2: self.beta2,
                 adam_eps: self.adam_eps,
                 adam_weight_decay: self.adam_wd,
+                bigram_proj_muon: self.bigram_proj_optimizer == "muon",
                 muon: MuonConfig {
                     lr: self.matrix_lr,
                     momentum: self.muon_momentum,

@@ -17,6 +17,17 @@ pub enum Group {
     Scalar,
 }
 
+/// The optimizer group of a parameter: [`group_of`], except that with `bigram_proj_muon` the
+/// BigramHash projection `bigram.proj.weight` goes to Muon (the 1.1271 record; the LeakyReLU
+/// record keeps it in the scalar Adam group, spec 4.2).
+pub fn optimizer_group(name: &str, shape: &[usize], bigram_proj_muon: bool) -> Group {
+    if bigram_proj_muon && name == "bigram.proj.weight" && shape.len() == 2 {
+        Group::Matrix
+    } else {
+        group_of(name, shape)
+    }
+}
+
 /// The group of a parameter from its state-dict name and shape.
 pub fn group_of(name: &str, shape: &[usize]) -> Group {
     if name == "lm_head.weight" {
@@ -51,5 +62,9 @@ mod tests {
         assert_eq!(group_of("blocks.0.attn.q_gain", &[8]), Group::Scalar);
         assert_eq!(group_of("skip_weights", &[4, 512]), Group::Scalar);
         assert_eq!(group_of("bigram.embed.weight", &[2048, 128]), Group::Embed);
+        let proj = ("bigram.proj.weight", [512usize, 128]);
+        assert_eq!(optimizer_group(proj.0, &proj.1, false), Group::Scalar);
+        assert_eq!(optimizer_group(proj.0, &proj.1, true), Group::Matrix);
+        assert_eq!(optimizer_group("bigram.scale", &[], true), Group::Scalar);
     }
 }

@@ -3,7 +3,7 @@
 //! follow the schedule's multiplier. Optional global-norm gradient clipping first.
 
 use super::adam::{Adam, AdamConfig, OptimizerKind};
-use super::groups::{group_of, Group};
+use super::groups::{optimizer_group, Group};
 use super::muon::{MatrixParam, Muon, MuonConfig};
 use super::sgd::{clip_coef, global_norm};
 use crate::model::ModelWeights;
@@ -49,6 +49,8 @@ pub struct OptimizerConfig {
     pub muon: MuonConfig,
     /// Clip the global gradient norm to this (0 disables).
     pub grad_clip_norm: f32,
+    /// BigramHash projection in Muon instead of the scalar Adam group (spec 4.2).
+    pub bigram_proj_muon: bool,
 }
 
 impl Default for OptimizerConfig {
@@ -61,6 +63,7 @@ impl Default for OptimizerConfig {
             adam_weight_decay: 0.0,
             muon: MuonConfig::default(),
             grad_clip_norm: 0.0,
+            bigram_proj_muon: false,
         }
     }
 }
@@ -165,7 +168,7 @@ impl Optimizers {
         let mut mat_grads: Vec<&[f32]> = Vec::new();
         let mut adam: [AdamBatch; 3] = Default::default();
         for (p, g) in params.iter_mut().zip(grads.iter()) {
-            match group_of(&p.name, &p.shape) {
+            match optimizer_group(&p.name, &p.shape, self.cfg.bigram_proj_muon) {
                 Group::Matrix => {
                     mats.push(MatrixParam {
                         rows: p.shape[0],
