@@ -416,41 +416,21 @@ impl<B: TrainBackend> TrainModel<B> {
             lora.and_then(|l| l.block_slot(i, p.index()).zip(l.index_blocks[i][p.index()]))
         };
         let u = |p: Proj| t.u[p.index()].as_ref();
+        // `d out` → `(d x, d w)` of one (adapted) block linear.
+        let mut lin_back = |dy: &B::Tensor, x: &B::Tensor, w: &B::Tensor, p: Proj| {
+            self.lin_back(dy, x, w, ad(p), u(p), want_base, slots)
+        };
         // MLP residual: x2 = x1 + mlp_scale ⊙ m.
         let (dm, d_mlp_scale) = be.add_scaled_backward(&t.m, &w.mlp_scale, &dx2)?;
         let mut dx1 = dx2;
-        let (da, d_proj) = self.lin_back(
-            &dm,
-            &t.a,
-            &w.mlp_proj,
-            ad(Proj::MlpProj),
-            u(Proj::MlpProj),
-            want_base,
-            slots,
-        )?;
+        let (da, d_proj) = lin_back(&dm, &t.a, &w.mlp_proj, Proj::MlpProj)?;
         let dh = be.activation_backward(&t.h, &da, cfg.activation)?;
-        let (dn2, d_fc) = self.lin_back(
-            &dh,
-            &t.n2,
-            &w.mlp_fc,
-            ad(Proj::MlpFc),
-            u(Proj::MlpFc),
-            want_base,
-            slots,
-        )?;
+        let (dn2, d_fc) = lin_back(&dh, &t.n2, &w.mlp_fc, Proj::MlpFc)?;
         self.add(&mut dx1, &be.rms_norm_backward(&t.x1, &dn2, eps, s)?)?;
         // Attention residual: x1 = xm + attn_scale ⊙ o.
         let (d_o, d_attn_scale) = be.add_scaled_backward(&t.o, &w.attn_scale, &dx1)?;
         let mut dxm = dx1;
-        let (dy, d_wo) = self.lin_back(
-            &d_o,
-            &t.y,
-            &w.attn_proj,
-            ad(Proj::O),
-            u(Proj::O),
-            want_base,
-            slots,
-        )?;
+        let (dy, d_wo) = lin_back(&d_o, &t.y, &w.attn_proj, Proj::O)?;
         let xsa = cfg.xsa_layers.contains(&i);
         let (dq, dk, dv) = be.attention_backward(&t.q, &t.k, &t.v, &dy, &tape.geom, xsa)?;
         let ve = match (&t.ve, &self.model.value_embed) {
@@ -469,33 +449,9 @@ impl<B: TrainBackend> TrainModel<B> {
         let (dq_pre, dk_pre, d_gain) = be.qk_norm_rope_backward(
             &t.q_pre, &t.k_pre, &dq, &dk, &tape.geom, &tape.rope, &w.q_gain, eps,
         )?;
-        let (mut dn1, d_wq) = self.lin_back(
-            &dq_pre,
-            &t.n1,
-            &w.c_q,
-            ad(Proj::Q),
-            u(Proj::Q),
-            want_base,
-            slots,
-        )?;
-        let (dn1k, d_wk) = self.lin_back(
-            &dk_pre,
-            &t.n1,
-            &w.c_k,
-            ad(Proj::K),
-            u(Proj::K),
-            want_base,
-            slots,
-        )?;
-        let (dn1v, d_wv) = self.lin_back(
-            &dv,
-            &t.n1,
-            &w.c_v,
-            ad(Proj::V),
-            u(Proj::V),
-            want_base,
-            slots,
-        )?;
+        let (mut dn1, d_wq) = lin_back(&dq_pre, &t.n1, &w.c_q, Proj::Q)?;
+        let (dn1k, d_wk) = lin_back(&dk_pre, &t.n1, &w.c_k, Proj::K)?;
+        let (dn1v, d_wv) = lin_back(&dv, &t.n1, &w.c_v, Proj::V)?;
         self.add(&mut dn1, &dn1k)?;
         self.add(&mut dn1, &dn1v)?;
         self.add(&mut dxm, &be.rms_norm_backward(&t.xm, &dn1, eps, s)?)?;
