@@ -68,31 +68,46 @@ pub fn gemm_into(
 }
 
 /// `x [n, in] · wᵀ` for `w [out, in]`: returns `[n, out]`.
+///
+/// The output is not zeroed first: `gemm` overwrites all of it (a forward pass allocates
+/// several hundred MB of these per batch, and zeroing them cost a few percent).
 pub fn linear(x: &[f32], n: usize, w: &[f32], out_dim: usize, in_dim: usize) -> Vec<f32> {
-    let mut out = vec![0.0; n * out_dim];
-    gemm_into(
-        n,
-        out_dim,
-        in_dim,
-        View {
-            data: x,
-            offset: 0,
-            rs: in_dim,
-            cs: 1,
-        },
-        // wᵀ[k][j] = w[j][k]
-        View {
-            data: w,
-            offset: 0,
-            rs: 1,
-            cs: in_dim,
-        },
-        &mut out,
-        0,
-        out_dim,
-        false,
-        super::par::gemm_parallelism(),
-    );
+    let len = n * out_dim;
+    if len == 0 || in_dim == 0 {
+        return vec![0.0; len];
+    }
+    assert!(x.len() >= n * in_dim, "linear: input shorter than {n} x {in_dim}");
+    assert!(w.len() >= out_dim * in_dim, "linear: weight shorter than {out_dim} x {in_dim}");
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: `x` and `w` hold the `n x in` and `out x in` elements gemm reads (checked above);
+    // `out` has capacity for the `n x out` result, which gemm writes in full and never reads
+    // (`read_dst = false`, `k = in_dim > 0`), so its first `len` elements are initialised when
+    // `set_len` runs.
+    unsafe {
+        gemm::gemm(
+            n,
+            out_dim,
+            in_dim,
+            out.as_mut_ptr(),
+            1,
+            out_dim as isize,
+            false,
+            x.as_ptr(),
+            1,
+            in_dim as isize,
+            // wᵀ[k][j] = w[j][k]
+            w.as_ptr(),
+            in_dim as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            super::par::gemm_parallelism(),
+        );
+        out.set_len(len);
+    }
     out
 }
 
@@ -109,11 +124,29 @@ mod tests {
         let w: Vec<f32> = (0..o * i)
             .map(|v| ((v * 17 % 13) as f32 - 6.0) / 5.0)
             .collect();
+        // Freed memory full of NaN first: the output must not depend on what was there.
+        drop(vec![f32::NAN; n * o * 64]);
         let got = linear(&x, n, &w, o, i);
         for r in 0..n {
             for c in 0..o {
                 let want: f32 = (0..i).map(|k| x[r * i + k] * w[c * i + k]).sum();
                 assert!((got[r * o + c] - want).abs() < 1e-4, "{r},{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_overwrites_reused_memory_at_threaded_sizes() {
+        let (n, i, o) = (300, 96, 200);
+        let x: Vec<f32> = (0..n * i).map(|v| (v % 7) as f32 - 3.0).collect();
+        let w: Vec<f32> = (0..o * i).map(|v| (v % 5) as f32 - 2.0).collect();
+        for _ in 0..3 {
+            drop(vec![f32::NAN; n * o]);
+            let got = linear(&x, n, &w, o, i);
+            for (idx, g) in got.iter().enumerate() {
+                let (r, c) = (idx / o, idx % o);
+                let want: f32 = (0..i).map(|k| x[r * i + k] * w[c * i + k]).sum();
+                assert_eq!(*g, want, "{r},{c}");
             }
         }
     }
