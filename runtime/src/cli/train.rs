@@ -142,6 +142,10 @@ pub struct TrainArgs {
     /// Decoupled weight decay of Muon (11-layer lineage: 0.04).
     #[arg(long, env = "MUON_WD", default_value_t = 0.0)]
     muon_wd: f32,
+    /// 1: Newton-Schulz in bf16 as the challenge runs it (emulated: each op's output rounded
+    /// to bf16); 0: float32.
+    #[arg(long, env = "MUON_BF16", default_value_t = 0)]
+    muon_bf16: u8,
     /// Decoupled weight decay of the Adam groups (AdamW when > 0).
     #[arg(long, env = "ADAM_WD", default_value_t = 0.0)]
     adam_wd: f32,
@@ -252,6 +256,7 @@ impl TrainArgs {
                     ns_steps: self.muon_backend_steps,
                     nesterov: true,
                     weight_decay: self.muon_wd,
+                    bf16: self.muon_bf16 != 0,
                 },
                 grad_clip_norm: self.grad_clip_norm,
             },

@@ -6,7 +6,10 @@
 //! p ← p·(1 − lr·wd) − lr·sqrt(max(1, rows/cols))·O
 //! NS5: X = u/(‖u‖_F + 1e-7), transposed if rows > cols;  5× { A = X·Xᵀ ; B = b·A + c·A² ; X = a·X + B·X }
 //! ```
-//! The challenge runs NS in bf16 on the GPU; this is the float32 oracle.
+//! The challenge runs NS in bf16 on the GPU. By default this is the float32 oracle; with
+//! [`MuonConfig::bf16`] every intermediate of NS5 and the scaled update are rounded to bf16 in
+//! the order `train_gpt.py`'s `zeropower_via_newtonschulz5` computes them (products accumulate
+//! in f32, as bf16 tensor-core and CPU matmuls do, then round).
 
 use crate::backend::cpu::matmul::{gemm_into, View};
 use crate::backend::cpu::par::gemm_parallelism;
@@ -23,6 +26,8 @@ pub struct MuonConfig {
     pub ns_steps: usize,
     pub nesterov: bool,
     pub weight_decay: f32,
+    /// Emulate the challenge's bf16 Newton-Schulz (and bf16 update buffer); float32 when off.
+    pub bf16: bool,
 }
 
 impl Default for MuonConfig {
@@ -33,6 +38,7 @@ impl Default for MuonConfig {
             ns_steps: 5,
             nesterov: true,
             weight_decay: 0.0,
+            bf16: false,
         }
     }
 }
@@ -67,7 +73,14 @@ fn mm(m: usize, n: usize, k: usize, a: View, b: View) -> Vec<f32> {
     out
 }
 
-/// Newton-Schulz orthogonalisation of a `rows × cols` matrix (row-major), `steps` iterations.
+/// Rounds every value to the nearest bf16 (ties to even), as a PyTorch bf16 op writes its output.
+fn round_bf16(v: &mut [f32]) {
+    v.iter_mut()
+        .for_each(|x| *x = half::bf16::from_f32(*x).to_f32());
+}
+
+/// Newton-Schulz orthogonalisation of a `rows × cols` matrix (row-major), `steps` iterations,
+/// in float32.
 pub fn newton_schulz(g: &[f32], rows: usize, cols: usize, steps: usize) -> Vec<f32> {
     let (a, b, c) = NS_COEFFS;
     let norm = g
@@ -105,13 +118,62 @@ pub fn newton_schulz(g: &[f32], rows: usize, cols: usize, steps: usize) -> Vec<f
         x.iter_mut().zip(&bx).for_each(|(xv, &d)| *xv = a * *xv + d);
     }
     if transposed {
-        let mut t = vec![0.0; rows * cols];
-        for i in 0..r {
-            for j in 0..c_ {
-                t[j * cols + i] = x[i * c_ + j];
-            }
+        transpose(&x, r, c_)
+    } else {
+        x
+    }
+}
+
+/// `m [r×c]` transposed to `[c×r]`.
+fn transpose(m: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut t = vec![0.0; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            t[j * r + i] = m[i * c + j];
         }
-        t
+    }
+    t
+}
+
+/// Newton-Schulz as `train_gpt.py` runs it in bf16: `X = G.bfloat16(); X /= X.norm() + eps;`
+/// then `A = X@X.T; B = b*A + c*A@A; X = a*X + B@X` (so `(c·A)·A`), every tensor op's output
+/// rounded to bf16 and every product accumulated in f32.
+pub fn newton_schulz_bf16(g: &[f32], rows: usize, cols: usize, steps: usize) -> Vec<f32> {
+    let (a, b, c) = NS_COEFFS;
+    let mut x = g.to_vec();
+    round_bf16(&mut x);
+    let norm = x.iter().map(|&v| v * v).sum::<f32>().sqrt();
+    let denom = half::bf16::from_f32(half::bf16::from_f32(norm).to_f32() + 1e-7).to_f32();
+    x.iter_mut().for_each(|v| *v /= denom);
+    round_bf16(&mut x);
+    let transposed = rows > cols;
+    let (r, k) = if transposed { (cols, rows) } else { (rows, cols) };
+    if transposed {
+        x = transpose(&x, rows, cols);
+    }
+    let scaled = |m: &[f32], s: f32| -> Vec<f32> {
+        let mut o: Vec<f32> = m.iter().map(|&v| s * v).collect();
+        round_bf16(&mut o);
+        o
+    };
+    let sum = |p: &[f32], q: &[f32]| -> Vec<f32> {
+        let mut o: Vec<f32> = p.iter().zip(q).map(|(u, v)| u + v).collect();
+        round_bf16(&mut o);
+        o
+    };
+    for _ in 0..steps {
+        let mut am = mm(r, r, k, view(&x, k, 1), view(&x, 1, k));
+        round_bf16(&mut am);
+        let ca = scaled(&am, c);
+        let mut ca_a = mm(r, r, r, view(&ca, r, 1), view(&am, r, 1));
+        round_bf16(&mut ca_a);
+        let bm = sum(&scaled(&am, b), &ca_a);
+        let mut bx = mm(r, k, r, view(&bm, r, 1), view(&x, k, 1));
+        round_bf16(&mut bx);
+        x = sum(&scaled(&x, a), &bx);
+    }
+    if transposed {
+        transpose(&x, r, k)
     } else {
         x
     }
@@ -144,6 +206,7 @@ impl Muon {
             ns_steps,
             nesterov,
             weight_decay,
+            bf16,
         } = self.cfg;
         for ((p, g), buf) in params.iter_mut().zip(grads).zip(&mut self.bufs) {
             buf.iter_mut()
@@ -157,13 +220,25 @@ impl Muon {
             } else {
                 buf.clone()
             };
-            let o = newton_schulz(&u, p.rows, p.cols, ns_steps);
-            let scale = lr * (p.rows as f32 / p.cols as f32).max(1.0).sqrt();
+            let shape_scale = (p.rows as f32 / p.cols as f32).max(1.0).sqrt();
             let decay = 1.0 - lr * weight_decay;
-            p.values
-                .iter_mut()
-                .zip(&o)
-                .for_each(|(w, &o)| *w = *w * decay - scale * o);
+            if bf16 {
+                // `g *= sqrt(max(1, rows/cols))` on the bf16 NS output, then `p -= lr·g` in f32.
+                let mut o = newton_schulz_bf16(&u, p.rows, p.cols, ns_steps);
+                o.iter_mut().for_each(|v| *v *= shape_scale);
+                round_bf16(&mut o);
+                p.values
+                    .iter_mut()
+                    .zip(&o)
+                    .for_each(|(w, &o)| *w = *w * decay - lr * o);
+            } else {
+                let o = newton_schulz(&u, p.rows, p.cols, ns_steps);
+                let scale = lr * shape_scale;
+                p.values
+                    .iter_mut()
+                    .zip(&o)
+                    .for_each(|(w, &o)| *w = *w * decay - scale * o);
+            }
         }
         Ok(())
     }
@@ -264,6 +339,7 @@ mod tests {
             ns_steps: 5,
             nesterov: true,
             weight_decay: 0.5,
+            bf16: false,
         };
         let mut opt = Muon::new(cfg);
         opt.step(
