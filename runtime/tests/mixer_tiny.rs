@@ -243,7 +243,12 @@ fn in_pass_ablation_equals_separate_runs_without_each_expert() {
     let removed: Vec<Expert> = r.ablation.iter().map(|a| a.removed).collect();
     assert_eq!(
         removed,
-        [Expert::Neural, Expert::Unigram, Expert::Trigram, Expert::Tempered]
+        [
+            Expert::Neural,
+            Expert::Unigram,
+            Expert::Trigram,
+            Expert::Tempered
+        ]
     );
     let plain = MixerConfig {
         ablate: false,
@@ -253,8 +258,15 @@ fn in_pass_ablation_equals_separate_runs_without_each_expert() {
     assert_eq!(main.result.val_bpb, r.result.val_bpb);
     assert!(main.ablation.is_empty());
     for a in &r.ablation {
-        let alone = eval_mixed(&model, &stream, &lut, Some(16), &cfg.without(a.removed), opts(32))
-            .unwrap();
+        let alone = eval_mixed(
+            &model,
+            &stream,
+            &lut,
+            Some(16),
+            &cfg.without(a.removed),
+            opts(32),
+        )
+        .unwrap();
         // Same arithmetic in the same order: equal to the last bit.
         assert_eq!(alone.result.val_loss, a.result.val_loss, "{:?}", a.removed);
         assert_eq!(alone.result.tokens, a.result.tokens);

@@ -13,8 +13,8 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
 
 #[test]
 fn bf16_newton_schulz_matches_pytorch_bf16() {
-    let fx: serde_json::Value = serde_json::from_str(include_str!("fixtures/torch/ns_bf16.json"))
-        .expect("fixture");
+    let fx: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/torch/ns_bf16.json")).expect("fixture");
     for case in fx["cases"].as_array().unwrap() {
         let (rows, cols) = (
             case["rows"].as_u64().unwrap() as usize,
@@ -44,7 +44,10 @@ fn bf16_newton_schulz_matches_pytorch_bf16() {
             "{rows}x{cols}: {equal}/{} equal, max |bf16 - torch| {max:.2e}, max |f32 - torch| {max_f32:.2e}",
             got.len()
         );
-        assert!(equal * 10 >= got.len() * 9, "{rows}x{cols}: only {equal} equal");
+        assert!(
+            equal * 10 >= got.len() * 9,
+            "{rows}x{cols}: only {equal} equal"
+        );
         assert!(max <= 1.6e-2, "{rows}x{cols}: max diff {max}");
         // The emulation is closer to PyTorch's bf16 result than the float32 oracle is.
         assert!(max < max_f32, "{rows}x{cols}: {max} vs f32 {max_f32}");

@@ -301,7 +301,10 @@ fn bigram_projection_trains_with_muon_or_adam() {
         if name == "bigram.proj.weight" {
             proj_steps = Some((norm(pa, p0), norm(pm, p0)));
         } else {
-            assert_eq!(pa, pm, "{name} should not depend on the projection's optimizer");
+            assert_eq!(
+                pa, pm,
+                "{name} should not depend on the projection's optimizer"
+            );
         }
     }
     // Adam's first step moves every element by ~lr (norm ~lr·sqrt(32·16) ≈ 0.9); Muon's

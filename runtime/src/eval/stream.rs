@@ -8,7 +8,9 @@
 //! before training on it, neither the adapters/weights nor the mixer have seen a token when it
 //! is scored.
 
-use super::mixer::{add, Ablation, Expert, MixedEval, Mixer, MixerConfig, OnlinePredictor, NUM_EXPERTS};
+use super::mixer::{
+    add, Ablation, Expert, MixedEval, Mixer, MixerConfig, OnlinePredictor, NUM_EXPERTS,
+};
 use super::{BpbAccumulator, EvalResult};
 use crate::tokenizer::ByteLut;
 use crate::{Error, Result};

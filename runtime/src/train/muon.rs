@@ -147,7 +147,11 @@ pub fn newton_schulz_bf16(g: &[f32], rows: usize, cols: usize, steps: usize) -> 
     x.iter_mut().for_each(|v| *v /= denom);
     round_bf16(&mut x);
     let transposed = rows > cols;
-    let (r, k) = if transposed { (cols, rows) } else { (rows, cols) };
+    let (r, k) = if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
     if transposed {
         x = transpose(&x, rows, cols);
     }

@@ -76,8 +76,14 @@ pub fn linear(x: &[f32], n: usize, w: &[f32], out_dim: usize, in_dim: usize) -> 
     if len == 0 || in_dim == 0 {
         return vec![0.0; len];
     }
-    assert!(x.len() >= n * in_dim, "linear: input shorter than {n} x {in_dim}");
-    assert!(w.len() >= out_dim * in_dim, "linear: weight shorter than {out_dim} x {in_dim}");
+    assert!(
+        x.len() >= n * in_dim,
+        "linear: input shorter than {n} x {in_dim}"
+    );
+    assert!(
+        w.len() >= out_dim * in_dim,
+        "linear: weight shorter than {out_dim} x {in_dim}"
+    );
     let mut out: Vec<f32> = Vec::with_capacity(len);
     // SAFETY: `x` and `w` hold the `n x in` and `out x in` elements gemm reads (checked above);
     // `out` has capacity for the `n x out` result, which gemm writes in full and never reads
