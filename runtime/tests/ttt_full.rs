@@ -30,7 +30,7 @@ fn stream(len: usize, seed: u64) -> Vec<u32> {
         .map(|i| {
             if i == 0 {
                 BOS_ID
-            } else if r.next_u64() % 4 == 0 {
+            } else if r.next_u64().is_multiple_of(4) {
                 2 + (r.next_u64() % 30) as u32
             } else {
                 pattern[i % 6]

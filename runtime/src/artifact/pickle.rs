@@ -236,7 +236,7 @@ impl<'a> Vm<'a> {
         Ok(())
     }
     fn setitems(&mut self, kv: Vec<Item>) -> Result<()> {
-        if kv.len() % 2 != 0 {
+        if !kv.len().is_multiple_of(2) {
             return Err(err("pickle: SETITEMS with an odd number of items"));
         }
         let n = kv.iter().map(|i| i.nodes).sum::<u64>();

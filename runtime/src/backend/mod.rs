@@ -52,7 +52,7 @@ impl AttnGeometry {
         op: &str,
     ) -> Result<()> {
         self.check_qk(q, k, op)?;
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 || v != k {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) || v != k {
             return Err(crate::Error::Backend(format!(
                 "{op}: q/k/v shapes do not match the geometry"
             )));

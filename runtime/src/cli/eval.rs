@@ -445,7 +445,7 @@ fn run_ttt(
         pb.set_position(done as u64);
         let bpb = acc.nll_sum / std::f64::consts::LN_2 / acc.bytes as f64;
         pb.set_message(format!("bpb {bpb:.5}"));
-        if done % 10 == 0 || done == total {
+        if done.is_multiple_of(10) || done == total {
             eprintln!(
                 "ttt: {unit} {done}/{total}, {} targets scored, partial val_bpb {bpb:.8}, elapsed {:.0}s",
                 acc.tokens,

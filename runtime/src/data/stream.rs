@@ -112,7 +112,7 @@ impl TokenStream {
         accum: usize,
     ) -> Result<Vec<Batch>> {
         let local = global_tokens / (world * accum).max(1);
-        if seq == 0 || local == 0 || local % seq != 0 {
+        if seq == 0 || local == 0 || !local.is_multiple_of(seq) {
             return Err(Error::Usage(format!(
                 "TRAIN_BATCH_TOKENS {global_tokens} over {world} ranks x {accum} micro-steps \
                  leaves {local} tokens per micro-batch, not a positive multiple of \

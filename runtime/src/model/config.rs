@@ -196,7 +196,7 @@ impl ModelConfig {
             None => None,
         };
         let rope_dims = ov.rope_dims.unwrap_or(head_dim);
-        if rope_dims == 0 || rope_dims > head_dim || rope_dims % 2 != 0 {
+        if rope_dims == 0 || rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
             return Err(Error::Usage(format!(
                 "rope dims {rope_dims} must be even and in 2..={head_dim}"
             )));

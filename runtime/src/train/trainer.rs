@@ -55,7 +55,10 @@ impl TrainConfig {
                 "world size, grad accumulation steps and TRAIN_SEQ_LEN must be positive".into(),
             ));
         }
-        if self.train_batch_tokens % (per * self.train_seq_len) != 0 || self.train_batch_tokens == 0
+        if !self
+            .train_batch_tokens
+            .is_multiple_of(per * self.train_seq_len)
+            || self.train_batch_tokens == 0
         {
             return Err(Error::Usage(format!(
                 "TRAIN_BATCH_TOKENS {} must be a positive multiple of world {} x accum {} x \
@@ -244,13 +247,14 @@ impl<B: TrainBackend + Clone> Trainer<B> {
 
     /// Whether step `self.step` should be followed by a validation.
     pub fn should_validate(&self) -> bool {
-        self.finished() || (self.cfg.val_loss_every > 0 && self.step % self.cfg.val_loss_every == 0)
+        self.finished()
+            || (self.cfg.val_loss_every > 0 && self.step.is_multiple_of(self.cfg.val_loss_every))
     }
 
     /// Whether the report of step `r.step` gets a log line (`train_gpt.py`'s rule).
     pub fn should_log(&self, step: usize) -> bool {
         let every = self.cfg.train_log_every;
-        every > 0 && (step <= 10 || step % every == 0 || self.finished())
+        every > 0 && (step <= 10 || step.is_multiple_of(every) || self.finished())
     }
 
     /// The log line of a step, in `train_gpt.py`'s format.

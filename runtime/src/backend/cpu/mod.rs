@@ -189,7 +189,7 @@ impl Backend for CpuBackend {
 
     fn smear(&self, x: &CpuTensor, gate: &CpuTensor, seq: usize) -> Result<CpuTensor> {
         vector_len(gate, x.cols, "smear")?;
-        if seq == 0 || x.rows % seq != 0 {
+        if seq == 0 || !x.rows.is_multiple_of(seq) {
             return Err(Error::Backend(format!(
                 "smear: {} rows is not a multiple of seq {seq}",
                 x.rows

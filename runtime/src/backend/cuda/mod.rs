@@ -271,7 +271,7 @@ impl Backend for CudaBackend {
 
     fn smear(&self, x: &CudaTensor, gate: &CudaTensor, seq: usize) -> Result<CudaTensor> {
         vector_len(gate, x.cols, "smear")?;
-        if seq == 0 || x.rows % seq != 0 {
+        if seq == 0 || !x.rows.is_multiple_of(seq) {
             return Err(Error::Backend(format!(
                 "smear: {} rows is not a multiple of seq {seq}",
                 x.rows

@@ -14,7 +14,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, LaunchArgs, LaunchConfig, PushKern
 /// Block size of the element-wise and one-block-per-row kernels: a multiple of 32 (the block
 /// reductions in rms_norm.cu and head.cu use full-mask warp shuffles and 32 shared slots).
 const THREADS: u32 = 256;
-const _: () = assert!(THREADS % 32 == 0 && THREADS <= 1024);
+const _: () = assert!(THREADS.is_multiple_of(32) && THREADS <= 1024);
 /// Queries per attention block (one thread each); must equal `BR` in cuda/attention.cu.
 pub(super) const ATTN_QUERIES_PER_BLOCK: usize = 64;
 /// Warps (one per `(row, head)`) per qk_norm_rope block.

@@ -596,7 +596,7 @@ impl Backend for WgpuBackend {
     fn smear(&self, x: &WgpuTensor, gate: &WgpuTensor, seq: usize) -> Result<WgpuTensor> {
         f32_only(&[x, gate], "smear")?;
         vector_len(gate, x.cols, "smear")?;
-        if seq == 0 || x.rows % seq != 0 {
+        if seq == 0 || !x.rows.is_multiple_of(seq) {
             return Err(err(format!(
                 "smear: {} rows is not a multiple of seq {seq}",
                 x.rows
@@ -659,7 +659,7 @@ impl Backend for WgpuBackend {
             "attention",
         )?;
         let hd = geom.head_dim;
-        if hd == 0 || hd > ATTN_MAX_HD || hd % 4 != 0 {
+        if hd == 0 || hd > ATTN_MAX_HD || !hd.is_multiple_of(4) {
             return Err(err(format!(
                 "attention: head_dim {hd} unsupported on wgpu (a multiple of 4, at most {ATTN_MAX_HD})"
             )));

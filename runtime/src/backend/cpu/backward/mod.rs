@@ -146,7 +146,7 @@ impl TrainBackend for CpuBackend {
     ) -> Result<(CpuTensor, CpuTensor)> {
         same_shape(x, dy, "smear backward")?;
         vector_len(gate, x.cols, "smear backward")?;
-        if seq == 0 || x.rows % seq != 0 {
+        if seq == 0 || !x.rows.is_multiple_of(seq) {
             return Err(Error::Backend(format!(
                 "smear backward: {} rows is not a multiple of seq {seq}",
                 x.rows
@@ -223,7 +223,7 @@ impl TrainBackend for CpuBackend {
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         let rows = geom.batch * geom.seq;
         let ok = geom.kv_heads > 0
-            && geom.heads % geom.kv_heads == 0
+            && geom.heads.is_multiple_of(geom.kv_heads)
             && (q.rows, q.cols) == (rows, geom.heads * geom.head_dim)
             && (k.rows, k.cols) == (rows, geom.kv_heads * geom.head_dim)
             && (v.rows, v.cols) == (k.rows, k.cols)
