@@ -1,15 +1,22 @@
 //! CUDA backend vs the CPU oracle: every `Backend` op on small shapes, then the per-token NLL of
 //! the first two 1024-token windows of both reference artifacts (float32 path: max abs diff
-//! < 1e-4). Needs a CUDA device; elsewhere every test prints `SKIPPED: no CUDA device (...)`
-//! and passes. The reference data is found at `$PGOLF_SHARED` or `../shared` next to the
-//! repository (scripts/gpu-check.sh sets `PGOLF_SHARED` on the GPU machine).
+//! < 1e-4).
 //!
-//! Run with `PGOLF_CUDA_TF32` unset: TF32 GEMMs are not expected to meet 1e-4.
+//! Each check runs twice, on the two device layers of the backend:
+//! - `gpu::*` on a real CUDA device; elsewhere each prints `SKIPPED: no CUDA device (...)`;
+//! - `emu::*` (feature `cuda-emu`) on the host emulator of the same kernels (cuda/emu/), which
+//!   runs everywhere, so CI exercises the backend's kernels, launch geometry and argument
+//!   packing without a GPU.
+//!
+//! The reference data is found at `$PGOLF_SHARED` or `../shared` next to the repository
+//! (scripts/gpu-check.sh sets `PGOLF_SHARED` on the GPU machine). Run with `PGOLF_CUDA_TF32`
+//! unset: TF32 GEMMs are not expected to meet 1e-4.
 #![cfg(feature = "cuda")]
 
 use pgolf_rt::artifact::Artifact;
 use pgolf_rt::backend::cpu::CpuBackend;
-use pgolf_rt::backend::cuda::{reason, CudaBackend};
+use pgolf_rt::backend::cuda::gpu::Gpu;
+use pgolf_rt::backend::cuda::{reason, CudaBackend, CudaGpu};
 use pgolf_rt::backend::{AttnGeometry, Backend, RopeSpec};
 use pgolf_rt::data::load_tokens;
 use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelWeights};
@@ -17,7 +24,7 @@ use std::path::PathBuf;
 
 const TOL: f32 = 1e-4;
 
-fn cuda() -> Option<CudaBackend> {
+fn cuda() -> Option<CudaBackend<CudaGpu>> {
     match CudaBackend::new() {
         Ok(b) => Some(b),
         Err(e) => {
@@ -56,47 +63,34 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     );
 }
 
-struct Pair {
+type Tensor<G> = <CudaBackend<G> as Backend>::Tensor;
+
+struct Pair<G: Gpu> {
     cpu: CpuBackend,
-    gpu: CudaBackend,
+    gpu: CudaBackend<G>,
 }
 
-impl Pair {
-    fn new() -> Option<Pair> {
-        Some(Pair {
+impl<G: Gpu> Pair<G> {
+    fn new(gpu: CudaBackend<G>) -> Pair<G> {
+        Pair {
             cpu: CpuBackend::new(),
-            gpu: cuda()?,
-        })
+            gpu,
+        }
     }
-    fn up(
-        &self,
-        v: &[f32],
-        r: usize,
-        c: usize,
-    ) -> (
-        <CpuBackend as Backend>::Tensor,
-        <CudaBackend as Backend>::Tensor,
-    ) {
+    fn up(&self, v: &[f32], r: usize, c: usize) -> (<CpuBackend as Backend>::Tensor, Tensor<G>) {
         (
             self.cpu.upload(v, r, c).unwrap(),
             self.gpu.upload(v, r, c).unwrap(),
         )
     }
-    fn check(
-        &self,
-        what: &str,
-        c: &<CpuBackend as Backend>::Tensor,
-        g: &<CudaBackend as Backend>::Tensor,
-    ) {
+    fn check(&self, what: &str, c: &<CpuBackend as Backend>::Tensor, g: &Tensor<G>) {
         assert_eq!(self.cpu.shape(c), self.gpu.shape(g), "{what}: shapes");
         let (cv, gv) = (self.cpu.download(c).unwrap(), self.gpu.download(g).unwrap());
         assert_close(what, &gv, &cv, TOL);
     }
 }
 
-#[test]
-fn upload_download_copy_roundtrip() {
-    let Some(p) = Pair::new() else { return };
+fn upload_download_copy_roundtrip<G: Gpu>(p: &Pair<G>) {
     let v = data(37 * 5, 0.7, 3.0);
     let g = p.gpu.upload(&v, 37, 5).unwrap();
     assert_eq!(p.gpu.download(&g).unwrap(), v);
@@ -107,9 +101,7 @@ fn upload_download_copy_roundtrip() {
     assert!(p.gpu.download(&e).unwrap().is_empty());
 }
 
-#[test]
-fn embedding_and_gather_rows() {
-    let Some(p) = Pair::new() else { return };
+fn embedding_and_gather_rows<G: Gpu>(p: &Pair<G>) {
     let (tc, tg) = p.up(&data(50 * 24, 0.31, 2.0), 50, 24);
     let ids: Vec<u32> = (0..77u32).map(|i| (i * 13 + 5) % 50).collect();
     p.check(
@@ -129,9 +121,7 @@ fn embedding_and_gather_rows() {
     );
 }
 
-#[test]
-fn linear_matches() {
-    let Some(p) = Pair::new() else { return };
+fn linear_matches<G: Gpu>(p: &Pair<G>) {
     for &(m, k, n) in &[(1, 1, 1), (7, 33, 19), (130, 512, 96), (257, 64, 1024)] {
         let (xc, xg) = p.up(&data(m * k, 0.37, 1.0), m, k);
         let (wc, wg) = p.up(&data(n * k, 0.91, 0.2), n, k);
@@ -143,9 +133,7 @@ fn linear_matches() {
     }
 }
 
-#[test]
-fn norms_mixes_and_adds() {
-    let Some(p) = Pair::new() else { return };
+fn norms_mixes_and_adds<G: Gpu>(p: &Pair<G>) {
     let (r, c) = (67, 96);
     let (xc, xg) = p.up(&data(r * c, 0.21, 3.0), r, c);
     let (x0c, x0g) = p.up(&data(r * c, 0.57, 1.5), r, c);
@@ -186,9 +174,7 @@ fn norms_mixes_and_adds() {
     }
 }
 
-#[test]
-fn qk_norm_rope_full_and_partial() {
-    let Some(p) = Pair::new() else { return };
+fn qk_norm_rope_full_and_partial<G: Gpu>(p: &Pair<G>) {
     for &(hd, dims, base) in &[
         (64usize, 64usize, 10_000.0f32),
         (64, 16, 10_000.0),
@@ -222,9 +208,7 @@ fn qk_norm_rope_full_and_partial() {
     }
 }
 
-#[test]
-fn attention_causal_gqa_xsa() {
-    let Some(p) = Pair::new() else { return };
+fn attention_causal_gqa_xsa<G: Gpu>(p: &Pair<G>) {
     let cases = [
         (2usize, 150usize, 4usize, 2usize, 8usize),
         (1, 64, 2, 2, 16),
@@ -270,9 +254,7 @@ fn attention_causal_gqa_xsa() {
     );
 }
 
-#[test]
-fn head_nll_and_log_probs() {
-    let Some(p) = Pair::new() else { return };
+fn head_nll_and_log_probs<G: Gpu>(p: &Pair<G>) {
     for &(rows, d, vocab, cap) in &[
         (5usize, 8usize, 11usize, 30.0f32),
         (300, 64, 1024, 30.0),
@@ -325,8 +307,7 @@ fn shared() -> Option<PathBuf> {
     }
 }
 
-fn model_nll_matches(artifact: &str) {
-    let Some(gpu) = cuda() else { return };
+fn model_nll_matches<G: Gpu>(gpu: CudaBackend<G>, artifact: &str) {
     let Some(s) = shared() else { return };
     let art = Artifact::load(s.join("reference").join(artifact)).expect("artifact");
     let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).expect("weights");
@@ -367,12 +348,55 @@ fn model_nll_matches(artifact: &str) {
     );
 }
 
-#[test]
-fn baseline9l_first_two_windows_nll() {
-    model_nll_matches("baseline9L_int8_zlib.ptz");
+fn baseline9l_first_two_windows_nll<G: Gpu>(gpu: CudaBackend<G>) {
+    model_nll_matches(gpu, "baseline9L_int8_zlib.ptz");
 }
 
-#[test]
-fn mlp3x11l_first_two_windows_nll() {
-    model_nll_matches("mlp3x11L_int6_zstd.ptz");
+fn mlp3x11l_first_two_windows_nll<G: Gpu>(gpu: CudaBackend<G>) {
+    model_nll_matches(gpu, "mlp3x11L_int6_zstd.ptz");
 }
+
+/// One `#[test]` per op check and per model check in `gpu` (a real device, skipped without one)
+/// and in `emu` (the host emulator of the kernels).
+macro_rules! on_both_devices {
+    (ops: $($op:ident),* ; models: $($model:ident),*) => {
+        mod gpu {
+            $(#[test]
+            fn $op() {
+                if let Some(b) = super::cuda() {
+                    super::$op(&super::Pair::new(b));
+                }
+            })*
+            $(#[test]
+            fn $model() {
+                if let Some(b) = super::cuda() {
+                    super::$model(b);
+                }
+            })*
+        }
+        #[cfg(feature = "cuda-emu")]
+        mod emu {
+            use pgolf_rt::backend::cuda::emu::EmuGpu;
+            $(#[test]
+            fn $op() {
+                super::$op(&super::Pair::new(EmuGpu::backend().expect("emulator")));
+            })*
+            $(#[test]
+            fn $model() {
+                super::$model(EmuGpu::backend().expect("emulator"));
+            })*
+        }
+    };
+}
+
+on_both_devices!(
+    ops: upload_download_copy_roundtrip,
+        embedding_and_gather_rows,
+        linear_matches,
+        norms_mixes_and_adds,
+        qk_norm_rope_full_and_partial,
+        attention_causal_gqa_xsa,
+        head_nll_and_log_probs;
+    models: baseline9l_first_two_windows_nll,
+        mlp3x11l_first_two_windows_nll
+);

@@ -6,8 +6,13 @@
 //! touch cudarc's safe API. A missing library, a driver without a device, or a context that
 //! cannot be created all become one-line `Error::Backend("CUDA unavailable: ...")` messages.
 
+use super::gemm::Blas;
+use super::gpu::{check_gemm, Gpu, KArg, RowGemm};
 use crate::{Error, Result};
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Checks that every shared library the backend needs can be opened, in the order they are
@@ -147,6 +152,151 @@ impl Device {
     pub fn arch(&self) -> String {
         let (ma, mi) = self.compute_capability;
         format!("sm_{ma}{mi}")
+    }
+}
+
+/// A real NVIDIA GPU as the backend's device layer: the opened [`Device`], the kernels of
+/// `cuda/*.cu` compiled by NVRTC for its architecture and loaded into its context, and a
+/// cuBLAS handle on its stream.
+pub struct CudaGpu {
+    dev: Device,
+    modules: HashMap<&'static str, Arc<CudaModule>>,
+    blas: Blas,
+}
+
+impl CudaGpu {
+    /// Opens device `ordinal`. Fails cleanly (never panics) when CUDA is not usable here.
+    pub fn open(ordinal: usize) -> Result<CudaGpu> {
+        let dev = Device::open(ordinal)?;
+        // NVRTC and cuBLAS are first called here, and cudarc panics on a symbol missing from a
+        // library it did find (e.g. a CUDA 12 libnvrtc/libcublas): report that as an error too.
+        let (modules, blas) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let modules = super::modules::load_modules(&dev.ctx, &dev.arch())?;
+            let blas = Blas::new(dev.stream.clone())?;
+            Ok::<_, Error>((modules, blas))
+        }))
+        .map_err(|p| unavailable(panic_message(p.as_ref())))??;
+        Ok(CudaGpu { dev, modules, blas })
+    }
+}
+
+/// The null pointer pushed for [`KArg::Null`].
+static NULL_PTR: u64 = 0;
+
+impl Gpu for CudaGpu {
+    type F32 = CudaSlice<f32>;
+    type U32 = CudaSlice<u32>;
+    type Func = CudaFunction;
+
+    fn describe(&self) -> String {
+        let (ma, mi) = self.dev.compute_capability;
+        let math = if self.blas.tf32 {
+            "tf32 gemm"
+        } else {
+            "float32"
+        };
+        format!("cuda ({}, sm_{ma}{mi}, {math})", self.dev.name)
+    }
+
+    fn kernel(&self, file: &str, func: &str) -> Result<CudaFunction> {
+        self.modules
+            .get(file)
+            .ok_or_else(|| Error::Backend(format!("no module cuda/{file}")))?
+            .load_function(func)
+            .op(&format!("load function {func} from cuda/{file}"))
+    }
+
+    fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
+        // SAFETY: the trait's contract: callers overwrite what they later read.
+        unsafe { self.dev.stream.alloc::<f32>(n.max(1)) }.op("alloc")
+    }
+
+    fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.dev
+            .stream
+            .alloc_zeros::<f32>(n.max(1))
+            .op("alloc zeros")
+    }
+
+    fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
+        if v.is_empty() {
+            return self.dev.stream.clone_htod(&[0.0f32]).op("upload");
+        }
+        self.dev.stream.clone_htod(v).op("upload")
+    }
+
+    fn upload_u32(&self, v: &[u32]) -> Result<CudaSlice<u32>> {
+        if v.is_empty() {
+            return self.dev.stream.clone_htod(&[0u32]).op("upload ids");
+        }
+        self.dev.stream.clone_htod(v).op("upload ids")
+    }
+
+    fn download(&self, b: &CudaSlice<f32>, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        if range.end > b.len() {
+            return Err(Error::Backend(format!(
+                "download: {range:?} of a buffer of {}",
+                b.len()
+            )));
+        }
+        // A copy into pageable host memory returns only once it has completed (CUDA's
+        // documented behaviour); the synchronisation makes that explicit.
+        let v = self.dev.stream.clone_dtoh(&b.slice(range)).op("download")?;
+        self.synchronize()?;
+        Ok(v)
+    }
+
+    fn copy(&self, b: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        self.dev.stream.clone_dtod(b).op("copy")
+    }
+
+    fn len(b: &CudaSlice<f32>) -> usize {
+        b.len()
+    }
+
+    fn gemm(
+        &self,
+        g: &RowGemm,
+        a: &CudaSlice<f32>,
+        a_off: usize,
+        b: &CudaSlice<f32>,
+        b_off: usize,
+        c: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check_gemm(g, a.len(), a_off, b.len(), b_off, c.len())?;
+        self.blas.gemm(g, &a.slice(a_off..), &b.slice(b_off..), c)
+    }
+
+    unsafe fn launch(
+        &self,
+        f: &CudaFunction,
+        name: &str,
+        cfg: LaunchConfig,
+        args: &mut [KArg<'_, Self>],
+    ) -> Result<()> {
+        let mut b = self.dev.stream.launch_builder(f);
+        for a in args.iter_mut() {
+            match a {
+                KArg::F32(buf) => b.arg(*buf),
+                KArg::F32Mut(buf) => b.arg(&mut **buf),
+                KArg::U32(buf) => b.arg(*buf),
+                KArg::I32(v) => b.arg(&*v),
+                KArg::I64(v) => b.arg(&*v),
+                KArg::Float(v) => b.arg(&*v),
+                KArg::Null => b.arg(&NULL_PTR),
+            };
+        }
+        // SAFETY: the caller's contract.
+        unsafe { b.launch(cfg) }
+            .op(&format!("launch {name}"))
+            .map(|_| ())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.dev.stream.synchronize().op("synchronize")
     }
 }
 

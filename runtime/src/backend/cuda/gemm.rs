@@ -7,12 +7,15 @@
 //! expected at the ~1e-3 level. A bf16 cuBLASLt path is NOT implemented yet.
 //!
 //! Row-major trick: cuBLAS is column-major, and a row-major `[r, c]` buffer is the
-//! column-major `[c, r]` matrix. For `Y[M,N] = X[M,K] · W[N,K]ᵀ` we ask cuBLAS for
-//! `Yᵀ (N×M) = op(W_cm) · X_cm` with `W_cm` the `K×N` column-major view of `w` transposed
-//! (`transa = T`, `lda = K`), `X_cm` the `K×M` view of `x` (`transb = N`, `ldb = K`),
-//! `ldc = N`.
+//! column-major `[c, r]` matrix (its transpose). So the row-major `C[m,n] = op(A)·op(B)` of
+//! [`RowGemm`] is the column-major `Cᵀ (n×m) = op(B)ᵀ · op(A)ᵀ`: cuBLAS's first operand is our
+//! `B` (transposed in cuBLAS's sense exactly when `b_t`, leading dimension `k` if so, else
+//! `n`), its second our `A` (transposed when `a_t`, leading dimension `m` if so, else `k`), and
+//! `ldc = n`. For `nn.Linear` (`a_t = false`, `b_t = true`) this is `transa = T`, `lda = K`,
+//! `transb = N`, `ldb = K`, `ldc = N`.
 
 use super::device::CudaResultExt;
+use super::gpu::RowGemm;
 use crate::{Error, Result};
 use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
@@ -26,21 +29,28 @@ pub struct Blas {
     pub tf32: bool,
 }
 
-/// The column-major sgemm computing row-major `y[m, n] = x[m, k] · w[n, k]ᵀ` as
-/// `Yᵀ = op(A)·op(B)` with `A = w` (`transa = T`) and `B = x` (`transb = N`); see the module doc.
-/// Sizes must fit in `i32` (checked by [`Blas::linear`]).
-pub(crate) fn linear_config(m: usize, n: usize, k: usize) -> GemmConfig<f32> {
+/// The column-major sgemm computing the row-major product `g` (see the module doc), with
+/// cuBLAS's `A` = our `B` and cuBLAS's `B` = our `A`. Sizes must fit in `i32` (checked by
+/// [`super::gpu::check_gemm`]).
+pub(crate) fn gemm_config(g: &RowGemm) -> GemmConfig<f32> {
+    let op = |t: bool| {
+        if t {
+            cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublasOperation_t::CUBLAS_OP_N
+        }
+    };
     GemmConfig {
-        transa: cublasOperation_t::CUBLAS_OP_T,
-        transb: cublasOperation_t::CUBLAS_OP_N,
-        m: n as i32,
-        n: m as i32,
-        k: k as i32,
+        transa: op(g.b_t),
+        transb: op(g.a_t),
+        m: g.n as i32,
+        n: g.m as i32,
+        k: g.k as i32,
         alpha: 1.0f32,
-        lda: k as i32,
-        ldb: k as i32,
-        beta: 0.0f32,
-        ldc: n as i32,
+        lda: if g.b_t { g.k } else { g.n } as i32,
+        ldb: if g.a_t { g.m } else { g.k } as i32,
+        beta: if g.accumulate { 1.0 } else { 0.0 },
+        ldc: g.n as i32,
     }
 }
 
@@ -66,40 +76,29 @@ impl Blas {
         })
     }
 
-    /// `y[m, n] = x[m, k] · w[n, k]ᵀ` (all row-major, f32). `y` must hold `m * n` values.
-    pub fn linear<X, W>(
-        &self,
-        x: &X,
-        w: &W,
-        y: &mut CudaSlice<f32>,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) -> Result<()>
+    /// `c = op(a) · op(b)` for the row-major product `g`; `a`, `b` are views starting at the
+    /// matrices' first elements. Sizes are the caller's ([`super::gpu::check_gemm`]).
+    pub fn gemm<A, B>(&self, g: &RowGemm, a: &A, b: &B, c: &mut CudaSlice<f32>) -> Result<()>
     where
-        X: DevicePtr<f32>,
-        W: DevicePtr<f32>,
+        A: DevicePtr<f32>,
+        B: DevicePtr<f32>,
     {
-        if m == 0 || n == 0 {
+        if g.m == 0 || g.n == 0 {
             return Ok(());
         }
-        let dims_ok = x.len() >= m * k && w.len() >= n * k && y.len() >= m * n;
-        let fits = [m, n, k].iter().all(|&d| d <= i32::MAX as usize);
-        if !dims_ok || !fits {
-            return Err(Error::Backend(format!(
-                "linear: bad sizes for [{m},{k}]·[{n},{k}]ᵀ"
-            )));
-        }
-        if k == 0 {
+        if g.k == 0 {
+            if g.accumulate {
+                return Ok(());
+            }
             // cuBLAS leaves C untouched when k == 0; the product of empty rows is zero.
-            return y.stream().clone().memset_zeros(y).op("memset");
+            return c.stream().clone().memset_zeros(c).op("memset");
         }
         // cudarc's sgemm does not make the context current, and cuBLAS launches into whatever
         // context is current on the calling thread (a fresh thread has none, or device 0's).
         self.stream.context().bind_to_thread().op("bind context")?;
-        let cfg = linear_config(m, n, k);
-        // SAFETY: sizes checked above; all buffers live on the handle's stream/context.
-        unsafe { self.handle.gemm(cfg, w, x, y) }.op("cublasSgemm")
+        let cfg = gemm_config(g);
+        // SAFETY: sizes checked by the caller; all buffers live on the handle's stream/context.
+        unsafe { self.handle.gemm(cfg, b, a, c) }.op("cublasSgemm")
     }
 }
 
@@ -141,28 +140,66 @@ mod tests {
         }
     }
 
-    /// The config handed to cuBLAS (with `a = w`, `b = x`, as `Blas::linear` calls it) computes the
-    /// row-major `nn.Linear` product `y = x · wᵀ`.
+    /// The config handed to cuBLAS (with cuBLAS's `A` = our `b`, its `B` = our `a`, as
+    /// `Blas::gemm` calls it) computes the row-major product for every transpose combination,
+    /// with and without accumulation; `RowGemm::linear` is the `nn.Linear` product `x · wᵀ`.
     #[test]
-    fn linear_config_computes_x_times_w_transposed() {
+    fn gemm_config_computes_the_row_major_product() {
         for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (8, 2, 16), (5, 9, 1)] {
-            let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.91).cos()).collect();
-            let mut y = vec![f32::NAN; m * n];
-            let cfg = linear_config(m, n, k);
-            // cuBLAS's leading-dimension rules for these transposes.
-            assert!(cfg.lda >= cfg.k.max(1) && cfg.ldb >= cfg.k.max(1) && cfg.ldc >= cfg.m.max(1));
-            sgemm_ref(&cfg, &w, &x, &mut y);
-            for r in 0..m {
-                for c in 0..n {
-                    let want: f32 = (0..k).map(|l| x[r * k + l] * w[c * k + l]).sum();
-                    let got = y[r * n + c];
-                    assert!(
-                        (got - want).abs() < 1e-5,
-                        "({m},{n},{k}) y[{r},{c}] {got} vs {want}"
-                    );
+            for (a_t, b_t, accumulate) in [
+                (false, false, false),
+                (false, true, false),
+                (true, false, false),
+                (true, true, true),
+                (false, true, true),
+            ] {
+                let g = RowGemm {
+                    m,
+                    n,
+                    k,
+                    a_t,
+                    b_t,
+                    accumulate,
+                };
+                let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+                let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.91).cos()).collect();
+                let init = |i: usize| if accumulate { i as f32 * 0.5 } else { f32::NAN };
+                let mut c: Vec<f32> = (0..m * n).map(init).collect();
+                let cfg = gemm_config(&g);
+                // cuBLAS's leading-dimension rules.
+                let rows = |t: cublasOperation_t, r: i32, cc: i32| {
+                    if t == cublasOperation_t::CUBLAS_OP_N {
+                        r
+                    } else {
+                        cc
+                    }
+                };
+                assert!(cfg.lda >= rows(cfg.transa, cfg.m, cfg.k).max(1));
+                assert!(cfg.ldb >= rows(cfg.transb, cfg.k, cfg.n).max(1));
+                assert!(cfg.ldc >= cfg.m.max(1));
+                sgemm_ref(&cfg, &b, &a, &mut c);
+                let op_a = |r: usize, l: usize| if a_t { a[l * m + r] } else { a[r * k + l] };
+                let op_b = |l: usize, cc: usize| if b_t { b[cc * k + l] } else { b[l * n + cc] };
+                for r in 0..m {
+                    for cc in 0..n {
+                        let mut want: f32 = (0..k).map(|l| op_a(r, l) * op_b(l, cc)).sum();
+                        if accumulate {
+                            want += init(r * n + cc);
+                        }
+                        let got = c[r * n + cc];
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "{g:?}: c[{r},{cc}] {got} vs {want}"
+                        );
+                    }
                 }
             }
         }
+        let lin = RowGemm::linear(3, 4, 5);
+        assert!(!lin.a_t && lin.b_t && !lin.accumulate);
+        let cfg = gemm_config(&lin);
+        assert_eq!(cfg.transa, cublasOperation_t::CUBLAS_OP_T);
+        assert_eq!(cfg.transb, cublasOperation_t::CUBLAS_OP_N);
+        assert_eq!((cfg.lda, cfg.ldb, cfg.ldc), (5, 5, 4));
     }
 }

@@ -5,8 +5,12 @@
 //!   [`CudaBackend::new`] returns a one-line `Error::Backend("CUDA unavailable: ...")`.
 //! - `modules.rs`: the `cuda/*.cu` sources (embedded with `include_str!`), compiled once per
 //!   process with NVRTC for the device's `sm_XY` and cached; loaded into each context.
-//! - `gemm.rs`: `x · wᵀ` through cuBLAS sgemm (fp32; opt-in TF32 via `PGOLF_CUDA_TF32=1`).
-//! - `ops.rs`: kernel launchers.
+//! - `gemm.rs`: matrix products through cuBLAS sgemm (fp32; opt-in TF32 via
+//!   `PGOLF_CUDA_TF32=1`).
+//! - `gpu.rs`: the device layer the backend is written against ([`gpu::Gpu`]): buffers,
+//!   launches, matrix products. [`device::CudaGpu`] is the real GPU; `emu::EmuGpu` (feature
+//!   `cuda-emu`) runs the same kernels on the host, so CI tests this backend without a GPU.
+//! - `ops.rs`: kernel launchers (launch geometry and argument packing).
 //!
 //! Every op of [`Backend`] mirrors the CPU oracle (`backend/cpu`) with the same semantics;
 //! each `.cu` file names the CPU file it mirrors. All work is queued on one stream and only
@@ -21,7 +25,10 @@
 //! `cuda/REVIEW.md` lists what a desk review checked and what to look at first on a GPU.
 
 pub mod device;
+#[cfg(feature = "cuda-emu")]
+pub mod emu;
 pub mod gemm;
+pub mod gpu;
 pub mod modules;
 mod ops;
 
@@ -29,41 +36,41 @@ use super::{AttnGeometry, Backend, RopeSpec};
 use crate::backend::cpu::RopeTable;
 use crate::model::Activation;
 use crate::{Error, Result};
-use cudarc::driver::CudaSlice;
-use device::{CudaResultExt, Device};
+pub use device::CudaGpu;
+use gpu::{Gpu, RowGemm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// A `[rows, cols]` row-major f32 matrix in device memory. The buffer may hold more values
 /// than `rows * cols` (never fewer; empty tensors own one padding value).
-pub struct CudaTensor {
-    buf: CudaSlice<f32>,
+pub struct CudaTensor<G: Gpu = CudaGpu> {
+    buf: G::F32,
     rows: usize,
     cols: usize,
 }
 
-impl CudaTensor {
+impl<G: Gpu> CudaTensor<G> {
     fn len(&self) -> usize {
         self.rows * self.cols
     }
 }
 
 /// cos/sin tables `[seq, dims/2]` for one `(seq, dims, base)`.
-type RopeBuffers = Arc<(CudaSlice<f32>, CudaSlice<f32>)>;
+type RopeBuffers<G> = Arc<(<G as Gpu>::F32, <G as Gpu>::F32)>;
 
 /// Rows of the head's logits computed per cuBLAS call in `nll`/`log_probs`
 /// (8192 x vocab 1024 x 4 B = 32 MiB of scratch).
 const HEAD_ROWS_PER_CHUNK: usize = 8192;
 
-/// The CUDA backend (one device, one stream).
-pub struct CudaBackend {
-    dev: Device,
-    kernels: modules::Kernels,
-    blas: gemm::Blas,
-    rope: Mutex<HashMap<(usize, usize, u32), RopeBuffers>>,
+/// The CUDA backend (one device, one stream), written against the device layer `G`: a real
+/// GPU by default, the host emulator in tests (`emu::EmuGpu`).
+pub struct CudaBackend<G: Gpu = CudaGpu> {
+    gpu: G,
+    kernels: modules::Kernels<G::Func>,
+    rope: Mutex<HashMap<(usize, usize, u32), RopeBuffers<G>>>,
 }
 
-impl CudaBackend {
+impl CudaBackend<CudaGpu> {
     /// Opens device 0. Fails cleanly (never panics) when CUDA is not usable here.
     pub fn new() -> Result<Self> {
         Self::on_device(0)
@@ -71,29 +78,27 @@ impl CudaBackend {
 
     /// Opens device `ordinal`, compiles (or reuses) the kernels and creates a cuBLAS handle.
     pub fn on_device(ordinal: usize) -> Result<Self> {
-        let dev = Device::open(ordinal)?;
-        // NVRTC and cuBLAS are first called here, and cudarc panics on a symbol missing from a
-        // library it did find (e.g. a CUDA 12 libnvrtc/libcublas): report that as an error too.
-        let (kernels, blas) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let kernels = modules::Kernels::load(&dev.ctx, &dev.arch())?;
-            let blas = gemm::Blas::new(dev.stream.clone())?;
-            Ok::<_, Error>((kernels, blas))
-        }))
-        .map_err(|p| device::unavailable(device::panic_message(p.as_ref())))??;
+        Self::with_gpu(CudaGpu::open(ordinal)?)
+    }
+}
+
+impl<G: Gpu> CudaBackend<G> {
+    /// The backend on an opened device layer.
+    pub fn with_gpu(gpu: G) -> Result<Self> {
+        let kernels = modules::Kernels::load(&gpu)?;
         Ok(CudaBackend {
-            dev,
+            gpu,
             kernels,
-            blas,
             rope: Mutex::new(HashMap::new()),
         })
     }
 
     /// Blocks until all queued work is done (for timing).
     pub fn synchronize(&self) -> Result<()> {
-        self.dev.stream.synchronize().op("synchronize")
+        self.gpu.synchronize()
     }
 
-    fn rope_tables(&self, seq: usize, dims: usize, base: f32) -> Result<RopeBuffers> {
+    fn rope_tables(&self, seq: usize, dims: usize, base: f32) -> Result<RopeBuffers<G>> {
         let key = (seq, dims, base.to_bits());
         let mut map = self
             .rope
@@ -104,41 +109,39 @@ impl CudaBackend {
         }
         // The same f32 table the CPU oracle uses, so positions match bit for bit.
         let t = RopeTable::new(seq, dims, base);
-        let cos = self.upload_f32(&t.cos)?;
-        let sin = self.upload_f32(&t.sin)?;
+        let cos = self.gpu.upload(&t.cos)?;
+        let sin = self.gpu.upload(&t.sin)?;
         let bufs = Arc::new((cos, sin));
         map.insert(key, bufs.clone());
         Ok(bufs)
     }
 
-    fn upload_f32(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
-        if v.is_empty() {
-            return self.dev.stream.clone_htod(&[0.0f32]).op("upload");
-        }
-        self.dev.stream.clone_htod(v).op("upload")
+    fn alloc(&self, n: usize) -> Result<G::F32> {
+        self.gpu.alloc(n)
     }
 
-    fn tensor(&self, buf: CudaSlice<f32>, rows: usize, cols: usize) -> CudaTensor {
+    fn tensor(&self, buf: G::F32, rows: usize, cols: usize) -> CudaTensor<G> {
         CudaTensor { buf, rows, cols }
     }
 
     /// Logits `h[r0..r1] · headᵀ` into a fresh `[r1-r0, vocab]` buffer.
     fn head_logits(
         &self,
-        h: &CudaTensor,
-        head: &CudaTensor,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
         r0: usize,
         r1: usize,
-    ) -> Result<CudaSlice<f32>> {
+    ) -> Result<G::F32> {
         let (m, d, vocab) = (r1 - r0, h.cols, head.rows);
         let mut logits = self.alloc(m * vocab)?;
-        let x = h.buf.slice(r0 * d..r1 * d);
-        self.blas.linear(&x, &head.buf, &mut logits, m, vocab, d)?;
+        let g = RowGemm::linear(m, vocab, d);
+        self.gpu
+            .gemm(&g, &h.buf, r0 * d, &head.buf, 0, &mut logits)?;
         Ok(logits)
     }
 }
 
-fn same_shape(a: &CudaTensor, b: &CudaTensor, op: &str) -> Result<()> {
+fn same_shape<G: Gpu>(a: &CudaTensor<G>, b: &CudaTensor<G>, op: &str) -> Result<()> {
     if (a.rows, a.cols) != (b.rows, b.cols) {
         return Err(Error::Backend(format!(
             "{op}: shapes {}x{} and {}x{} differ",
@@ -148,7 +151,7 @@ fn same_shape(a: &CudaTensor, b: &CudaTensor, op: &str) -> Result<()> {
     Ok(())
 }
 
-fn vector_len(v: &CudaTensor, n: usize, op: &str) -> Result<()> {
+fn vector_len<G: Gpu>(v: &CudaTensor<G>, n: usize, op: &str) -> Result<()> {
     if v.len() != n {
         return Err(Error::Backend(format!(
             "{op}: vector has {} values, expected {n}",
@@ -158,53 +161,37 @@ fn vector_len(v: &CudaTensor, n: usize, op: &str) -> Result<()> {
     Ok(())
 }
 
-impl Backend for CudaBackend {
-    type Tensor = CudaTensor;
+impl<G: Gpu> Backend for CudaBackend<G> {
+    type Tensor = CudaTensor<G>;
 
     fn name(&self) -> String {
-        let (ma, mi) = self.dev.compute_capability;
-        let math = if self.blas.tf32 {
-            "tf32 gemm"
-        } else {
-            "float32"
-        };
-        format!("cuda ({}, sm_{ma}{mi}, {math})", self.dev.name)
+        self.gpu.describe()
     }
 
-    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor> {
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor<G>> {
         if data.len() != rows * cols {
             return Err(Error::Backend(format!(
                 "upload: {} values for {rows}x{cols}",
                 data.len()
             )));
         }
-        Ok(self.tensor(self.upload_f32(data)?, rows, cols))
+        Ok(self.tensor(self.gpu.upload(data)?, rows, cols))
     }
 
-    fn download(&self, t: &CudaTensor) -> Result<Vec<f32>> {
-        let n = t.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let v = self
-            .dev
-            .stream
-            .clone_dtoh(&t.buf.slice(0..n))
-            .op("download")?;
-        self.synchronize()?;
-        Ok(v)
+    fn download(&self, t: &CudaTensor<G>) -> Result<Vec<f32>> {
+        self.gpu.download(&t.buf, 0..t.len())
     }
 
-    fn copy(&self, t: &CudaTensor) -> Result<CudaTensor> {
-        let buf = self.dev.stream.clone_dtod(&t.buf).op("copy")?;
+    fn copy(&self, t: &CudaTensor<G>) -> Result<CudaTensor<G>> {
+        let buf = self.gpu.copy(&t.buf)?;
         Ok(self.tensor(buf, t.rows, t.cols))
     }
 
-    fn shape(&self, t: &CudaTensor) -> (usize, usize) {
+    fn shape(&self, t: &CudaTensor<G>) -> (usize, usize) {
         (t.rows, t.cols)
     }
 
-    fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
+    fn embedding(&self, table: &CudaTensor<G>, ids: &[u32]) -> Result<CudaTensor<G>> {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
             return Err(Error::Backend(format!(
                 "token id {id} out of range for a {}-row table",
@@ -212,13 +199,13 @@ impl Backend for CudaBackend {
             )));
         }
         let d = table.cols;
-        let idx = self.upload_u32(ids)?;
+        let idx = self.gpu.upload_u32(ids)?;
         let mut out = self.alloc(ids.len() * d)?;
         self.launch_gather(&table.buf, &idx, &mut out, ids.len(), d)?;
         Ok(self.tensor(out, ids.len(), d))
     }
 
-    fn gather_rows(&self, x: &CudaTensor, rows: &[usize]) -> Result<CudaTensor> {
+    fn gather_rows(&self, x: &CudaTensor<G>, rows: &[usize]) -> Result<CudaTensor<G>> {
         if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
             return Err(Error::Backend(format!(
                 "token id {r} out of range for a {}-row table",
@@ -229,7 +216,7 @@ impl Backend for CudaBackend {
         self.embedding(x, &ids)
     }
 
-    fn linear(&self, x: &CudaTensor, w: &CudaTensor) -> Result<CudaTensor> {
+    fn linear(&self, x: &CudaTensor<G>, w: &CudaTensor<G>) -> Result<CudaTensor<G>> {
         if x.cols != w.cols {
             return Err(Error::Backend(format!(
                 "linear: input width {} but weight is {}x{}",
@@ -237,18 +224,23 @@ impl Backend for CudaBackend {
             )));
         }
         let mut y = self.alloc(x.rows * w.rows)?;
-        self.blas
-            .linear(&x.buf, &w.buf, &mut y, x.rows, w.rows, x.cols)?;
+        let g = RowGemm::linear(x.rows, w.rows, x.cols);
+        self.gpu.gemm(&g, &x.buf, 0, &w.buf, 0, &mut y)?;
         Ok(self.tensor(y, x.rows, w.rows))
     }
 
-    fn rms_norm(&self, x: &CudaTensor, eps: f32, scale: f32) -> Result<CudaTensor> {
+    fn rms_norm(&self, x: &CudaTensor<G>, eps: f32, scale: f32) -> Result<CudaTensor<G>> {
         let mut y = self.alloc(x.len())?;
         self.launch_rms_norm(&x.buf, &mut y, x.rows, x.cols, eps, scale)?;
         Ok(self.tensor(y, x.rows, x.cols))
     }
 
-    fn resid_mix(&self, x: &CudaTensor, x0: &CudaTensor, mix: &CudaTensor) -> Result<CudaTensor> {
+    fn resid_mix(
+        &self,
+        x: &CudaTensor<G>,
+        x0: &CudaTensor<G>,
+        mix: &CudaTensor<G>,
+    ) -> Result<CudaTensor<G>> {
         same_shape(x, x0, "resid_mix")?;
         vector_len(mix, 2 * x.cols, "resid_mix")?;
         let mut y = self.alloc(x.len())?;
@@ -256,20 +248,25 @@ impl Backend for CudaBackend {
         Ok(self.tensor(y, x.rows, x.cols))
     }
 
-    fn add_scaled(&self, x: &mut CudaTensor, y: &CudaTensor, scale: &CudaTensor) -> Result<()> {
+    fn add_scaled(
+        &self,
+        x: &mut CudaTensor<G>,
+        y: &CudaTensor<G>,
+        scale: &CudaTensor<G>,
+    ) -> Result<()> {
         same_shape(x, y, "add_scaled")?;
         vector_len(scale, x.cols, "add_scaled")?;
         let (n, cols) = (x.len(), x.cols);
         self.launch_add_scaled(&mut x.buf, &y.buf, &scale.buf, n, cols)
     }
 
-    fn add_scalar_scaled(&self, x: &mut CudaTensor, y: &CudaTensor, s: f32) -> Result<()> {
+    fn add_scalar_scaled(&self, x: &mut CudaTensor<G>, y: &CudaTensor<G>, s: f32) -> Result<()> {
         same_shape(x, y, "add_scalar_scaled")?;
         let n = x.len();
         self.launch_axpy(&mut x.buf, &y.buf, s, n)
     }
 
-    fn smear(&self, x: &CudaTensor, gate: &CudaTensor, seq: usize) -> Result<CudaTensor> {
+    fn smear(&self, x: &CudaTensor<G>, gate: &CudaTensor<G>, seq: usize) -> Result<CudaTensor<G>> {
         vector_len(gate, x.cols, "smear")?;
         if seq == 0 || !x.rows.is_multiple_of(seq) {
             return Err(Error::Backend(format!(
@@ -284,11 +281,11 @@ impl Backend for CudaBackend {
 
     fn qk_norm_rope(
         &self,
-        q: &mut CudaTensor,
-        k: &mut CudaTensor,
+        q: &mut CudaTensor<G>,
+        k: &mut CudaTensor<G>,
         geom: &AttnGeometry,
         rope: &RopeSpec,
-        q_gain: &CudaTensor,
+        q_gain: &CudaTensor<G>,
         eps: f32,
     ) -> Result<()> {
         let hd = geom.head_dim;
@@ -332,12 +329,12 @@ impl Backend for CudaBackend {
 
     fn attention(
         &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        v: &CudaTensor,
+        q: &CudaTensor<G>,
+        k: &CudaTensor<G>,
+        v: &CudaTensor<G>,
         geom: &AttnGeometry,
         xsa: bool,
-    ) -> Result<CudaTensor> {
+    ) -> Result<CudaTensor<G>> {
         let rows = geom.rows();
         geom.check_qkv(
             (q.rows, q.cols),
@@ -350,7 +347,7 @@ impl Backend for CudaBackend {
         Ok(self.tensor(out, rows, q.cols))
     }
 
-    fn activation(&self, h: &CudaTensor, act: Activation) -> Result<CudaTensor> {
+    fn activation(&self, h: &CudaTensor<G>, act: Activation) -> Result<CudaTensor<G>> {
         let mut y = self.alloc(h.len())?;
         self.launch_activation(&h.buf, &mut y, h.len(), act)?;
         Ok(self.tensor(y, h.rows, h.cols))
@@ -358,8 +355,8 @@ impl Backend for CudaBackend {
 
     fn nll(
         &self,
-        h: &CudaTensor,
-        head: &CudaTensor,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>> {
@@ -374,23 +371,15 @@ impl Backend for CudaBackend {
         for r0 in (0..h.rows).step_by(HEAD_ROWS_PER_CHUNK) {
             let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
             let mut logits = self.head_logits(h, head, r0, r1)?;
-            let t = self.upload_u32(&targets[r0..r1])?;
+            let t = self.gpu.upload_u32(&targets[r0..r1])?;
             let mut nll = self.alloc(r1 - r0)?;
             self.launch_softcap_nll(&mut logits, &t, &mut nll, r1 - r0, vocab, softcap)?;
-            // A copy into pageable host memory returns only once it has completed (CUDA's
-            // documented sync behaviour), so `part` is complete here.
-            let part = self
-                .dev
-                .stream
-                .clone_dtoh(&nll.slice(0..r1 - r0))
-                .op("download nll")?;
-            out.extend_from_slice(&part);
+            out.extend(self.gpu.download(&nll, 0..r1 - r0)?);
         }
-        self.synchronize()?;
         Ok(out)
     }
 
-    fn log_probs(&self, h: &CudaTensor, head: &CudaTensor, softcap: f32) -> Result<Vec<f32>> {
+    fn log_probs(&self, h: &CudaTensor<G>, head: &CudaTensor<G>, softcap: f32) -> Result<Vec<f32>> {
         super::check_head((h.rows, h.cols), (head.rows, head.cols), None, "log_probs")?;
         let vocab = head.rows;
         let mut out = Vec::with_capacity(h.rows * vocab);
@@ -398,14 +387,8 @@ impl Backend for CudaBackend {
             let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
             let mut logits = self.head_logits(h, head, r0, r1)?;
             self.launch_log_softmax(&mut logits, r1 - r0, vocab, softcap)?;
-            let part = self
-                .dev
-                .stream
-                .clone_dtoh(&logits.slice(0..(r1 - r0) * vocab))
-                .op("download log_probs")?;
-            out.extend_from_slice(&part);
+            out.extend(self.gpu.download(&logits, 0..(r1 - r0) * vocab)?);
         }
-        self.synchronize()?;
         Ok(out)
     }
 }

@@ -11,8 +11,9 @@
 //! to check every source on CPU-only machines.
 
 use super::device::CudaResultExt;
+use super::gpu::Gpu;
 use crate::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use cudarc::driver::{CudaContext, CudaModule};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -92,41 +93,44 @@ pub fn ptx_for(arch: &str) -> Result<PtxSet> {
     Ok(set)
 }
 
-/// Every kernel entry point, loaded into one context.
-pub struct Kernels {
-    pub gather_rows: CudaFunction,
-    pub rms_norm: CudaFunction,
-    pub resid_mix: CudaFunction,
-    pub add_scaled: CudaFunction,
-    pub axpy: CudaFunction,
-    pub smear: CudaFunction,
-    pub qk_norm_rope: CudaFunction,
-    /// `(head_dim, attention_hd{head_dim})`.
-    pub attention: Vec<(usize, CudaFunction)>,
-    pub relu2: CudaFunction,
-    pub leaky_relu2: CudaFunction,
-    pub softcap_nll: CudaFunction,
-    pub softcap_log_softmax: CudaFunction,
+/// Loads the PTX of every source for `arch` (compiled once per process) into `ctx`, by file
+/// name.
+pub fn load_modules(
+    ctx: &Arc<CudaContext>,
+    arch: &str,
+) -> Result<HashMap<&'static str, Arc<CudaModule>>> {
+    let set = ptx_for(arch)?;
+    let mut modules = HashMap::new();
+    for (name, ptx) in set.iter() {
+        let m = ctx
+            .load_module(ptx.clone())
+            .op(&format!("load module cuda/{name}"))?;
+        modules.insert(*name, m);
+    }
+    Ok(modules)
 }
 
-impl Kernels {
-    /// Compiles (or takes from the cache) the PTX for `arch` and loads it into `ctx`.
-    pub fn load(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels> {
-        let set = ptx_for(arch)?;
-        let mut modules: HashMap<&str, Arc<CudaModule>> = HashMap::new();
-        for (name, ptx) in set.iter() {
-            let m = ctx
-                .load_module(ptx.clone())
-                .op(&format!("load module cuda/{name}"))?;
-            modules.insert(name, m);
-        }
-        let f = |file: &str, func: &str| -> Result<CudaFunction> {
-            modules
-                .get(file)
-                .ok_or_else(|| Error::Backend(format!("no module cuda/{file}")))?
-                .load_function(func)
-                .op(&format!("load function {func} from cuda/{file}"))
-        };
+/// Every kernel entry point, as the device layer's handles (`F` = [`Gpu::Func`]).
+pub struct Kernels<F> {
+    pub gather_rows: F,
+    pub rms_norm: F,
+    pub resid_mix: F,
+    pub add_scaled: F,
+    pub axpy: F,
+    pub smear: F,
+    pub qk_norm_rope: F,
+    /// `(head_dim, attention_hd{head_dim})`.
+    pub attention: Vec<(usize, F)>,
+    pub relu2: F,
+    pub leaky_relu2: F,
+    pub softcap_nll: F,
+    pub softcap_log_softmax: F,
+}
+
+impl<F> Kernels<F> {
+    /// Looks every entry point up on `gpu`.
+    pub fn load<G: Gpu<Func = F>>(gpu: &G) -> Result<Kernels<F>> {
+        let f = |file: &str, func: &str| gpu.kernel(file, func);
         let attention = ATTENTION_HEAD_DIMS
             .iter()
             .map(|&hd| Ok((hd, f("attention.cu", &format!("attention_hd{hd}"))?)))

@@ -4,12 +4,12 @@
 //! that the kernels index with `int`). The launch geometry is computed by pure functions
 //! (`*_config`) so it is unit-tested without a GPU.
 
-use super::device::CudaResultExt;
+use super::gpu::{Gpu, KArg};
 use super::CudaBackend;
 use crate::backend::AttnGeometry;
 use crate::model::Activation;
 use crate::{Error, Result};
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 /// Block size of the element-wise and one-block-per-row kernels: a multiple of 32 (the block
 /// reductions in rms_norm.cu and head.cu use full-mask warp shuffles and 32 shared slots).
@@ -81,46 +81,29 @@ fn int(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Backend(format!("{what} = {v} does not fit in i32")))
 }
 
-impl CudaBackend {
-    /// Uninitialised device buffer of `n` floats (at least one, so empty tensors are valid).
-    pub(super) fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
-        // SAFETY: every caller fully overwrites the first `n` values before reading them.
-        unsafe { self.dev.stream.alloc::<f32>(n.max(1)) }.op("alloc")
-    }
-
-    /// Uploads `u32` indices (at least one element, padded with 0).
-    pub(super) fn upload_u32(&self, v: &[u32]) -> Result<CudaSlice<u32>> {
-        if v.is_empty() {
-            return self.dev.stream.clone_htod(&[0u32]).op("upload ids");
-        }
-        self.dev.stream.clone_htod(v).op("upload ids")
-    }
-
-    /// Launches `f` on the backend's stream with the arguments `push` adds; errors become
-    /// `Error::Backend("cuda {name}: ...")`.
+impl<G: Gpu> CudaBackend<G> {
+    /// Launches `f` with `args`; errors become `Error::Backend("cuda launch {name}: ...")`.
     ///
     /// # Safety
-    /// The pushed arguments must match the kernel's parameter list in type and order, and
-    /// every buffer must be large enough for what the kernel touches under `cfg`.
-    unsafe fn launch<'a>(
-        &'a self,
-        f: &'a CudaFunction,
+    /// [`Gpu::launch`]'s contract: `args` match the kernel's parameters, buffers are large
+    /// enough for what it touches under `cfg`.
+    unsafe fn run(
+        &self,
+        f: &G::Func,
         name: &str,
         cfg: LaunchConfig,
-        push: impl FnOnce(&mut LaunchArgs<'a>),
+        args: &mut [KArg<'_, G>],
     ) -> Result<()> {
-        let mut b = self.dev.stream.launch_builder(f);
-        push(&mut b);
         // SAFETY: the caller's contract.
-        unsafe { b.launch(cfg) }.op(name).map(|_| ())
+        unsafe { self.gpu.launch(f, name, cfg, args) }
     }
 
     /// `out[i] = table[ids[i]]` for `[*, cols]` matrices.
     pub(super) fn launch_gather(
         &self,
-        table: &CudaSlice<f32>,
-        ids: &CudaSlice<u32>,
-        out: &mut CudaSlice<f32>,
+        table: &G::F32,
+        ids: &G::U32,
+        out: &mut G::F32,
         n: usize,
         cols: usize,
     ) -> Result<()> {
@@ -131,21 +114,25 @@ impl CudaBackend {
         // SAFETY: matches `gather_rows` in cuda/embedding.cu; ids < table rows (checked by
         // the caller), `out` holds n * cols.
         unsafe {
-            self.launch(
+            self.run(
                 &self.kernels.gather_rows,
                 "gather_rows",
                 grid_rows(n)?,
-                |b| {
-                    b.arg(table).arg(ids).arg(out).arg(&ni).arg(&ci);
-                },
+                &mut [
+                    KArg::F32(table),
+                    KArg::U32(ids),
+                    KArg::F32Mut(out),
+                    KArg::I32(ni),
+                    KArg::I32(ci),
+                ],
             )
         }
     }
 
     pub(super) fn launch_rms_norm(
         &self,
-        x: &CudaSlice<f32>,
-        y: &mut CudaSlice<f32>,
+        x: &G::F32,
+        y: &mut G::F32,
         rows: usize,
         cols: usize,
         eps: f32,
@@ -157,18 +144,28 @@ impl CudaBackend {
         let (ri, ci) = (int(rows, "rows")?, int(cols, "cols")?);
         // SAFETY: matches `rms_norm` in cuda/rms_norm.cu; x and y hold rows * cols.
         unsafe {
-            self.launch(&self.kernels.rms_norm, "rms_norm", grid_rows(rows)?, |b| {
-                b.arg(x).arg(y).arg(&ri).arg(&ci).arg(&eps).arg(&scale);
-            })
+            self.run(
+                &self.kernels.rms_norm,
+                "rms_norm",
+                grid_rows(rows)?,
+                &mut [
+                    KArg::F32(x),
+                    KArg::F32Mut(y),
+                    KArg::I32(ri),
+                    KArg::I32(ci),
+                    KArg::Float(eps),
+                    KArg::Float(scale),
+                ],
+            )
         }
     }
 
     pub(super) fn launch_resid_mix(
         &self,
-        x: &CudaSlice<f32>,
-        x0: &CudaSlice<f32>,
-        mix: &CudaSlice<f32>,
-        y: &mut CudaSlice<f32>,
+        x: &G::F32,
+        x0: &G::F32,
+        mix: &G::F32,
+        y: &mut G::F32,
         n: usize,
         cols: usize,
     ) -> Result<()> {
@@ -178,17 +175,27 @@ impl CudaBackend {
         let (nl, ci) = (n as i64, int(cols, "cols")?);
         // SAFETY: matches `resid_mix` in cuda/elementwise.cu; x, x0, y hold n, mix 2 * cols.
         unsafe {
-            self.launch(&self.kernels.resid_mix, "resid_mix", grid_1d(n)?, |b| {
-                b.arg(x).arg(x0).arg(mix).arg(y).arg(&nl).arg(&ci);
-            })
+            self.run(
+                &self.kernels.resid_mix,
+                "resid_mix",
+                grid_1d(n)?,
+                &mut [
+                    KArg::F32(x),
+                    KArg::F32(x0),
+                    KArg::F32(mix),
+                    KArg::F32Mut(y),
+                    KArg::I64(nl),
+                    KArg::I32(ci),
+                ],
+            )
         }
     }
 
     pub(super) fn launch_add_scaled(
         &self,
-        x: &mut CudaSlice<f32>,
-        y: &CudaSlice<f32>,
-        scale: &CudaSlice<f32>,
+        x: &mut G::F32,
+        y: &G::F32,
+        scale: &G::F32,
         n: usize,
         cols: usize,
     ) -> Result<()> {
@@ -198,36 +205,46 @@ impl CudaBackend {
         let (nl, ci) = (n as i64, int(cols, "cols")?);
         // SAFETY: matches `add_scaled` in cuda/elementwise.cu; x, y hold n, scale cols.
         unsafe {
-            self.launch(&self.kernels.add_scaled, "add_scaled", grid_1d(n)?, |b| {
-                b.arg(x).arg(y).arg(scale).arg(&nl).arg(&ci);
-            })
+            self.run(
+                &self.kernels.add_scaled,
+                "add_scaled",
+                grid_1d(n)?,
+                &mut [
+                    KArg::F32Mut(x),
+                    KArg::F32(y),
+                    KArg::F32(scale),
+                    KArg::I64(nl),
+                    KArg::I32(ci),
+                ],
+            )
         }
     }
 
-    pub(super) fn launch_axpy(
-        &self,
-        x: &mut CudaSlice<f32>,
-        y: &CudaSlice<f32>,
-        s: f32,
-        n: usize,
-    ) -> Result<()> {
+    pub(super) fn launch_axpy(&self, x: &mut G::F32, y: &G::F32, s: f32, n: usize) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
-        let nl = n as i64;
         // SAFETY: matches `axpy` in cuda/elementwise.cu; x and y hold n.
         unsafe {
-            self.launch(&self.kernels.axpy, "axpy", grid_1d(n)?, |b| {
-                b.arg(x).arg(y).arg(&s).arg(&nl);
-            })
+            self.run(
+                &self.kernels.axpy,
+                "axpy",
+                grid_1d(n)?,
+                &mut [
+                    KArg::F32Mut(x),
+                    KArg::F32(y),
+                    KArg::Float(s),
+                    KArg::I64(n as i64),
+                ],
+            )
         }
     }
 
     pub(super) fn launch_smear(
         &self,
-        x: &CudaSlice<f32>,
-        gate: &CudaSlice<f32>,
-        y: &mut CudaSlice<f32>,
+        x: &G::F32,
+        gate: &G::F32,
+        y: &mut G::F32,
         n: usize,
         cols: usize,
         seq: usize,
@@ -238,9 +255,19 @@ impl CudaBackend {
         let (nl, ci, si) = (n as i64, int(cols, "cols")?, int(seq, "seq")?);
         // SAFETY: matches `smear` in cuda/smear.cu; x, y hold n, gate cols; seq > 0.
         unsafe {
-            self.launch(&self.kernels.smear, "smear", grid_1d(n)?, |b| {
-                b.arg(x).arg(gate).arg(y).arg(&nl).arg(&ci).arg(&si);
-            })
+            self.run(
+                &self.kernels.smear,
+                "smear",
+                grid_1d(n)?,
+                &mut [
+                    KArg::F32(x),
+                    KArg::F32(gate),
+                    KArg::F32Mut(y),
+                    KArg::I64(nl),
+                    KArg::I32(ci),
+                    KArg::I32(si),
+                ],
+            )
         }
     }
 
@@ -248,10 +275,10 @@ impl CudaBackend {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn launch_qk_norm_rope(
         &self,
-        t: &mut CudaSlice<f32>,
-        cos: &CudaSlice<f32>,
-        sin: &CudaSlice<f32>,
-        gain: Option<&CudaSlice<f32>>,
+        t: &mut G::F32,
+        cos: &G::F32,
+        sin: &G::F32,
+        gain: Option<&G::F32>,
         rows: usize,
         heads: usize,
         hd: usize,
@@ -263,36 +290,36 @@ impl CudaBackend {
             return Ok(());
         }
         let cfg = qk_norm_rope_config(rows, heads)?;
-        let (ri, hi, di, si, fi) = (
-            int(rows, "rows")?,
-            int(heads, "heads")?,
-            int(hd, "head_dim")?,
-            int(seq, "seq")?,
-            int(half, "rope half")?,
-        );
-        // A null device pointer: the kernel skips the gain.
-        let null: u64 = 0;
         // SAFETY: matches `qk_norm_rope` in cuda/qk_norm_rope.cu; t holds rows * heads * hd,
-        // cos/sin seq * half, gain (when given) heads.
+        // cos/sin seq * half, gain (when given) heads; a null gain is skipped by the kernel.
         unsafe {
-            self.launch(&self.kernels.qk_norm_rope, "qk_norm_rope", cfg, |b| {
-                b.arg(t).arg(cos).arg(sin);
-                match gain {
-                    Some(g) => b.arg(g),
-                    None => b.arg(&null),
-                };
-                b.arg(&ri).arg(&hi).arg(&di).arg(&si).arg(&fi).arg(&eps);
-            })
+            self.run(
+                &self.kernels.qk_norm_rope,
+                "qk_norm_rope",
+                cfg,
+                &mut [
+                    KArg::F32Mut(t),
+                    KArg::F32(cos),
+                    KArg::F32(sin),
+                    gain.map_or(KArg::Null, KArg::F32),
+                    KArg::I32(int(rows, "rows")?),
+                    KArg::I32(int(heads, "heads")?),
+                    KArg::I32(int(hd, "head_dim")?),
+                    KArg::I32(int(seq, "seq")?),
+                    KArg::I32(int(half, "rope half")?),
+                    KArg::Float(eps),
+                ],
+            )
         }
     }
 
     /// Causal GQA attention into `out` `[batch*seq, heads*hd]`.
     pub(super) fn launch_attention(
         &self,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
+        q: &G::F32,
+        k: &G::F32,
+        v: &G::F32,
+        out: &mut G::F32,
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<()> {
@@ -312,26 +339,31 @@ impl CudaBackend {
         let Some(cfg) = attention_config(geom)? else {
             return Ok(());
         };
-        let (si, hi, ki, xi) = (
-            int(geom.seq, "seq")?,
-            int(geom.heads, "heads")?,
-            int(geom.kv_heads, "kv_heads")?,
-            xsa as i32,
-        );
         // SAFETY: matches `attention_hd*` in cuda/attention.cu; shapes checked by the caller
         // (check_qkv: whole query groups per KV head, kv_heads > 0).
         unsafe {
-            self.launch(f, "attention", cfg, |b| {
-                b.arg(q).arg(k).arg(v).arg(out);
-                b.arg(&si).arg(&hi).arg(&ki).arg(&xi);
-            })
+            self.run(
+                f,
+                "attention",
+                cfg,
+                &mut [
+                    KArg::F32(q),
+                    KArg::F32(k),
+                    KArg::F32(v),
+                    KArg::F32Mut(out),
+                    KArg::I32(int(geom.seq, "seq")?),
+                    KArg::I32(int(geom.heads, "heads")?),
+                    KArg::I32(int(geom.kv_heads, "kv_heads")?),
+                    KArg::I32(xsa as i32),
+                ],
+            )
         }
     }
 
     pub(super) fn launch_activation(
         &self,
-        x: &CudaSlice<f32>,
-        y: &mut CudaSlice<f32>,
+        x: &G::F32,
+        y: &mut G::F32,
         n: usize,
         act: Activation,
     ) -> Result<()> {
@@ -343,14 +375,23 @@ impl CudaBackend {
         // SAFETY: match `relu2` / `leaky_relu2` in cuda/activation.cu; x and y hold n.
         unsafe {
             match act {
-                Activation::Relu2 => self.launch(&self.kernels.relu2, "relu2", cfg, |b| {
-                    b.arg(x).arg(y).arg(&nl);
-                }),
-                Activation::LeakyRelu2 { slope } => {
-                    self.launch(&self.kernels.leaky_relu2, "leaky_relu2", cfg, |b| {
-                        b.arg(x).arg(y).arg(&nl).arg(&slope);
-                    })
-                }
+                Activation::Relu2 => self.run(
+                    &self.kernels.relu2,
+                    "relu2",
+                    cfg,
+                    &mut [KArg::F32(x), KArg::F32Mut(y), KArg::I64(nl)],
+                ),
+                Activation::LeakyRelu2 { slope } => self.run(
+                    &self.kernels.leaky_relu2,
+                    "leaky_relu2",
+                    cfg,
+                    &mut [
+                        KArg::F32(x),
+                        KArg::F32Mut(y),
+                        KArg::I64(nl),
+                        KArg::Float(slope),
+                    ],
+                ),
             }
         }
     }
@@ -358,9 +399,9 @@ impl CudaBackend {
     /// Soft-caps `logits` `[rows, vocab]` in place and writes `nll[r]`.
     pub(super) fn launch_softcap_nll(
         &self,
-        logits: &mut CudaSlice<f32>,
-        targets: &CudaSlice<u32>,
-        nll: &mut CudaSlice<f32>,
+        logits: &mut G::F32,
+        targets: &G::U32,
+        nll: &mut G::F32,
         rows: usize,
         vocab: usize,
         cap: f32,
@@ -372,14 +413,18 @@ impl CudaBackend {
         // SAFETY: matches `softcap_nll` in cuda/head.cu; targets < vocab (checked by the
         // caller), logits hold rows * vocab, targets and nll rows.
         unsafe {
-            self.launch(
+            self.run(
                 &self.kernels.softcap_nll,
                 "softcap_nll",
                 grid_rows(rows)?,
-                |b| {
-                    b.arg(logits).arg(targets).arg(nll);
-                    b.arg(&ri).arg(&vi).arg(&cap);
-                },
+                &mut [
+                    KArg::F32Mut(logits),
+                    KArg::U32(targets),
+                    KArg::F32Mut(nll),
+                    KArg::I32(ri),
+                    KArg::I32(vi),
+                    KArg::Float(cap),
+                ],
             )
         }
     }
@@ -387,7 +432,7 @@ impl CudaBackend {
     /// Replaces `logits` `[rows, vocab]` by soft-capped log-probabilities, in place.
     pub(super) fn launch_log_softmax(
         &self,
-        logits: &mut CudaSlice<f32>,
+        logits: &mut G::F32,
         rows: usize,
         vocab: usize,
         cap: f32,
@@ -396,12 +441,19 @@ impl CudaBackend {
             return Ok(());
         }
         let (ri, vi) = (int(rows, "rows")?, int(vocab, "vocab")?);
-        let f = &self.kernels.softcap_log_softmax;
         // SAFETY: matches `softcap_log_softmax` in cuda/head.cu; logits hold rows * vocab.
         unsafe {
-            self.launch(f, "softcap_log_softmax", grid_rows(rows)?, |b| {
-                b.arg(logits).arg(&ri).arg(&vi).arg(&cap);
-            })
+            self.run(
+                &self.kernels.softcap_log_softmax,
+                "softcap_log_softmax",
+                grid_rows(rows)?,
+                &mut [
+                    KArg::F32Mut(logits),
+                    KArg::I32(ri),
+                    KArg::I32(vi),
+                    KArg::Float(cap),
+                ],
+            )
         }
     }
 }
