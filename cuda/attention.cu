@@ -11,7 +11,10 @@
 // Each thread keeps its query and its fp32 accumulator in registers and its scores for the
 // current tile in shared memory; the block streams K/V tiles of BC = 32 keys through shared
 // memory (all threads read the same key, so those loads are broadcasts). Keys past the tile's last query are never loaded (causal).
-// Head dims: one entry point per supported HD (attention_hd{8,16,32,64,128}).
+// Head dims: one entry point per supported HD (attention_hd{4,8,16,32,64,128}).
+// attention_stats_hd{HD}: the same without XSA, also writing each row's logsumexp of the
+// scaled scores, lse [B*T, H] (what the backward, cuda/attention_backward.cu, recomputes
+// probabilities from).
 
 // -inf without <math.h> (NVRTC has no INFINITY macro).
 #define NEG_INF __int_as_float(0xff800000)
@@ -22,7 +25,8 @@ template <int HD, int BC>
 __device__ __forceinline__ void attention_impl(const float* __restrict__ q,
                                                const float* __restrict__ k,
                                                const float* __restrict__ v,
-                                               float* __restrict__ out, int seq, int heads,
+                                               float* __restrict__ out,
+                                               float* __restrict__ lse, int seq, int heads,
                                                int kv_heads, int xsa) {
     __shared__ float ks[BC][HD];
     __shared__ float vs[BC][HD];
@@ -83,6 +87,7 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q,
         m = mn;
     }
     if (!active) return;
+    if (lse) lse[(row0 + t) * heads + h] = m + logf(l);
     const float inv_l = 1.0f / l;
 #pragma unroll
     for (int d = 0; d < HD; d++) acc[d] *= inv_l;
@@ -107,9 +112,15 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q,
     extern "C" __global__ void __launch_bounds__(BR) attention_hd##HD(                       \
         const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, \
         float* __restrict__ out, int seq, int heads, int kv_heads, int xsa) {                \
-        attention_impl<HD, BC>(q, k, v, out, seq, heads, kv_heads, xsa);                     \
+        attention_impl<HD, BC>(q, k, v, out, nullptr, seq, heads, kv_heads, xsa);            \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(BR) attention_stats_hd##HD(                 \
+        const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, \
+        float* __restrict__ out, float* __restrict__ lse, int seq, int heads, int kv_heads) { \
+        attention_impl<HD, BC>(q, k, v, out, lse, seq, heads, kv_heads, 0);                  \
     }
 
+ATTENTION_ENTRY(4, 32)
 ATTENTION_ENTRY(8, 32)
 ATTENTION_ENTRY(16, 32)
 ATTENTION_ENTRY(32, 32)

@@ -72,3 +72,31 @@ extern "C" __global__ void softcap_log_softmax(float* __restrict__ logits, int r
     const float lse = capped_lse(z, vocab, cap);
     for (int c = threadIdx.x; c < vocab; c += blockDim.x) z[c] -= lse;
 }
+
+// Backward to the pre-cap logits (reference: runtime/src/backend/cpu/backward/head.rs), in
+// place on z = h·headᵀ (+ delta) [rows, vocab], for per-row loss weights dnll:
+//   l = c*tanh(z/c),  p = exp(l - lse),  dl = dnll[r] * (p - [j == target]),
+//   dz = c > 0 ? dl * (1 - (l/c)^2) : dl
+// Launch: grid (rows), block 256.
+extern "C" __global__ void softcap_nll_backward(float* __restrict__ logits,
+                                                const unsigned int* __restrict__ targets,
+                                                const float* __restrict__ dnll, int rows,
+                                                int vocab, float cap) {
+    const int r = blockIdx.x;
+    if (r >= rows) return;
+    float* z = logits + (size_t)r * vocab;
+    const float lse = capped_lse(z, vocab, cap);
+    const float g = dnll[r];
+    const int t = (int)targets[r];
+    for (int c = threadIdx.x; c < vocab; c += blockDim.x) {
+        const float l = z[c];
+        const float p = expf(l - lse);
+        const float dl = g * (p - (c == t ? 1.0f : 0.0f));
+        if (cap > 0.0f) {
+            const float th = l / cap;
+            z[c] = dl * (1.0f - th * th);
+        } else {
+            z[c] = dl;
+        }
+    }
+}

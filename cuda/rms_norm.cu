@@ -37,3 +37,28 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, float* __restri
     float inv = scale / sqrtf(ms + eps);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = xr[c] * inv;
 }
+
+// Backward (reference: runtime/src/backend/cpu/backward/norm.rs), one block per row:
+//   r2 = mean(x^2) + eps,  k = (sum dy*x) / (cols * r2),  dx = (scale / sqrt(r2)) * (dy - x*k)
+extern "C" __global__ void rms_norm_backward(const float* __restrict__ x,
+                                             const float* __restrict__ dy, float* __restrict__ dx,
+                                             int rows, int cols, float eps, float scale) {
+    __shared__ float shm[32];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    const float* xr = x + (size_t)r * cols;
+    const float* gr = dy + (size_t)r * cols;
+    float* dr = dx + (size_t)r * cols;
+    float ss = 0.0f, dot = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        ss += xr[c] * xr[c];
+        dot += xr[c] * gr[c];
+    }
+    ss = block_sum(ss, shm);
+    dot = block_sum(dot, shm);
+    const float n = (float)(cols > 0 ? cols : 1);
+    const float r2 = ss / n + eps;
+    const float k = dot / (n * r2);
+    const float s = scale / sqrtf(r2);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) dr[c] = s * (gr[c] - xr[c] * k);
+}

@@ -13,82 +13,16 @@
 //! unset: TF32 GEMMs are not expected to meet 1e-4.
 #![cfg(feature = "cuda")]
 
+mod common;
+
+use common::devices::{assert_close, data, max_diff, shared, Pair, TOL};
 use pgolf_rt::artifact::Artifact;
 use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::backend::cuda::gpu::Gpu;
-use pgolf_rt::backend::cuda::{reason, CudaBackend, CudaGpu};
+use pgolf_rt::backend::cuda::CudaBackend;
 use pgolf_rt::backend::{AttnGeometry, Backend, RopeSpec};
 use pgolf_rt::data::load_tokens;
 use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelWeights};
-use std::path::PathBuf;
-
-const TOL: f32 = 1e-4;
-
-fn cuda() -> Option<CudaBackend<CudaGpu>> {
-    match CudaBackend::new() {
-        Ok(b) => Some(b),
-        Err(e) => {
-            println!("SKIPPED: no CUDA device ({})", reason(&e));
-            None
-        }
-    }
-}
-
-/// Deterministic values in about [-amp, amp].
-fn data(n: usize, seed: f32, amp: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i as f32 + 1.0) * seed).sin() * amp + ((i as f32) * 0.013 * seed).cos() * 0.1)
-        .collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            assert!(x.is_finite() == y.is_finite(), "finite mismatch {x} vs {y}");
-            (x - y).abs()
-        })
-        .fold(0.0, f32::max)
-}
-
-/// Relative to the magnitude of the reference where it is large (GEMM sums of many terms).
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let d = max_diff(got, want);
-    println!("{what}: max abs diff {d:.3e} (reference max |v| {scale:.2})");
-    assert!(
-        d <= tol * scale,
-        "{what}: max abs diff {d} > {tol} * {scale}"
-    );
-}
-
-type Tensor<G> = <CudaBackend<G> as Backend>::Tensor;
-
-struct Pair<G: Gpu> {
-    cpu: CpuBackend,
-    gpu: CudaBackend<G>,
-}
-
-impl<G: Gpu> Pair<G> {
-    fn new(gpu: CudaBackend<G>) -> Pair<G> {
-        Pair {
-            cpu: CpuBackend::new(),
-            gpu,
-        }
-    }
-    fn up(&self, v: &[f32], r: usize, c: usize) -> (<CpuBackend as Backend>::Tensor, Tensor<G>) {
-        (
-            self.cpu.upload(v, r, c).unwrap(),
-            self.gpu.upload(v, r, c).unwrap(),
-        )
-    }
-    fn check(&self, what: &str, c: &<CpuBackend as Backend>::Tensor, g: &Tensor<G>) {
-        assert_eq!(self.cpu.shape(c), self.gpu.shape(g), "{what}: shapes");
-        let (cv, gv) = (self.cpu.download(c).unwrap(), self.gpu.download(g).unwrap());
-        assert_close(what, &gv, &cv, TOL);
-    }
-}
 
 fn upload_download_copy_roundtrip<G: Gpu>(p: &Pair<G>) {
     let v = data(37 * 5, 0.7, 3.0);
@@ -292,21 +226,6 @@ fn head_nll_and_log_probs<G: Gpu>(p: &Pair<G>) {
     );
 }
 
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PGOLF_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
-    if p.join("reference").is_dir() && p.join("data").is_dir() {
-        Some(p)
-    } else {
-        println!(
-            "SKIPPED: reference data not found at {} (set PGOLF_SHARED)",
-            p.display()
-        );
-        None
-    }
-}
-
 fn model_nll_matches<G: Gpu>(gpu: CudaBackend<G>, artifact: &str) {
     let Some(s) = shared() else { return };
     let art = Artifact::load(s.join("reference").join(artifact)).expect("artifact");
@@ -356,39 +275,6 @@ fn mlp3x11l_first_two_windows_nll<G: Gpu>(gpu: CudaBackend<G>) {
     model_nll_matches(gpu, "mlp3x11L_int6_zstd.ptz");
 }
 
-/// One `#[test]` per op check and per model check in `gpu` (a real device, skipped without one)
-/// and in `emu` (the host emulator of the kernels).
-macro_rules! on_both_devices {
-    (ops: $($op:ident),* ; models: $($model:ident),*) => {
-        mod gpu {
-            $(#[test]
-            fn $op() {
-                if let Some(b) = super::cuda() {
-                    super::$op(&super::Pair::new(b));
-                }
-            })*
-            $(#[test]
-            fn $model() {
-                if let Some(b) = super::cuda() {
-                    super::$model(b);
-                }
-            })*
-        }
-        #[cfg(feature = "cuda-emu")]
-        mod emu {
-            use pgolf_rt::backend::cuda::emu::EmuGpu;
-            $(#[test]
-            fn $op() {
-                super::$op(&super::Pair::new(EmuGpu::backend().expect("emulator")));
-            })*
-            $(#[test]
-            fn $model() {
-                super::$model(EmuGpu::backend().expect("emulator"));
-            })*
-        }
-    };
-}
-
 on_both_devices!(
     ops: upload_download_copy_roundtrip,
         embedding_and_gather_rows,
@@ -397,6 +283,6 @@ on_both_devices!(
         qk_norm_rope_full_and_partial,
         attention_causal_gqa_xsa,
         head_nll_and_log_probs;
-    models: baseline9l_first_two_windows_nll,
+    backends: baseline9l_first_two_windows_nll,
         mlp3x11l_first_two_windows_nll
 );

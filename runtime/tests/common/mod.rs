@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: locating `../shared` and loading reference models.
 #![allow(dead_code)]
 
+#[cfg(feature = "cuda")]
+pub mod devices;
 pub mod tiny;
 
 use pgolf_rt::artifact::Artifact;

@@ -10,7 +10,8 @@ use super::gemm::Blas;
 use super::gpu::{check_gemm, Gpu, KArg, RowGemm};
 use crate::{Error, Result};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,6 +181,11 @@ impl CudaGpu {
     }
 }
 
+/// Device address of element `off` of an f32 buffer at `base`.
+fn offset_ptr(base: u64, off: usize) -> u64 {
+    base + (off * std::mem::size_of::<f32>()) as u64
+}
+
 /// The null pointer pushed for [`KArg::Null`].
 static NULL_PTR: u64 = 0;
 
@@ -277,11 +283,29 @@ impl Gpu for CudaGpu {
         cfg: LaunchConfig,
         args: &mut [KArg<'_, Self>],
     ) -> Result<()> {
-        let mut b = self.dev.stream.launch_builder(f);
+        // Pointers into the middle of a buffer are pushed as raw device addresses.
+        let stream = &self.dev.stream;
+        let mut raw: Vec<u64> = Vec::new();
+        for a in args.iter_mut() {
+            match a {
+                KArg::F32At(buf, off) => raw.push(offset_ptr(buf.device_ptr(stream).0, *off)),
+                KArg::F32MutAt(buf, off) => {
+                    raw.push(offset_ptr(buf.device_ptr_mut(stream).0, *off))
+                }
+                _ => {}
+            }
+        }
+        let mut raw_iter = raw.iter();
+        let mut b = stream.launch_builder(f);
         for a in args.iter_mut() {
             match a {
                 KArg::F32(buf) => b.arg(*buf),
                 KArg::F32Mut(buf) => b.arg(&mut **buf),
+                KArg::F32At(..) | KArg::F32MutAt(..) => b.arg(
+                    raw_iter
+                        .next()
+                        .expect("one raw pointer per offset argument"),
+                ),
                 KArg::U32(buf) => b.arg(*buf),
                 KArg::I32(v) => b.arg(&*v),
                 KArg::I64(v) => b.arg(&*v),

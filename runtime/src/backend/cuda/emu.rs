@@ -81,6 +81,17 @@ impl GuardBits for u32 {
     }
 }
 
+/// `off`, if it is within `b` (at most its end).
+fn check_offset(b: &EmuBuf<f32>, off: usize) -> Result<usize> {
+    if off > b.len {
+        return Err(Error::Backend(format!(
+            "cuda-emu: offset {off} past a buffer of {}",
+            b.len
+        )));
+    }
+    Ok(off)
+}
+
 fn guard_intact<T: GuardBits>(b: &EmuBuf<T>) -> bool {
     b.data[b.len..].iter().all(|&v| v.bits() == GUARD_BITS)
 }
@@ -216,6 +227,11 @@ impl Gpu for EmuGpu {
             let (v, size) = match a {
                 KArg::F32(b) => (b.data.as_ptr() as u64, 8),
                 KArg::F32Mut(b) => (b.data.as_mut_ptr() as u64, 8),
+                KArg::F32At(b, off) => (b.data[check_offset(b, *off)?..].as_ptr() as u64, 8),
+                KArg::F32MutAt(b, off) => {
+                    let off = check_offset(b, *off)?;
+                    (b.data[off..].as_mut_ptr() as u64, 8)
+                }
                 KArg::U32(b) => (b.data.as_ptr() as u64, 8),
                 KArg::I32(v) => (*v as u32 as u64, 4),
                 KArg::I64(v) => (*v as u64, 8),
@@ -265,6 +281,8 @@ impl Gpu for EmuGpu {
             let intact = match a {
                 KArg::F32(b) => guard_intact(b),
                 KArg::F32Mut(b) => guard_intact(b),
+                KArg::F32At(b, _) => guard_intact(b),
+                KArg::F32MutAt(b, _) => guard_intact(b),
                 KArg::U32(b) => guard_intact(b),
                 _ => true,
             };

@@ -17,6 +17,10 @@ pub enum KArg<'a, G: Gpu> {
     F32(&'a G::F32),
     /// `float*`
     F32Mut(&'a mut G::F32),
+    /// `const float*` to element `.1` of the buffer
+    F32At(&'a G::F32, usize),
+    /// `float*` to element `.1` of the buffer
+    F32MutAt(&'a mut G::F32, usize),
     /// `const unsigned int*`
     U32(&'a G::U32),
     /// `int`

@@ -31,6 +31,7 @@ pub mod gemm;
 pub mod gpu;
 pub mod modules;
 mod ops;
+mod train;
 
 use super::{AttnGeometry, Backend, RopeSpec};
 use crate::backend::cpu::RopeTable;
@@ -63,11 +64,22 @@ type RopeBuffers<G> = Arc<(<G as Gpu>::F32, <G as Gpu>::F32)>;
 const HEAD_ROWS_PER_CHUNK: usize = 8192;
 
 /// The CUDA backend (one device, one stream), written against the device layer `G`: a real
-/// GPU by default, the host emulator in tests (`emu::EmuGpu`).
+/// GPU by default, the host emulator in tests (`emu::EmuGpu`). Clones share the device, its
+/// kernels and caches (the trainer hands a clone to each step's model).
 pub struct CudaBackend<G: Gpu = CudaGpu> {
-    gpu: G,
-    kernels: modules::Kernels<G::Func>,
-    rope: Mutex<HashMap<(usize, usize, u32), RopeBuffers<G>>>,
+    gpu: Arc<G>,
+    kernels: Arc<modules::Kernels<G::Func>>,
+    rope: Arc<Mutex<HashMap<(usize, usize, u32), RopeBuffers<G>>>>,
+}
+
+impl<G: Gpu> Clone for CudaBackend<G> {
+    fn clone(&self) -> Self {
+        CudaBackend {
+            gpu: self.gpu.clone(),
+            kernels: self.kernels.clone(),
+            rope: self.rope.clone(),
+        }
+    }
 }
 
 impl CudaBackend<CudaGpu> {
@@ -85,11 +97,11 @@ impl CudaBackend<CudaGpu> {
 impl<G: Gpu> CudaBackend<G> {
     /// The backend on an opened device layer.
     pub fn with_gpu(gpu: G) -> Result<Self> {
-        let kernels = modules::Kernels::load(&gpu)?;
+        let kernels = Arc::new(modules::Kernels::load(&gpu)?);
         Ok(CudaBackend {
-            gpu,
+            gpu: Arc::new(gpu),
             kernels,
-            rope: Mutex::new(HashMap::new()),
+            rope: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 

@@ -39,6 +39,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../cuda/attention.cu"),
     ),
     (
+        "attention_backward.cu",
+        include_str!("../../../../cuda/attention_backward.cu"),
+    ),
+    (
         "activation.cu",
         include_str!("../../../../cuda/activation.cu"),
     ),
@@ -46,7 +50,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 ];
 
 /// Head dims the attention kernel is instantiated for (`attention_hd{N}` entry points).
-pub const ATTENTION_HEAD_DIMS: &[usize] = &[8, 16, 32, 64, 128];
+pub const ATTENTION_HEAD_DIMS: &[usize] = &[4, 8, 16, 32, 64, 128];
 
 /// Compiles one source to PTX for `arch` (e.g. `sm_90`). Exact IEEE division and square root,
 /// no fast math: the float32 path must match the CPU oracle to 1e-4.
@@ -125,16 +129,36 @@ pub struct Kernels<F> {
     pub leaky_relu2: F,
     pub softcap_nll: F,
     pub softcap_log_softmax: F,
+    // Training (backward) entry points.
+    pub rms_norm_backward: F,
+    pub relu2_backward: F,
+    pub leaky_relu2_backward: F,
+    pub smear_backward_dx: F,
+    pub smear_backward_gate: F,
+    pub mul_cols: F,
+    pub col_dot: F,
+    pub scatter_rows_sum: F,
+    pub qk_norm_rope_backward: F,
+    pub softcap_nll_backward: F,
+    /// `(head_dim, attention_stats_hd{head_dim})`: forward without XSA, with logsumexp.
+    pub attention_stats: Vec<(usize, F)>,
+    pub attention_bwd_prep: F,
+    /// `(head_dim, attention_bwd_dq_hd{head_dim})`.
+    pub attention_bwd_dq: Vec<(usize, F)>,
+    /// `(head_dim, attention_bwd_dkv_hd{head_dim})`.
+    pub attention_bwd_dkv: Vec<(usize, F)>,
 }
 
 impl<F> Kernels<F> {
     /// Looks every entry point up on `gpu`.
     pub fn load<G: Gpu<Func = F>>(gpu: &G) -> Result<Kernels<F>> {
         let f = |file: &str, func: &str| gpu.kernel(file, func);
-        let attention = ATTENTION_HEAD_DIMS
-            .iter()
-            .map(|&hd| Ok((hd, f("attention.cu", &format!("attention_hd{hd}"))?)))
-            .collect::<Result<_>>()?;
+        let per_hd = |file: &str, prefix: &str| -> Result<Vec<(usize, F)>> {
+            ATTENTION_HEAD_DIMS
+                .iter()
+                .map(|&hd| Ok((hd, f(file, &format!("{prefix}{hd}"))?)))
+                .collect()
+        };
         Ok(Kernels {
             gather_rows: f("embedding.cu", "gather_rows")?,
             rms_norm: f("rms_norm.cu", "rms_norm")?,
@@ -143,11 +167,25 @@ impl<F> Kernels<F> {
             axpy: f("elementwise.cu", "axpy")?,
             smear: f("smear.cu", "smear")?,
             qk_norm_rope: f("qk_norm_rope.cu", "qk_norm_rope")?,
-            attention,
+            attention: per_hd("attention.cu", "attention_hd")?,
             relu2: f("activation.cu", "relu2")?,
             leaky_relu2: f("activation.cu", "leaky_relu2")?,
             softcap_nll: f("head.cu", "softcap_nll")?,
             softcap_log_softmax: f("head.cu", "softcap_log_softmax")?,
+            rms_norm_backward: f("rms_norm.cu", "rms_norm_backward")?,
+            relu2_backward: f("activation.cu", "relu2_backward")?,
+            leaky_relu2_backward: f("activation.cu", "leaky_relu2_backward")?,
+            smear_backward_dx: f("smear.cu", "smear_backward_dx")?,
+            smear_backward_gate: f("smear.cu", "smear_backward_gate")?,
+            mul_cols: f("elementwise.cu", "mul_cols")?,
+            col_dot: f("elementwise.cu", "col_dot")?,
+            scatter_rows_sum: f("embedding.cu", "scatter_rows_sum")?,
+            qk_norm_rope_backward: f("qk_norm_rope.cu", "qk_norm_rope_backward")?,
+            softcap_nll_backward: f("head.cu", "softcap_nll_backward")?,
+            attention_stats: per_hd("attention.cu", "attention_stats_hd")?,
+            attention_bwd_prep: f("attention_backward.cu", "attention_bwd_prep")?,
+            attention_bwd_dq: per_hd("attention_backward.cu", "attention_bwd_dq_hd")?,
+            attention_bwd_dkv: per_hd("attention_backward.cu", "attention_bwd_dkv_hd")?,
         })
     }
 }

@@ -29,7 +29,7 @@ fn config(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
 }
 
 /// One thread per element, `THREADS` per block.
-fn grid_1d(n: usize) -> Result<LaunchConfig> {
+pub(super) fn grid_1d(n: usize) -> Result<LaunchConfig> {
     let blocks = n.div_ceil(THREADS as usize);
     if blocks > i32::MAX as usize {
         return Err(Error::Backend(format!("{n} elements exceed one launch")));
@@ -38,14 +38,14 @@ fn grid_1d(n: usize) -> Result<LaunchConfig> {
 }
 
 /// One block of `THREADS` per row (the kernels index rows with `int`).
-fn grid_rows(rows: usize) -> Result<LaunchConfig> {
+pub(super) fn grid_rows(rows: usize) -> Result<LaunchConfig> {
     let r = int(rows, "rows")?;
     Ok(config((r as u32, 1, 1), THREADS))
 }
 
 /// One warp per `(row, head)`. The kernel computes `rows * heads` and the warp index in `int`,
 /// so the padded warp count must fit.
-fn qk_norm_rope_config(rows: usize, heads: usize) -> Result<LaunchConfig> {
+pub(super) fn qk_norm_rope_config(rows: usize, heads: usize) -> Result<LaunchConfig> {
     let warps = rows
         .checked_mul(heads)
         .ok_or_else(|| Error::Backend("qk_norm_rope: rows * heads overflows".into()))?;
@@ -59,11 +59,17 @@ fn qk_norm_rope_config(rows: usize, heads: usize) -> Result<LaunchConfig> {
 
 /// Grid `(query tiles, heads, windows)`, one thread per query of a tile; `None` when empty.
 fn attention_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
-    if g.batch == 0 || g.seq == 0 || g.heads == 0 {
+    tiles_config(g, g.heads)
+}
+
+/// Grid `(64-row tiles, heads, windows)` with one thread per row of a tile (the attention
+/// kernels: `heads` query heads, or KV heads for the dK/dV kernel); `None` when empty.
+pub(super) fn tiles_config(g: &AttnGeometry, heads: usize) -> Result<Option<LaunchConfig>> {
+    if g.batch == 0 || g.seq == 0 || heads == 0 {
         return Ok(None);
     }
     // gridDim.y and gridDim.z are limited to 65535.
-    if g.heads > 65_535 || g.batch > 65_535 {
+    if heads > 65_535 || g.batch > 65_535 {
         return Err(Error::Backend(
             "attention: too many heads or windows".into(),
         ));
@@ -72,12 +78,25 @@ fn attention_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
     int(g.seq + ATTN_QUERIES_PER_BLOCK, "seq")?;
     let tiles = g.seq.div_ceil(ATTN_QUERIES_PER_BLOCK) as u32;
     Ok(Some(config(
-        (tiles, g.heads as u32, g.batch as u32),
+        (tiles, heads as u32, g.batch as u32),
         ATTN_QUERIES_PER_BLOCK as u32,
     )))
 }
 
-fn int(v: usize, what: &str) -> Result<i32> {
+/// The entry point of a per-head-dim kernel family for `hd`.
+pub(super) fn by_head_dim<'a, F>(list: &'a [(usize, F)], hd: usize, op: &str) -> Result<&'a F> {
+    list.iter()
+        .find(|(d, _)| *d == hd)
+        .map(|(_, f)| f)
+        .ok_or_else(|| {
+            Error::Backend(format!(
+                "{op}: head_dim {hd} not supported by the CUDA kernel (supported: {:?})",
+                super::modules::ATTENTION_HEAD_DIMS
+            ))
+        })
+}
+
+pub(super) fn int(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Backend(format!("{what} = {v} does not fit in i32")))
 }
 
@@ -87,7 +106,7 @@ impl<G: Gpu> CudaBackend<G> {
     /// # Safety
     /// [`Gpu::launch`]'s contract: `args` match the kernel's parameters, buffers are large
     /// enough for what it touches under `cfg`.
-    unsafe fn run(
+    pub(super) unsafe fn run(
         &self,
         f: &G::Func,
         name: &str,
@@ -323,19 +342,7 @@ impl<G: Gpu> CudaBackend<G> {
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<()> {
-        let f = self
-            .kernels
-            .attention
-            .iter()
-            .find(|(hd, _)| *hd == geom.head_dim)
-            .map(|(_, f)| f)
-            .ok_or_else(|| {
-                Error::Backend(format!(
-                    "attention: head_dim {} not supported by the CUDA kernel (supported: {:?})",
-                    geom.head_dim,
-                    super::modules::ATTENTION_HEAD_DIMS
-                ))
-            })?;
+        let f = by_head_dim(&self.kernels.attention, geom.head_dim, "attention")?;
         let Some(cfg) = attention_config(geom)? else {
             return Ok(());
         };
@@ -542,21 +549,46 @@ mod tests {
         assert!(attention_config(&g(1, i32::MAX as usize, 8)).is_err());
     }
 
-    /// attention.cu keeps K/V/score tiles in static shared memory: at most 48 KiB per block
-    /// for every instantiated head dim, and the instantiated dims are the ones the launcher offers.
+    /// `(HD, BC)` of every `MACRO(HD, BC)` line of a kernel source.
+    fn entries(src: &str, mac: &str) -> Vec<(usize, usize)> {
+        let key = format!("{mac}(");
+        src.lines()
+            .filter(|l| l.starts_with(&key))
+            .map(|l| {
+                let args: Vec<usize> = l[key.len()..l.len() - 1]
+                    .split(',')
+                    .map(|a| a.trim().parse().unwrap())
+                    .collect();
+                (args[0], args[1])
+            })
+            .collect()
+    }
+
+    /// The attention kernels keep their tiles in static shared memory: at most 48 KiB per block
+    /// for every instantiated head dim, and the instantiated dims are the ones the launchers
+    /// offer, forward and backward alike.
     #[test]
     fn attention_shared_memory_fits_48k() {
-        let src = source("attention.cu");
-        let br = define(src, "BR");
+        let fwd = source("attention.cu");
+        let br = define(fwd, "BR");
         let mut hds = Vec::new();
-        for line in src.lines().filter(|l| l.starts_with("ATTENTION_ENTRY(")) {
-            let args: Vec<usize> = line["ATTENTION_ENTRY(".len()..line.len() - 1]
-                .split(',')
-                .map(|a| a.trim().parse().unwrap())
-                .collect();
-            let (hd, bc) = (args[0], args[1]);
+        for (hd, bc) in entries(fwd, "ATTENTION_ENTRY") {
+            // K and V tiles and a score column per query.
             let bytes = 4 * (2 * bc * hd + bc * br);
             assert!(bytes <= 48 * 1024, "hd {hd}: {bytes} B of shared memory");
+            hds.push(hd);
+        }
+        assert_eq!(hds, super::super::modules::ATTENTION_HEAD_DIMS);
+        let bwd = source("attention_backward.cu");
+        assert_eq!(define(bwd, "BR"), ATTN_QUERIES_PER_BLOCK);
+        let mut hds = Vec::new();
+        for (hd, bc) in entries(bwd, "ATTENTION_BWD_ENTRY") {
+            // dQ: K and V tiles; dK/dV: Q and dO tiles plus lse and D per query.
+            let bytes = (4 * 2 * bc * hd).max(4 * (2 * bc * hd + 2 * bc));
+            assert!(
+                bytes <= 48 * 1024,
+                "backward hd {hd}: {bytes} B of shared memory"
+            );
             hds.push(hd);
         }
         assert_eq!(hds, super::super::modules::ATTENTION_HEAD_DIMS);

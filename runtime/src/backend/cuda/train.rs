@@ -1,0 +1,794 @@
+//! [`TrainBackend`] for the CUDA backend: the backward of every op, on the device.
+//!
+//! Each op mirrors the CPU oracle's backward (`backend/cpu/backward/`, the file named in each
+//! kernel's header): matrix products go through [`Gpu::gemm`] (cuBLAS), the rest through the
+//! kernels of `cuda/*.cu`. Nothing here synchronises with the host except [`TrainBackend::dot`]
+//! and the head's NLL values, which are returned to the host by definition. Reductions that
+//! give parameter gradients (column sums, the gain's sum over rows) are deterministic: fixed
+//! order, fp64 accumulation, no atomics, so a training run repeats bit for bit on one GPU.
+
+use super::gpu::{Gpu, KArg, RowGemm};
+use super::ops::{by_head_dim, grid_1d, grid_rows, int, qk_norm_rope_config, tiles_config};
+use super::{same_shape, vector_len, CudaBackend, CudaTensor, HEAD_ROWS_PER_CHUNK};
+use crate::backend::train::TrainBackend;
+use crate::backend::{AttnGeometry, Backend, RopeSpec};
+use crate::model::Activation;
+use crate::{Error, Result};
+
+/// Destination rows of a row scatter with the sources of each, as the deterministic
+/// `scatter_rows_sum` kernel takes them: `dest` in increasing order, `src[starts[b]..
+/// starts[b+1]]` the source rows of `dest[b]` in increasing order.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Scatter {
+    pub dest: Vec<u32>,
+    pub starts: Vec<u32>,
+    pub src: Vec<u32>,
+}
+
+/// Groups the sources `i` of `rows[i]` by destination (a counting sort, stable).
+pub(super) fn scatter_plan(rows: &[usize], total_rows: usize) -> Result<Scatter> {
+    if rows.len() > u32::MAX as usize || total_rows > u32::MAX as usize {
+        return Err(Error::Backend("scatter: too many rows".into()));
+    }
+    let mut count = vec![0u32; total_rows];
+    for &r in rows {
+        count[r] += 1;
+    }
+    let mut dest = Vec::new();
+    let mut starts = vec![0u32];
+    let mut first = vec![0u32; total_rows];
+    for (r, &c) in count.iter().enumerate() {
+        if c > 0 {
+            first[r] = *starts.last().unwrap();
+            dest.push(r as u32);
+            starts.push(first[r] + c);
+        }
+    }
+    let mut src = vec![0u32; rows.len()];
+    for (i, &r) in rows.iter().enumerate() {
+        src[first[r] as usize] = i as u32;
+        first[r] += 1;
+    }
+    Ok(Scatter { dest, starts, src })
+}
+
+impl<G: Gpu> CudaBackend<G> {
+    /// `out[c] = Σ_rows a[r, c] (· b[r, c])` in fp64, rounded to f32; with `lo` (for `dot`),
+    /// products in fp64 and the rounding error of the sum too (see `col_dot` in
+    /// cuda/elementwise.cu).
+    fn col_dot_into(
+        &self,
+        a: &G::F32,
+        b: Option<&G::F32>,
+        out: KArg<'_, G>,
+        lo: Option<&mut G::F32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let wide = lo.is_some() as i32;
+        if cols == 0 {
+            return Ok(());
+        }
+        // SAFETY: matches `col_dot` in cuda/elementwise.cu; a (and b) hold rows * cols, out
+        // (and lo) cols from their offsets.
+        unsafe {
+            self.run(
+                &self.kernels.col_dot,
+                "col_dot",
+                grid_1d(cols)?,
+                &mut [
+                    KArg::F32(a),
+                    b.map_or(KArg::Null, KArg::F32),
+                    out,
+                    lo.map_or(KArg::Null, KArg::F32Mut),
+                    KArg::I32(int(rows, "rows")?),
+                    KArg::I32(int(cols, "cols")?),
+                    KArg::I32(wide),
+                ],
+            )
+        }
+    }
+
+    /// `out = s[s_off..s_off + cols] ⊙ dy` per column.
+    fn mul_cols(&self, dy: &CudaTensor<G>, s: &G::F32, s_off: usize) -> Result<CudaTensor<G>> {
+        let n = dy.len();
+        let mut out = self.alloc(n)?;
+        if n > 0 {
+            // SAFETY: matches `mul_cols` in cuda/elementwise.cu; dy and out hold n, s holds
+            // cols values from s_off (checked by the callers' vector_len).
+            unsafe {
+                self.run(
+                    &self.kernels.mul_cols,
+                    "mul_cols",
+                    grid_1d(n)?,
+                    &mut [
+                        KArg::F32(&dy.buf),
+                        KArg::F32At(s, s_off),
+                        KArg::F32Mut(&mut out),
+                        KArg::I64(n as i64),
+                        KArg::I32(int(dy.cols, "cols")?),
+                    ],
+                )?;
+            }
+        }
+        Ok(self.tensor(out, dy.rows, dy.cols))
+    }
+
+    /// Logits `h[r0..r1] · headᵀ (+ delta[r0..r1])` into a fresh `[r1-r0, vocab]` buffer.
+    fn logits_with_delta(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        delta: Option<&CudaTensor<G>>,
+        r0: usize,
+        r1: usize,
+    ) -> Result<G::F32> {
+        let mut logits = self.head_logits(h, head, r0, r1)?;
+        if let Some(d) = delta {
+            let (vocab, n) = (head.rows, (r1 - r0) * head.rows);
+            if n > 0 {
+                // SAFETY: matches `axpy` in cuda/elementwise.cu; logits hold n values, delta
+                // [rows, vocab] holds n from row r0 (checked by head_checks).
+                unsafe {
+                    self.run(
+                        &self.kernels.axpy,
+                        "axpy",
+                        grid_1d(n)?,
+                        &mut [
+                            KArg::F32Mut(&mut logits),
+                            KArg::F32At(&d.buf, r0 * vocab),
+                            KArg::Float(1.0),
+                            KArg::I64(n as i64),
+                        ],
+                    )?;
+                }
+            }
+        }
+        Ok(logits)
+    }
+}
+
+fn head_checks<G: Gpu>(
+    h: &CudaTensor<G>,
+    head: &CudaTensor<G>,
+    delta: Option<&CudaTensor<G>>,
+    targets: Option<&[u32]>,
+) -> Result<()> {
+    crate::backend::check_head((h.rows, h.cols), (head.rows, head.cols), targets, "nll")?;
+    if let Some(d) = delta {
+        if (d.rows, d.cols) != (h.rows, head.rows) {
+            return Err(Error::Backend("nll: delta is not [rows, vocab]".into()));
+        }
+    }
+    Ok(())
+}
+
+impl<G: Gpu> TrainBackend for CudaBackend<G> {
+    fn zeros(&self, rows: usize, cols: usize) -> Result<CudaTensor<G>> {
+        Ok(self.tensor(self.gpu.zeros(rows * cols)?, rows, cols))
+    }
+
+    fn linear_backward_input(
+        &self,
+        dy: &CudaTensor<G>,
+        w: &CudaTensor<G>,
+    ) -> Result<CudaTensor<G>> {
+        if dy.cols != w.rows {
+            return Err(Error::Backend("linear backward: dy/w shapes differ".into()));
+        }
+        // dx [rows, in] = dy [rows, out] · w [out, in]
+        let g = RowGemm {
+            m: dy.rows,
+            n: w.cols,
+            k: dy.cols,
+            a_t: false,
+            b_t: false,
+            accumulate: false,
+        };
+        let mut dx = self.alloc(dy.rows * w.cols)?;
+        self.gpu.gemm(&g, &dy.buf, 0, &w.buf, 0, &mut dx)?;
+        Ok(self.tensor(dx, dy.rows, w.cols))
+    }
+
+    fn linear_backward_weight(
+        &self,
+        dy: &CudaTensor<G>,
+        x: &CudaTensor<G>,
+    ) -> Result<CudaTensor<G>> {
+        if dy.rows != x.rows {
+            return Err(Error::Backend("linear backward: dy/x rows differ".into()));
+        }
+        // dw [out, in] = dyᵀ · x, with dy stored [rows, out] and x [rows, in].
+        let g = RowGemm {
+            m: dy.cols,
+            n: x.cols,
+            k: dy.rows,
+            a_t: true,
+            b_t: false,
+            accumulate: false,
+        };
+        let mut dw = self.alloc(dy.cols * x.cols)?;
+        self.gpu.gemm(&g, &dy.buf, 0, &x.buf, 0, &mut dw)?;
+        Ok(self.tensor(dw, dy.cols, x.cols))
+    }
+
+    fn embedding_backward(
+        &self,
+        dy: &CudaTensor<G>,
+        ids: &[u32],
+        vocab: usize,
+    ) -> Result<CudaTensor<G>> {
+        let idx: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        self.gather_rows_backward(dy, &idx, vocab)
+    }
+
+    fn gather_rows_backward(
+        &self,
+        dy: &CudaTensor<G>,
+        rows: &[usize],
+        total_rows: usize,
+    ) -> Result<CudaTensor<G>> {
+        if rows.len() != dy.rows || rows.iter().any(|&r| r >= total_rows) {
+            return Err(Error::Backend("scatter: rows do not match".into()));
+        }
+        let cols = dy.cols;
+        let mut out = self.gpu.zeros(total_rows * cols)?;
+        let plan = scatter_plan(rows, total_rows)?;
+        if !plan.dest.is_empty() && cols > 0 {
+            let (src, starts, dest) = (
+                self.gpu.upload_u32(&plan.src)?,
+                self.gpu.upload_u32(&plan.starts)?,
+                self.gpu.upload_u32(&plan.dest)?,
+            );
+            // SAFETY: matches `scatter_rows_sum` in cuda/embedding.cu; src < dy rows, dest <
+            // total_rows, starts has n_dest + 1 entries ending at src's length.
+            unsafe {
+                self.run(
+                    &self.kernels.scatter_rows_sum,
+                    "scatter_rows_sum",
+                    grid_rows(plan.dest.len())?,
+                    &mut [
+                        KArg::F32(&dy.buf),
+                        KArg::U32(&src),
+                        KArg::U32(&starts),
+                        KArg::U32(&dest),
+                        KArg::F32Mut(&mut out),
+                        KArg::I32(int(plan.dest.len(), "rows")?),
+                        KArg::I32(int(cols, "cols")?),
+                    ],
+                )?;
+            }
+        }
+        Ok(self.tensor(out, total_rows, cols))
+    }
+
+    fn rms_norm_backward(
+        &self,
+        x: &CudaTensor<G>,
+        dy: &CudaTensor<G>,
+        eps: f32,
+        scale: f32,
+    ) -> Result<CudaTensor<G>> {
+        same_shape(x, dy, "rms_norm backward")?;
+        let mut dx = self.alloc(x.len())?;
+        if x.rows > 0 {
+            // SAFETY: matches `rms_norm_backward` in cuda/rms_norm.cu; all hold rows * cols.
+            unsafe {
+                self.run(
+                    &self.kernels.rms_norm_backward,
+                    "rms_norm_backward",
+                    grid_rows(x.rows)?,
+                    &mut [
+                        KArg::F32(&x.buf),
+                        KArg::F32(&dy.buf),
+                        KArg::F32Mut(&mut dx),
+                        KArg::I32(int(x.rows, "rows")?),
+                        KArg::I32(int(x.cols, "cols")?),
+                        KArg::Float(eps),
+                        KArg::Float(scale),
+                    ],
+                )?;
+            }
+        }
+        Ok(self.tensor(dx, x.rows, x.cols))
+    }
+
+    fn resid_mix_backward(
+        &self,
+        x: &CudaTensor<G>,
+        x0: &CudaTensor<G>,
+        mix: &CudaTensor<G>,
+        dout: &CudaTensor<G>,
+    ) -> Result<(CudaTensor<G>, CudaTensor<G>, CudaTensor<G>)> {
+        same_shape(x, x0, "resid_mix backward")?;
+        same_shape(x, dout, "resid_mix backward")?;
+        vector_len(mix, 2 * x.cols, "resid_mix backward")?;
+        let c = x.cols;
+        let dx = self.mul_cols(dout, &mix.buf, 0)?;
+        let dx0 = self.mul_cols(dout, &mix.buf, c)?;
+        let mut dmix = self.alloc(2 * c)?;
+        self.col_dot_into(
+            &dout.buf,
+            Some(&x.buf),
+            KArg::F32MutAt(&mut dmix, 0),
+            None,
+            x.rows,
+            c,
+        )?;
+        self.col_dot_into(
+            &dout.buf,
+            Some(&x0.buf),
+            KArg::F32MutAt(&mut dmix, c),
+            None,
+            x.rows,
+            c,
+        )?;
+        Ok((dx, dx0, self.tensor(dmix, 2, c)))
+    }
+
+    fn add_scaled_backward(
+        &self,
+        y: &CudaTensor<G>,
+        scale: &CudaTensor<G>,
+        dout: &CudaTensor<G>,
+    ) -> Result<(CudaTensor<G>, CudaTensor<G>)> {
+        same_shape(y, dout, "add_scaled backward")?;
+        vector_len(scale, y.cols, "add_scaled backward")?;
+        let dy = self.mul_cols(dout, &scale.buf, 0)?;
+        let mut ds = self.alloc(y.cols)?;
+        self.col_dot_into(
+            &dout.buf,
+            Some(&y.buf),
+            KArg::F32Mut(&mut ds),
+            None,
+            y.rows,
+            y.cols,
+        )?;
+        Ok((dy, self.tensor(ds, 1, y.cols)))
+    }
+
+    fn smear_backward(
+        &self,
+        x: &CudaTensor<G>,
+        gate: &CudaTensor<G>,
+        dy: &CudaTensor<G>,
+        seq: usize,
+    ) -> Result<(CudaTensor<G>, CudaTensor<G>)> {
+        same_shape(x, dy, "smear backward")?;
+        vector_len(gate, x.cols, "smear backward")?;
+        if seq == 0 || !x.rows.is_multiple_of(seq) {
+            return Err(Error::Backend(format!(
+                "smear backward: {} rows is not a multiple of seq {seq}",
+                x.rows
+            )));
+        }
+        let (n, cols) = (x.len(), x.cols);
+        let mut dx = self.alloc(n)?;
+        let mut dg = self.alloc(cols)?;
+        if n > 0 {
+            let (ci, si) = (int(cols, "cols")?, int(seq, "seq")?);
+            // SAFETY: match `smear_backward_dx` / `smear_backward_gate` in cuda/smear.cu; x,
+            // dy, dx hold rows * cols, gate and dg cols; seq > 0 divides rows.
+            unsafe {
+                self.run(
+                    &self.kernels.smear_backward_dx,
+                    "smear_backward_dx",
+                    grid_1d(n)?,
+                    &mut [
+                        KArg::F32(&dy.buf),
+                        KArg::F32(&gate.buf),
+                        KArg::F32Mut(&mut dx),
+                        KArg::I64(n as i64),
+                        KArg::I32(ci),
+                        KArg::I32(si),
+                    ],
+                )?;
+                self.run(
+                    &self.kernels.smear_backward_gate,
+                    "smear_backward_gate",
+                    grid_1d(cols)?,
+                    &mut [
+                        KArg::F32(&x.buf),
+                        KArg::F32(&dy.buf),
+                        KArg::F32(&gate.buf),
+                        KArg::F32Mut(&mut dg),
+                        KArg::I32(int(x.rows, "rows")?),
+                        KArg::I32(ci),
+                        KArg::I32(si),
+                    ],
+                )?;
+            }
+        }
+        Ok((self.tensor(dx, x.rows, cols), self.tensor(dg, 1, cols)))
+    }
+
+    fn dot(&self, a: &CudaTensor<G>, b: &CudaTensor<G>) -> Result<f64> {
+        same_shape(a, b, "dot")?;
+        if a.len() == 0 {
+            return Ok(0.0);
+        }
+        let cols = a.cols;
+        let mut hi = self.alloc(cols)?;
+        let mut lo = self.alloc(cols)?;
+        self.col_dot_into(
+            &a.buf,
+            Some(&b.buf),
+            KArg::F32Mut(&mut hi),
+            Some(&mut lo),
+            a.rows,
+            cols,
+        )?;
+        let (hi, lo) = (
+            self.gpu.download(&hi, 0..cols)?,
+            self.gpu.download(&lo, 0..cols)?,
+        );
+        Ok(hi.iter().zip(&lo).map(|(&h, &l)| h as f64 + l as f64).sum())
+    }
+
+    fn qk_norm_rope_backward(
+        &self,
+        q: &CudaTensor<G>,
+        k: &CudaTensor<G>,
+        dq: &CudaTensor<G>,
+        dk: &CudaTensor<G>,
+        geom: &AttnGeometry,
+        rope: &RopeSpec,
+        q_gain: &CudaTensor<G>,
+        eps: f32,
+    ) -> Result<(CudaTensor<G>, CudaTensor<G>, CudaTensor<G>)> {
+        let hd = geom.head_dim;
+        let rows = geom.rows();
+        geom.check_qk((q.rows, q.cols), (k.rows, k.cols), "qk_norm_rope backward")?;
+        same_shape(q, dq, "qk_norm_rope backward")?;
+        same_shape(k, dk, "qk_norm_rope backward")?;
+        vector_len(q_gain, geom.heads, "qk_norm_rope backward")?;
+        if rope.dims > hd {
+            return Err(Error::Backend(format!(
+                "qk_norm_rope backward: rope dims {} exceed head_dim {hd}",
+                rope.dims
+            )));
+        }
+        let tables = self.rope_tables(geom.seq, rope.dims, rope.base)?;
+        let (cos, sin) = (&tables.0, &tables.1);
+        let mut dqx = self.alloc(q.len())?;
+        let mut dkx = self.alloc(k.len())?;
+        let mut dg_rows = self.alloc(rows * geom.heads)?;
+        let mut dg = self.alloc(geom.heads)?;
+        let side = |x: &G::F32,
+                    dc: &G::F32,
+                    dx: &mut G::F32,
+                    heads: usize,
+                    gain: Option<(&G::F32, &mut G::F32)>|
+         -> Result<()> {
+            if rows == 0 || heads == 0 {
+                return Ok(());
+            }
+            let (gain, dgr) = match gain {
+                Some((g, d)) => (KArg::F32(g), KArg::F32Mut(d)),
+                None => (KArg::Null, KArg::Null),
+            };
+            // SAFETY: matches `qk_norm_rope_backward` in cuda/qk_norm_rope.cu: x, dc, dx hold
+            // rows * heads * hd, cos/sin seq * half, gain heads, dgain_rows rows * heads.
+            unsafe {
+                self.run(
+                    &self.kernels.qk_norm_rope_backward,
+                    "qk_norm_rope_backward",
+                    qk_norm_rope_config(rows, heads)?,
+                    &mut [
+                        KArg::F32(x),
+                        KArg::F32(dc),
+                        KArg::F32(cos),
+                        KArg::F32(sin),
+                        gain,
+                        KArg::F32Mut(dx),
+                        dgr,
+                        KArg::I32(int(rows, "rows")?),
+                        KArg::I32(int(heads, "heads")?),
+                        KArg::I32(int(hd, "head_dim")?),
+                        KArg::I32(int(geom.seq, "seq")?),
+                        KArg::I32(int(rope.dims / 2, "rope half")?),
+                        KArg::Float(eps),
+                    ],
+                )
+            }
+        };
+        side(
+            &q.buf,
+            &dq.buf,
+            &mut dqx,
+            geom.heads,
+            Some((&q_gain.buf, &mut dg_rows)),
+        )?;
+        side(&k.buf, &dk.buf, &mut dkx, geom.kv_heads, None)?;
+        if rows == 0 {
+            dg = self.gpu.zeros(geom.heads)?;
+        } else {
+            self.col_dot_into(
+                &dg_rows,
+                None,
+                KArg::F32Mut(&mut dg),
+                None,
+                rows,
+                geom.heads,
+            )?;
+        }
+        Ok((
+            self.tensor(dqx, q.rows, q.cols),
+            self.tensor(dkx, k.rows, k.cols),
+            self.tensor(dg, 1, geom.heads),
+        ))
+    }
+
+    fn attention_backward(
+        &self,
+        q: &CudaTensor<G>,
+        k: &CudaTensor<G>,
+        v: &CudaTensor<G>,
+        dy: &CudaTensor<G>,
+        geom: &AttnGeometry,
+        xsa: bool,
+    ) -> Result<(CudaTensor<G>, CudaTensor<G>, CudaTensor<G>)> {
+        geom.check_qkv(
+            (q.rows, q.cols),
+            (k.rows, k.cols),
+            (v.rows, v.cols),
+            "attention backward",
+        )?;
+        same_shape(q, dy, "attention backward")?;
+        let (rows, hd) = (geom.rows(), geom.head_dim);
+        let (heads, kv_heads) = (geom.heads, geom.kv_heads);
+        let mut dq = self.alloc(q.len())?;
+        let mut dk = self.alloc(k.len())?;
+        let mut dv = self.alloc(v.len())?;
+        let done = |dq, dk, dv| {
+            Ok((
+                self.tensor(dq, q.rows, q.cols),
+                self.tensor(dk, k.rows, k.cols),
+                self.tensor(dv, v.rows, v.cols),
+            ))
+        };
+        let Some(tiles_q) = tiles_config(geom, heads)? else {
+            return done(dq, dk, dv);
+        };
+        let tiles_kv = tiles_config(geom, kv_heads)?.expect("same geometry, KV heads > 0");
+        if hd > 128 {
+            return Err(Error::Backend(format!(
+                "attention backward: head_dim {hd} above 128"
+            )));
+        }
+        let stats = by_head_dim(&self.kernels.attention_stats, hd, "attention backward")?;
+        let bwd_dq = by_head_dim(&self.kernels.attention_bwd_dq, hd, "attention backward")?;
+        let bwd_dkv = by_head_dim(&self.kernels.attention_bwd_dkv, hd, "attention backward")?;
+        let mut o = self.alloc(q.len())?;
+        let mut lse = self.alloc(rows * heads)?;
+        let mut dout = self.alloc(q.len())?;
+        let mut dsum = self.alloc(rows * heads)?;
+        let mut dv_x = self.alloc(k.len())?;
+        let (si, hi, ki) = (
+            int(geom.seq, "seq")?,
+            int(heads, "heads")?,
+            int(kv_heads, "kv_heads")?,
+        );
+        // SAFETY: each launch matches its kernel in cuda/attention.cu or
+        // cuda/attention_backward.cu; q, dy, o, dout hold rows * heads * hd, k, v, dk, dv, dv_x
+        // rows * kv_heads * hd, lse and dsum rows * heads (shapes checked above).
+        unsafe {
+            self.run(
+                stats,
+                "attention_stats",
+                tiles_q,
+                &mut [
+                    KArg::F32(&q.buf),
+                    KArg::F32(&k.buf),
+                    KArg::F32(&v.buf),
+                    KArg::F32Mut(&mut o),
+                    KArg::F32Mut(&mut lse),
+                    KArg::I32(si),
+                    KArg::I32(hi),
+                    KArg::I32(ki),
+                ],
+            )?;
+            self.run(
+                &self.kernels.attention_bwd_prep,
+                "attention_bwd_prep",
+                qk_norm_rope_config(rows, kv_heads)?,
+                &mut [
+                    KArg::F32(&o),
+                    KArg::F32(&dy.buf),
+                    KArg::F32(&v.buf),
+                    KArg::F32Mut(&mut dout),
+                    KArg::F32Mut(&mut dsum),
+                    KArg::F32Mut(&mut dv_x),
+                    KArg::I32(int(rows, "rows")?),
+                    KArg::I32(hi),
+                    KArg::I32(ki),
+                    KArg::I32(int(hd, "head_dim")?),
+                    KArg::I32(xsa as i32),
+                ],
+            )?;
+            self.run(
+                bwd_dq,
+                "attention_bwd_dq",
+                tiles_q,
+                &mut [
+                    KArg::F32(&q.buf),
+                    KArg::F32(&k.buf),
+                    KArg::F32(&v.buf),
+                    KArg::F32(&dout),
+                    KArg::F32(&lse),
+                    KArg::F32(&dsum),
+                    KArg::F32Mut(&mut dq),
+                    KArg::I32(si),
+                    KArg::I32(hi),
+                    KArg::I32(ki),
+                ],
+            )?;
+            self.run(
+                bwd_dkv,
+                "attention_bwd_dkv",
+                tiles_kv,
+                &mut [
+                    KArg::F32(&q.buf),
+                    KArg::F32(&k.buf),
+                    KArg::F32(&v.buf),
+                    KArg::F32(&dout),
+                    KArg::F32(&lse),
+                    KArg::F32(&dsum),
+                    KArg::F32(&dv_x),
+                    KArg::F32Mut(&mut dk),
+                    KArg::F32Mut(&mut dv),
+                    KArg::I32(si),
+                    KArg::I32(hi),
+                    KArg::I32(ki),
+                ],
+            )?;
+        }
+        done(dq, dk, dv)
+    }
+
+    fn activation_backward(
+        &self,
+        h: &CudaTensor<G>,
+        dy: &CudaTensor<G>,
+        act: Activation,
+    ) -> Result<CudaTensor<G>> {
+        same_shape(h, dy, "activation backward")?;
+        let n = h.len();
+        let mut dh = self.alloc(n)?;
+        if n > 0 {
+            let cfg = grid_1d(n)?;
+            // SAFETY: match `relu2_backward` / `leaky_relu2_backward` in cuda/activation.cu;
+            // h, dy, dh hold n.
+            unsafe {
+                match act {
+                    Activation::Relu2 => self.run(
+                        &self.kernels.relu2_backward,
+                        "relu2_backward",
+                        cfg,
+                        &mut [
+                            KArg::F32(&h.buf),
+                            KArg::F32(&dy.buf),
+                            KArg::F32Mut(&mut dh),
+                            KArg::I64(n as i64),
+                        ],
+                    )?,
+                    Activation::LeakyRelu2 { slope } => self.run(
+                        &self.kernels.leaky_relu2_backward,
+                        "leaky_relu2_backward",
+                        cfg,
+                        &mut [
+                            KArg::F32(&h.buf),
+                            KArg::F32(&dy.buf),
+                            KArg::F32Mut(&mut dh),
+                            KArg::I64(n as i64),
+                            KArg::Float(slope),
+                        ],
+                    )?,
+                }
+            }
+        }
+        Ok(self.tensor(dh, h.rows, h.cols))
+    }
+
+    fn nll_delta(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        delta: Option<&CudaTensor<G>>,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<Vec<f32>> {
+        if delta.is_none() {
+            return self.nll(h, head, targets, softcap);
+        }
+        head_checks(h, head, delta, Some(targets))?;
+        let vocab = head.rows;
+        let mut out = Vec::with_capacity(h.rows);
+        for r0 in (0..h.rows).step_by(HEAD_ROWS_PER_CHUNK) {
+            let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
+            let mut logits = self.logits_with_delta(h, head, delta, r0, r1)?;
+            let t = self.gpu.upload_u32(&targets[r0..r1])?;
+            let mut nll = self.alloc(r1 - r0)?;
+            self.launch_softcap_nll(&mut logits, &t, &mut nll, r1 - r0, vocab, softcap)?;
+            out.extend(self.gpu.download(&nll, 0..r1 - r0)?);
+        }
+        Ok(out)
+    }
+
+    fn log_probs_delta(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        delta: Option<&CudaTensor<G>>,
+        softcap: f32,
+    ) -> Result<Vec<f32>> {
+        if delta.is_none() {
+            return self.log_probs(h, head, softcap);
+        }
+        head_checks(h, head, delta, None)?;
+        let vocab = head.rows;
+        let mut out = Vec::with_capacity(h.rows * vocab);
+        for r0 in (0..h.rows).step_by(HEAD_ROWS_PER_CHUNK) {
+            let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
+            let mut logits = self.logits_with_delta(h, head, delta, r0, r1)?;
+            self.launch_log_softmax(&mut logits, r1 - r0, vocab, softcap)?;
+            out.extend(self.gpu.download(&logits, 0..(r1 - r0) * vocab)?);
+        }
+        Ok(out)
+    }
+
+    fn nll_backward_logits(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        delta: Option<&CudaTensor<G>>,
+        targets: &[u32],
+        softcap: f32,
+        dnll: &[f32],
+    ) -> Result<CudaTensor<G>> {
+        head_checks(h, head, delta, Some(targets))?;
+        if dnll.len() != targets.len() {
+            return Err(Error::Backend("nll backward: dnll length".into()));
+        }
+        let (rows, vocab) = (h.rows, head.rows);
+        let mut dz = self.logits_with_delta(h, head, delta, 0, rows)?;
+        if rows > 0 {
+            let t = self.gpu.upload_u32(targets)?;
+            let g = self.gpu.upload(dnll)?;
+            // SAFETY: matches `softcap_nll_backward` in cuda/head.cu; dz holds rows * vocab,
+            // targets (< vocab, checked by head_checks) and dnll rows.
+            unsafe {
+                self.run(
+                    &self.kernels.softcap_nll_backward,
+                    "softcap_nll_backward",
+                    grid_rows(rows)?,
+                    &mut [
+                        KArg::F32Mut(&mut dz),
+                        KArg::U32(&t),
+                        KArg::F32(&g),
+                        KArg::I32(int(rows, "rows")?),
+                        KArg::I32(int(vocab, "vocab")?),
+                        KArg::Float(softcap),
+                    ],
+                )?;
+            }
+        }
+        Ok(self.tensor(dz, rows, vocab))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scatter_plan_groups_sources_by_destination_in_order() {
+        let p = scatter_plan(&[3, 0, 3, 1, 3], 5).unwrap();
+        assert_eq!(p.dest, vec![0, 1, 3]);
+        assert_eq!(p.starts, vec![0, 1, 2, 5]);
+        assert_eq!(p.src, vec![1, 3, 0, 2, 4]);
+        let empty = scatter_plan(&[], 4).unwrap();
+        assert!(empty.dest.is_empty() && empty.src.is_empty());
+        assert_eq!(empty.starts, vec![0]);
+    }
+}

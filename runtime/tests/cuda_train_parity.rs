@@ -1,0 +1,345 @@
+//! The CUDA backend's training ops ([`TrainBackend`]) against the CPU oracle: every backward op
+//! on small shapes, whole-model gradients of tiny models (base weights and LoRA adapters, with
+//! every optional module), a few optimizer steps of the trainer, and LoRA test-time training on
+//! the first documents of the val shard (the same bpb).
+//!
+//! Each check runs on a real GPU (`gpu::*`, skipped without one) and on the host emulator of
+//! the kernels (`emu::*`, feature `cuda-emu`): see `common/devices.rs`.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::devices::{assert_close, data, Pair, TOL};
+use common::tiny::{tiny, tiny_with_modules, V};
+use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::backend::cuda::gpu::Gpu;
+use pgolf_rt::backend::cuda::CudaBackend;
+use pgolf_rt::backend::train::TrainBackend;
+use pgolf_rt::backend::{AttnGeometry, RopeSpec};
+use pgolf_rt::model::{Activation, ConfigOverrides, ModelWeights};
+use pgolf_rt::train::lora::SplitMix64;
+use pgolf_rt::train::{Lora, LoraTargets, TrainModel};
+
+fn linear_backward<G: Gpu>(p: &Pair<G>) {
+    for &(m, k, n) in &[(1, 1, 1), (7, 33, 19), (130, 64, 96)] {
+        let (xc, xg) = p.up(&data(m * k, 0.37, 1.0), m, k);
+        let (wc, wg) = p.up(&data(n * k, 0.91, 0.2), n, k);
+        let (dc, dg) = p.up(&data(m * n, 0.53, 1.5), m, n);
+        p.check(
+            &format!("linear dx {m}x{n}·{n}x{k}"),
+            &p.cpu.linear_backward_input(&dc, &wc).unwrap(),
+            &p.gpu.linear_backward_input(&dg, &wg).unwrap(),
+        );
+        p.check(
+            &format!("linear dw {m}x{n}ᵀ·{m}x{k}"),
+            &p.cpu.linear_backward_weight(&dc, &xc).unwrap(),
+            &p.gpu.linear_backward_weight(&dg, &xg).unwrap(),
+        );
+    }
+    let (_, dg) = p.up(&data(6, 0.5, 1.0), 2, 3);
+    let (_, wg) = p.up(&data(8, 0.5, 1.0), 4, 2);
+    assert!(p.gpu.linear_backward_input(&dg, &wg).is_err());
+}
+
+fn scatter_backward<G: Gpu>(p: &Pair<G>) {
+    let (dc, dg) = p.up(&data(77 * 24, 0.31, 2.0), 77, 24);
+    let ids: Vec<u32> = (0..77u32).map(|i| (i * 13 + 5) % 50).collect();
+    p.check(
+        "embedding_backward (repeated ids)",
+        &p.cpu.embedding_backward(&dc, &ids, 50).unwrap(),
+        &p.gpu.embedding_backward(&dg, &ids, 50).unwrap(),
+    );
+    let rows: Vec<usize> = (0..77).map(|i| (i * 7) % 90).collect();
+    p.check(
+        "gather_rows_backward",
+        &p.cpu.gather_rows_backward(&dc, &rows, 90).unwrap(),
+        &p.gpu.gather_rows_backward(&dg, &rows, 90).unwrap(),
+    );
+    assert!(p.gpu.embedding_backward(&dg, &ids, 40).is_err());
+}
+
+fn norm_resid_smear_activation_backward<G: Gpu>(p: &Pair<G>) {
+    let (r, c) = (67, 96);
+    let (xc, xg) = p.up(&data(r * c, 0.21, 3.0), r, c);
+    let (x0c, x0g) = p.up(&data(r * c, 0.57, 1.5), r, c);
+    let (dc, dg) = p.up(&data(r * c, 0.83, 1.0), r, c);
+    let (mc, mg) = p.up(&data(2 * c, 0.11, 1.2), 2, c);
+    let (sc, sg) = p.up(&data(c, 0.43, 0.8), 1, c);
+    for (eps, scale) in [(1e-6f32, 1.0f32), (1e-5, 0.5)] {
+        p.check(
+            &format!("rms_norm_backward eps={eps} scale={scale}"),
+            &p.cpu.rms_norm_backward(&xc, &dc, eps, scale).unwrap(),
+            &p.gpu.rms_norm_backward(&xg, &dg, eps, scale).unwrap(),
+        );
+    }
+    let (a, b) = (
+        p.cpu.resid_mix_backward(&xc, &x0c, &mc, &dc).unwrap(),
+        p.gpu.resid_mix_backward(&xg, &x0g, &mg, &dg).unwrap(),
+    );
+    p.check("resid_mix_backward dx", &a.0, &b.0);
+    p.check("resid_mix_backward dx0", &a.1, &b.1);
+    p.check("resid_mix_backward dmix", &a.2, &b.2);
+    let (a, b) = (
+        p.cpu.add_scaled_backward(&x0c, &sc, &dc).unwrap(),
+        p.gpu.add_scaled_backward(&x0g, &sg, &dg).unwrap(),
+    );
+    p.check("add_scaled_backward dy", &a.0, &b.0);
+    p.check("add_scaled_backward dscale", &a.1, &b.1);
+    for seq in [1, 67] {
+        let (a, b) = (
+            p.cpu.smear_backward(&xc, &sc, &dc, seq).unwrap(),
+            p.gpu.smear_backward(&xg, &sg, &dg, seq).unwrap(),
+        );
+        p.check(&format!("smear_backward dx seq={seq}"), &a.0, &b.0);
+        p.check(&format!("smear_backward dgate seq={seq}"), &a.1, &b.1);
+    }
+    for act in [Activation::Relu2, Activation::LeakyRelu2 { slope: 0.5 }] {
+        p.check(
+            &format!("activation_backward {act:?}"),
+            &p.cpu.activation_backward(&xc, &dc, act).unwrap(),
+            &p.gpu.activation_backward(&xg, &dg, act).unwrap(),
+        );
+    }
+    let (dc_, dg_) = (p.cpu.dot(&xc, &dc).unwrap(), p.gpu.dot(&xg, &dg).unwrap());
+    println!("dot: cpu {dc_} cuda {dg_}");
+    assert!(
+        (dc_ - dg_).abs() <= 1e-9 * dc_.abs().max(1.0),
+        "dot {dc_} vs {dg_}"
+    );
+    p.check(
+        "scaled",
+        &p.cpu.scaled(&xc, -0.7).unwrap(),
+        &p.gpu.scaled(&xg, -0.7).unwrap(),
+    );
+}
+
+fn qk_norm_rope_backward<G: Gpu>(p: &Pair<G>) {
+    for &(hd, dims, base) in &[
+        (64usize, 64usize, 10_000.0f32),
+        (64, 16, 10_000.0),
+        (32, 8, 500.0),
+        (16, 0, 10_000.0),
+    ] {
+        let g = AttnGeometry {
+            batch: 3,
+            seq: 45,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: hd,
+        };
+        let rows = g.batch * g.seq;
+        let (qw, kw) = (g.heads * hd, g.kv_heads * hd);
+        let (qc, qg) = p.up(&data(rows * qw, 0.33, 2.0), rows, qw);
+        let (kc, kg) = p.up(&data(rows * kw, 0.77, 2.0), rows, kw);
+        let (dqc, dqg) = p.up(&data(rows * qw, 0.19, 1.0), rows, qw);
+        let (dkc, dkg) = p.up(&data(rows * kw, 0.61, 1.0), rows, kw);
+        let (gc, gg) = p.up(&data(g.heads, 0.5, 1.5), 1, g.heads);
+        let rope = RopeSpec { base, dims };
+        let a = p
+            .cpu
+            .qk_norm_rope_backward(&qc, &kc, &dqc, &dkc, &g, &rope, &gc, 1e-6)
+            .unwrap();
+        let b = p
+            .gpu
+            .qk_norm_rope_backward(&qg, &kg, &dqg, &dkg, &g, &rope, &gg, 1e-6)
+            .unwrap();
+        let what = format!("qk_norm_rope_backward hd={hd} dims={dims}");
+        p.check(&format!("{what} dq"), &a.0, &b.0);
+        p.check(&format!("{what} dk"), &a.1, &b.1);
+        p.check(&format!("{what} dgain"), &a.2, &b.2);
+    }
+}
+
+fn attention_backward<G: Gpu>(p: &Pair<G>) {
+    let cases = [
+        (2usize, 150usize, 4usize, 2usize, 8usize),
+        (1, 64, 2, 2, 16),
+        (2, 100, 8, 4, 64),
+        (1, 1, 8, 4, 64),
+        (1, 97, 4, 1, 32),
+        (1, 70, 2, 1, 128),
+    ];
+    for &(batch, seq, heads, kv_heads, hd) in &cases {
+        for xsa in [false, true] {
+            let g = AttnGeometry {
+                batch,
+                seq,
+                heads,
+                kv_heads,
+                head_dim: hd,
+            };
+            let rows = batch * seq;
+            let (qw, kw) = (heads * hd, kv_heads * hd);
+            let (qc, qg) = p.up(&data(rows * qw, 0.37, 1.0), rows, qw);
+            let (kc, kg) = p.up(&data(rows * kw, 0.91, 1.0), rows, kw);
+            let (vc, vg) = p.up(&data(rows * kw, 0.13, 2.0), rows, kw);
+            let (dc, dg) = p.up(&data(rows * qw, 0.71, 1.0), rows, qw);
+            let a = p
+                .cpu
+                .attention_backward(&qc, &kc, &vc, &dc, &g, xsa)
+                .unwrap();
+            let b = p
+                .gpu
+                .attention_backward(&qg, &kg, &vg, &dg, &g, xsa)
+                .unwrap();
+            let what =
+                format!("attention_backward b{batch} t{seq} h{heads}/{kv_heads} hd{hd} xsa={xsa}");
+            p.check(&format!("{what} dq"), &a.0, &b.0);
+            p.check(&format!("{what} dk"), &a.1, &b.1);
+            p.check(&format!("{what} dv"), &a.2, &b.2);
+        }
+    }
+}
+
+fn head_backward<G: Gpu>(p: &Pair<G>) {
+    for &(rows, d, vocab, cap, with_delta) in &[
+        (5usize, 8usize, 11usize, 30.0f32, false),
+        (5, 8, 11, 30.0, true),
+        (300, 64, 1024, 30.0, true),
+        (33, 32, 1000, 0.0, true),
+    ] {
+        let (hc, hg) = p.up(&data(rows * d, 0.31, 3.0), rows, d);
+        let (wc, wg) = p.up(&data(vocab * d, 0.77, 0.5), vocab, d);
+        let (zc, zg) = p.up(&data(rows * vocab, 0.29, 2.0), rows, vocab);
+        let (dc, dg) = if with_delta {
+            (Some(&zc), Some(&zg))
+        } else {
+            (None, None)
+        };
+        let t: Vec<u32> = (0..rows as u32)
+            .map(|i| (i * 7 + 3) % vocab as u32)
+            .collect();
+        let dnll: Vec<f32> = (0..rows).map(|i| 0.5 + (i % 3) as f32 * 0.25).collect();
+        let what = format!("head {rows}x{d} vocab {vocab} cap {cap} delta {with_delta}");
+        assert_close(
+            &format!("{what} nll_delta"),
+            &p.gpu.nll_delta(&hg, &wg, dg, &t, cap).unwrap(),
+            &p.cpu.nll_delta(&hc, &wc, dc, &t, cap).unwrap(),
+            TOL,
+        );
+        assert_close(
+            &format!("{what} log_probs_delta"),
+            &p.gpu.log_probs_delta(&hg, &wg, dg, cap).unwrap(),
+            &p.cpu.log_probs_delta(&hc, &wc, dc, cap).unwrap(),
+            TOL,
+        );
+        p.check(
+            &format!("{what} nll_backward_logits"),
+            &p.cpu
+                .nll_backward_logits(&hc, &wc, dc, &t, cap, &dnll)
+                .unwrap(),
+            &p.gpu
+                .nll_backward_logits(&hg, &wg, dg, &t, cap, &dnll)
+                .unwrap(),
+        );
+        let (a, b) = (
+            p.cpu.nll_backward(&hc, &wc, &t, cap, &dnll).unwrap(),
+            p.gpu.nll_backward(&hg, &wg, &t, cap, &dnll).unwrap(),
+        );
+        p.check(&format!("{what} nll_backward dh"), &a.0, &b.0);
+        p.check(&format!("{what} nll_backward dhead"), &a.1, &b.1);
+    }
+}
+
+/// Every weight's gradient, flattened in `params_mut` order.
+fn flat(w: &ModelWeights) -> Vec<(String, Vec<f32>)> {
+    let mut w = w.clone();
+    w.params_mut()
+        .into_iter()
+        .map(|p| (p.name, p.values.to_vec()))
+        .collect()
+}
+
+/// Loss and gradients of a tiny model (every optional module in one of the configurations,
+/// and LoRA adapters on every target) agree with the CPU oracle.
+fn whole_model_gradients<G: Gpu>(gpu: CudaBackend<G>) {
+    let configs = [
+        (
+            "baseline",
+            tiny(
+                7,
+                false,
+                &ConfigOverrides {
+                    logit_softcap: Some(5.0),
+                    ..Default::default()
+                },
+            ),
+        ),
+        (
+            "bigram+smear+ve+xsa+ln_scale+leaky+partial_rope+untied",
+            tiny_with_modules(
+                7,
+                true,
+                4,
+                &ConfigOverrides {
+                    logit_softcap: Some(5.0),
+                    xsa_last: Some(1),
+                    ln_scale: Some(true),
+                    rope_dims: Some(2),
+                    activation: Some(Activation::LeakyRelu2 { slope: 0.5 }),
+                    ..Default::default()
+                },
+            ),
+        ),
+    ];
+    let mut r = SplitMix64(99);
+    let ids: Vec<u32> = (0..14).map(|_| (r.next_u64() % V as u64) as u32).collect();
+    let rows: Vec<usize> = vec![0, 2, 3, 5, 6, 7, 9, 12, 13];
+    let t: Vec<u32> = rows
+        .iter()
+        .map(|_| (r.next_u64() % V as u64) as u32)
+        .collect();
+    for (name, w) in configs {
+        let all = LoraTargets {
+            q: true,
+            k: true,
+            v: true,
+            o: true,
+            mlp: true,
+            head: true,
+        };
+        let mut lora = Lora::new(&w.config, all, 3, 5).unwrap();
+        lora.adapters.iter_mut().for_each(|a| {
+            a.b.data.iter_mut().for_each(|v| *v = r.next_f32() - 0.5);
+        });
+        let mc = TrainModel::new(CpuBackend::new(), &w).unwrap();
+        let mg = TrainModel::new(gpu.clone(), &w).unwrap();
+        for with_lora in [false, true] {
+            let (lc, lg) = (
+                mc.upload_lora(&lora).unwrap(),
+                mg.upload_lora(&lora).unwrap(),
+            );
+            let (lc, lg) = if with_lora {
+                (Some(&lc), Some(&lg))
+            } else {
+                (None, None)
+            };
+            let (loss_c, gc) = mc.loss_and_grads(&ids, 2, 7, &rows, &t, lc, true).unwrap();
+            let (loss_g, gg) = mg.loss_and_grads(&ids, 2, 7, &rows, &t, lg, true).unwrap();
+            let what = format!("{name} lora={with_lora}");
+            println!("{what}: loss cpu {loss_c:.7} cuda {loss_g:.7}");
+            assert!((loss_c - loss_g).abs() < 1e-5, "{what}: loss");
+            let (bc, bg) = (flat(&gc.base.unwrap()), flat(&gg.base.unwrap()));
+            assert_eq!(bc.len(), bg.len());
+            for ((n, c), (_, g)) in bc.iter().zip(&bg) {
+                assert_close(&format!("{what}: d {n}"), g, c, 1e-3);
+            }
+            if with_lora {
+                let (ac, ag) = (gc.lora.unwrap(), gg.lora.unwrap());
+                for (i, (c, g)) in ac.slices().iter().zip(ag.slices()).enumerate() {
+                    assert_close(&format!("{what}: d lora[{i}]"), g, c, 1e-3);
+                }
+            }
+        }
+    }
+}
+
+on_both_devices!(
+    ops: linear_backward,
+        scatter_backward,
+        norm_resid_smear_activation_backward,
+        qk_norm_rope_backward,
+        attention_backward,
+        head_backward;
+    backends: whole_model_gradients,
+);
