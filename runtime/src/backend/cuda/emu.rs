@@ -419,8 +419,8 @@ mod tests {
         )
         .unwrap();
         let y = y.values();
-        for t in 0..70 {
-            assert_eq!(y[t], (69 - t) as f32);
+        for (t, &v) in y[..70].iter().enumerate() {
+            assert_eq!(v, (69 - t) as f32);
         }
         assert!(y[70..].iter().all(|&v| v == 0.0));
     }

@@ -58,6 +58,8 @@ impl<G: Gpu> CudaTensor<G> {
 
 /// cos/sin tables `[seq, dims/2]` for one `(seq, dims, base)`.
 type RopeBuffers<G> = Arc<(<G as Gpu>::F32, <G as Gpu>::F32)>;
+/// RoPE tables by `(seq, dims, base bits)`, shared by clones of a backend.
+type RopeCache<G> = Arc<Mutex<HashMap<(usize, usize, u32), RopeBuffers<G>>>>;
 
 /// Rows of the head's logits computed per cuBLAS call in `nll`/`log_probs`
 /// (8192 x vocab 1024 x 4 B = 32 MiB of scratch).
@@ -69,7 +71,7 @@ const HEAD_ROWS_PER_CHUNK: usize = 8192;
 pub struct CudaBackend<G: Gpu = CudaGpu> {
     gpu: Arc<G>,
     kernels: Arc<modules::Kernels<G::Func>>,
-    rope: Arc<Mutex<HashMap<(usize, usize, u32), RopeBuffers<G>>>>,
+    rope: RopeCache<G>,
 }
 
 impl<G: Gpu> Clone for CudaBackend<G> {
