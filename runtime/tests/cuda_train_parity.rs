@@ -334,6 +334,133 @@ fn whole_model_gradients<G: Gpu>(gpu: CudaBackend<G>) {
     }
 }
 
+/// Four optimizer steps of a tiny model on the training shards (Muon + Adam groups, clipping,
+/// EMA, late QAT, two accumulation micro-steps): the same losses and weights as on the CPU.
+fn trainer_steps<G: Gpu>(gpu: CudaBackend<G>) {
+    use pgolf_rt::data::TokenStream;
+    use pgolf_rt::train::{
+        init_weights, Architecture, InitConfig, OptimizerConfig, QatMode, Schedule, TrainConfig,
+        Trainer,
+    };
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let glob = shared
+        .join("data/text_sp1024/fineweb_train_*.bin")
+        .to_string_lossy()
+        .into_owned();
+    let arch = Architecture {
+        vocab_size: 1024,
+        num_layers: 2,
+        model_dim: 32,
+        num_heads: 2,
+        num_kv_heads: 1,
+        mlp_mult: 2.0,
+        tie_embeddings: true,
+        ..Architecture::baseline()
+    };
+    let n = 4;
+    let cfg = TrainConfig {
+        iterations: n,
+        train_batch_tokens: 512,
+        train_seq_len: 64,
+        world_size: 1,
+        grad_accum_steps: 2,
+        warmup_steps: 0,
+        schedule: Schedule {
+            iterations: n,
+            warmdown_iters: 2,
+            max_wallclock_ms: None,
+            muon_momentum: 0.95,
+            muon_momentum_warmup_start: 0.85,
+            muon_momentum_warmup_steps: 2,
+        },
+        optim: OptimizerConfig {
+            grad_clip_norm: 1.0,
+            ..OptimizerConfig::default()
+        },
+        ema_decay: Some(0.9),
+        qat: QatMode::Late(0.6),
+        val_loss_every: 0,
+        train_log_every: 1,
+    };
+    let w = init_weights(
+        &arch.config(&ConfigOverrides::default()).unwrap(),
+        &InitConfig::default(),
+    );
+    let stream = || TokenStream::open(&glob).unwrap();
+    let mut c = Trainer::new(cfg.clone(), CpuBackend::new(), w.clone(), stream()).unwrap();
+    let mut g = Trainer::new(cfg, gpu, w, stream()).unwrap();
+    for _ in 0..n {
+        let (rc, rg) = (c.train_step().unwrap(), g.train_step().unwrap());
+        println!(
+            "step {}: train_loss cpu {:.7} cuda {:.7}, grad_norm cpu {:.6} cuda {:.6}, qat {}",
+            rc.step, rc.train_loss, rg.train_loss, rc.grad_norm, rg.grad_norm, rc.qat
+        );
+        assert_eq!(rc.qat, rg.qat);
+        assert!(
+            (rc.train_loss - rg.train_loss).abs() < 1e-4,
+            "step {}",
+            rc.step
+        );
+        assert!((rc.grad_norm - rg.grad_norm).abs() < 1e-3 * rc.grad_norm.max(1.0));
+    }
+    for ((name, wc), (_, wg)) in flat(c.final_weights()).iter().zip(&flat(g.final_weights())) {
+        assert_close(&format!("after {n} steps: {name}"), wg, wc, 1e-3);
+    }
+}
+
+/// LoRA test-time training (score, then adapt, per document) on the first documents of the
+/// val shard with the baseline artifact: the same scores as on the CPU. Short chunks and
+/// windows keep the emulated run small; the GPU run of the published recipe is in
+/// scripts/gpu-check.sh.
+fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
+    use pgolf_rt::artifact::Artifact;
+    use pgolf_rt::data::load_tokens;
+    use pgolf_rt::eval::{eval_lora_ttt, TttConfig};
+    let Some(shared) = common::devices::shared() else {
+        return;
+    };
+    let art = Artifact::load(shared.join("reference/baseline9L_int8_zlib.ptz")).unwrap();
+    let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).unwrap();
+    let lut = common::sp1024(&shared).byte_lut(w.config.vocab_size);
+    let mut tokens = load_tokens(common::val_shard(&shared).to_str().unwrap()).unwrap();
+    tokens.truncate(3_000);
+    let cfg = TttConfig {
+        chunk: 64,
+        window: 192,
+        max_docs: Some(2),
+        ..TttConfig::default()
+    };
+    let c = eval_lora_ttt(
+        &TrainModel::new(CpuBackend::new(), &w).unwrap(),
+        &tokens,
+        &lut,
+        &cfg,
+        None,
+    )
+    .unwrap();
+    let g = eval_lora_ttt(
+        &TrainModel::new(gpu, &w).unwrap(),
+        &tokens,
+        &lut,
+        &cfg,
+        None,
+    )
+    .unwrap();
+    println!(
+        "LoRA TTT, first 2 docs ({} targets): val_bpb cpu {:.8} cuda {:.8}",
+        c.tokens, c.val_bpb, g.val_bpb
+    );
+    assert_eq!((c.tokens, c.bytes), (g.tokens, g.bytes));
+    assert!(
+        (c.val_bpb - g.val_bpb).abs() < 1e-5,
+        "{} vs {}",
+        c.val_bpb,
+        g.val_bpb
+    );
+}
+
 on_both_devices!(
     ops: linear_backward,
         scatter_backward,
@@ -342,4 +469,6 @@ on_both_devices!(
         attention_backward,
         head_backward;
     backends: whole_model_gradients,
+        trainer_steps,
+        lora_ttt_first_documents,
 );

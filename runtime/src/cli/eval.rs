@@ -1,9 +1,10 @@
 //! `pgolf-rt eval`: standard or sliding-window evaluation of an artifact on challenge shards.
 
-use super::model_args::{load_weights, with_model, ArchArgs, BackendChoice};
+use super::model_args::{load_weights, with_model, with_train_backend, ArchArgs, BackendChoice};
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
+use pgolf_rt::backend::train::TrainBackend;
 use pgolf_rt::backend::Backend;
 use pgolf_rt::data::load_tokens;
 use pgolf_rt::eval::audit::{audit_eval, AuditConfig, AuditReport};
@@ -421,12 +422,21 @@ fn run_ttt(
     tokens: &[u32],
     lut: &ByteLut,
 ) -> Result<()> {
-    if !matches!(a.backend, BackendChoice::Auto | BackendChoice::Cpu) {
-        anyhow::bail!("--ttt runs on the CPU backend only for now");
-    }
+    with_train_backend!(a.backend, "--ttt", |be| run_ttt_on(
+        &be, a, weights, tokens, lut
+    ))
+}
+
+fn run_ttt_on<B: TrainBackend + Clone>(
+    be: &B,
+    a: &EvalArgs,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &ByteLut,
+) -> Result<()> {
     let mix = mixer_config(a)?;
     if a.audit {
-        let rep = run_ttt_audit(a, weights, tokens, lut, mix.as_ref())?;
+        let rep = run_ttt_audit(be, a, weights, tokens, lut, mix.as_ref())?;
         print!("{rep}");
         if !rep.passed() {
             anyhow::bail!("legality audit FAILED");
@@ -454,9 +464,9 @@ fn run_ttt(
         }
     };
     let (r, mixed, mut j) = if a.ttt.ttt.as_deref() == Some("full") {
-        run_full_ttt(a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
+        run_full_ttt(be, a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
     } else {
-        run_lora_ttt(a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
+        run_lora_ttt(be, a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
     };
     pb.finish_and_clear();
     print_result(&r, mixed.as_ref());
@@ -522,14 +532,14 @@ fn full_config(a: &EvalArgs) -> pgolf_rt::eval::FullTttConfig {
 }
 
 /// `--audit` with `--ttt`: the legality audit of the TTT pass (and mixer) on a short sample.
-fn run_ttt_audit(
+fn run_ttt_audit<B: TrainBackend + Clone>(
+    be: &B,
     a: &EvalArgs,
     weights: &pgolf_rt::model::ModelWeights,
     tokens: &[u32],
     lut: &ByteLut,
     mix: Option<&MixerConfig>,
 ) -> Result<AuditReport> {
-    use pgolf_rt::backend::cpu::CpuBackend;
     use pgolf_rt::data::find_documents;
     use pgolf_rt::eval::audit_ttt::audit_ttt;
     use pgolf_rt::eval::truncate_for_eval;
@@ -559,7 +569,7 @@ fn run_ttt_audit(
             &audit,
             sample.len() - 1,
             &mut |sink| {
-                pgolf_rt::eval::ttt_full::full_ttt_into(CpuBackend::new, weights, &cfg, sink, None)
+                pgolf_rt::eval::ttt_full::full_ttt_into(|| be.clone(), weights, &cfg, sink, None)
             },
         )
         .context("audit could not run")
@@ -585,7 +595,7 @@ fn run_ttt_audit(
             cfg.batch_docs,
             audit.positions
         );
-        let model = pgolf_rt::train::TrainModel::new(CpuBackend::new(), weights)?;
+        let model = pgolf_rt::train::TrainModel::new(be.clone(), weights)?;
         audit_ttt(sample, lut, vocab, mix, &audit, expected, &mut |sink| {
             pgolf_rt::eval::ttt::lora_ttt_into(&model, sink.stream(), &cfg, sink, None)
         })
@@ -595,7 +605,8 @@ fn run_ttt_audit(
 
 type TttOutcome = (EvalResult, Option<MixedEval>, serde_json::Value);
 
-fn run_lora_ttt(
+fn run_lora_ttt<B: TrainBackend + Clone>(
+    be: &B,
     a: &EvalArgs,
     weights: &pgolf_rt::model::ModelWeights,
     tokens: &[u32],
@@ -609,7 +620,7 @@ fn run_lora_ttt(
     let cfg = lora_config(a)?;
     // The stream the reference evaluates (spec 1.2), split into documents.
     let stream = truncate_for_eval(tokens, a.seq_len)?;
-    let model = TrainModel::new(pgolf_rt::backend::cpu::CpuBackend::new(), weights)?;
+    let model = TrainModel::new(be.clone(), weights)?;
     let (r, mixed) = eval_lora_ttt_mixed(&model, stream, lut, &cfg, mix, Some(on_progress))
         .context("LoRA TTT evaluation failed")?;
     println!(
@@ -630,7 +641,8 @@ fn run_lora_ttt(
     Ok((r, mixed, j))
 }
 
-fn run_full_ttt(
+fn run_full_ttt<B: TrainBackend + Clone>(
+    be: &B,
     a: &EvalArgs,
     weights: &pgolf_rt::model::ModelWeights,
     tokens: &[u32],
@@ -638,11 +650,10 @@ fn run_full_ttt(
     mix: Option<&MixerConfig>,
     on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
 ) -> Result<TttOutcome> {
-    use pgolf_rt::backend::cpu::CpuBackend;
     use pgolf_rt::eval::eval_full_ttt;
     let cfg = full_config(a);
     let (r, mixed) = eval_full_ttt(
-        CpuBackend::new,
+        || be.clone(),
         weights,
         tokens,
         lut,
@@ -652,8 +663,9 @@ fn run_full_ttt(
     )
     .context("full TTT evaluation failed")?;
     println!(
-        "full-ttt eval  backend:cpu  chunk:{} seq_len:{} stride:{} epochs:{} lr:{} lr_min:{} \
+        "full-ttt eval  backend:{}  chunk:{} seq_len:{} stride:{} epochs:{} lr:{} lr_min:{} \
          momentum:{} wd:{} clip:{} freeze_blocks:{}  mix:{}",
+        be.name(),
         cfg.chunk,
         cfg.seq_len,
         cfg.stride.map_or("-".into(), |s| s.to_string()),

@@ -18,6 +18,10 @@ pub enum BackendChoice {
     Cuda,
     /// Any GPU through wgpu (needs the `wgpu` build feature).
     Wgpu,
+    /// The CUDA backend's code and kernels run on the CPU by its emulator (`cuda-emu` builds;
+    /// for debugging the CUDA path without a GPU: slow).
+    #[cfg(feature = "cuda-emu")]
+    CudaEmu,
 }
 
 /// What the artifact's shapes cannot tell.
@@ -123,6 +127,14 @@ macro_rules! with_model {
             BackendChoice::Cuda => anyhow::bail!(
                 "--backend cuda: this pgolf-rt was built without the `cuda` feature (rebuild with `--features cuda`)"
             ),
+            #[cfg(feature = "cuda-emu")]
+            BackendChoice::CudaEmu => {
+                let $model = pgolf_rt::model::DeviceModel::new(
+                    pgolf_rt::backend::cuda::emu::EmuGpu::backend()?,
+                    $weights,
+                )?;
+                $body
+            }
             // `auto` stays on the CPU: wgpu on a software adapter (CI) is slower than it.
             #[cfg(feature = "wgpu")]
             BackendChoice::Wgpu => {
@@ -140,3 +152,57 @@ macro_rules! with_model {
     }};
 }
 pub(crate) use with_model;
+
+/// Runs `$body` with `$be` bound to a backend that trains (`TrainBackend + Clone`): what
+/// `train` and `eval --ttt` need. `auto` is CUDA when a device opens, else the CPU; wgpu has
+/// no backward ops, so asking for it is an error naming `$what`.
+macro_rules! with_train_backend {
+    ($choice:expr, $what:expr, |$be:ident| $body:expr) => {{
+        use $crate::cli::model_args::BackendChoice;
+        match $choice {
+            #[cfg(feature = "cuda")]
+            BackendChoice::Auto => match pgolf_rt::backend::cuda::CudaBackend::new() {
+                Ok($be) => $body,
+                Err(e) => {
+                    eprintln!(
+                        "note: not using CUDA ({}); running on the CPU",
+                        pgolf_rt::backend::cuda::reason(&e)
+                    );
+                    let $be = pgolf_rt::backend::cpu::CpuBackend::new();
+                    $body
+                }
+            },
+            #[cfg(not(feature = "cuda"))]
+            BackendChoice::Auto => {
+                let $be = pgolf_rt::backend::cpu::CpuBackend::new();
+                $body
+            }
+            BackendChoice::Cpu => {
+                let $be = pgolf_rt::backend::cpu::CpuBackend::new();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            BackendChoice::Cuda => {
+                let $be = pgolf_rt::backend::cuda::CudaBackend::new().map_err(|e| {
+                    anyhow::anyhow!("--backend cuda: {}", pgolf_rt::backend::cuda::reason(&e))
+                })?;
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            BackendChoice::Cuda => anyhow::bail!(
+                "--backend cuda: this pgolf-rt was built without the `cuda` feature (rebuild with `--features cuda`)"
+            ),
+            #[cfg(feature = "cuda-emu")]
+            BackendChoice::CudaEmu => {
+                let $be = pgolf_rt::backend::cuda::emu::EmuGpu::backend()?;
+                $body
+            }
+            BackendChoice::Wgpu => anyhow::bail!(
+                "--backend wgpu: {} needs backward ops, which the wgpu backend does not have yet; \
+                 use --backend cpu or cuda",
+                $what
+            ),
+        }
+    }};
+}
+pub(crate) use with_train_backend;

@@ -1,15 +1,15 @@
 //! `pgolf-rt train`: `train_gpt.py`'s environment variables (or the same names as flags),
 //! its log lines, its artifact names; plus checkpoints, EMA, QAT and the int6 export.
 
-use super::model_args::BackendChoice;
+use super::model_args::{with_train_backend, BackendChoice};
 use super::progress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pgolf_rt::artifact::{Artifact, SIZE_CAP_BYTES};
-use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::backend::train::TrainBackend;
 use pgolf_rt::data::{load_tokens, TokenStream};
 use pgolf_rt::eval::{eval_standard, EvalOptions, EvalResult};
-use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelWeights};
+use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelConfig, ModelWeights};
 use pgolf_rt::tokenizer::{ByteLut, Tokenizer};
 use pgolf_rt::train::{
     export_weights, init_weights, load_checkpoint, save_checkpoint, Architecture, ExportKind,
@@ -186,7 +186,7 @@ pub struct TrainArgs {
     /// Also append the log lines to this file.
     #[arg(long)]
     log: Option<PathBuf>,
-    /// Compute backend (training runs on the CPU backend today).
+    /// Compute backend: auto (CUDA when a device opens, else the CPU), cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
 }
@@ -285,14 +285,15 @@ impl Logger {
     }
 }
 
-fn validate(
+fn validate<B: TrainBackend + Clone>(
+    be: &B,
     weights: &ModelWeights,
     val: &[u32],
     lut: &ByteLut,
     seq: usize,
     batch: usize,
 ) -> Result<EvalResult> {
-    let model = DeviceModel::new(CpuBackend::new(), weights)?;
+    let model = DeviceModel::new(be.clone(), weights)?;
     Ok(eval_standard(
         &model,
         val,
@@ -313,13 +314,6 @@ fn shard_glob(dir: &Path, split: &str) -> Result<String> {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    match a.backend {
-        BackendChoice::Cpu | BackendChoice::Auto => {}
-        other => bail!(
-            "--backend {other:?}: training runs on the CPU backend only so far (the CUDA and \
-             wgpu backends have no backward ops yet); use --backend cpu"
-        ),
-    }
     if a.resume && a.checkpoint.is_none() {
         bail!("--resume needs --checkpoint PATH (the file to continue from)");
     }
@@ -376,135 +370,184 @@ pub fn run(a: TrainArgs) -> Result<()> {
             orthogonal: a.ortho_init != 0,
         },
     );
-    let mut t = Trainer::new(cfg.clone(), CpuBackend::new(), weights, stream)?;
-
-    let bar = progress::bar(cfg.iterations as u64, "steps");
-    let file = match &a.log {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("{}: cannot open log", p.display()))?,
-        ),
-        None => None,
+    let run = Run {
+        a: &a,
+        cfg: &cfg,
+        arch: &arch,
+        model_cfg: &model_cfg,
+        overrides: &overrides,
+        lut: &lut,
+        val: &val,
+        train_spec: &train_spec,
+        export,
     };
-    let mut log = Logger { file, bar };
-    log.line(&format!(
-        "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={}",
-        a.tokenizer_path.display()
-    ));
-    log.line(&format!("train_loader:pattern={train_spec}"));
-    log.line(&format!("val_loader:tokens:{}", val.len()));
-    log.line(&format!("model_params:{}", model_cfg.param_count()));
-    log.line(&format!(
-        "world_size:{} grad_accum_steps:{} backend:cpu threads:{}",
-        cfg.world_size,
-        cfg.grad_accum_steps,
-        rayon::current_num_threads()
-    ));
-    log.line(&format!(
-        "tie_embeddings:{} embed_lr:{} head_lr:{} matrix_lr:{} scalar_lr:{}",
-        arch.tie_embeddings,
-        if arch.tie_embeddings {
-            a.tied_embed_lr
-        } else {
-            a.embed_lr
-        },
-        if arch.tie_embeddings { 0.0 } else { a.head_lr },
-        a.matrix_lr,
-        a.scalar_lr
-    ));
-    log.line(&format!(
+    with_train_backend!(a.backend, "train", |be| run.train_on(be, weights, stream))
+}
+
+/// Everything a training run needs besides the backend, the weights and the data stream.
+struct Run<'a> {
+    a: &'a TrainArgs,
+    cfg: &'a TrainConfig,
+    arch: &'a Architecture,
+    model_cfg: &'a ModelConfig,
+    overrides: &'a ConfigOverrides,
+    lut: &'a ByteLut,
+    val: &'a [u32],
+    train_spec: &'a str,
+    export: ExportKind,
+}
+
+impl Run<'_> {
+    /// Trains on `be`, exports, and evaluates the round-tripped artifact.
+    fn train_on<B: TrainBackend + Clone>(
+        &self,
+        be: B,
+        weights: ModelWeights,
+        stream: TokenStream,
+    ) -> Result<()> {
+        let Run {
+            a,
+            cfg,
+            arch,
+            model_cfg,
+            overrides,
+            lut,
+            val,
+            train_spec,
+            export,
+        } = *self;
+        let backend_name = be.name();
+        let mut t = Trainer::new(cfg.clone(), be.clone(), weights, stream)?;
+
+        let bar = progress::bar(cfg.iterations as u64, "steps");
+        let file = match &a.log {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("{}: cannot open log", p.display()))?,
+            ),
+            None => None,
+        };
+        let mut log = Logger { file, bar };
+        log.line(&format!(
+            "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={}",
+            a.tokenizer_path.display()
+        ));
+        log.line(&format!("train_loader:pattern={train_spec}"));
+        log.line(&format!("val_loader:tokens:{}", val.len()));
+        log.line(&format!("model_params:{}", model_cfg.param_count()));
+        log.line(&format!(
+            "world_size:{} grad_accum_steps:{} backend:{} threads:{}",
+            cfg.world_size,
+            cfg.grad_accum_steps,
+            backend_name,
+            rayon::current_num_threads()
+        ));
+        log.line(&format!(
+            "tie_embeddings:{} embed_lr:{} head_lr:{} matrix_lr:{} scalar_lr:{}",
+            arch.tie_embeddings,
+            if arch.tie_embeddings {
+                a.tied_embed_lr
+            } else {
+                a.embed_lr
+            },
+            if arch.tie_embeddings { 0.0 } else { a.head_lr },
+            a.matrix_lr,
+            a.scalar_lr
+        ));
+        log.line(&format!(
         "train_batch_tokens:{} train_seq_len:{} iterations:{} warmup_steps:{} max_wallclock_seconds:{:.3}",
         a.train_batch_tokens, a.train_seq_len, a.iterations, a.warmup_steps, a.max_wallclock_seconds
     ));
-    log.line(&format!("seed:{}", a.seed));
+        log.line(&format!("seed:{}", a.seed));
 
-    let resumed = match &a.checkpoint {
-        Some(p) if a.resume && p.exists() => {
-            load_checkpoint(&mut t, p)?;
-            log.line(&format!("resumed:{} step:{}", p.display(), t.step));
-            true
+        let resumed = match &a.checkpoint {
+            Some(p) if a.resume && p.exists() => {
+                load_checkpoint(&mut t, p)?;
+                log.line(&format!("resumed:{} step:{}", p.display(), t.step));
+                true
+            }
+            _ => false,
+        };
+        if !resumed {
+            t.warm_up(&mut |s| log.line(s))?;
         }
-        _ => false,
-    };
-    if !resumed {
-        t.warm_up(&mut |s| log.line(s))?;
-    }
-    log.bar.set_position(t.step as u64);
-    let val_seq = cfg.train_seq_len;
-    if !resumed && t.should_validate() {
-        let r = validate(&t.weights, &val, &lut, val_seq, a.val_batch)?;
-        log.line(&t.val_line(r.val_loss, r.val_bpb));
-    }
-    while !t.finished() {
-        let r = t.train_step()?;
-        log.bar.set_position(r.step as u64);
-        if t.should_log(r.step) {
-            log.line(&t.step_line(&r));
+        log.bar.set_position(t.step as u64);
+        let val_seq = cfg.train_seq_len;
+        if !resumed && t.should_validate() {
+            let r = validate(&be, &t.weights, val, lut, val_seq, a.val_batch)?;
+            log.line(&t.val_line(r.val_loss, r.val_bpb));
         }
-        if t.should_validate() {
-            let v = validate(&t.weights, &val, &lut, val_seq, a.val_batch)?;
-            log.line(&t.val_line(v.val_loss, v.val_bpb));
-        }
-        if let Some(p) = &a.checkpoint {
-            if a.checkpoint_every > 0 && t.step % a.checkpoint_every == 0 || t.finished() {
-                save_checkpoint(&t, p)?;
+        while !t.finished() {
+            let r = t.train_step()?;
+            log.bar.set_position(r.step as u64);
+            if t.should_log(r.step) {
+                log.line(&t.step_line(&r));
+            }
+            if t.should_validate() {
+                let v = validate(&be, &t.weights, val, lut, val_seq, a.val_batch)?;
+                log.line(&t.val_line(v.val_loss, v.val_bpb));
+            }
+            if let Some(p) = &a.checkpoint {
+                if a.checkpoint_every > 0 && t.step % a.checkpoint_every == 0 || t.finished() {
+                    save_checkpoint(&t, p)?;
+                }
             }
         }
-    }
-    log.bar.finish_and_clear();
-    if t.step < cfg.iterations {
-        log.line(&format!(
-            "stopping_early: wallclock_cap train_time:{:.0}ms step:{}/{}",
-            t.elapsed_ms, t.step, cfg.iterations
-        ));
-    }
+        log.bar.finish_and_clear();
+        if t.step < cfg.iterations {
+            log.line(&format!(
+                "stopping_early: wallclock_cap train_time:{:.0}ms step:{}/{}",
+                t.elapsed_ms, t.step, cfg.iterations
+            ));
+        }
 
-    if cfg.ema_decay.is_some() {
-        // The EMA replaces the weights before export (spec 4.9); say what it scores.
-        let v = validate(t.final_weights(), &val, &lut, val_seq, a.val_batch)?;
+        if cfg.ema_decay.is_some() {
+            // The EMA replaces the weights before export (spec 4.9); say what it scores.
+            let v = validate(&be, t.final_weights(), val, lut, val_seq, a.val_batch)?;
+            log.line(&format!(
+                "ema:applied val_loss:{:.4} val_bpb:{:.4}",
+                v.val_loss, v.val_bpb
+            ));
+        }
+        let start = Instant::now();
+        let bytes = export_weights(t.final_weights(), export)?;
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(export.file_name()));
+        pgolf_rt::artifact::write_atomic(&out, &bytes)?;
         log.line(&format!(
-            "ema:applied val_loss:{:.4} val_bpb:{:.4}",
-            v.val_loss, v.val_bpb
+            "Serialized model {}: {} bytes to {} ({} the {} byte cap, {:.1}s)",
+            export.label().replace('_', "+"),
+            bytes.len(),
+            out.display(),
+            if bytes.len() <= SIZE_CAP_BYTES {
+                "within"
+            } else {
+                "OVER"
+            },
+            SIZE_CAP_BYTES,
+            start.elapsed().as_secs_f64()
         ));
+        let art = Artifact::from_bytes(&bytes)?;
+        let back = ModelWeights::from_artifact(&art, overrides)?;
+        let r = validate(&be, &back, val, lut, val_seq, a.val_batch)?;
+        log.line(&format!(
+            "final_{}_roundtrip val_loss:{:.4} val_bpb:{:.4} eval_time:{:.0}ms",
+            export.label(),
+            r.val_loss,
+            r.val_bpb,
+            r.seconds * 1e3
+        ));
+        log.line(&format!(
+            "final_{}_roundtrip_exact val_loss:{:.8} val_bpb:{:.8}",
+            export.label(),
+            r.val_loss,
+            r.val_bpb
+        ));
+        Ok(())
     }
-    let start = Instant::now();
-    let bytes = export_weights(t.final_weights(), export)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(export.file_name()));
-    pgolf_rt::artifact::write_atomic(&out, &bytes)?;
-    log.line(&format!(
-        "Serialized model {}: {} bytes to {} ({} the {} byte cap, {:.1}s)",
-        export.label().replace('_', "+"),
-        bytes.len(),
-        out.display(),
-        if bytes.len() <= SIZE_CAP_BYTES {
-            "within"
-        } else {
-            "OVER"
-        },
-        SIZE_CAP_BYTES,
-        start.elapsed().as_secs_f64()
-    ));
-    let art = Artifact::from_bytes(&bytes)?;
-    let back = ModelWeights::from_artifact(&art, &overrides)?;
-    let r = validate(&back, &val, &lut, val_seq, a.val_batch)?;
-    log.line(&format!(
-        "final_{}_roundtrip val_loss:{:.4} val_bpb:{:.4} eval_time:{:.0}ms",
-        export.label(),
-        r.val_loss,
-        r.val_bpb,
-        r.seconds * 1e3
-    ));
-    log.line(&format!(
-        "final_{}_roundtrip_exact val_loss:{:.8} val_bpb:{:.8}",
-        export.label(),
-        r.val_loss,
-        r.val_bpb
-    ));
-    Ok(())
 }
