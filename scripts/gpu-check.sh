@@ -4,18 +4,24 @@
 #   1. prints the GPU, driver and CUDA libraries;
 #   2. runs the prebuilt test binaries: cuda_kernels_compile (NVRTC, sm_90) and cuda_parity
 #      (every op + first 2 windows' NLL of both reference artifacts vs the CPU oracle, f32);
+#      and cuda_train_parity (every backward op, tiny-model gradients, trainer steps, LoRA TTT);
 #   3. evaluates both reference artifacts on the val shard with `--backend cuda --json`,
 #      standard and sliding (--stride 64), and prints val_bpb vs PyTorch and tokens/s vs
-#      PyTorch's 5.5 M tok/s (standard) and 88 k tok/s (sliding) from shared/reference/README.md.
-# Usage: bash scripts/gpu-check.sh [all|tests|eval]   (default all; GPU_BUNDLE=DIR overrides)
+#      PyTorch's 5.5 M tok/s (standard) and 88 k tok/s (sliding) from shared/reference/README.md;
+#   4. (ttt) LoRA TTT on the baseline with the published recipe over the whole val shard, plain
+#      and with the Hedge mixer: val_bpb vs PyTorch's 1.41559021, tokens/s vs its 83 k tok/s;
+#   5. (train) step time of the baseline config (524,288 tokens per step) on one train shard,
+#      f32 and TF32 GEMMs, vs PyTorch's 352.8 ms.
+# Usage: bash scripts/gpu-check.sh [all|tests|eval|ttt|train]   (default all; GPU_BUNDLE=DIR)
 # Each step has its own timeout; the script goes on after a failure and exits non-zero at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
 B=${GPU_BUNDLE:-gpu-bundle}
 [ -x "$B/bin/pgolf-rt" ] || { echo "gpu-check: $B/bin/pgolf-rt missing: run scripts/gpu-build.sh here and carry $B" >&2; exit 2; }
+B=$(cd "$B" && pwd)
 export LD_LIBRARY_PATH="/usr/local/cuda/targets/x86_64-linux/lib:/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PGOLF_SHARED="$PWD/$B/shared"
+export PGOLF_SHARED="$B/shared"
 unset PGOLF_CUDA_TF32
 S=$PGOLF_SHARED
 FAIL=0
@@ -33,7 +39,9 @@ if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
     echo "== cuda_kernels_compile =="
     timeout 120 "$B/bin/cuda_kernels_compile" --nocapture || FAIL=1
     echo "== cuda_parity (f32 path, tolerance 1e-4) =="
-    timeout 300 "$B/bin/cuda_parity" --nocapture --test-threads=1 || FAIL=1
+    timeout 300 "$B/bin/cuda_parity" --nocapture --test-threads=1 gpu:: || FAIL=1
+    echo "== cuda_train_parity (backward ops, gradients, trainer, LoRA TTT; tolerance 1e-4) =="
+    timeout 300 "$B/bin/cuda_train_parity" --nocapture --test-threads=1 gpu:: || FAIL=1
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = eval ]; then
@@ -77,6 +85,44 @@ if [ "$WHAT" = all ] || [ "$WHAT" = eval ]; then
     printf '%-12s %-8s %12s %12s %10s %14s %14s %7s %s\n' model eval val_bpb torch_bpb diff tokens/s torch_tok/s speedup bpb
     for r in "${ROWS[@]}"; do echo "$r"; done
 fi
+if [ "$WHAT" = all ] || [ "$WHAT" = ttt ]; then
+    for mix in none hedge; do
+        echo "== LoRA TTT, baseline9L, rank 8 on q,v,head, Adam 0.01, chunk 256, window 1024 (mix: $mix) =="
+        extra=()
+        [ "$mix" = hedge ] && extra=(--mix hedge)
+        out=$(timeout 400 "$B/bin/pgolf-rt" eval --backend cuda --json --ttt lora "${extra[@]}" \
+            --artifact "$S/reference/baseline9L_int8_zlib.ptz" \
+            --data "$S/data/text_sp1024/fineweb_val_000000.bin" \
+            --tokenizer "$S/data/tokenizers/pg_sp1024_bpe.model" 2>&1)
+        rc=$?
+        echo "$out" | grep -v '^ttt: docs' | tail -6
+        json=$(echo "$out" | grep '^{' | tail -1)
+        if [ $rc -ne 0 ] || [ -z "$json" ]; then FAIL=1; continue; fi
+        echo "$json" | awk '{
+            match($0, /"val_bpb":[-0-9.eE+]*/); b = substr($0, RSTART + 10, RLENGTH - 10);
+            match($0, /"tokens":[0-9]*/); t = substr($0, RSTART + 9, RLENGTH - 9);
+            match($0, /"seconds":[-0-9.eE+]*/); s = substr($0, RSTART + 10, RLENGTH - 10);
+            printf "ttt summary: val_bpb %.8f (PyTorch 1.41559021, diff %+.2e), %.0f tokens/s (PyTorch 83k: %.2fx)\n",
+                b, b - 1.41559021, t / s, t / s / 83000 }'
+    done
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = train ]; then
+    for tf32 in 0 1; do
+        echo "== train step, baseline config (9L d512, 524,288 tokens/step, grad-accum 8), PGOLF_CUDA_TF32=$tf32 =="
+        dir=$(mktemp -d)
+        out=$(cd "$dir" && PGOLF_CUDA_TF32=$tf32 DATA_PATH="$S/data/text_sp1024" \
+            TOKENIZER_PATH="$S/data/tokenizers/pg_sp1024_bpe.model" ITERATIONS=4 WARMUP_STEPS=0 \
+            VAL_LOSS_EVERY=0 VAL_MAX_TOKENS=65536 TRAIN_LOG_EVERY=1 MAX_WALLCLOCK_SECONDS=0 \
+            timeout 300 "$B/bin/pgolf-rt" train --backend cuda 2>&1)
+        rc=$?
+        echo "$out" | grep -E 'backend:|^step:|roundtrip_exact|error' | tail -8
+        [ $rc -eq 0 ] || FAIL=1
+        rm -rf "$dir"
+    done
+    echo "(PyTorch on the H100: 352.8 ms/step; target 250 ms. The first step includes NVRTC and warm-up.)"
+fi
+
 echo
 [ $FAIL -eq 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAILURES (see above)"
 exit $FAIL
