@@ -8,23 +8,11 @@
 //! otherwise.
 #![cfg(all(feature = "cuda", feature = "cli"))]
 
+mod common;
+
+use common::devices::shared;
 use std::path::PathBuf;
 use std::process::Command;
-
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PGOLF_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
-    if p.join("reference").is_dir() && p.join("data").is_dir() {
-        Some(p)
-    } else {
-        println!(
-            "SKIPPED: reference data not found at {} (set PGOLF_SHARED)",
-            p.display()
-        );
-        None
-    }
-}
 
 fn eval(s: &std::path::Path, backend: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pgolf-rt"))

@@ -81,6 +81,23 @@ pub fn check_head(
     Ok(())
 }
 
+/// [`check_head`] for the training head ops, whose optional additive logit term `delta`
+/// (`Some((rows, cols))`) must be `[rows of h, vocab]`.
+pub fn check_head_delta(
+    h: (usize, usize),
+    head: (usize, usize),
+    delta: Option<(usize, usize)>,
+    targets: Option<&[u32]>,
+) -> Result<()> {
+    check_head(h, head, targets, "nll")?;
+    if delta.is_some_and(|d| d != (h.0, head.0)) {
+        return Err(crate::Error::Backend(
+            "nll: delta is not [rows, vocab]".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Rotary embedding parameters for one forward window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RopeSpec {

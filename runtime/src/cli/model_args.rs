@@ -72,87 +72,6 @@ pub fn load_weights(path: &PathBuf, arch: &ArchArgs) -> Result<(Artifact, ModelW
     Ok((artifact, weights))
 }
 
-/// Runs `$body` with `$model` bound to a `DeviceModel` on the chosen backend, so commands are
-/// written once, generically. `auto` picks the fastest backend compiled in and available.
-/// An explicit request for a backend that is not compiled in is an error, never a fallback.
-macro_rules! with_model {
-    ($choice:expr, $weights:expr, |$model:ident| $body:expr) => {{
-        use $crate::cli::model_args::BackendChoice;
-        match $choice {
-            // `auto` with the `cuda` feature: CUDA when a device opens, else the CPU (one line
-            // on stderr says why CUDA was not used).
-            #[cfg(feature = "cuda")]
-            BackendChoice::Auto => match pgolf_rt::backend::cuda::CudaBackend::new() {
-                Ok(cuda) => {
-                    let $model = pgolf_rt::model::DeviceModel::new(cuda, $weights)?;
-                    $body
-                }
-                Err(e) => {
-                    eprintln!(
-                        "note: not using CUDA ({}); running on the CPU",
-                        pgolf_rt::backend::cuda::reason(&e)
-                    );
-                    let $model = pgolf_rt::model::DeviceModel::new(
-                        pgolf_rt::backend::cpu::CpuBackend::new(),
-                        $weights,
-                    )?;
-                    $body
-                }
-            },
-            #[cfg(not(feature = "cuda"))]
-            BackendChoice::Auto => {
-                let $model = pgolf_rt::model::DeviceModel::new(
-                    pgolf_rt::backend::cpu::CpuBackend::new(),
-                    $weights,
-                )?;
-                $body
-            }
-            BackendChoice::Cpu => {
-                let $model = pgolf_rt::model::DeviceModel::new(
-                    pgolf_rt::backend::cpu::CpuBackend::new(),
-                    $weights,
-                )?;
-                $body
-            }
-            // An explicit `--backend cuda` never falls back: one line, non-zero exit.
-            #[cfg(feature = "cuda")]
-            BackendChoice::Cuda => {
-                let cuda = pgolf_rt::backend::cuda::CudaBackend::new().map_err(|e| {
-                    anyhow::anyhow!("--backend cuda: {}", pgolf_rt::backend::cuda::reason(&e))
-                })?;
-                let $model = pgolf_rt::model::DeviceModel::new(cuda, $weights)?;
-                $body
-            }
-            #[cfg(not(feature = "cuda"))]
-            BackendChoice::Cuda => anyhow::bail!(
-                "--backend cuda: this pgolf-rt was built without the `cuda` feature (rebuild with `--features cuda`)"
-            ),
-            #[cfg(feature = "cuda-emu")]
-            BackendChoice::CudaEmu => {
-                let $model = pgolf_rt::model::DeviceModel::new(
-                    pgolf_rt::backend::cuda::emu::EmuGpu::backend()?,
-                    $weights,
-                )?;
-                $body
-            }
-            // `auto` stays on the CPU: wgpu on a software adapter (CI) is slower than it.
-            #[cfg(feature = "wgpu")]
-            BackendChoice::Wgpu => {
-                let $model = pgolf_rt::model::DeviceModel::new(
-                    pgolf_rt::backend::wgpu::WgpuBackend::new()?,
-                    $weights,
-                )?;
-                $body
-            }
-            #[cfg(not(feature = "wgpu"))]
-            BackendChoice::Wgpu => anyhow::bail!(
-                "--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"
-            ),
-        }
-    }};
-}
-pub(crate) use with_model;
-
 /// Runs `$body` with `$be` bound to a backend that trains (`TrainBackend + Clone`): what
 /// `train` and `eval --ttt` need. `auto` is CUDA when a device opens, else the CPU; wgpu has
 /// no backward ops, so asking for it is an error naming `$what`.
@@ -206,3 +125,33 @@ macro_rules! with_train_backend {
     }};
 }
 pub(crate) use with_train_backend;
+
+/// Runs `$body` with `$model` bound to a `DeviceModel` on the chosen backend, so commands are
+/// written once, generically. `auto` picks the fastest backend compiled in and available.
+/// An explicit request for a backend that is not compiled in is an error, never a fallback.
+/// The backends that train are chosen as in [`with_train_backend`]; wgpu is added here.
+macro_rules! with_model {
+    ($choice:expr, $weights:expr, |$model:ident| $body:expr) => {{
+        use $crate::cli::model_args::BackendChoice;
+        match $choice {
+            // `auto` stays off wgpu: on a software adapter (CI) it is slower than the CPU.
+            #[cfg(feature = "wgpu")]
+            BackendChoice::Wgpu => {
+                let $model = pgolf_rt::model::DeviceModel::new(
+                    pgolf_rt::backend::wgpu::WgpuBackend::new()?,
+                    $weights,
+                )?;
+                $body
+            }
+            #[cfg(not(feature = "wgpu"))]
+            BackendChoice::Wgpu => anyhow::bail!(
+                "--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"
+            ),
+            other => $crate::cli::model_args::with_train_backend!(other, "this command", |be| {
+                let $model = pgolf_rt::model::DeviceModel::new(be, $weights)?;
+                $body
+            }),
+        }
+    }};
+}
+pub(crate) use with_model;

@@ -138,6 +138,50 @@ impl<G: Gpu> CudaBackend<G> {
         CudaTensor { buf, rows, cols }
     }
 
+    /// `op(a) · op(b)` into a fresh tensor, `op(x)` being `xᵀ` when its flag is set (see
+    /// [`RowGemm`]); `op` names the caller in the shape error.
+    fn product(
+        &self,
+        a: &CudaTensor<G>,
+        a_t: bool,
+        b: &CudaTensor<G>,
+        b_t: bool,
+        op: &str,
+    ) -> Result<CudaTensor<G>> {
+        let (m, k) = if a_t {
+            (a.cols, a.rows)
+        } else {
+            (a.rows, a.cols)
+        };
+        let (kb, n) = if b_t {
+            (b.cols, b.rows)
+        } else {
+            (b.rows, b.cols)
+        };
+        if k != kb {
+            return Err(Error::Backend(format!(
+                "{op}: {}x{}{} times {}x{}{} do not chain",
+                a.rows,
+                a.cols,
+                if a_t { "ᵀ" } else { "" },
+                b.rows,
+                b.cols,
+                if b_t { "ᵀ" } else { "" }
+            )));
+        }
+        let g = RowGemm {
+            m,
+            n,
+            k,
+            a_t,
+            b_t,
+            accumulate: false,
+        };
+        let mut c = self.alloc(m * n)?;
+        self.gpu.gemm(&g, &a.buf, 0, &b.buf, 0, &mut c)?;
+        Ok(self.tensor(c, m, n))
+    }
+
     /// Logits `h[r0..r1] · headᵀ` into a fresh `[r1-r0, vocab]` buffer.
     fn head_logits(
         &self,
@@ -231,16 +275,7 @@ impl<G: Gpu> Backend for CudaBackend<G> {
     }
 
     fn linear(&self, x: &CudaTensor<G>, w: &CudaTensor<G>) -> Result<CudaTensor<G>> {
-        if x.cols != w.cols {
-            return Err(Error::Backend(format!(
-                "linear: input width {} but weight is {}x{}",
-                x.cols, w.rows, w.cols
-            )));
-        }
-        let mut y = self.alloc(x.rows * w.rows)?;
-        let g = RowGemm::linear(x.rows, w.rows, x.cols);
-        self.gpu.gemm(&g, &x.buf, 0, &w.buf, 0, &mut y)?;
-        Ok(self.tensor(y, x.rows, w.rows))
+        self.product(x, false, w, true, "linear")
     }
 
     fn rms_norm(&self, x: &CudaTensor<G>, eps: f32, scale: f32) -> Result<CudaTensor<G>> {

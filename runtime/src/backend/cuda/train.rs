@@ -7,7 +7,7 @@
 //! give parameter gradients (column sums, the gain's sum over rows) are deterministic: fixed
 //! order, fp64 accumulation, no atomics, so a training run repeats bit for bit on one GPU.
 
-use super::gpu::{Gpu, KArg, RowGemm};
+use super::gpu::{Gpu, KArg};
 use super::ops::{by_head_dim, grid_1d, grid_rows, int, qk_norm_rope_config, tiles_config};
 use super::{same_shape, vector_len, CudaBackend, CudaTensor, HEAD_ROWS_PER_CHUNK};
 use crate::backend::train::TrainBackend;
@@ -154,13 +154,12 @@ fn head_checks<G: Gpu>(
     delta: Option<&CudaTensor<G>>,
     targets: Option<&[u32]>,
 ) -> Result<()> {
-    crate::backend::check_head((h.rows, h.cols), (head.rows, head.cols), targets, "nll")?;
-    if let Some(d) = delta {
-        if (d.rows, d.cols) != (h.rows, head.rows) {
-            return Err(Error::Backend("nll: delta is not [rows, vocab]".into()));
-        }
-    }
-    Ok(())
+    crate::backend::check_head_delta(
+        (h.rows, h.cols),
+        (head.rows, head.cols),
+        delta.map(|d| (d.rows, d.cols)),
+        targets,
+    )
 }
 
 impl<G: Gpu> TrainBackend for CudaBackend<G> {
@@ -173,21 +172,8 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         dy: &CudaTensor<G>,
         w: &CudaTensor<G>,
     ) -> Result<CudaTensor<G>> {
-        if dy.cols != w.rows {
-            return Err(Error::Backend("linear backward: dy/w shapes differ".into()));
-        }
         // dx [rows, in] = dy [rows, out] · w [out, in]
-        let g = RowGemm {
-            m: dy.rows,
-            n: w.cols,
-            k: dy.cols,
-            a_t: false,
-            b_t: false,
-            accumulate: false,
-        };
-        let mut dx = self.alloc(dy.rows * w.cols)?;
-        self.gpu.gemm(&g, &dy.buf, 0, &w.buf, 0, &mut dx)?;
-        Ok(self.tensor(dx, dy.rows, w.cols))
+        self.product(dy, false, w, false, "linear backward (input)")
     }
 
     fn linear_backward_weight(
@@ -195,21 +181,8 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         dy: &CudaTensor<G>,
         x: &CudaTensor<G>,
     ) -> Result<CudaTensor<G>> {
-        if dy.rows != x.rows {
-            return Err(Error::Backend("linear backward: dy/x rows differ".into()));
-        }
         // dw [out, in] = dyᵀ · x, with dy stored [rows, out] and x [rows, in].
-        let g = RowGemm {
-            m: dy.cols,
-            n: x.cols,
-            k: dy.rows,
-            a_t: true,
-            b_t: false,
-            accumulate: false,
-        };
-        let mut dw = self.alloc(dy.cols * x.cols)?;
-        self.gpu.gemm(&g, &dy.buf, 0, &x.buf, 0, &mut dw)?;
-        Ok(self.tensor(dw, dy.cols, x.cols))
+        self.product(dy, true, x, false, "linear backward (weight)")
     }
 
     fn embedding_backward(

@@ -29,13 +29,12 @@ fn head_checks(
     delta: Option<&CpuTensor>,
     targets: Option<&[u32]>,
 ) -> Result<()> {
-    crate::backend::check_head((h.rows, h.cols), (head.rows, head.cols), targets, "nll")?;
-    if let Some(d) = delta {
-        if (d.rows, d.cols) != (h.rows, head.rows) {
-            return Err(Error::Backend("nll: delta is not [rows, vocab]".into()));
-        }
-    }
-    Ok(())
+    crate::backend::check_head_delta(
+        (h.rows, h.cols),
+        (head.rows, head.cols),
+        delta.map(|d| (d.rows, d.cols)),
+        targets,
+    )
 }
 
 impl TrainBackend for CpuBackend {
