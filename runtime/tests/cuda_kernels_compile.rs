@@ -6,7 +6,8 @@
 //! `SKIPPED: ...` and passes.
 #![cfg(feature = "cuda")]
 
-use pgolf_rt::backend::cuda::modules::{compile, SOURCES};
+use pgolf_rt::backend::cuda::modules::{compile, Kernels, ATTENTION_HEAD_DIMS, SOURCES};
+use pgolf_rt::Error;
 
 fn nvrtc_present() -> bool {
     // SAFETY: only tries to dlopen the candidate library names.
@@ -36,24 +37,34 @@ fn every_kernel_compiles_for_sm90() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// Every entry point the backend loads (`Kernels::load_with`'s list) is a kernel of the PTX
+/// NVRTC makes of the file the backend loads it from.
 #[test]
-fn attention_has_every_head_dim_entry_point() {
+fn every_entry_point_the_backend_loads_is_in_the_ptx() {
     if !nvrtc_present() {
         println!("SKIPPED: libnvrtc not found (install the nvidia-cuda-nvrtc wheel, see .ci/run)");
         return;
     }
-    let src = SOURCES
+    let ptx: std::collections::HashMap<&str, String> = SOURCES
         .iter()
-        .find(|(n, _)| *n == "attention.cu")
-        .expect("attention.cu embedded")
-        .1;
-    let ptx = compile("attention.cu", src, "sm_90")
-        .expect("attention.cu compiles")
-        .to_src();
-    for hd in pgolf_rt::backend::cuda::modules::ATTENTION_HEAD_DIMS {
-        assert!(
-            ptx.contains(&format!(".entry attention_hd{hd}(")),
-            "no attention_hd{hd} entry point in the PTX"
-        );
-    }
+        .map(|&(name, src)| {
+            (
+                name,
+                compile(name, src, "sm_90").expect("compiles").to_src(),
+            )
+        })
+        .collect();
+    let loaded = Kernels::load_with(|file, func| {
+        let text = ptx
+            .get(file)
+            .ok_or_else(|| Error::Backend(format!("no cuda/{file}")))?;
+        if !text.contains(&format!(".entry {func}(")) {
+            return Err(Error::Backend(format!("no {func} in cuda/{file}")));
+        }
+        Ok(format!("{file}:{func}"))
+    });
+    let k = loaded.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(k.attention.len(), ATTENTION_HEAD_DIMS.len());
+    assert_eq!(k.attention_bwd_dkv.len(), ATTENTION_HEAD_DIMS.len());
+    assert_eq!(k.softcap_nll_backward, "head.cu:softcap_nll_backward");
 }

@@ -152,7 +152,12 @@ pub struct Kernels<F> {
 impl<F> Kernels<F> {
     /// Looks every entry point up on `gpu`.
     pub fn load<G: Gpu<Func = F>>(gpu: &G) -> Result<Kernels<F>> {
-        let f = |file: &str, func: &str| gpu.kernel(file, func);
+        Self::load_with(|file, func| gpu.kernel(file, func))
+    }
+
+    /// Every entry point the backend uses, each from `f(file, function)` (the one list of
+    /// them: tests check it against NVRTC's PTX).
+    pub fn load_with(f: impl Fn(&str, &str) -> Result<F>) -> Result<Kernels<F>> {
         let per_hd = |file: &str, prefix: &str| -> Result<Vec<(usize, F)>> {
             ATTENTION_HEAD_DIMS
                 .iter()
