@@ -77,7 +77,7 @@ impl Blas {
     }
 
     /// `c = op(a) · op(b)` for the row-major product `g`; `a`, `b` are views starting at the
-    /// matrices' first elements. Sizes are the caller's ([`super::gpu::check_gemm`]).
+    /// matrices' first elements. Sizes are the caller's (`gpu::check_gemm`).
     pub fn gemm<A, B>(&self, g: &RowGemm, a: &A, b: &B, c: &mut CudaSlice<f32>) -> Result<()>
     where
         A: DevicePtr<f32>,
