@@ -67,6 +67,24 @@ fn linear_matches<G: Gpu>(p: &Pair<G>) {
     }
 }
 
+fn linear_segments_matches<G: Gpu>(p: &Pair<G>) {
+    let (rows, k, n) = (40, 24, 6);
+    // Three members with an empty one and rows no member covers.
+    let segs = [(0, 10), (10, 10), (15, 37)];
+    let (xc, xg) = p.up(&data(rows * k, 0.37, 1.0), rows, k);
+    let (wc, wg) = p.up(&data(segs.len() * n * k, 0.91, 0.3), segs.len() * n, k);
+    p.check(
+        "linear_segments",
+        &p.cpu.linear_segments(&xc, &wc, &segs).unwrap(),
+        &p.gpu.linear_segments(&xg, &wg, &segs).unwrap(),
+    );
+    assert!(p.gpu.linear_segments(&xg, &wg, &[(0, 41)]).is_err());
+    assert!(p
+        .gpu
+        .linear_segments(&xg, &wg, &[(5, 9), (0, 2), (9, 9)])
+        .is_err());
+}
+
 fn norms_mixes_and_adds<G: Gpu>(p: &Pair<G>) {
     let (r, c) = (67, 96);
     let (xc, xg) = p.up(&data(r * c, 0.21, 3.0), r, c);
@@ -279,6 +297,7 @@ on_both_devices!(
     ops: upload_download_copy_roundtrip,
         embedding_and_gather_rows,
         linear_matches,
+        linear_segments_matches,
         norms_mixes_and_adds,
         qk_norm_rope_full_and_partial,
         attention_causal_gqa_xsa,

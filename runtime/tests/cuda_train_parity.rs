@@ -39,6 +39,30 @@ fn linear_backward<G: Gpu>(p: &Pair<G>) {
     let (_, dg) = p.up(&data(6, 0.5, 1.0), 2, 3);
     let (_, wg) = p.up(&data(8, 0.5, 1.0), 4, 2);
     assert!(p.gpu.linear_backward_input(&dg, &wg).is_err());
+
+    let (rows, k, n) = (40, 24, 6);
+    let segs = [(0, 10), (10, 10), (15, 37)];
+    let (xc, xg) = p.up(&data(rows * k, 0.37, 1.0), rows, k);
+    let (wc, wg) = p.up(&data(segs.len() * n * k, 0.91, 0.3), segs.len() * n, k);
+    let (dc, dg) = p.up(&data(rows * n, 0.53, 1.5), rows, n);
+    p.check(
+        "linear_segments dx",
+        &p.cpu
+            .linear_segments_backward_input(&dc, &wc, &segs)
+            .unwrap(),
+        &p.gpu
+            .linear_segments_backward_input(&dg, &wg, &segs)
+            .unwrap(),
+    );
+    p.check(
+        "linear_segments dw",
+        &p.cpu
+            .linear_segments_backward_weight(&dc, &xc, &segs)
+            .unwrap(),
+        &p.gpu
+            .linear_segments_backward_weight(&dg, &xg, &segs)
+            .unwrap(),
+    );
 }
 
 fn scatter_backward<G: Gpu>(p: &Pair<G>) {
@@ -432,22 +456,12 @@ fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
         max_docs: Some(2),
         ..TttConfig::default()
     };
-    let c = eval_lora_ttt(
-        &TrainModel::new(CpuBackend::new(), &w).unwrap(),
-        &tokens,
-        &lut,
-        &cfg,
-        None,
-    )
-    .unwrap();
-    let g = eval_lora_ttt(
-        &TrainModel::new(gpu, &w).unwrap(),
-        &tokens,
-        &lut,
-        &cfg,
-        None,
-    )
-    .unwrap();
+    let (mc, mg) = (
+        TrainModel::new(CpuBackend::new(), &w).unwrap(),
+        TrainModel::new(gpu, &w).unwrap(),
+    );
+    let c = eval_lora_ttt(&mc, &tokens, &lut, &cfg, None).unwrap();
+    let g = eval_lora_ttt(&mg, &tokens, &lut, &cfg, None).unwrap();
     println!(
         "LoRA TTT, first 2 docs ({} targets): val_bpb cpu {:.8} cuda {:.8}",
         c.tokens, c.val_bpb, g.val_bpb
@@ -458,6 +472,23 @@ fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
         "{} vs {}",
         c.val_bpb,
         g.val_bpb
+    );
+    // Both documents in one batched forward/backward (per-document adapters as segments).
+    let batched = TttConfig {
+        batch_docs: 2,
+        ..cfg
+    };
+    let gb = eval_lora_ttt(&mg, &tokens, &lut, &batched, None).unwrap();
+    println!(
+        "LoRA TTT batched (2 documents together) on cuda: {:.8}",
+        gb.val_bpb
+    );
+    assert_eq!(gb.tokens, c.tokens);
+    assert!(
+        (c.val_bpb - gb.val_bpb).abs() < 1e-5,
+        "{} vs {}",
+        c.val_bpb,
+        gb.val_bpb
     );
 }
 

@@ -81,6 +81,41 @@ pub fn check_head(
     Ok(())
 }
 
+/// Checks the segments of [`Backend::linear_segments`] and its backward: each `(start, end)`
+/// within `rows`, in order and disjoint; the stacked weight's `stacked_rows` a multiple of the
+/// segment count; `widths = (x's, w's)` equal. Returns the per-segment output width.
+pub fn check_segments(
+    rows: usize,
+    widths: (usize, usize),
+    stacked_rows: usize,
+    segs: &[(usize, usize)],
+    op: &str,
+) -> Result<usize> {
+    let bad = |why: String| Err(crate::Error::Backend(format!("{op}: {why}")));
+    if segs.is_empty() || !stacked_rows.is_multiple_of(segs.len()) {
+        return bad(format!(
+            "{stacked_rows} stacked weight rows for {} segments",
+            segs.len()
+        ));
+    }
+    if widths.0 != widths.1 {
+        return bad(format!(
+            "input width {} but weight width {}",
+            widths.0, widths.1
+        ));
+    }
+    let mut prev = 0;
+    for &(s, e) in segs {
+        if s < prev || e < s || e > rows {
+            return bad(format!(
+                "segment ({s}, {e}) out of order or beyond {rows} rows"
+            ));
+        }
+        prev = e;
+    }
+    Ok(stacked_rows / segs.len())
+}
+
 /// [`check_head`] for the training head ops, whose optional additive logit term `delta`
 /// (`Some((rows, cols))`) must be `[rows of h, vocab]`.
 pub fn check_head_delta(
@@ -136,6 +171,38 @@ pub trait Backend: Send + Sync {
     fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
     /// `x · wᵀ` with `w` in `nn.Linear` layout `[out, in]`.
     fn linear(&self, x: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Per-segment `nn.Linear` (batched LoRA: one adapter per document of a batch): rows
+    /// `segs[k] = (start, end)` of `x [rows, in]` times `w_kᵀ`, `w_k` being rows
+    /// `[k·out, (k+1)·out)` of the stacked `w [segs.len()·out, in]`; rows outside every
+    /// segment are zero. Returns `[rows, out]`. Segments are in order and disjoint
+    /// ([`check_segments`]).
+    ///
+    /// The default computes on the host (download, plain loops, upload); backends that run
+    /// adapted forwards (the CPU and CUDA ones) override it.
+    fn linear_segments(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        segs: &[(usize, usize)],
+    ) -> Result<Self::Tensor> {
+        let ((rows, inn), (wr, wc)) = (self.shape(x), self.shape(w));
+        let out = check_segments(rows, (inn, wc), wr, segs, "linear_segments")?;
+        let (xv, wv) = (self.download(x)?, self.download(w)?);
+        let mut y = vec![0.0f32; rows * out];
+        for (k, &(s, e)) in segs.iter().enumerate() {
+            for r in s..e {
+                for j in 0..out {
+                    let wrow = &wv[(k * out + j) * inn..][..inn];
+                    y[r * out + j] = xv[r * inn..][..inn]
+                        .iter()
+                        .zip(wrow)
+                        .map(|(a, b)| a * b)
+                        .sum();
+                }
+            }
+        }
+        self.upload(&y, rows, out)
+    }
     /// Parameter-free RMSNorm over each row, times `scale`.
     fn rms_norm(&self, x: &Self::Tensor, eps: f32, scale: f32) -> Result<Self::Tensor>;
     /// `mix[0] ⊙ x + mix[1] ⊙ x0` (`mix` is `[2, cols]`).

@@ -20,6 +20,22 @@ pub trait TrainBackend: Backend {
     fn linear_backward_input(&self, dy: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
     /// `linear` backward, weight side: `dw = dyᵀ · x` (`[out, in]`).
     fn linear_backward_weight(&self, dy: &Self::Tensor, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// [`Backend::linear_segments`] backward, input side: rows of segment `k` of
+    /// `dx [rows, in]` are `dy_k · w_k`; zero outside every segment.
+    fn linear_segments_backward_input(
+        &self,
+        dy: &Self::Tensor,
+        w: &Self::Tensor,
+        segs: &[(usize, usize)],
+    ) -> Result<Self::Tensor>;
+    /// [`Backend::linear_segments`] backward, weight side: the stacked `[segs.len()·out, in]`
+    /// whose block `k` is `dy_kᵀ · x_k` (zero for an empty segment).
+    fn linear_segments_backward_weight(
+        &self,
+        dy: &Self::Tensor,
+        x: &Self::Tensor,
+        segs: &[(usize, usize)],
+    ) -> Result<Self::Tensor>;
     /// `embedding` backward: `dtable[ids[i]] += dy[i]`, a `[vocab, cols]` matrix.
     fn embedding_backward(
         &self,

@@ -11,51 +11,82 @@
 use crate::backend::Backend;
 use crate::{Error, Result};
 
-/// One adapter set of a [`DeviceLora`] and the rows it applies to.
-pub(crate) struct LoraMember<T> {
-    /// Flat rows (of the forward's `[batch*seq]` rows) this member adapts; `None`: all rows.
-    pub(crate) rows: Option<Vec<usize>>,
-    /// Per block one slot per [`crate::train::Proj`].
+/// Adapters uploaded to a backend: per block one slot per [`crate::train::Proj`], plus the
+/// head, each an `(A, B)` pair *stacked over the members*: member `k`'s `A [r, in]` is rows
+/// `[k·r, (k+1)·r)` of the slot's `A`, its `B [out, r]` rows `[k·out, (k+1)·out)` of `B`.
+/// Built by [`crate::train::TrainModel::upload_lora`] (one member on all rows) or
+/// [`crate::train::TrainModel::upload_lora_batched`] (member `k` on the rows of window `k`),
+/// so the low-rank products of all members are one [`Backend::linear_segments`] each.
+pub struct DeviceLora<T> {
     pub(crate) blocks: Vec<[Option<(T, T)>; 6]>,
     pub(crate) head: Option<(T, T)>,
-}
-
-/// Adapters uploaded to a backend: per member, per block one slot per [`crate::train::Proj`],
-/// plus the head. Built by [`crate::train::TrainModel::upload_lora`] (one member on all rows)
-/// or [`crate::train::TrainModel::upload_lora_batched`] (one member per batch row).
-pub struct DeviceLora<T> {
-    pub(crate) members: Vec<LoraMember<T>>,
+    /// Number of adapter sets (documents).
+    pub(crate) members: usize,
+    /// `None`: one member adapting every row; `Some(seq)`: member `k` adapts the forward's rows
+    /// `[k·seq, (k+1)·seq)` (window `k` of a batch).
+    pub(crate) seq: Option<usize>,
     /// Index into [`crate::train::Lora::adapters`] of each slot (same layout for all members).
     pub(crate) index_blocks: Vec<[Option<usize>; 6]>,
     pub(crate) index_head: Option<usize>,
     pub(crate) count: usize,
 }
 
-/// The adapters of one site across the members of a [`DeviceLora`]: `(member, rows, (A, B))`
-/// each.
+/// The adapters of one site: the stacked `(A, B)` and, with several members, the row range
+/// `segs[k]` that member `k` adapts (`None`: one member on every row).
 pub(crate) struct LoraSlot<'a, T> {
-    pub(crate) parts: Vec<SlotPart<'a, T>>,
+    pub(crate) ab: &'a (T, T),
+    pub(crate) segs: Option<Vec<(usize, usize)>>,
 }
-
-/// One member's part of a [`LoraSlot`]: `(member, rows, (A, B))`.
-pub(crate) type SlotPart<'a, T> = (usize, Option<&'a [usize]>, &'a (T, T));
 
 impl<T> DeviceLora<T> {
     /// Number of adapter sets (documents) held.
     pub fn members(&self) -> usize {
-        self.members.len()
+        self.members
     }
 
     /// The adapters of linear `proj` of block `layer`, if adapted.
     pub(crate) fn block_slot(&self, layer: usize, proj: usize) -> Option<LoraSlot<'_, T>> {
-        self.index_blocks.get(layer)?[proj]?;
-        let parts = self
-            .members
-            .iter()
-            .enumerate()
-            .filter_map(|(k, m)| Some((k, m.rows.as_deref(), m.blocks[layer][proj].as_ref()?)))
-            .collect();
-        Some(LoraSlot { parts })
+        let ab = self.blocks.get(layer)?[proj].as_ref()?;
+        let segs = self
+            .seq
+            .map(|s| (0..self.members).map(|k| (k * s, (k + 1) * s)).collect());
+        Some(LoraSlot { ab, segs })
+    }
+
+    /// The head adapters for the head's input rows, which are the forward's flat rows `rows`
+    /// (each member's rows must be consecutive in `rows`, in member order, as the batched
+    /// scorer lists them).
+    pub(crate) fn head_slot(&self, rows: &[usize]) -> Result<Option<LoraSlot<'_, T>>> {
+        let Some(ab) = self.head.as_ref() else {
+            return Ok(None);
+        };
+        let Some(seq) = self.seq else {
+            return Ok(Some(LoraSlot { ab, segs: None }));
+        };
+        let mut segs = vec![(0usize, 0usize); self.members];
+        let mut next = 0; // members before `next` are closed
+        for (i, &r) in rows.iter().enumerate() {
+            let k = r / seq.max(1);
+            if k >= self.members || k + 1 < next {
+                return Err(Error::Backend(format!(
+                    "batched LoRA: scored row {r} is outside the members or out of member order"
+                )));
+            }
+            if k + 1 > next {
+                for s in &mut segs[next..=k] {
+                    *s = (i, i);
+                }
+                next = k + 1;
+            }
+            segs[k].1 = i + 1;
+        }
+        for s in &mut segs[next..] {
+            *s = (rows.len(), rows.len());
+        }
+        Ok(Some(LoraSlot {
+            ab,
+            segs: Some(segs),
+        }))
     }
 }
 
@@ -85,37 +116,17 @@ pub(crate) fn lora_delta<B: Backend>(
     x: &B::Tensor,
     ad: &LoraSlot<'_, B::Tensor>,
 ) -> Result<(B::Tensor, B::Tensor)> {
-    if let [(_, None, (a, b))] = ad.parts.as_slice() {
-        let u = be.linear(x, a)?;
-        let d = be.linear(&u, b)?;
-        return Ok((u, d));
-    }
-    let total = be.shape(x).0;
-    let (r, out) = match ad.parts.first() {
-        Some((_, _, (a, b))) => (be.shape(a).0, be.shape(b).0),
-        None => return Err(Error::Backend("LoRA slot without adapters".into())),
-    };
-    let mut dh = vec![0.0f32; total * out];
-    let mut uh = vec![0.0f32; total * r];
-    for (_, rows, (a, b)) in &ad.parts {
-        let rows =
-            rows.ok_or_else(|| Error::Backend("batched LoRA: member without rows".into()))?;
-        if rows.is_empty() {
-            continue;
+    let (a, b) = ad.ab;
+    match &ad.segs {
+        None => {
+            let u = be.linear(x, a)?;
+            let d = be.linear(&u, b)?;
+            Ok((u, d))
         }
-        let xg = be.gather_rows(x, rows)?;
-        let u = be.linear(&xg, a)?;
-        let d = be.linear(&u, b)?;
-        let (ug, dg) = (be.download(&u)?, be.download(&d)?);
-        for (k, &row) in rows.iter().enumerate() {
-            if row >= total {
-                return Err(Error::Backend(format!(
-                    "batched LoRA: row {row} of {total}"
-                )));
-            }
-            dh[row * out..(row + 1) * out].copy_from_slice(&dg[k * out..(k + 1) * out]);
-            uh[row * r..(row + 1) * r].copy_from_slice(&ug[k * r..(k + 1) * r]);
+        Some(segs) => {
+            let u = be.linear_segments(x, a, segs)?;
+            let d = be.linear_segments(&u, b, segs)?;
+            Ok((u, d))
         }
     }
-    Ok((be.upload(&uh, total, r)?, be.upload(&dh, total, out)?))
 }

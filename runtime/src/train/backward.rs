@@ -6,7 +6,7 @@
 //! beside them), so their backward runs only with base gradients.
 
 use super::lora::{LoraGrads, Proj};
-use super::tape::{head_groups, head_slot, TrainModel};
+use super::tape::TrainModel;
 use crate::backend::train::TrainBackend;
 use crate::model::adapters::LoraSlot;
 use crate::model::{
@@ -46,7 +46,7 @@ struct VeGrads<T> {
 }
 
 /// Adapter gradients `(dA, dB)` by member, then by index in [`super::Lora::adapters`].
-type Slots<T> = Vec<Vec<Option<(T, T)>>>;
+type Slots<T> = Vec<Option<(T, T)>>;
 /// An adapter site's `(A, B)` per member on the device and its index in
 /// [`super::Lora::adapters`].
 type AdapterRef<'a, T> = Option<(LoraSlot<'a, T>, usize)>;
@@ -79,34 +79,25 @@ impl<B: TrainBackend> TrainModel<B> {
         let (Some((slot, idx)), Some(u)) = (ad, u) else {
             return Ok((dx, dw));
         };
-        for (m, rows, (a, b)) in slot.parts {
-            let (da, db) = match rows {
-                None => {
-                    let db = be.linear_backward_weight(dy, u)?;
-                    let du = be.linear_backward_input(dy, b)?;
-                    let da = be.linear_backward_weight(&du, x)?;
-                    self.add(&mut dx, &be.linear_backward_input(&du, a)?)?;
-                    (da, db)
-                }
-                Some([]) => {
-                    let ((ar, ac), (br, bc)) = (be.shape(a), be.shape(b));
-                    (be.zeros(ar, ac)?, be.zeros(br, bc)?)
-                }
-                Some(rows) => {
-                    let total = be.shape(dy).0;
-                    let dyg = be.gather_rows(dy, rows)?;
-                    let ug = be.gather_rows(u, rows)?;
-                    let xg = be.gather_rows(x, rows)?;
-                    let db = be.linear_backward_weight(&dyg, &ug)?;
-                    let du = be.linear_backward_input(&dyg, b)?;
-                    let da = be.linear_backward_weight(&du, &xg)?;
-                    let dxg = be.linear_backward_input(&du, a)?;
-                    self.add(&mut dx, &be.gather_rows_backward(&dxg, rows, total)?)?;
-                    (da, db)
-                }
-            };
-            slots[m][idx] = Some((da, db));
-        }
+        let (a, b) = slot.ab;
+        // Stacked over the members (one block per member: see `DeviceLora`).
+        let (da, db) = match &slot.segs {
+            None => {
+                let db = be.linear_backward_weight(dy, u)?;
+                let du = be.linear_backward_input(dy, b)?;
+                let da = be.linear_backward_weight(&du, x)?;
+                self.add(&mut dx, &be.linear_backward_input(&du, a)?)?;
+                (da, db)
+            }
+            Some(segs) => {
+                let db = be.linear_segments_backward_weight(dy, u, segs)?;
+                let du = be.linear_segments_backward_input(dy, b, segs)?;
+                let da = be.linear_segments_backward_weight(&du, x, segs)?;
+                self.add(&mut dx, &be.linear_segments_backward_input(&du, a, segs)?)?;
+                (da, db)
+            }
+        };
+        slots[idx] = Some((da, db));
         Ok((dx, dw))
     }
 
@@ -164,12 +155,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let total = tape.ids.len();
         let eps = cfg.norm_eps;
         let mut slots: Slots<B::Tensor> = lora
-            .map(|l| {
-                l.members
-                    .iter()
-                    .map(|_| (0..l.count).map(|_| None).collect())
-                    .collect()
-            })
+            .map(|l| (0..l.count).map(|_| None).collect())
             .unwrap_or_default();
 
         // Head.
@@ -182,8 +168,10 @@ impl<B: TrainBackend> TrainModel<B> {
             cfg.logit_softcap,
             dnll,
         )?;
-        let groups = lora.map(|l| head_groups(l, rows)).unwrap_or_default();
-        let head_ad = lora.and_then(|l| head_slot(l, &groups).zip(l.index_head));
+        let head_ad = match lora {
+            Some(l) => l.head_slot(rows)?.zip(l.index_head),
+            None => None,
+        };
         let (dhs, d_head) = self.lin_back(
             &dz,
             &hs,
@@ -228,22 +216,8 @@ impl<B: TrainBackend> TrainModel<B> {
             }
         }
 
-        let lora_grads = slots
-            .into_iter()
-            .map(|member| {
-                Ok(LoraGrads(
-                    member
-                        .into_iter()
-                        .map(|s| match s {
-                            Some((a, b)) => Ok((be.download(&a)?, be.download(&b)?)),
-                            None => {
-                                Err(Error::Backend("backward: adapter without gradient".into()))
-                            }
-                        })
-                        .collect::<Result<_>>()?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let members = lora.map_or(0, |l| l.members);
+        let lora_grads = split_members(be, slots, members)?;
         if !want_base {
             return Ok((None, lora_grads));
         }
@@ -487,4 +461,27 @@ impl<B: TrainBackend> TrainModel<B> {
         let g = self.backward(&tape, rows, targets, &dnll, lora, want_base)?;
         Ok((loss, g))
     }
+}
+
+/// Per-member adapter gradients from the stacked ones (`slots[i]` = `(dA, dB)` of adapter `i`,
+/// each member's block after the previous one's), downloaded once per adapter.
+fn split_members<B: TrainBackend>(
+    be: &B,
+    slots: Slots<B::Tensor>,
+    members: usize,
+) -> Result<Vec<LoraGrads>> {
+    let mut out: Vec<LoraGrads> = (0..members).map(|_| LoraGrads(Vec::new())).collect();
+    for s in slots {
+        let (a, b) =
+            s.ok_or_else(|| Error::Backend("backward: adapter without gradient".into()))?;
+        let (da, db) = (be.download(&a)?, be.download(&b)?);
+        let (na, nb) = (da.len() / members.max(1), db.len() / members.max(1));
+        for (k, g) in out.iter_mut().enumerate() {
+            g.0.push((
+                da[k * na..(k + 1) * na].to_vec(),
+                db[k * nb..(k + 1) * nb].to_vec(),
+            ));
+        }
+    }
+    Ok(out)
 }

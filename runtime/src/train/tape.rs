@@ -9,7 +9,7 @@
 
 use super::lora::{Lora, Site};
 use crate::backend::train::TrainBackend;
-use crate::model::adapters::{lora_delta, LoraMember, LoraSlot};
+use crate::model::adapters::lora_delta;
 use crate::model::{DeviceLora, DeviceModel, Forward, ModelConfig, ModelWeights, Tape};
 use crate::{Error, Result};
 
@@ -42,7 +42,7 @@ impl<B: TrainBackend> TrainModel<B> {
 
     /// Uploads adapters (one set, applied to every row of a forward).
     pub fn upload_lora(&self, lora: &Lora) -> Result<DeviceLora<B::Tensor>> {
-        self.upload_members(&[(lora, None)])
+        self.upload_members(&[lora], None)
     }
 
     /// Uploads one adapter set per batch row: `loras[b]` adapts only rows
@@ -53,69 +53,59 @@ impl<B: TrainBackend> TrainModel<B> {
         loras: &[&Lora],
         seq: usize,
     ) -> Result<DeviceLora<B::Tensor>> {
-        let members: Vec<(&Lora, Option<Vec<usize>>)> = loras
-            .iter()
-            .enumerate()
-            .map(|(b, l)| (*l, Some((b * seq..(b + 1) * seq).collect())))
-            .collect();
-        self.upload_members(&members)
+        self.upload_members(loras, Some(seq))
     }
 
-    fn upload_members(
-        &self,
-        loras: &[(&Lora, Option<Vec<usize>>)],
-    ) -> Result<DeviceLora<B::Tensor>> {
+    /// Stacks each site's `A` and `B` over the members (member order) and uploads them.
+    fn upload_members(&self, loras: &[&Lora], seq: Option<usize>) -> Result<DeviceLora<B::Tensor>> {
         let be = self.backend();
         let n = self.config().num_layers;
-        let first = loras
+        let first = *loras
             .first()
-            .ok_or_else(|| Error::Usage("LoRA upload: no adapters".into()))?
-            .0;
+            .ok_or_else(|| Error::Usage("LoRA upload: no adapters".into()))?;
+        if loras.iter().any(|l| {
+            l.adapters.len() != first.adapters.len()
+                || l.adapters
+                    .iter()
+                    .zip(&first.adapters)
+                    .any(|(x, y)| x.site != y.site || x.a.rows != y.a.rows || x.b.rows != y.b.rows)
+        }) {
+            return Err(Error::Usage(
+                "batched LoRA: all documents need the same adapter sites and ranks".into(),
+            ));
+        }
         let mut d = DeviceLora {
-            members: Vec::with_capacity(loras.len()),
+            blocks: (0..n).map(|_| Default::default()).collect(),
+            head: None,
+            members: loras.len(),
+            seq,
             index_blocks: vec![[None; 6]; n],
             index_head: None,
             count: first.adapters.len(),
         };
         for (i, a) in first.adapters.iter().enumerate() {
+            let stack = |part: fn(&crate::train::lora::Adapter) -> &crate::model::Matrix| {
+                let data: Vec<f32> = loras
+                    .iter()
+                    .flat_map(|l| part(&l.adapters[i]).data.iter().copied())
+                    .collect();
+                let m = part(a);
+                be.upload(&data, m.rows * loras.len(), m.cols)
+            };
+            let pair = (stack(|x| &x.a)?, stack(|x| &x.b)?);
             match a.site {
                 Site::Block { layer, which } if layer < n => {
-                    d.index_blocks[layer][which.index()] = Some(i)
+                    d.index_blocks[layer][which.index()] = Some(i);
+                    d.blocks[layer][which.index()] = Some(pair);
                 }
-                Site::Head => d.index_head = Some(i),
+                Site::Head => {
+                    d.index_head = Some(i);
+                    d.head = Some(pair);
+                }
                 Site::Block { layer, .. } => {
                     return Err(Error::Usage(format!("LoRA on missing layer {layer}")))
                 }
             }
-        }
-        for (lora, rows) in loras {
-            if lora.adapters.len() != first.adapters.len()
-                || lora
-                    .adapters
-                    .iter()
-                    .zip(&first.adapters)
-                    .any(|(x, y)| x.site != y.site)
-            {
-                return Err(Error::Usage(
-                    "batched LoRA: all documents need the same adapter sites".into(),
-                ));
-            }
-            let mut m = LoraMember {
-                rows: rows.clone(),
-                blocks: (0..n).map(|_| Default::default()).collect(),
-                head: None,
-            };
-            for a in &lora.adapters {
-                let pair = (
-                    be.upload(&a.a.data, a.a.rows, a.a.cols)?,
-                    be.upload(&a.b.data, a.b.rows, a.b.cols)?,
-                );
-                match a.site {
-                    Site::Block { layer, which } => m.blocks[layer][which.index()] = Some(pair),
-                    Site::Head => m.head = Some(pair),
-                }
-            }
-            d.members.push(m);
         }
         Ok(d)
     }
@@ -147,8 +137,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let Some(l) = lora else {
             return Ok((hs, None, None));
         };
-        let groups = head_groups(l, rows);
-        match head_slot(l, &groups) {
+        match l.head_slot(rows)? {
             None => Ok((hs, None, None)),
             Some(slot) => {
                 let (u, d) = lora_delta(be, &hs, &slot)?;
@@ -174,42 +163,4 @@ impl<B: TrainBackend> TrainModel<B> {
             self.config().logit_softcap,
         )
     }
-}
-
-/// For each member of `l`, the positions `i` of `rows` (flat rows of a forward) it adapts;
-/// `None` for a member on all rows.
-pub(crate) fn head_groups<T>(l: &DeviceLora<T>, rows: &[usize]) -> Vec<Option<Vec<usize>>> {
-    let mut owner = std::collections::HashMap::new();
-    for (k, m) in l.members.iter().enumerate() {
-        for &r in m.rows.iter().flatten() {
-            owner.insert(r, k);
-        }
-    }
-    let mut groups: Vec<Option<Vec<usize>>> = l
-        .members
-        .iter()
-        .map(|m| m.rows.as_ref().map(|_| Vec::new()))
-        .collect();
-    for (i, r) in rows.iter().enumerate() {
-        if let Some(Some(g)) = owner.get(r).map(|&k| groups[k].as_mut()) {
-            g.push(i);
-        }
-    }
-    groups
-}
-
-/// The head adapters of `l` with rows remapped to positions of the scored rows (`groups` from
-/// [`head_groups`]).
-pub(crate) fn head_slot<'a, T>(
-    l: &'a DeviceLora<T>,
-    groups: &'a [Option<Vec<usize>>],
-) -> Option<LoraSlot<'a, T>> {
-    l.index_head?;
-    let parts = l
-        .members
-        .iter()
-        .enumerate()
-        .filter_map(|(k, m)| Some((k, groups[k].as_deref(), m.head.as_ref()?)))
-        .collect();
-    Some(LoraSlot { parts })
 }

@@ -10,6 +10,7 @@ pub(crate) mod matmul;
 mod norm;
 pub(crate) mod par;
 mod rope;
+mod segments;
 
 pub use matmul::linear;
 pub use rope::RopeTable;
@@ -144,6 +145,26 @@ impl Backend for CpuBackend {
             rows: x.rows,
             cols: w.rows,
             data: matmul::linear(&x.data, x.rows, &w.data, w.rows, w.cols),
+        })
+    }
+
+    fn linear_segments(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        segs: &[(usize, usize)],
+    ) -> Result<CpuTensor> {
+        let out = crate::backend::check_segments(
+            x.rows,
+            (x.cols, w.cols),
+            w.rows,
+            segs,
+            "linear_segments",
+        )?;
+        Ok(CpuTensor {
+            rows: x.rows,
+            cols: out,
+            data: segments::forward(&x.data, x.rows, x.cols, &w.data, out, segs),
         })
     }
 

@@ -271,9 +271,13 @@ impl Gpu for CudaGpu {
         b: &CudaSlice<f32>,
         b_off: usize,
         c: &mut CudaSlice<f32>,
+        c_off: usize,
     ) -> Result<()> {
-        check_gemm(g, a.len(), a_off, b.len(), b_off, c.len())?;
-        self.blas.gemm(g, &a.slice(a_off..), &b.slice(b_off..), c)
+        check_gemm(g, (a.len(), a_off), (b.len(), b_off), (c.len(), c_off))?;
+        let (_, _, nc) = g.sizes();
+        let mut c = c.slice_mut(c_off..c_off + nc);
+        self.blas
+            .gemm(g, &a.slice(a_off..), &b.slice(b_off..), &mut c)
     }
 
     unsafe fn launch(

@@ -171,16 +171,17 @@ impl Gpu for EmuGpu {
         b: &EmuBuf<f32>,
         b_off: usize,
         c: &mut EmuBuf<f32>,
+        c_off: usize,
     ) -> Result<()> {
-        check_gemm(g, a.len, a_off, b.len, b_off, c.len)?;
+        check_gemm(g, (a.len, a_off), (b.len, b_off), (c.len, c_off))?;
         let (m, n, k) = (g.m, g.n, g.k);
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let c_vals = &mut c.data[..c.len];
+        let c_vals = &mut c.data[c_off..c_off + m * n];
         if k == 0 {
             if !g.accumulate {
-                c_vals[..m * n].fill(0.0);
+                c_vals.fill(0.0);
             }
             return Ok(());
         }
@@ -467,13 +468,14 @@ mod tests {
         };
         let (ab, bb) = (EmuGpu.upload(&a).unwrap(), EmuGpu.upload(&b).unwrap());
         let mut c = EmuGpu.upload(&vec![1.0; m * n]).unwrap();
-        EmuGpu.gemm(&g, &ab, 0, &bb, 0, &mut c).unwrap();
+        EmuGpu.gemm(&g, &ab, 0, &bb, 0, &mut c, 0).unwrap();
         for r in 0..m {
             for cc in 0..n {
                 let want = 1.0 + (0..k).map(|l| a[l * m + r] * b[l * n + cc]).sum::<f32>();
                 assert_eq!(c.values()[r * n + cc], want);
             }
         }
-        assert!(EmuGpu.gemm(&g, &ab, 1, &bb, 0, &mut c).is_err());
+        assert!(EmuGpu.gemm(&g, &ab, 1, &bb, 0, &mut c, 0).is_err());
+        assert!(EmuGpu.gemm(&g, &ab, 0, &bb, 0, &mut c, 1).is_err());
     }
 }

@@ -19,7 +19,7 @@ use super::gpu::RowGemm;
 use crate::{Error, Result};
 use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 use std::sync::Arc;
 
 /// A cuBLAS handle bound to the backend's stream.
@@ -78,10 +78,11 @@ impl Blas {
 
     /// `c = op(a) · op(b)` for the row-major product `g`; `a`, `b` are views starting at the
     /// matrices' first elements. Sizes are the caller's (`gpu::check_gemm`).
-    pub fn gemm<A, B>(&self, g: &RowGemm, a: &A, b: &B, c: &mut CudaSlice<f32>) -> Result<()>
+    pub fn gemm<A, B, C>(&self, g: &RowGemm, a: &A, b: &B, c: &mut C) -> Result<()>
     where
         A: DevicePtr<f32>,
         B: DevicePtr<f32>,
+        C: DevicePtrMut<f32>,
     {
         if g.m == 0 || g.n == 0 {
             return Ok(());
@@ -91,7 +92,7 @@ impl Blas {
                 return Ok(());
             }
             // cuBLAS leaves C untouched when k == 0; the product of empty rows is zero.
-            return c.stream().clone().memset_zeros(c).op("memset");
+            return self.stream.memset_zeros(c).op("memset");
         }
         // cudarc's sgemm does not make the context current, and cuBLAS launches into whatever
         // context is current on the calling thread (a fresh thread has none, or device 0's).

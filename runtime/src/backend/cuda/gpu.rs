@@ -96,8 +96,8 @@ pub trait Gpu: Send + Sync + Sized {
     /// Values the buffer holds.
     fn len(b: &Self::F32) -> usize;
 
-    /// `c = op(a) · op(b)` (see [`RowGemm`]), with `a` and `b` read from element offsets
-    /// `a_off`, `b_off` of their buffers. Sizes are checked here.
+    /// `c = op(a) · op(b)` (see [`RowGemm`]), with `a`, `b` and `c` at element offsets
+    /// `a_off`, `b_off`, `c_off` of their buffers. Sizes are checked here.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
@@ -107,6 +107,7 @@ pub trait Gpu: Send + Sync + Sized {
         b: &Self::F32,
         b_off: usize,
         c: &mut Self::F32,
+        c_off: usize,
     ) -> Result<()>;
 
     /// Launches `f` (named `name` in errors) with `args`.
@@ -127,21 +128,21 @@ pub trait Gpu: Send + Sync + Sized {
     fn synchronize(&self) -> Result<()>;
 }
 
-/// `Err` unless the stored matrices of `g` fit in buffers of `a_len`, `b_len`, `c_len` values
-/// from offsets `a_off`, `b_off` (shared by both implementations of [`Gpu::gemm`]).
+/// `Err` unless the stored matrices of `g` fit in buffers of `(length, offset)` `a`, `b`, `c`
+/// (shared by both implementations of [`Gpu::gemm`]).
 pub(super) fn check_gemm(
     g: &RowGemm,
-    a_len: usize,
-    a_off: usize,
-    b_len: usize,
-    b_off: usize,
-    c_len: usize,
+    a: (usize, usize),
+    b: (usize, usize),
+    c: (usize, usize),
 ) -> Result<()> {
     let (na, nb, nc) = g.sizes();
     let fits = [g.m, g.n, g.k].iter().all(|&d| d <= i32::MAX as usize);
-    if !fits || a_off + na > a_len || b_off + nb > b_len || nc > c_len {
+    let within =
+        |(len, off): (usize, usize), n: usize| off.checked_add(n).is_some_and(|e| e <= len);
+    if !fits || !within(a, na) || !within(b, nb) || !within(c, nc) {
         return Err(crate::Error::Backend(format!(
-            "gemm: bad sizes for {g:?} (buffers of {a_len}@{a_off}, {b_len}@{b_off}, {c_len})"
+            "gemm: bad sizes for {g:?} (buffers of (length, offset) {a:?}, {b:?}, {c:?})"
         )));
     }
     Ok(())

@@ -178,7 +178,7 @@ impl<G: Gpu> CudaBackend<G> {
             accumulate: false,
         };
         let mut c = self.alloc(m * n)?;
-        self.gpu.gemm(&g, &a.buf, 0, &b.buf, 0, &mut c)?;
+        self.gpu.gemm(&g, &a.buf, 0, &b.buf, 0, &mut c, 0)?;
         Ok(self.tensor(c, m, n))
     }
 
@@ -194,7 +194,7 @@ impl<G: Gpu> CudaBackend<G> {
         let mut logits = self.alloc(m * vocab)?;
         let g = RowGemm::linear(m, vocab, d);
         self.gpu
-            .gemm(&g, &h.buf, r0 * d, &head.buf, 0, &mut logits)?;
+            .gemm(&g, &h.buf, r0 * d, &head.buf, 0, &mut logits, 0)?;
         Ok(logits)
     }
 }
@@ -276,6 +276,26 @@ impl<G: Gpu> Backend for CudaBackend<G> {
 
     fn linear(&self, x: &CudaTensor<G>, w: &CudaTensor<G>) -> Result<CudaTensor<G>> {
         self.product(x, false, w, true, "linear")
+    }
+
+    fn linear_segments(
+        &self,
+        x: &CudaTensor<G>,
+        w: &CudaTensor<G>,
+        segs: &[(usize, usize)],
+    ) -> Result<CudaTensor<G>> {
+        let out = super::check_segments(x.rows, (x.cols, w.cols), w.rows, segs, "linear_segments")?;
+        let inp = x.cols;
+        let mut y = self.gpu.zeros(x.rows * out)?;
+        // One cuBLAS call per segment (a strided-batched call would serve equal segments).
+        for (k, &(s, e)) in segs.iter().enumerate() {
+            if e > s {
+                let g = RowGemm::linear(e - s, out, inp);
+                self.gpu
+                    .gemm(&g, &x.buf, s * inp, &w.buf, k * out * inp, &mut y, s * out)?;
+            }
+        }
+        Ok(self.tensor(y, x.rows, out))
     }
 
     fn rms_norm(&self, x: &CudaTensor<G>, eps: f32, scale: f32) -> Result<CudaTensor<G>> {

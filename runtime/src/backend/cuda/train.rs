@@ -7,7 +7,7 @@
 //! give parameter gradients (column sums, the gain's sum over rows) are deterministic: fixed
 //! order, fp64 accumulation, no atomics, so a training run repeats bit for bit on one GPU.
 
-use super::gpu::{Gpu, KArg};
+use super::gpu::{Gpu, KArg, RowGemm};
 use super::ops::{by_head_dim, grid_1d, grid_rows, int, qk_norm_rope_config, tiles_config};
 use super::{same_shape, vector_len, CudaBackend, CudaTensor, HEAD_ROWS_PER_CHUNK};
 use crate::backend::train::TrainBackend;
@@ -183,6 +183,91 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
     ) -> Result<CudaTensor<G>> {
         // dw [out, in] = dyᵀ · x, with dy stored [rows, out] and x [rows, in].
         self.product(dy, true, x, false, "linear backward (weight)")
+    }
+
+    fn linear_segments_backward_input(
+        &self,
+        dy: &CudaTensor<G>,
+        w: &CudaTensor<G>,
+        segs: &[(usize, usize)],
+    ) -> Result<CudaTensor<G>> {
+        let out = crate::backend::check_segments(
+            dy.rows,
+            (dy.cols, w.rows / segs.len().max(1)),
+            w.rows,
+            segs,
+            "linear_segments backward",
+        )?;
+        let inp = w.cols;
+        let mut dx = self.gpu.zeros(dy.rows * inp)?;
+        for (k, &(s, e)) in segs.iter().enumerate() {
+            if e > s {
+                // dx_k [m, in] = dy_k [m, out] · w_k [out, in]
+                let g = RowGemm {
+                    m: e - s,
+                    n: inp,
+                    k: out,
+                    a_t: false,
+                    b_t: false,
+                    accumulate: false,
+                };
+                self.gpu.gemm(
+                    &g,
+                    &dy.buf,
+                    s * out,
+                    &w.buf,
+                    k * out * inp,
+                    &mut dx,
+                    s * inp,
+                )?;
+            }
+        }
+        Ok(self.tensor(dx, dy.rows, inp))
+    }
+
+    fn linear_segments_backward_weight(
+        &self,
+        dy: &CudaTensor<G>,
+        x: &CudaTensor<G>,
+        segs: &[(usize, usize)],
+    ) -> Result<CudaTensor<G>> {
+        if dy.rows != x.rows {
+            return Err(Error::Backend(
+                "linear_segments backward: dy/x rows differ".into(),
+            ));
+        }
+        crate::backend::check_segments(
+            x.rows,
+            (0, 0),
+            segs.len(),
+            segs,
+            "linear_segments backward",
+        )?;
+        let (out, inp) = (dy.cols, x.cols);
+        let mut dw = self.gpu.zeros(segs.len() * out * inp)?;
+        for (k, &(s, e)) in segs.iter().enumerate() {
+            if e > s {
+                // dw_k [out, in] = dy_kᵀ · x_k, with dy_k stored [m, out] and x_k [m, in].
+                let g = RowGemm {
+                    m: out,
+                    n: inp,
+                    k: e - s,
+                    a_t: true,
+                    b_t: false,
+                    accumulate: false,
+                };
+                self.gpu.gemm(
+                    &g,
+                    &dy.buf,
+                    s * out,
+                    &x.buf,
+                    s * inp,
+                    &mut dw,
+                    k * out * inp,
+                )?;
+            }
+        }
+        Ok(self.tensor(dw, segs.len() * out, inp))
     }
 
     fn embedding_backward(

@@ -64,6 +64,51 @@ impl TrainBackend for CpuBackend {
         ))
     }
 
+    fn linear_segments_backward_input(
+        &self,
+        dy: &CpuTensor,
+        w: &CpuTensor,
+        segs: &[(usize, usize)],
+    ) -> Result<CpuTensor> {
+        let out = crate::backend::check_segments(
+            dy.rows,
+            (dy.cols, w.rows / segs.len().max(1)),
+            w.rows,
+            segs,
+            "linear_segments backward",
+        )?;
+        Ok(t(
+            dy.rows,
+            w.cols,
+            super::segments::backward_input(&dy.data, dy.rows, out, &w.data, w.cols, segs),
+        ))
+    }
+
+    fn linear_segments_backward_weight(
+        &self,
+        dy: &CpuTensor,
+        x: &CpuTensor,
+        segs: &[(usize, usize)],
+    ) -> Result<CpuTensor> {
+        if dy.rows != x.rows {
+            return Err(Error::Backend(
+                "linear_segments backward: dy/x rows differ".into(),
+            ));
+        }
+        crate::backend::check_segments(
+            x.rows,
+            (0, 0),
+            segs.len(),
+            segs,
+            "linear_segments backward",
+        )?;
+        Ok(t(
+            segs.len() * dy.cols,
+            x.cols,
+            super::segments::backward_weight(&dy.data, dy.cols, &x.data, x.cols, segs),
+        ))
+    }
+
     fn embedding_backward(&self, dy: &CpuTensor, ids: &[u32], vocab: usize) -> Result<CpuTensor> {
         let idx: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
         self.gather_rows_backward(dy, &idx, vocab)
