@@ -116,6 +116,21 @@ pub fn check_segments(
     Ok(stacked_rows / segs.len())
 }
 
+/// Checks the operands of [`train::TrainBackend::linear_segments_backward_weight`]: `dy` and `x`
+/// with the same rows, and `segs` valid segments of them.
+pub fn check_segments_weight_grad(
+    dy_rows: usize,
+    x_rows: usize,
+    segs: &[(usize, usize)],
+) -> Result<()> {
+    if dy_rows != x_rows {
+        return Err(crate::Error::Backend(format!(
+            "linear_segments backward: dy has {dy_rows} rows but x has {x_rows}"
+        )));
+    }
+    check_segments(x_rows, (0, 0), segs.len(), segs, "linear_segments backward").map(|_| ())
+}
+
 /// [`check_head`] for the training head ops, whose optional additive logit term `delta`
 /// (`Some((rows, cols))`) must be `[rows of h, vocab]`.
 pub fn check_head_delta(

@@ -182,6 +182,27 @@ impl<G: Gpu> CudaBackend<G> {
         Ok(self.tensor(c, m, n))
     }
 
+    /// One GEMM per non-empty segment `k = (s, e)` of a stacked-weight product
+    /// ([`Backend::linear_segments`] and its backward): `plan(k, s, e - s)` gives that
+    /// segment's shape and its element offsets into `a`, `b` and `c`. Empty segments are
+    /// skipped (`c` is expected zeroed). A strided-batched call would serve equal segments.
+    fn segment_gemms(
+        &self,
+        segs: &[(usize, usize)],
+        a: &G::F32,
+        b: &G::F32,
+        c: &mut G::F32,
+        plan: impl Fn(usize, usize, usize) -> (RowGemm, [usize; 3]),
+    ) -> Result<()> {
+        for (k, &(s, e)) in segs.iter().enumerate() {
+            if e > s {
+                let (g, [a_off, b_off, c_off]) = plan(k, s, e - s);
+                self.gpu.gemm(&g, a, a_off, b, b_off, c, c_off)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Logits `h[r0..r1] · headᵀ` into a fresh `[r1-r0, vocab]` buffer.
     fn head_logits(
         &self,
@@ -287,14 +308,13 @@ impl<G: Gpu> Backend for CudaBackend<G> {
         let out = super::check_segments(x.rows, (x.cols, w.cols), w.rows, segs, "linear_segments")?;
         let inp = x.cols;
         let mut y = self.gpu.zeros(x.rows * out)?;
-        // One cuBLAS call per segment (a strided-batched call would serve equal segments).
-        for (k, &(s, e)) in segs.iter().enumerate() {
-            if e > s {
-                let g = RowGemm::linear(e - s, out, inp);
-                self.gpu
-                    .gemm(&g, &x.buf, s * inp, &w.buf, k * out * inp, &mut y, s * out)?;
-            }
-        }
+        // y_k [m, out] = x_k [m, in] · w_kᵀ
+        self.segment_gemms(segs, &x.buf, &w.buf, &mut y, |k, s, m| {
+            (
+                RowGemm::linear(m, out, inp),
+                [s * inp, k * out * inp, s * out],
+            )
+        })?;
         Ok(self.tensor(y, x.rows, out))
     }
 

@@ -200,28 +200,18 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         )?;
         let inp = w.cols;
         let mut dx = self.gpu.zeros(dy.rows * inp)?;
-        for (k, &(s, e)) in segs.iter().enumerate() {
-            if e > s {
-                // dx_k [m, in] = dy_k [m, out] · w_k [out, in]
-                let g = RowGemm {
-                    m: e - s,
-                    n: inp,
-                    k: out,
-                    a_t: false,
-                    b_t: false,
-                    accumulate: false,
-                };
-                self.gpu.gemm(
-                    &g,
-                    &dy.buf,
-                    s * out,
-                    &w.buf,
-                    k * out * inp,
-                    &mut dx,
-                    s * inp,
-                )?;
-            }
-        }
+        // dx_k [m, in] = dy_k [m, out] · w_k [out, in]
+        self.segment_gemms(segs, &dy.buf, &w.buf, &mut dx, |k, s, m| {
+            let g = RowGemm {
+                m,
+                n: inp,
+                k: out,
+                a_t: false,
+                b_t: false,
+                accumulate: false,
+            };
+            (g, [s * out, k * out * inp, s * inp])
+        })?;
         Ok(self.tensor(dx, dy.rows, inp))
     }
 
@@ -231,42 +221,21 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         x: &CudaTensor<G>,
         segs: &[(usize, usize)],
     ) -> Result<CudaTensor<G>> {
-        if dy.rows != x.rows {
-            return Err(Error::Backend(
-                "linear_segments backward: dy/x rows differ".into(),
-            ));
-        }
-        crate::backend::check_segments(
-            x.rows,
-            (0, 0),
-            segs.len(),
-            segs,
-            "linear_segments backward",
-        )?;
+        crate::backend::check_segments_weight_grad(dy.rows, x.rows, segs)?;
         let (out, inp) = (dy.cols, x.cols);
         let mut dw = self.gpu.zeros(segs.len() * out * inp)?;
-        for (k, &(s, e)) in segs.iter().enumerate() {
-            if e > s {
-                // dw_k [out, in] = dy_kᵀ · x_k, with dy_k stored [m, out] and x_k [m, in].
-                let g = RowGemm {
-                    m: out,
-                    n: inp,
-                    k: e - s,
-                    a_t: true,
-                    b_t: false,
-                    accumulate: false,
-                };
-                self.gpu.gemm(
-                    &g,
-                    &dy.buf,
-                    s * out,
-                    &x.buf,
-                    s * inp,
-                    &mut dw,
-                    k * out * inp,
-                )?;
-            }
-        }
+        // dw_k [out, in] = dy_kᵀ · x_k, with dy_k stored [m, out] and x_k [m, in].
+        self.segment_gemms(segs, &dy.buf, &x.buf, &mut dw, |k, s, m| {
+            let g = RowGemm {
+                m: out,
+                n: inp,
+                k: m,
+                a_t: true,
+                b_t: false,
+                accumulate: false,
+            };
+            (g, [s * out, s * inp, k * out * inp])
+        })?;
         Ok(self.tensor(dw, segs.len() * out, inp))
     }
 

@@ -90,18 +90,7 @@ impl TrainBackend for CpuBackend {
         x: &CpuTensor,
         segs: &[(usize, usize)],
     ) -> Result<CpuTensor> {
-        if dy.rows != x.rows {
-            return Err(Error::Backend(
-                "linear_segments backward: dy/x rows differ".into(),
-            ));
-        }
-        crate::backend::check_segments(
-            x.rows,
-            (0, 0),
-            segs.len(),
-            segs,
-            "linear_segments backward",
-        )?;
+        crate::backend::check_segments_weight_grad(dy.rows, x.rows, segs)?;
         Ok(t(
             segs.len() * dy.cols,
             x.cols,
