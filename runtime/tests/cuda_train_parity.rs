@@ -15,7 +15,7 @@ use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::backend::cuda::gpu::Gpu;
 use pgolf_rt::backend::cuda::CudaBackend;
 use pgolf_rt::backend::train::TrainBackend;
-use pgolf_rt::backend::{AttnGeometry, RopeSpec};
+use pgolf_rt::backend::{AttnGeometry, Backend, RopeSpec};
 use pgolf_rt::model::{Activation, ConfigOverrides, ModelWeights};
 use pgolf_rt::train::lora::SplitMix64;
 use pgolf_rt::train::{Lora, LoraTargets, TrainModel};
@@ -63,6 +63,46 @@ fn linear_backward<G: Gpu>(p: &Pair<G>) {
             .linear_segments_backward_weight(&dg, &xg, &segs)
             .unwrap(),
     );
+}
+
+/// Muon's Newton-Schulz on the device against the host oracle (`TrainBackend::newton_schulz`'s
+/// default, which the CPU backend keeps): wide, tall and square, float32 and bf16.
+fn newton_schulz<G: Gpu>(p: &Pair<G>) {
+    for &(rows, cols) in &[(12, 20), (20, 12), (16, 16), (48, 130)] {
+        let (uc, ug) = p.up(&data(rows * cols, 0.71, 0.8), rows, cols);
+        let f32_gpu = p.gpu.newton_schulz(&ug, 5, false).unwrap();
+        p.check(
+            &format!("newton_schulz f32 {rows}x{cols}"),
+            &p.cpu.newton_schulz(&uc, 5, false).unwrap(),
+            &f32_gpu,
+        );
+        // bf16: the same roundings in the same order; only the f32 summation order of the
+        // products differs, which can move a value across a bf16 rounding boundary.
+        let want = p
+            .cpu
+            .download(&p.cpu.newton_schulz(&uc, 5, true).unwrap())
+            .unwrap();
+        let got = p
+            .gpu
+            .download(&p.gpu.newton_schulz(&ug, 5, true).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("newton_schulz bf16 {rows}x{cols}"),
+            &got,
+            &want,
+            2e-2,
+        );
+        assert!(
+            got.iter().all(|v| half::bf16::from_f32(*v).to_f32() == *v),
+            "bf16 NS output is not bf16-representable"
+        );
+        let f = p.gpu.download(&f32_gpu).unwrap();
+        let d = common::devices::max_diff(&got, &f);
+        assert!(
+            d > 1e-4,
+            "bf16 NS equals the f32 one ({d}): no rounding applied"
+        );
+    }
 }
 
 fn scatter_backward<G: Gpu>(p: &Pair<G>) {
@@ -494,6 +534,7 @@ fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
 
 on_both_devices!(
     ops: linear_backward,
+        newton_schulz,
         scatter_backward,
         norm_resid_smear_activation_backward,
         qk_norm_rope_backward,

@@ -174,4 +174,19 @@ pub trait TrainBackend: Backend {
             self.linear_backward_weight(&dz, h)?,
         ))
     }
+
+    /// Muon's Newton-Schulz orthogonalisation of `u` `[rows, cols]`: `steps` quintic
+    /// iterations in float32, or with every intermediate rounded to bf16 as the challenge's
+    /// bf16 run does when `bf16` ([`crate::train::muon::newton_schulz`] and `_bf16`, the
+    /// oracles). The default runs the oracle on the host (the CPU backend keeps it).
+    fn newton_schulz(&self, u: &Self::Tensor, steps: usize, bf16: bool) -> Result<Self::Tensor> {
+        let (rows, cols) = self.shape(u);
+        let v = self.download(u)?;
+        let o = if bf16 {
+            crate::train::muon::newton_schulz_bf16(&v, rows, cols, steps)
+        } else {
+            crate::train::muon::newton_schulz(&v, rows, cols, steps)
+        };
+        self.upload(&o, rows, cols)
+    }
 }

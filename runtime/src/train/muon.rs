@@ -13,6 +13,7 @@
 
 use crate::backend::cpu::matmul::{gemm_into, View};
 use crate::backend::cpu::par::gemm_parallelism;
+use crate::backend::train::TrainBackend;
 use crate::{Error, Result};
 
 /// The quintic's coefficients `(a, b, c)`.
@@ -183,6 +184,59 @@ pub fn newton_schulz_bf16(g: &[f32], rows: usize, cols: usize, steps: usize) -> 
     }
 }
 
+/// Where [`Muon::step_with`] runs Newton-Schulz: on the host ([`HostNs`]) or on a training
+/// backend's device ([`OnBackend`]), where the GEMMs are fast (the challenge's ~2e11 flops of
+/// NS per step of the 9-layer baseline are most of a CPU step).
+pub trait NewtonSchulz {
+    /// [`newton_schulz`] of `u` `[rows, cols]`, or [`newton_schulz_bf16`] when `bf16`.
+    fn orthogonalize(
+        &self,
+        u: &[f32],
+        rows: usize,
+        cols: usize,
+        steps: usize,
+        bf16: bool,
+    ) -> Result<Vec<f32>>;
+}
+
+/// Newton-Schulz on the host: the oracle functions of this module.
+pub struct HostNs;
+
+impl NewtonSchulz for HostNs {
+    fn orthogonalize(
+        &self,
+        u: &[f32],
+        rows: usize,
+        cols: usize,
+        steps: usize,
+        bf16: bool,
+    ) -> Result<Vec<f32>> {
+        Ok(if bf16 {
+            newton_schulz_bf16(u, rows, cols, steps)
+        } else {
+            newton_schulz(u, rows, cols, steps)
+        })
+    }
+}
+
+/// Newton-Schulz on a backend: upload, [`TrainBackend::newton_schulz`], download.
+pub struct OnBackend<'a, B>(pub &'a B);
+
+impl<B: TrainBackend> NewtonSchulz for OnBackend<'_, B> {
+    fn orthogonalize(
+        &self,
+        u: &[f32],
+        rows: usize,
+        cols: usize,
+        steps: usize,
+        bf16: bool,
+    ) -> Result<Vec<f32>> {
+        let t = self.0.upload(u, rows, cols)?;
+        let o = self.0.newton_schulz(&t, steps, bf16)?;
+        self.0.download(&o)
+    }
+}
+
 impl Muon {
     pub fn new(cfg: MuonConfig) -> Self {
         Muon {
@@ -191,8 +245,18 @@ impl Muon {
         }
     }
 
-    /// One update of `params` with `grads` (same order every call).
+    /// One update of `params` with `grads` (same order every call), Newton-Schulz on the host.
     pub fn step(&mut self, params: &mut [MatrixParam], grads: &[&[f32]]) -> Result<()> {
+        self.step_with(&HostNs, params, grads)
+    }
+
+    /// [`Muon::step`] with Newton-Schulz run by `ns`.
+    pub fn step_with(
+        &mut self,
+        ns: &dyn NewtonSchulz,
+        params: &mut [MatrixParam],
+        grads: &[&[f32]],
+    ) -> Result<()> {
         if params.len() != grads.len()
             || params
                 .iter()
@@ -228,7 +292,7 @@ impl Muon {
             let decay = 1.0 - lr * weight_decay;
             if bf16 {
                 // `g *= sqrt(max(1, rows/cols))` on the bf16 NS output, then `p -= lr·g` in f32.
-                let mut o = newton_schulz_bf16(&u, p.rows, p.cols, ns_steps);
+                let mut o = ns.orthogonalize(&u, p.rows, p.cols, ns_steps, true)?;
                 o.iter_mut().for_each(|v| *v *= shape_scale);
                 round_bf16(&mut o);
                 p.values
@@ -236,7 +300,7 @@ impl Muon {
                     .zip(&o)
                     .for_each(|(w, &o)| *w = *w * decay - lr * o);
             } else {
-                let o = newton_schulz(&u, p.rows, p.cols, ns_steps);
+                let o = ns.orthogonalize(&u, p.rows, p.cols, ns_steps, false)?;
                 let scale = lr * shape_scale;
                 p.values
                     .iter_mut()

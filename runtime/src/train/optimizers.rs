@@ -4,7 +4,7 @@
 
 use super::adam::{Adam, AdamConfig, OptimizerKind};
 use super::groups::{optimizer_group, Group};
-use super::muon::{MatrixParam, Muon, MuonConfig};
+use super::muon::{HostNs, MatrixParam, Muon, MuonConfig, NewtonSchulz};
 use super::sgd::{clip_coef, global_norm};
 use crate::model::ModelWeights;
 use crate::Result;
@@ -134,9 +134,22 @@ impl Optimizers {
     }
 
     /// One step: clip, set the scheduled learning rates and momentum, update every group.
-    /// Returns the gradient norm before clipping.
+    /// Returns the gradient norm before clipping. Muon's Newton-Schulz runs on the host.
     pub fn step(
         &mut self,
+        weights: &mut ModelWeights,
+        grads: &mut ModelWeights,
+        lr_mul: f32,
+        muon_momentum: f32,
+    ) -> Result<f64> {
+        self.step_with(&HostNs, weights, grads, lr_mul, muon_momentum)
+    }
+
+    /// [`Optimizers::step`] with Muon's Newton-Schulz run by `ns` (the trainer passes its
+    /// backend).
+    pub fn step_with(
+        &mut self,
+        ns: &dyn NewtonSchulz,
         weights: &mut ModelWeights,
         grads: &mut ModelWeights,
         lr_mul: f32,
@@ -185,7 +198,7 @@ impl Optimizers {
             }
         }
         if !mats.is_empty() {
-            self.muon.step(&mut mats, &mat_grads)?;
+            self.muon.step_with(ns, &mut mats, &mat_grads)?;
         }
         for ((grp, _), (ps, gs)) in ADAM_GROUPS.iter().zip(adam.iter_mut()) {
             if !ps.is_empty() {

@@ -6,11 +6,13 @@
 //!           ∇ ← mean over micro-steps, all-reduce mean over ranks
 //!           clip → Muon + Adam groups → EMA
 //! ```
-//! The optimizer runs on host f32 weights (the oracle); the forward/backward on the backend.
+//! The optimizer runs on host f32 weights (the oracle), except Muon's Newton-Schulz products,
+//! which run on the backend with the forward/backward.
 //! Training time excludes validation, as the reference's timer does.
 
 use super::collective::{Collective, HostCollective};
 use super::ema::Ema;
+use super::muon::OnBackend;
 use super::optimizers::{OptimizerConfig, Optimizers};
 use super::qat::{fake_quantized, QatMode};
 use super::schedule::Schedule;
@@ -192,9 +194,13 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         HostCollective { world }.all_reduce_mean(&mut rank_grads)?;
         let mut grads = rank_grads.swap_remove(0);
         let momentum = c.schedule.muon_momentum(self.step);
-        let grad_norm = self
-            .opt
-            .step(&mut self.weights, &mut grads, lr_mul, momentum)?;
+        let grad_norm = self.opt.step_with(
+            &OnBackend(&self.backend),
+            &mut self.weights,
+            &mut grads,
+            lr_mul,
+            momentum,
+        )?;
         if let Some(e) = &mut self.ema {
             e.update(&mut self.weights);
         }

@@ -30,6 +30,7 @@ pub mod emu;
 pub mod gemm;
 pub mod gpu;
 pub mod modules;
+mod newton_schulz;
 mod ops;
 mod train;
 

@@ -47,6 +47,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../cuda/activation.cu"),
     ),
     ("head.cu", include_str!("../../../../cuda/head.cu")),
+    (
+        "newton_schulz.cu",
+        include_str!("../../../../cuda/newton_schulz.cu"),
+    ),
 ];
 
 /// Head dims the attention kernel is instantiated for (`attention_hd{N}` entry points).
@@ -147,6 +151,8 @@ pub struct Kernels<F> {
     pub attention_bwd_dq: Vec<(usize, F)>,
     /// `(head_dim, attention_bwd_dkv_hd{head_dim})`.
     pub attention_bwd_dkv: Vec<(usize, F)>,
+    // Optimizer entry points.
+    pub ns_axpby: F,
 }
 
 impl<F> Kernels<F> {
@@ -191,6 +197,7 @@ impl<F> Kernels<F> {
             attention_bwd_prep: f("attention_backward.cu", "attention_bwd_prep")?,
             attention_bwd_dq: per_hd("attention_backward.cu", "attention_bwd_dq_hd")?,
             attention_bwd_dkv: per_hd("attention_backward.cu", "attention_bwd_dkv_hd")?,
+            ns_axpby: f("newton_schulz.cu", "ns_axpby")?,
         })
     }
 }

@@ -802,6 +802,10 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         }
         Ok(self.tensor(dz, rows, vocab))
     }
+
+    fn newton_schulz(&self, u: &CudaTensor<G>, steps: usize, bf16: bool) -> Result<CudaTensor<G>> {
+        self.newton_schulz_device(u, steps, bf16)
+    }
 }
 
 #[cfg(test)]

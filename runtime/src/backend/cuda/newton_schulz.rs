@@ -1,0 +1,132 @@
+//! Muon's Newton-Schulz orthogonalisation on the device ([`TrainBackend::newton_schulz`]):
+//! three cuBLAS products per iteration and the `ns_axpby` kernel of `cuda/newton_schulz.cu`
+//! for the elementwise steps. Reference: `train/muon.rs` (`newton_schulz`,
+//! `newton_schulz_bf16`), computed in the same order with the same roundings.
+//!
+//! The oracle transposes a tall matrix to work on its wide orientation `X = Yᵀ`; here the
+//! transposes are folded into the GEMMs instead: `A = X·Xᵀ = Yᵀ·Y`, and the new
+//! `Xᵀ = a·Y + (B·X)ᵀ = a·Y + Y·Bᵀ`.
+//!
+//! [`TrainBackend::newton_schulz`]: crate::backend::train::TrainBackend::newton_schulz
+
+use super::gpu::{Gpu, KArg, RowGemm};
+use super::ops::grid_1d;
+use super::{CudaBackend, CudaTensor};
+use crate::backend::train::TrainBackend;
+use crate::train::muon::NS_COEFFS;
+use crate::Result;
+
+fn gemm(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> RowGemm {
+    RowGemm {
+        m,
+        n,
+        k,
+        a_t,
+        b_t,
+        accumulate: false,
+    }
+}
+
+fn bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
+impl<G: Gpu> CudaBackend<G> {
+    /// `R(R(alpha·x) + beta·y)` into a fresh buffer of `n` values (`R`: bf16 rounding when
+    /// `round`, else none; no `y` term when `y` is `None`).
+    fn ns_axpby(
+        &self,
+        x: &G::F32,
+        alpha: f32,
+        y: Option<(&G::F32, f32)>,
+        n: usize,
+        round: bool,
+    ) -> Result<G::F32> {
+        let mut out = self.alloc(n)?;
+        let (y, beta) = match y {
+            Some((y, beta)) => (KArg::F32(y), beta),
+            None => (KArg::Null, 0.0),
+        };
+        // SAFETY: matches `ns_axpby` in cuda/newton_schulz.cu; `x`, `y` (when given) and `out`
+        // hold `n` values (callers pass buffers of one matrix's size).
+        unsafe {
+            self.run(
+                &self.kernels.ns_axpby,
+                "ns_axpby",
+                grid_1d(n)?,
+                &mut [
+                    KArg::F32Mut(&mut out),
+                    KArg::F32(x),
+                    KArg::Float(alpha),
+                    y,
+                    KArg::Float(beta),
+                    KArg::I64(n as i64),
+                    KArg::I32(round as i32),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// A fresh `c = op(a)·op(b)` of `g`'s shape, bf16-rounded when `round`.
+    fn ns_product(&self, g: &RowGemm, a: &G::F32, b: &G::F32, round: bool) -> Result<G::F32> {
+        let n = g.m * g.n;
+        let mut c = self.alloc(n)?;
+        self.gpu.gemm(g, a, 0, b, 0, &mut c, 0)?;
+        if round {
+            c = self.ns_axpby(&c, 1.0, None, n, true)?;
+        }
+        Ok(c)
+    }
+
+    /// `steps` Newton-Schulz iterations on `u` `[rows, cols]`, in float32, or with every
+    /// intermediate rounded to bf16 as `train_gpt.py` runs them when `round`.
+    pub(super) fn newton_schulz_device(
+        &self,
+        u: &CudaTensor<G>,
+        steps: usize,
+        round: bool,
+    ) -> Result<CudaTensor<G>> {
+        let (rows, cols) = (u.rows, u.cols);
+        let n = rows * cols;
+        let (a, b, c) = NS_COEFFS;
+        // X = G / (‖G‖ + eps), after rounding G to bf16 in the bf16 run.
+        let rounded;
+        let g = if round {
+            rounded = self.tensor(self.ns_axpby(&u.buf, 1.0, None, n, true)?, rows, cols);
+            &rounded
+        } else {
+            u
+        };
+        let norm = self.dot(g, g)?.sqrt();
+        let inv = if round {
+            1.0 / bf16(bf16(norm as f32) + 1e-7)
+        } else {
+            1.0 / (norm as f32 + 1e-7)
+        };
+        let mut x = self.ns_axpby(&g.buf, inv, None, n, round)?;
+        // The wide orientation is r × k with r ≤ k; `tall` keeps X as its transpose Y.
+        let tall = rows > cols;
+        let (r, k) = if tall { (cols, rows) } else { (rows, cols) };
+        let rr = r * r;
+        for _ in 0..steps {
+            let am = if tall {
+                self.ns_product(&gemm(r, r, k, true, false), &x, &x, round)?
+            } else {
+                self.ns_product(&gemm(r, r, k, false, true), &x, &x, round)?
+            };
+            // B = b·A + (c·A)·A
+            let ca = self.ns_axpby(&am, c, None, rr, round)?;
+            let ca_a = self.ns_product(&gemm(r, r, r, false, false), &ca, &am, round)?;
+            let bm = self.ns_axpby(&am, b, Some((&ca_a, 1.0)), rr, round)?;
+            // X = a·X + B·X   (tall: Y = a·Y + Y·Bᵀ)
+            let bx = if tall {
+                self.ns_product(&gemm(k, r, r, false, true), &x, &bm, round)?
+            } else {
+                self.ns_product(&gemm(r, k, r, false, false), &bm, &x, round)?
+            };
+            x = self.ns_axpby(&x, a, Some((&bx, 1.0)), n, round)?;
+        }
+        Ok(self.tensor(x, rows, cols))
+    }
+}
