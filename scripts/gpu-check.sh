@@ -113,10 +113,10 @@ if [ "$WHAT" = all ] || [ "$WHAT" = train ]; then
         dir=$(mktemp -d)
         out=$(cd "$dir" && PGOLF_CUDA_TF32=$tf32 DATA_PATH="$S/data/text_sp1024" \
             TOKENIZER_PATH="$S/data/tokenizers/pg_sp1024_bpe.model" ITERATIONS=4 WARMUP_STEPS=0 \
-            VAL_LOSS_EVERY=0 VAL_MAX_TOKENS=65536 TRAIN_LOG_EVERY=1 MAX_WALLCLOCK_SECONDS=0 \
+            VAL_LOSS_EVERY=0 VAL_MAX_TOKENS=65536 TRAIN_LOG_EVERY=1 MAX_WALLCLOCK_SECONDS=0 PGOLF_PROFILE=1 \
             timeout 300 "$B/bin/pgolf-rt" train --backend cuda 2>&1)
         rc=$?
-        echo "$out" | grep -E 'backend:|^step:|roundtrip_exact|error' | tail -8
+        echo "$out" | grep -E 'backend:|^step:|^profile|roundtrip_exact|error' | tail -12
         [ $rc -eq 0 ] || FAIL=1
         rm -rf "$dir"
     done

@@ -45,7 +45,13 @@ fn env_vars_log_lines_artifact_and_resume() {
     let out = train(
         &dir,
         &shared,
-        &["--checkpoint", "ck.pt", "--checkpoint-every", "2"],
+        &[
+            "--checkpoint",
+            "ck.pt",
+            "--checkpoint-every",
+            "2",
+            "--profile",
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -56,6 +62,7 @@ fn env_vars_log_lines_artifact_and_resume() {
         "warmup_step:1/1",
         "step:0/3 val_loss:",
         "step:1/3 train_loss:",
+        "profile step:1 grads:",
         "step:2/3 val_loss:",
         "step:3/3 val_loss:",
         "Serialized model int8+zlib:",

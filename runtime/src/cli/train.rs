@@ -175,6 +175,10 @@ pub struct TrainArgs {
     /// Where to write the artifact (default: final_model.int8.ptz / final_model.int6.ptz here).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// After each logged step, print its time by phase (gradients, all-reduce, optimizers,
+    /// EMA) on a `profile step:N ...` line.
+    #[arg(long, env = "PGOLF_PROFILE")]
+    profile: bool,
     /// Write a checkpoint here every --checkpoint-every steps and at the end.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -485,6 +489,9 @@ impl Run<'_> {
             log.bar.set_position(r.step as u64);
             if t.should_log(r.step) {
                 log.line(&t.step_line(&r));
+                if a.profile {
+                    log.line(&t.profile_line(&r));
+                }
             }
             if t.should_validate() {
                 let v = validate(&be, &t.weights, val, lut, val_seq, a.val_batch)?;

@@ -40,4 +40,4 @@ pub use qat::QatMode;
 pub use schedule::Schedule;
 pub use sgd::Sgd;
 pub use tape::TrainModel;
-pub use trainer::{StepReport, TrainConfig, Trainer};
+pub use trainer::{StepPhases, StepReport, TrainConfig, Trainer};

@@ -72,6 +72,21 @@ impl TrainConfig {
     }
 }
 
+/// Where one optimizer step spent its wall time, in ms. On an asynchronous device the
+/// gradient phase ends when the gradients reach the host, so it includes the device's work.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepPhases {
+    /// Weight upload (fake-quantized under QAT), forward, backward and gradient download of
+    /// every micro-step and rank, with their host-side accumulation.
+    pub grads_ms: f64,
+    /// The all-reduce of the ranks' gradients.
+    pub reduce_ms: f64,
+    /// Clipping, Muon (Newton-Schulz on the backend) and the Adam groups.
+    pub optim_ms: f64,
+    /// The EMA update.
+    pub ema_ms: f64,
+}
+
 /// What one optimizer step reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepReport {
@@ -84,6 +99,8 @@ pub struct StepReport {
     pub qat: bool,
     /// Training time so far (validation excluded).
     pub train_time_ms: f64,
+    /// This step's time by phase.
+    pub phases: StepPhases,
 }
 
 /// A run in progress: weights, optimizer state, EMA, data position, step and clock.
@@ -191,7 +208,12 @@ impl<B: TrainBackend + Clone> Trainer<B> {
             }
         }
         drop(model);
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let grads_ms = ms(t0);
+        let t1 = Instant::now();
         HostCollective { world }.all_reduce_mean(&mut rank_grads)?;
+        let reduce_ms = ms(t1);
+        let t2 = Instant::now();
         let mut grads = rank_grads.swap_remove(0);
         let momentum = c.schedule.muon_momentum(self.step);
         let grad_norm = self.opt.step_with(
@@ -201,11 +223,14 @@ impl<B: TrainBackend + Clone> Trainer<B> {
             lr_mul,
             momentum,
         )?;
+        let optim_ms = ms(t2);
+        let t3 = Instant::now();
         if let Some(e) = &mut self.ema {
             e.update(&mut self.weights);
         }
+        let ema_ms = ms(t3);
         self.step += 1;
-        self.elapsed_ms += t0.elapsed().as_secs_f64() * 1e3;
+        self.elapsed_ms += ms(t0);
         Ok(StepReport {
             step: self.step,
             train_loss: loss0,
@@ -213,6 +238,12 @@ impl<B: TrainBackend + Clone> Trainer<B> {
             lr_mul,
             qat,
             train_time_ms: self.elapsed_ms,
+            phases: StepPhases {
+                grads_ms,
+                reduce_ms,
+                optim_ms,
+                ema_ms,
+            },
         })
     }
 
@@ -272,6 +303,15 @@ impl<B: TrainBackend + Clone> Trainer<B> {
             r.train_loss,
             r.train_time_ms,
             r.train_time_ms / r.step.max(1) as f64
+        )
+    }
+
+    /// The `--profile` line of a step: its time by phase.
+    pub fn profile_line(&self, r: &StepReport) -> String {
+        let p = r.phases;
+        format!(
+            "profile step:{} grads:{:.1}ms reduce:{:.1}ms optim:{:.1}ms ema:{:.1}ms",
+            r.step, p.grads_ms, p.reduce_ms, p.optim_ms, p.ema_ms
         )
     }
 
