@@ -63,6 +63,25 @@ fn linear_backward<G: Gpu>(p: &Pair<G>) {
             .linear_segments_backward_weight(&dg, &xg, &segs)
             .unwrap(),
     );
+    // A stacked weight that is not segments x out rows, and segments past the rows: errors.
+    let (wc7, wg7) = p.up(&data(7 * k, 0.2, 1.0), 7, k);
+    assert!(p
+        .cpu
+        .linear_segments_backward_input(&dc, &wc7, &segs)
+        .is_err());
+    assert!(p
+        .gpu
+        .linear_segments_backward_input(&dg, &wg7, &segs)
+        .is_err());
+    let past = [(0, 10), (10, rows + 1)];
+    assert!(p
+        .cpu
+        .linear_segments_backward_weight(&dc, &xc, &past)
+        .is_err());
+    assert!(p
+        .gpu
+        .linear_segments_backward_weight(&dg, &xg, &past)
+        .is_err());
 }
 
 /// Muon's Newton-Schulz on the device against the host oracle (`TrainBackend::newton_schulz`'s

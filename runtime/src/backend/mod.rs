@@ -116,6 +116,25 @@ pub fn check_segments(
     Ok(stacked_rows / segs.len())
 }
 
+/// Checks the operands of [`train::TrainBackend::linear_segments_backward_input`]: `dy`
+/// `[rows, out]` against a stacked weight of `stacked_rows` (`out` rows per segment). Returns
+/// `out`.
+pub fn check_segments_input_grad(
+    rows: usize,
+    out: usize,
+    stacked_rows: usize,
+    segs: &[(usize, usize)],
+) -> Result<usize> {
+    let per = stacked_rows / segs.len().max(1);
+    check_segments(
+        rows,
+        (out, per),
+        stacked_rows,
+        segs,
+        "linear_segments backward",
+    )
+}
+
 /// Checks the operands of [`train::TrainBackend::linear_segments_backward_weight`]: `dy` and `x`
 /// with the same rows, and `segs` valid segments of them.
 pub fn check_segments_weight_grad(

@@ -191,13 +191,7 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         w: &CudaTensor<G>,
         segs: &[(usize, usize)],
     ) -> Result<CudaTensor<G>> {
-        let out = crate::backend::check_segments(
-            dy.rows,
-            (dy.cols, w.rows / segs.len().max(1)),
-            w.rows,
-            segs,
-            "linear_segments backward",
-        )?;
+        let out = crate::backend::check_segments_input_grad(dy.rows, dy.cols, w.rows, segs)?;
         let inp = w.cols;
         let mut dx = self.gpu.zeros(dy.rows * inp)?;
         // dx_k [m, in] = dy_k [m, out] · w_k [out, in]

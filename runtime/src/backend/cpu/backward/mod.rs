@@ -70,13 +70,7 @@ impl TrainBackend for CpuBackend {
         w: &CpuTensor,
         segs: &[(usize, usize)],
     ) -> Result<CpuTensor> {
-        let out = crate::backend::check_segments(
-            dy.rows,
-            (dy.cols, w.rows / segs.len().max(1)),
-            w.rows,
-            segs,
-            "linear_segments backward",
-        )?;
+        let out = crate::backend::check_segments_input_grad(dy.rows, dy.cols, w.rows, segs)?;
         Ok(t(
             dy.rows,
             w.cols,
