@@ -181,12 +181,8 @@ pub trait TrainBackend: Backend {
     /// oracles). The default runs the oracle on the host (the CPU backend keeps it).
     fn newton_schulz(&self, u: &Self::Tensor, steps: usize, bf16: bool) -> Result<Self::Tensor> {
         let (rows, cols) = self.shape(u);
-        let v = self.download(u)?;
-        let o = if bf16 {
-            crate::train::muon::newton_schulz_bf16(&v, rows, cols, steps)
-        } else {
-            crate::train::muon::newton_schulz(&v, rows, cols, steps)
-        };
+        use crate::train::muon::{HostNs, NewtonSchulz};
+        let o = HostNs.orthogonalize(&self.download(u)?, rows, cols, steps, bf16)?;
         self.upload(&o, rows, cols)
     }
 }
