@@ -1,6 +1,7 @@
 //! `pgolf-rt train` machinery on the CPU with a tiny model on the real training shards:
 //! the loss falls, a checkpointed and resumed run follows the same loss curve, N data-parallel
-//! ranks give the update of one rank accumulating the same global batch, and exports round-trip.
+//! ranks give the update of one rank accumulating the same global batch, micro-steps summed on
+//! the backend equal host sums, and exports round-trip.
 
 mod common;
 
@@ -10,7 +11,7 @@ use pgolf_rt::data::TokenStream;
 use pgolf_rt::model::{ConfigOverrides, ModelWeights};
 use pgolf_rt::train::{
     export_weights, init_weights, load_checkpoint, save_checkpoint, Architecture, ExportKind,
-    InitConfig, OptimizerConfig, QatMode, Schedule, TrainConfig, Trainer,
+    InitConfig, OptimizerConfig, QatMode, Schedule, TrainConfig, TrainModel, Trainer,
 };
 use std::path::{Path, PathBuf};
 
@@ -320,4 +321,72 @@ fn bigram_projection_trains_with_muon_or_adam() {
     muon.train_step().unwrap();
     resumed.train_step().unwrap();
     assert_eq!(params(&muon), params(&resumed));
+}
+
+/// The trainer sums micro-steps on the backend ([`BaseGrads`]) and downloads once per step.
+/// That sum must equal, bit for bit, the host sum of the downloaded gradients it replaced, for
+/// every kind of parameter (device matrices and vectors, host-side BigramHash, SmearGate, skip
+/// and value-embedding pieces), and gradients of another model are refused.
+#[test]
+fn micro_step_sums_on_the_backend_equal_host_sums() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let a = Architecture {
+        bigram: Some((64, 16)),
+        smear_gate: true,
+        value_embed: Some((16, 1)),
+        tie_embeddings: false,
+        num_layers: 4,
+        ..arch()
+    };
+    let ov = ConfigOverrides::default();
+    let mut w = init_weights(&a.config(&ov).unwrap(), &InitConfig::default());
+    // Non-zero bigram table and skip weights, so their gradients are not all zero.
+    for (i, v) in w.bigram.as_mut().unwrap().embed.data.iter_mut().enumerate() {
+        *v = 0.01 * ((i * 37 % 17) as f32 - 8.0);
+    }
+    let be = CpuBackend::new();
+    let model = TrainModel::new(be.clone(), &w).unwrap();
+    let mut stream = TokenStream::open(&train_glob(&shared)).unwrap();
+    let batches = stream.next_batch(1024, 64, 1, 2).unwrap();
+    let b1 = &batches[0];
+    let b2 = &stream.next_batch(1024, 64, 1, 2).unwrap()[0];
+    let rows: Vec<usize> = (0..b1.inputs.len()).collect();
+    let dev = |b: &pgolf_rt::data::Batch| {
+        model
+            .loss_and_base_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets)
+            .unwrap()
+    };
+    let host = |b: &pgolf_rt::data::Batch| {
+        let (l, g) = model
+            .loss_and_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets, None, true)
+            .unwrap();
+        (l, g.base.unwrap())
+    };
+    let ((l1, g1), (h1l, h1)) = (dev(b1), host(b1));
+    assert_eq!(l1, h1l);
+    assert_eq!(flat(&g1.download(&be).unwrap()), flat(&h1));
+
+    let s = 0.5f32;
+    let (mut sum, (_, g2)) = (dev(b1).1, dev(b2));
+    sum.scale(&be, s).unwrap();
+    sum.add_scaled(&be, g2, s).unwrap();
+    let sum = flat(&sum.download(&be).unwrap());
+    let mut want = vec![0.0f32; sum.len()];
+    for g in [&h1, &host(b2).1] {
+        want.iter_mut().zip(flat(g)).for_each(|(a, g)| *a += s * g);
+    }
+    assert_eq!(sum, want);
+    assert!(sum.iter().all(|v| v.is_finite()) && sum.iter().any(|&v| v != 0.0));
+
+    // Gradients of a model of another shape are an error, not a panic or a silent mix.
+    let small = init_weights(&arch().config(&ov).unwrap(), &InitConfig::default());
+    let other = TrainModel::new(be.clone(), &small).unwrap();
+    let (_, g_other) = other
+        .loss_and_base_grads(&b1.inputs, b1.rows, b1.seq, &rows, &b1.targets)
+        .unwrap();
+    let mut g = dev(b1).1;
+    let e = g.add_scaled(&be, g_other, 1.0).unwrap_err().to_string();
+    assert!(e.contains("different models"), "{e}");
 }

@@ -1,18 +1,17 @@
 //! The model backward: from per-row loss weights on scored positions to gradients of all base
-//! weights (returned as a [`ModelWeights`] holding gradients) and/or of the LoRA adapters only.
+//! weights (on the backend as [`BaseGrads`], or downloaded into a [`ModelWeights`] holding
+//! gradients) and/or of the LoRA adapters only.
 //! Base weight gradients (`dW = dyᵀx` of every linear, scales, gains, embeddings) are skipped
 //! when not requested, so LoRA-only backward costs two `dx` products per linear. BigramHash,
 //! SmearGate and value embeddings only feed base gradients (the adapters sit after them or
 //! beside them), so their backward runs only with base gradients.
 
+use super::base_grads::{BaseGrads, BlockGradTensors, VeGradTensors};
 use super::lora::{LoraGrads, Proj};
 use super::tape::TrainModel;
 use crate::backend::train::TrainBackend;
 use crate::model::adapters::LoraSlot;
-use crate::model::{
-    ln_scale, BigramWeights, BlockTape, BlockWeights, DeviceLora, Matrix, ModelWeights, Tape,
-    ValueEmbedWeights,
-};
+use crate::model::{ln_scale, BigramWeights, BlockTape, DeviceLora, Matrix, ModelWeights, Tape};
 use crate::{Error, Result};
 
 /// What a backward produced.
@@ -115,7 +114,7 @@ impl<B: TrainBackend> TrainModel<B> {
     ) -> Result<Gradients> {
         let (base, mut members) = self.backward_all(tape, rows, targets, dnll, lora, want_base)?;
         Ok(Gradients {
-            base,
+            base: base.map(|b| b.download(self.backend())).transpose()?,
             lora: lora.map(|_| members.swap_remove(0)),
         })
     }
@@ -145,7 +144,7 @@ impl<B: TrainBackend> TrainModel<B> {
         dnll: &[f32],
         lora: Option<&DeviceLora<B::Tensor>>,
         want_base: bool,
-    ) -> Result<(Option<ModelWeights>, Vec<LoraGrads>)> {
+    ) -> Result<(Option<BaseGrads<B::Tensor>>, Vec<LoraGrads>)> {
         let (be, cfg) = (self.backend(), self.config());
         if rows.len() != targets.len() || rows.len() != dnll.len() {
             return Err(Error::Usage(
@@ -240,7 +239,7 @@ impl<B: TrainBackend> TrainModel<B> {
             self.add(&mut d_tok, &d_head)?;
             None
         } else {
-            Some(self.matrix(&d_head)?)
+            Some(d_head)
         };
         let mut skip = Matrix::zeros(self.model.skip_weights.len(), d);
         for (j, g) in dskip_w.iter().enumerate() {
@@ -271,21 +270,19 @@ impl<B: TrainBackend> TrainModel<B> {
                     }
                 }
             }
-            let [wq, wk, wv, wo, wfc, wproj] = bg.w;
-            let m = |t: Option<B::Tensor>| -> Result<Matrix> {
-                self.matrix(&t.ok_or_else(|| Error::Backend("missing weight gradient".into()))?)
-            };
-            blocks.push(BlockWeights {
-                c_q: m(wq)?,
-                c_k: m(wk)?,
-                c_v: m(wv)?,
-                attn_proj: m(wo)?,
-                q_gain: be.download(&bg.q_gain)?,
-                mlp_fc: m(wfc)?,
-                mlp_proj: m(wproj)?,
-                attn_scale: be.download(&bg.attn_scale)?,
-                mlp_scale: be.download(&bg.mlp_scale)?,
-                resid_mix: self.matrix(&bg.resid_mix)?,
+            let [wq, wk, wv, wo, wfc, wproj] =
+                bg.w.map(|t| t.ok_or_else(|| Error::Backend("missing weight gradient".into())));
+            blocks.push(BlockGradTensors {
+                c_q: wq?,
+                c_k: wk?,
+                c_v: wv?,
+                attn_proj: wo?,
+                q_gain: bg.q_gain,
+                mlp_fc: wfc?,
+                mlp_proj: wproj?,
+                attn_scale: bg.attn_scale,
+                mlp_scale: bg.mlp_scale,
+                resid_mix: bg.resid_mix,
             });
         }
         let value_embed = match &self.model.value_embed {
@@ -294,12 +291,11 @@ impl<B: TrainBackend> TrainModel<B> {
                 let (embed, proj) = match ve_sum {
                     Some((p, de)) => {
                         let rows = be.shape(&ve.embed).0;
-                        let d_embed = be.embedding_backward(&de, &tape.ids, rows)?;
-                        (self.matrix(&d_embed)?, self.matrix(&p)?)
+                        (be.embedding_backward(&de, &tape.ids, rows)?, p)
                     }
                     None => {
                         let ((er, ec), (pr, pc)) = (be.shape(&ve.embed), be.shape(&ve.proj));
-                        (Matrix::zeros(er, ec), Matrix::zeros(pr, pc))
+                        (be.zeros(er, ec)?, be.zeros(pr, pc)?)
                     }
                 };
                 // c_k = ls_k · s: d ls_k = dc_k · s, d s = Σ_k dc_k · ls_k.
@@ -312,7 +308,7 @@ impl<B: TrainBackend> TrainModel<B> {
                     .iter()
                     .map(|dc| (dc * ve.scale as f64) as f32)
                     .collect();
-                Some(ValueEmbedWeights {
+                Some(VeGradTensors {
                     embed,
                     proj,
                     scale,
@@ -321,9 +317,9 @@ impl<B: TrainBackend> TrainModel<B> {
             }
         };
         Ok((
-            Some(ModelWeights {
+            Some(BaseGrads {
                 config: cfg.clone(),
-                tok_emb: self.matrix(&d_tok)?,
+                tok_emb: d_tok,
                 lm_head,
                 skip_weights: skip,
                 blocks,
@@ -441,6 +437,24 @@ impl<B: TrainBackend> TrainModel<B> {
         Ok((dx_in, dx0, grads))
     }
 
+    /// Taped forward, mean NLL over `rows` and the per-row loss weights `1/n` of that mean.
+    #[allow(clippy::too_many_arguments)]
+    fn mean_loss(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        rows: &[usize],
+        targets: &[u32],
+        lora: Option<&DeviceLora<B::Tensor>>,
+    ) -> Result<(Tape<B::Tensor>, f64, Vec<f32>)> {
+        let tape = self.forward(ids, batch, seq, lora)?;
+        let nll = self.nll(&tape, rows, targets, lora)?;
+        let n = rows.len().max(1);
+        let loss = nll.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        Ok((tape, loss, vec![1.0 / n as f32; rows.len()]))
+    }
+
     /// Mean NLL over `rows` and its gradients (the training loss of one step).
     #[allow(clippy::too_many_arguments)]
     pub fn loss_and_grads(
@@ -453,13 +467,26 @@ impl<B: TrainBackend> TrainModel<B> {
         lora: Option<&DeviceLora<B::Tensor>>,
         want_base: bool,
     ) -> Result<(f64, Gradients)> {
-        let tape = self.forward(ids, batch, seq, lora)?;
-        let nll = self.nll(&tape, rows, targets, lora)?;
-        let n = rows.len().max(1);
-        let loss = nll.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let dnll = vec![1.0 / n as f32; rows.len()];
+        let (tape, loss, dnll) = self.mean_loss(ids, batch, seq, rows, targets, lora)?;
         let g = self.backward(&tape, rows, targets, &dnll, lora, want_base)?;
         Ok((loss, g))
+    }
+
+    /// [`TrainModel::loss_and_grads`] without adapters, the base gradients left on the backend
+    /// (for summing micro-steps there; [`BaseGrads::download`] brings them to the host).
+    pub fn loss_and_base_grads(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        rows: &[usize],
+        targets: &[u32],
+    ) -> Result<(f64, BaseGrads<B::Tensor>)> {
+        let (tape, loss, dnll) = self.mean_loss(ids, batch, seq, rows, targets, None)?;
+        let (base, _) = self.backward_all(&tape, rows, targets, &dnll, None, true)?;
+        let base =
+            base.ok_or_else(|| Error::Backend("backward returned no weight gradients".into()))?;
+        Ok((loss, base))
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod adam;
 mod backward;
+mod base_grads;
 pub mod checkpoint;
 pub mod collective;
 pub mod ema;
@@ -29,6 +30,7 @@ pub mod trainer;
 pub use crate::model::{DeviceLora, Tape};
 pub use adam::{Adam, AdamConfig, OptimizerKind};
 pub use backward::Gradients;
+pub use base_grads::BaseGrads;
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use collective::{Collective, HostCollective};
 pub use export::{export_weights, ExportKind};

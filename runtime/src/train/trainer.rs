@@ -10,6 +10,7 @@
 //! which run on the backend with the forward/backward.
 //! Training time excludes validation, as the reference's timer does.
 
+use super::base_grads::BaseGrads;
 use super::collective::{Collective, HostCollective};
 use super::ema::Ema;
 use super::muon::OnBackend;
@@ -76,8 +77,8 @@ impl TrainConfig {
 /// gradient phase ends when the gradients reach the host, so it includes the device's work.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StepPhases {
-    /// Weight upload (fake-quantized under QAT), forward, backward and gradient download of
-    /// every micro-step and rank, with their host-side accumulation.
+    /// Weight upload (fake-quantized under QAT), forward and backward of every micro-step and
+    /// rank, their sum on the backend, and one gradient download per rank.
     pub grads_ms: f64,
     /// The all-reduce of the ranks' gradients.
     pub reduce_ms: f64,
@@ -117,16 +118,6 @@ pub struct Trainer<B: TrainBackend + Clone> {
     pub elapsed_ms: f64,
 }
 
-/// `acc += s · g` over every parameter.
-fn axpy(acc: &mut ModelWeights, g: &mut ModelWeights, s: f32) {
-    for (a, g) in acc.params_mut().into_iter().zip(g.params_mut()) {
-        a.values
-            .iter_mut()
-            .zip(g.values.iter())
-            .for_each(|(a, &g)| *a += s * g);
-    }
-}
-
 impl<B: TrainBackend + Clone> Trainer<B> {
     /// A run from step 0.
     pub fn new(
@@ -160,15 +151,10 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         &self.backend
     }
 
-    /// Loss and gradients of one rank's micro-batch.
-    fn rank_grads(model: &TrainModel<B>, b: &Batch) -> Result<(f64, ModelWeights)> {
+    /// Loss and (backend-resident) gradients of one rank's micro-batch.
+    fn rank_grads(model: &TrainModel<B>, b: &Batch) -> Result<(f64, BaseGrads<B::Tensor>)> {
         let rows: Vec<usize> = (0..b.inputs.len()).collect();
-        let (loss, g) =
-            model.loss_and_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets, None, true)?;
-        let g = g
-            .base
-            .ok_or_else(|| Error::Backend("backward returned no weight gradients".into()))?;
-        Ok((loss, g))
+        model.loss_and_base_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets)
     }
 
     /// Runs one optimizer step.
@@ -185,9 +171,9 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         };
         let world = c.world_size;
         let accum = c.grad_accum_steps;
-        let mut rank_grads: Vec<ModelWeights> = (0..world)
-            .map(|_| ModelWeights::zeros(&self.weights.config))
-            .collect();
+        // Each rank's mean gradient over its micro-steps, summed on the backend.
+        let mut rank_sums: Vec<Option<BaseGrads<B::Tensor>>> = (0..world).map(|_| None).collect();
+        let s = 1.0 / accum as f32;
         let mut loss0 = 0.0;
         for _ in 0..accum {
             let batches =
@@ -204,10 +190,23 @@ impl<B: TrainBackend + Clone> Trainer<B> {
                 if r == 0 {
                     loss0 += loss / accum as f64;
                 }
-                axpy(&mut rank_grads[r], &mut g, 1.0 / accum as f32);
+                match &mut rank_sums[r] {
+                    Some(sum) => sum.add_scaled(&self.backend, g, s)?,
+                    None => {
+                        g.scale(&self.backend, s)?;
+                        rank_sums[r] = Some(g);
+                    }
+                }
             }
         }
         drop(model);
+        let mut rank_grads = rank_sums
+            .into_iter()
+            .map(|g| {
+                g.ok_or_else(|| Error::Backend("no micro-step ran".into()))?
+                    .download(&self.backend)
+            })
+            .collect::<Result<Vec<ModelWeights>>>()?;
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let grads_ms = ms(t0);
         let t1 = Instant::now();
