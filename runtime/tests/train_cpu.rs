@@ -347,7 +347,7 @@ fn micro_step_sums_on_the_backend_equal_host_sums() {
         *v = 0.01 * ((i * 37 % 17) as f32 - 8.0);
     }
     let be = CpuBackend::new();
-    let model = TrainModel::new(be.clone(), &w).unwrap();
+    let model = TrainModel::new(be, &w).unwrap();
     let mut stream = TokenStream::open(&train_glob(&shared)).unwrap();
     let batches = stream.next_batch(1024, 64, 1, 2).unwrap();
     let b1 = &batches[0];
@@ -382,7 +382,7 @@ fn micro_step_sums_on_the_backend_equal_host_sums() {
 
     // Gradients of a model of another shape are an error, not a panic or a silent mix.
     let small = init_weights(&arch().config(&ov).unwrap(), &InitConfig::default());
-    let other = TrainModel::new(be.clone(), &small).unwrap();
+    let other = TrainModel::new(be, &small).unwrap();
     let (_, g_other) = other
         .loss_and_base_grads(&b1.inputs, b1.rows, b1.seq, &rows, &b1.targets)
         .unwrap();
