@@ -6,12 +6,13 @@
 #      (every op + first 2 windows' NLL of both reference artifacts vs the CPU oracle, f32);
 #      and cuda_train_parity (every backward op, tiny-model gradients, trainer steps, LoRA TTT);
 #   3. evaluates both reference artifacts on the val shard with `--backend cuda --json`,
-#      standard and sliding (--stride 64), and prints val_bpb vs PyTorch and tokens/s vs
+#      standard and sliding (--stride 64), and sliding again with PGOLF_CUDA_TF32=1 (TF32
+#      GEMMs, tensor-core attention), and prints val_bpb vs PyTorch and tokens/s vs
 #      PyTorch's 5.5 M tok/s (standard) and 88 k tok/s (sliding) from shared/reference/README.md;
 #   4. (ttt) LoRA TTT on the baseline with the published recipe over the whole val shard, plain
 #      and with the Hedge mixer: val_bpb vs PyTorch's 1.41559021, tokens/s vs its 83 k tok/s;
 #   5. (train) step time of the baseline config (524,288 tokens per step) on one train shard,
-#      f32 and TF32 GEMMs, vs PyTorch's 352.8 ms.
+#      f32, and TF32 GEMMs with tensor-core forward attention, vs PyTorch's 352.8 ms.
 # Usage: bash scripts/gpu-check.sh [all|tests|eval|ttt|train]   (default all; GPU_BUNDLE=DIR)
 # Each step has its own timeout; the script goes on after a failure and exits non-zero at the end.
 set -uo pipefail
@@ -46,13 +47,15 @@ fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = eval ]; then
     ROWS=()
-    # name artifact mode(standard|sliding) pytorch_bpb pytorch_tok_s
+    # name artifact mode(standard|sliding) pytorch_bpb pytorch_tok_s [tf32: 1 = TF32 GEMMs and
+    # tensor-core attention]
     run_eval() {
-        local name=$1 art=$2 mode=$3 ref_bpb=$4 ref_tps=$5
+        local name=$1 art=$2 mode=$3 ref_bpb=$4 ref_tps=$5 tf32=${6:-0}
         local extra=() out json
         [ "$mode" = sliding ] && extra=(--stride 64)
+        [ "$tf32" = 1 ] && mode="$mode+tf32"
         echo "== eval $name $mode =="
-        out=$(timeout 500 "$B/bin/pgolf-rt" eval --backend cuda --json --batch 32 \
+        out=$(PGOLF_CUDA_TF32=$tf32 timeout 500 "$B/bin/pgolf-rt" eval --backend cuda --json --batch 32 \
             --artifact "$S/reference/$art" --data "$S/data/text_sp1024/fineweb_val_000000.bin" \
             --tokenizer "$S/data/tokenizers/pg_sp1024_bpe.model" "${extra[@]}" 2>&1)
         local rc=$?
@@ -60,7 +63,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = eval ]; then
         json=$(echo "$out" | grep '^{' | tail -1)
         if [ $rc -ne 0 ] || [ -z "$json" ]; then
             FAIL=1
-            ROWS+=("$(printf '%-12s %-8s %12s %12s %10s %14s %14s %7s' "$name" "$mode" FAILED "$ref_bpb" - - "$ref_tps" -)")
+            ROWS+=("$(printf '%-12s %-13s %12s %12s %10s %14s %14s %7s' "$name" "$mode" FAILED "$ref_bpb" - - "$ref_tps" -)")
             return
         fi
         local bpb tokens secs
@@ -71,7 +74,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = eval ]; then
             tps = t / s; d = (rb == "-") ? "-" : sprintf("%+.2e", b - rb);
             ok = (rb == "-") ? "-" : ((b - rb < 2e-3 && rb - b < 2e-3) ? "ok" : "FAIL");
             x = (rt == "-") ? "-" : sprintf("%.2fx", tps / rt);
-            printf "%-12s %-8s %12.8f %12s %10s %14.0f %14s %7s %s", n, m, b, rb, d, tps, rt, x, ok }')")
+            printf "%-12s %-13s %12.8f %12s %10s %14.0f %14s %7s %s", n, m, b, rb, d, tps, rt, x, ok }')")
         if [ "$ref_bpb" != - ]; then
             awk -v b="$bpb" -v rb="$ref_bpb" 'BEGIN { exit !(b - rb < 2e-3 && rb - b < 2e-3) }' || FAIL=1
         fi
@@ -80,9 +83,11 @@ if [ "$WHAT" = all ] || [ "$WHAT" = eval ]; then
     run_eval baseline9L baseline9L_int8_zlib.ptz sliding - 88000
     run_eval mlp3x11L mlp3x11L_int6_zstd.ptz standard 1.52212443 5500000
     run_eval mlp3x11L mlp3x11L_int6_zstd.ptz sliding 1.50767210 88000
+    run_eval baseline9L baseline9L_int8_zlib.ptz sliding - 88000 1
+    run_eval mlp3x11L mlp3x11L_int6_zstd.ptz sliding 1.50767210 88000 1
     echo
     echo "== summary (PyTorch: shared/reference/README.md, same H100 model; bpb tolerance 2e-3) =="
-    printf '%-12s %-8s %12s %12s %10s %14s %14s %7s %s\n' model eval val_bpb torch_bpb diff tokens/s torch_tok/s speedup bpb
+    printf '%-12s %-13s %12s %12s %10s %14s %14s %7s %s\n' model eval val_bpb torch_bpb diff tokens/s torch_tok/s speedup bpb
     for r in "${ROWS[@]}"; do echo "$r"; done
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = ttt ]; then

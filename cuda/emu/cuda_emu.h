@@ -70,6 +70,7 @@ inline T from_bits(uint64_t b) {
 #define __launch_bounds__(...)
 // One block runs at a time, so function-local statics are the block's shared memory.
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 // ---- synchronisation
 inline void __syncthreads() { pgolf_emu::syncthreads(); }
@@ -141,3 +142,65 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+
+// ---- tensor cores: the `tc::` API of cuda/attention_tc.cu (TF32 wmma m16n16k8)
+// A fragment's layout across a warp's lanes is opaque on the GPU, and kernels only touch
+// fragment elements uniformly (x[i] for every i < num_elements), so here every lane holds the
+// whole tile: loads read all of it, mma computes all of it, stores write all of it (every lane
+// the same values). Each of them first waits for the whole warp, as the hardware's *.sync
+// instructions do, so shared memory the lanes wrote before is visible to it.
+namespace tc {
+template <int R, int C, bool RowMajor>
+struct tile {
+    static constexpr int rows = R, cols = C, num_elements = R * C;
+    static constexpr bool row_major = RowMajor;
+    float x[R * C];  // row-major, the whole tile
+};
+using frag_a = tile<16, 8, true>;
+using frag_b_row = tile<8, 16, true>;
+using frag_b_col = tile<8, 16, false>;
+using frag_c = tile<16, 16, true>;
+
+// The tensor cores read only the top 19 bits of a TF32 operand.
+inline float tf32_operand(float f) {
+    return pgolf_emu::from_bits<float>((uint32_t)pgolf_emu::to_bits(f) & 0xffffe000u);
+}
+template <class F>
+inline void load(F& f, const float* p, unsigned ldm) {
+    pgolf_emu::syncwarp();
+    for (int i = 0; i < F::rows; i++)
+        for (int j = 0; j < F::cols; j++)
+            f.x[i * F::cols + j] = F::row_major ? p[i * ldm + j] : p[j * ldm + i];
+}
+// d = a·b + c, fp32 accumulation in k order.
+template <class B>
+inline void mma(frag_c& d, const frag_a& a, const B& b, const frag_c& c) {
+    pgolf_emu::syncwarp();
+    float out[256];
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            float s = c.x[i * 16 + j];
+            for (int k = 0; k < 8; k++) s += tf32_operand(a.x[i * 8 + k]) * tf32_operand(b.x[k * 16 + j]);
+            out[i * 16 + j] = s;
+        }
+    for (int i = 0; i < 256; i++) d.x[i] = out[i];
+}
+inline void store(float* p, const frag_c& f, unsigned ldm) {
+    pgolf_emu::syncwarp();
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) p[i * ldm + j] = f.x[i * 16 + j];
+}
+template <class F>
+inline void fill(F& f, float v) {
+    for (float& x : f.x) x = v;
+}
+// cvt.rna.tf32.f32: round to a 10-bit mantissa, ties away from zero.
+template <class F>
+inline void to_tf32(F& f) {
+    for (float& x : f.x) {
+        uint32_t u = (uint32_t)pgolf_emu::to_bits(x);
+        if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+        x = pgolf_emu::from_bits<float>(u);
+    }
+}
+}  // namespace tc

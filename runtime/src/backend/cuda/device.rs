@@ -196,12 +196,18 @@ impl Gpu for CudaGpu {
 
     fn describe(&self) -> String {
         let (ma, mi) = self.dev.compute_capability;
-        let math = if self.blas.tf32 {
+        let math = if self.tf32() {
+            "tf32 gemm + tensor-core attention"
+        } else if self.blas.tf32 {
             "tf32 gemm"
         } else {
             "float32"
         };
         format!("cuda ({}, sm_{ma}{mi}, {math})", self.dev.name)
+    }
+
+    fn tf32(&self) -> bool {
+        self.blas.tf32 && self.dev.compute_capability.0 >= 8
     }
 
     fn kernel(&self, file: &str, func: &str) -> Result<CudaFunction> {

@@ -6,7 +6,8 @@
 //! - `modules.rs`: the `cuda/*.cu` sources (embedded with `include_str!`), compiled once per
 //!   process with NVRTC for the device's `sm_XY` and cached; loaded into each context.
 //! - `gemm.rs`: matrix products through cuBLAS sgemm (fp32; opt-in TF32 via
-//!   `PGOLF_CUDA_TF32=1`).
+//!   `PGOLF_CUDA_TF32=1`, which also moves the forward attention onto tensor cores:
+//!   `cuda/attention_tc.cu`).
 //! - `gpu.rs`: the device layer the backend is written against ([`gpu::Gpu`]): buffers,
 //!   launches, matrix products. [`device::CudaGpu`] is the real GPU; `emu::EmuGpu` (feature
 //!   `cuda-emu`) runs the same kernels on the host, so CI tests this backend without a GPU.
@@ -17,7 +18,8 @@
 //! `download`, `nll` and `log_probs` synchronise with the host.
 //!
 //! Status (2026-11-23): compiles on a CUDA-less machine, and NVRTC accepts every kernel for
-//! sm_90 (`tests/cuda_kernels_compile.rs`). Numerics against the CPU oracle
+//! sm_90 (`tests/cuda_kernels_compile.rs`). In the TF32 math mode the forward attention runs on
+//! tensor cores (`cuda/attention_tc.cu`, head dims 32 and 64). Numerics against the CPU oracle
 //! (`tests/cuda_parity.rs`) and speed have NOT yet been run on a GPU. Not yet implemented:
 //! bf16 GEMMs through cuBLASLt, dequantisation of int8/int6 rows on the device (weights are
 //! dequantised on the host and uploaded as f32), fused head GEMM (the head uses cuBLAS
@@ -73,6 +75,8 @@ pub struct CudaBackend<G: Gpu = CudaGpu> {
     gpu: Arc<G>,
     kernels: Arc<modules::Kernels<G::Func>>,
     rope: RopeCache<G>,
+    /// Attention on TF32 tensor cores (`cuda/attention_tc.cu`) for the head dims it has.
+    tc_attention: bool,
 }
 
 impl<G: Gpu> Clone for CudaBackend<G> {
@@ -81,6 +85,7 @@ impl<G: Gpu> Clone for CudaBackend<G> {
             gpu: self.gpu.clone(),
             kernels: self.kernels.clone(),
             rope: self.rope.clone(),
+            tc_attention: self.tc_attention,
         }
     }
 }
@@ -102,10 +107,19 @@ impl<G: Gpu> CudaBackend<G> {
     pub fn with_gpu(gpu: G) -> Result<Self> {
         let kernels = Arc::new(modules::Kernels::load(&gpu)?);
         Ok(CudaBackend {
+            tc_attention: gpu.tf32(),
             gpu: Arc::new(gpu),
             kernels,
             rope: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// The same backend with the forward attention on TF32 tensor cores or not (default: on in
+    /// the TF32 math mode). Head dims `cuda/attention_tc.cu` lacks keep the fp32 kernel, and
+    /// the backward always recomputes in fp32. Tensor cores need sm_80+.
+    pub fn with_tensor_core_attention(mut self, on: bool) -> Self {
+        self.tc_attention = on;
+        self
     }
 
     /// Blocks until all queued work is done (for timing).

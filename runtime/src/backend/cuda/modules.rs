@@ -39,6 +39,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../cuda/attention.cu"),
     ),
     (
+        "attention_tc.cu",
+        include_str!("../../../../cuda/attention_tc.cu"),
+    ),
+    (
         "attention_backward.cu",
         include_str!("../../../../cuda/attention_backward.cu"),
     ),
@@ -55,6 +59,9 @@ pub const SOURCES: &[(&str, &str)] = &[
 
 /// Head dims the attention kernel is instantiated for (`attention_hd{N}` entry points).
 pub const ATTENTION_HEAD_DIMS: &[usize] = &[4, 8, 16, 32, 64, 128];
+
+/// Head dims the tensor-core attention kernel is instantiated for (`attention_tc_hd{N}`).
+pub const ATTENTION_TC_HEAD_DIMS: &[usize] = &[32, 64];
 
 /// Compiles one source to PTX for `arch` (e.g. `sm_90`). Exact IEEE division and square root,
 /// no fast math: the float32 path must match the CPU oracle to 1e-4.
@@ -129,6 +136,8 @@ pub struct Kernels<F> {
     pub qk_norm_rope: F,
     /// `(head_dim, attention_hd{head_dim})`.
     pub attention: Vec<(usize, F)>,
+    /// `(head_dim, attention_tc_hd{head_dim})`: TF32 tensor cores (the TF32 math mode).
+    pub attention_tc: Vec<(usize, F)>,
     pub relu2: F,
     pub leaky_relu2: F,
     pub softcap_nll: F,
@@ -164,12 +173,12 @@ impl<F> Kernels<F> {
     /// Every entry point the backend uses, each from `f(file, function)` (the one list of
     /// them: tests check it against NVRTC's PTX).
     pub fn load_with(f: impl Fn(&str, &str) -> Result<F>) -> Result<Kernels<F>> {
-        let per_hd = |file: &str, prefix: &str| -> Result<Vec<(usize, F)>> {
-            ATTENTION_HEAD_DIMS
-                .iter()
+        let per_dims = |dims: &[usize], file: &str, prefix: &str| -> Result<Vec<(usize, F)>> {
+            dims.iter()
                 .map(|&hd| Ok((hd, f(file, &format!("{prefix}{hd}"))?)))
                 .collect()
         };
+        let per_hd = |file: &str, prefix: &str| per_dims(ATTENTION_HEAD_DIMS, file, prefix);
         Ok(Kernels {
             gather_rows: f("embedding.cu", "gather_rows")?,
             rms_norm: f("rms_norm.cu", "rms_norm")?,
@@ -179,6 +188,7 @@ impl<F> Kernels<F> {
             smear: f("smear.cu", "smear")?,
             qk_norm_rope: f("qk_norm_rope.cu", "qk_norm_rope")?,
             attention: per_hd("attention.cu", "attention_hd")?,
+            attention_tc: per_dims(ATTENTION_TC_HEAD_DIMS, "attention_tc.cu", "attention_tc_hd")?,
             relu2: f("activation.cu", "relu2")?,
             leaky_relu2: f("activation.cu", "leaky_relu2")?,
             softcap_nll: f("head.cu", "softcap_nll")?,

@@ -17,6 +17,10 @@ const THREADS: u32 = 256;
 const _: () = assert!(THREADS.is_multiple_of(32) && THREADS <= 1024);
 /// Queries per attention block (one thread each); must equal `BR` in cuda/attention.cu.
 pub(super) const ATTN_QUERIES_PER_BLOCK: usize = 64;
+/// Queries per tensor-core attention block; must equal `TC_BR` in cuda/attention_tc.cu.
+pub(super) const ATTN_TC_QUERIES_PER_BLOCK: usize = 64;
+/// Threads per tensor-core attention block: `TC_WARPS` (4) warps of 16 queries each.
+const ATTN_TC_THREADS: u32 = 128;
 /// Warps (one per `(row, head)`) per qk_norm_rope block.
 const QK_WARPS_PER_BLOCK: usize = 4;
 
@@ -60,6 +64,15 @@ pub(super) fn qk_norm_rope_config(rows: usize, heads: usize) -> Result<LaunchCon
 /// Grid `(query tiles, heads, windows)`, one thread per query of a tile; `None` when empty.
 fn attention_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
     tiles_config(g, g.heads)
+}
+
+/// The tensor-core kernel's grid: the same tiles, [`ATTN_TC_THREADS`] threads per block.
+fn attention_tc_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
+    const _: () = assert!(ATTN_TC_QUERIES_PER_BLOCK == ATTN_QUERIES_PER_BLOCK);
+    Ok(tiles_config(g, g.heads)?.map(|mut c| {
+        c.block_dim = (ATTN_TC_THREADS, 1, 1);
+        c
+    }))
 }
 
 /// Grid `(64-row tiles, heads, windows)` with one thread per row of a tile (the attention
@@ -342,11 +355,23 @@ impl<G: Gpu> CudaBackend<G> {
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<()> {
-        let f = by_head_dim(&self.kernels.attention, geom.head_dim, "attention")?;
-        let Some(cfg) = attention_config(geom)? else {
+        let tc = self
+            .kernels
+            .attention_tc
+            .iter()
+            .find(|(d, _)| self.tc_attention && *d == geom.head_dim);
+        let (f, cfg) = match tc {
+            Some((_, f)) => (f, attention_tc_config(geom)?),
+            None => (
+                by_head_dim(&self.kernels.attention, geom.head_dim, "attention")?,
+                attention_config(geom)?,
+            ),
+        };
+        let Some(cfg) = cfg else {
             return Ok(());
         };
-        // SAFETY: matches `attention_hd*` in cuda/attention.cu; shapes checked by the caller
+        // SAFETY: matches `attention_hd*` in cuda/attention.cu and `attention_tc_hd*` in
+        // cuda/attention_tc.cu (same parameters); shapes checked by the caller
         // (check_qkv: whole query groups per KV head, kv_heads > 0).
         unsafe {
             self.run(
@@ -491,6 +516,22 @@ mod tests {
         assert!(source("attention.cu").contains("__launch_bounds__(BR)"));
         let qk = qk_norm_rope_config(5, 3).unwrap();
         assert_eq!(qk.block_dim.0 % 32, 0);
+        // attention_tc.cu: tile height, warps, launch bounds.
+        let tc = source("attention_tc.cu");
+        assert_eq!(define(tc, "TC_BR"), ATTN_TC_QUERIES_PER_BLOCK);
+        assert_eq!(define(tc, "TC_WARPS") * 16, ATTN_TC_QUERIES_PER_BLOCK);
+        assert_eq!(define(tc, "TC_WARPS") * 32, ATTN_TC_THREADS as usize);
+        assert!(tc.contains("__launch_bounds__(TC_WARPS * 32)"));
+        let g = AttnGeometry {
+            batch: 2,
+            seq: 130,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+        };
+        let c = attention_tc_config(&g).unwrap().unwrap();
+        assert_eq!(c.grid_dim, (3, 4, 2));
+        assert_eq!(c.block_dim, (ATTN_TC_THREADS, 1, 1));
     }
 
     #[test]
@@ -579,6 +620,26 @@ mod tests {
             hds.push(hd);
         }
         assert_eq!(hds, super::super::modules::ATTENTION_HEAD_DIMS);
+        let tc = source("attention_tc.cu");
+        let (bc, pad, warps) = (
+            define(tc, "TC_BC"),
+            define(tc, "TC_PAD"),
+            define(tc, "TC_WARPS"),
+        );
+        let tc_hds: Vec<usize> = tc
+            .lines()
+            .filter_map(|l| l.strip_prefix("ATTENTION_TC_ENTRY("))
+            .map(|l| l.trim_end_matches(')').parse().unwrap())
+            .collect();
+        for &hd in &tc_hds {
+            // K and V tiles, and per warp a score tile and an output staging tile.
+            let bytes =
+                4 * (2 * bc * (hd + pad) + warps * 16 * (bc + pad) + warps * 16 * (hd + pad));
+            assert!(bytes <= 48 * 1024, "tc hd {hd}: {bytes} B of shared memory");
+            // wmma: tiles of 16 keys and 8-deep k-steps, 32-byte aligned rows.
+            assert!(hd % 16 == 0 && bc % 16 == 0 && ((hd + pad) * 4 * 8) % 32 == 0);
+        }
+        assert_eq!(tc_hds, super::super::modules::ATTENTION_TC_HEAD_DIMS);
         let bwd = source("attention_backward.cu");
         assert_eq!(define(bwd, "BR"), ATTN_QUERIES_PER_BLOCK);
         let mut hds = Vec::new();
