@@ -274,6 +274,89 @@ fn attention_backward<G: Gpu>(p: &Pair<G>) {
     }
 }
 
+/// The tensor-core attention backward (`cuda/attention_tc.cu`: TF32 stats forward, dQ and
+/// dK/dV): within TF32 rounding of the oracle relative to each gradient's scale, really a
+/// different path from the fp32 kernels for its head dims, and the fp32 path bit for bit
+/// for the others.
+fn attention_backward_on_tensor_cores<G: Gpu>(gpu: CudaBackend<G>) {
+    let cpu = CpuBackend::new();
+    let tc = gpu.clone().with_tensor_core_attention(true);
+    let exact = gpu.with_tensor_core_attention(false);
+    let cases = [
+        (2usize, 100usize, 4usize, 2usize, 64usize),
+        (1, 97, 4, 1, 32),
+        (1, 1, 8, 4, 64),
+        (1, 130, 2, 2, 64),
+        (1, 40, 2, 1, 16),
+    ];
+    for &(batch, seq, heads, kv_heads, hd) in &cases {
+        for xsa in [false, true] {
+            let g = AttnGeometry {
+                batch,
+                seq,
+                heads,
+                kv_heads,
+                head_dim: hd,
+            };
+            let rows = batch * seq;
+            let (qw, kw) = (heads * hd, kv_heads * hd);
+            let inputs = [
+                (data(rows * qw, 0.37, 1.0), qw),
+                (data(rows * kw, 0.91, 1.0), kw),
+                (data(rows * kw, 0.13, 2.0), kw),
+                (data(rows * qw, 0.71, 1.0), qw),
+            ];
+            let on = |be: &CudaBackend<G>| {
+                let t: Vec<_> = inputs
+                    .iter()
+                    .map(|(x, c)| be.upload(x, rows, *c).unwrap())
+                    .collect();
+                let (dq, dk, dv) = be
+                    .attention_backward(&t[0], &t[1], &t[2], &t[3], &g, xsa)
+                    .unwrap();
+                [dq, dk, dv].map(|x| be.download(&x).unwrap())
+            };
+            let want = {
+                let t: Vec<_> = inputs
+                    .iter()
+                    .map(|(x, c)| cpu.upload(x, rows, *c).unwrap())
+                    .collect();
+                let (dq, dk, dv) = cpu
+                    .attention_backward(&t[0], &t[1], &t[2], &t[3], &g, xsa)
+                    .unwrap();
+                [dq, dk, dv].map(|x| cpu.download(&x).unwrap())
+            };
+            let (got, fp32) = (on(&tc), on(&exact));
+            let what = format!(
+                "tc attention_backward b{batch} t{seq} h{heads}/{kv_heads} hd{hd} xsa={xsa}"
+            );
+            let has_tc = pgolf_rt::backend::cuda::modules::ATTENTION_TC_HEAD_DIMS.contains(&hd);
+            for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                let scale = want[i].iter().fold(1.0f32, |m, x| m.max(x.abs()));
+                let d = common::devices::max_diff(&got[i], &want[i]);
+                println!("{what} {name}: max abs diff {d:.2e} (scale {scale:.2})");
+                assert!(
+                    got[i].iter().all(|x| x.is_finite()),
+                    "{what} {name}: non-finite"
+                );
+                assert!(
+                    d <= 5e-3 * scale,
+                    "{what} {name}: max abs diff {d} (scale {scale})"
+                );
+                if !has_tc {
+                    assert_eq!(got[i], fp32[i], "{what} {name}: must be the fp32 kernels'");
+                }
+            }
+            if has_tc && seq > 1 {
+                assert!(
+                    got != fp32,
+                    "{what}: bit-identical to the fp32 kernels (TC path not taken?)"
+                );
+            }
+        }
+    }
+}
+
 fn head_backward<G: Gpu>(p: &Pair<G>) {
     for &(rows, d, vocab, cap, with_delta) in &[
         (5usize, 8usize, 11usize, 30.0f32, false),
@@ -559,7 +642,8 @@ on_both_devices!(
         qk_norm_rope_backward,
         attention_backward,
         head_backward;
-    backends: whole_model_gradients,
+    backends: attention_backward_on_tensor_cores,
+        whole_model_gradients,
         trainer_steps,
         lora_ttt_first_documents,
 );

@@ -18,8 +18,8 @@
 //! `download`, `nll` and `log_probs` synchronise with the host.
 //!
 //! Status (2026-11-23): compiles on a CUDA-less machine, and NVRTC accepts every kernel for
-//! sm_90 (`tests/cuda_kernels_compile.rs`). In the TF32 math mode the forward attention runs on
-//! tensor cores (`cuda/attention_tc.cu`, head dims 32 and 64). Numerics against the CPU oracle
+//! sm_90 (`tests/cuda_kernels_compile.rs`). In the TF32 math mode attention, forward and
+//! backward, runs on tensor cores (`cuda/attention_tc.cu`, head dims 32 and 64). Numerics against the CPU oracle
 //! (`tests/cuda_parity.rs`) and speed have NOT yet been run on a GPU. Not yet implemented:
 //! bf16 GEMMs through cuBLASLt, dequantisation of int8/int6 rows on the device (weights are
 //! dequantised on the host and uploaded as f32), fused head GEMM (the head uses cuBLAS
@@ -114,9 +114,9 @@ impl<G: Gpu> CudaBackend<G> {
         })
     }
 
-    /// The same backend with the forward attention on TF32 tensor cores or not (default: on in
-    /// the TF32 math mode). Head dims `cuda/attention_tc.cu` lacks keep the fp32 kernel, and
-    /// the backward always recomputes in fp32. Tensor cores need sm_80+.
+    /// The same backend with attention (forward and backward) on TF32 tensor cores or not
+    /// (default: on in the TF32 math mode). Head dims `cuda/attention_tc.cu` lacks keep the
+    /// fp32 kernels. Tensor cores need sm_80+.
     pub fn with_tensor_core_attention(mut self, on: bool) -> Self {
         self.tc_attention = on;
         self

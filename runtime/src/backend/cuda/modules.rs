@@ -138,6 +138,10 @@ pub struct Kernels<F> {
     pub attention: Vec<(usize, F)>,
     /// `(head_dim, attention_tc_hd{head_dim})`: TF32 tensor cores (the TF32 math mode).
     pub attention_tc: Vec<(usize, F)>,
+    /// Tensor-core `attention_tc_stats_hd*`, `attention_tc_bwd_dq_hd*`, `attention_tc_bwd_dkv_hd*`.
+    pub attention_tc_stats: Vec<(usize, F)>,
+    pub attention_tc_bwd_dq: Vec<(usize, F)>,
+    pub attention_tc_bwd_dkv: Vec<(usize, F)>,
     pub relu2: F,
     pub leaky_relu2: F,
     pub softcap_nll: F,
@@ -189,6 +193,21 @@ impl<F> Kernels<F> {
             qk_norm_rope: f("qk_norm_rope.cu", "qk_norm_rope")?,
             attention: per_hd("attention.cu", "attention_hd")?,
             attention_tc: per_dims(ATTENTION_TC_HEAD_DIMS, "attention_tc.cu", "attention_tc_hd")?,
+            attention_tc_stats: per_dims(
+                ATTENTION_TC_HEAD_DIMS,
+                "attention_tc.cu",
+                "attention_tc_stats_hd",
+            )?,
+            attention_tc_bwd_dq: per_dims(
+                ATTENTION_TC_HEAD_DIMS,
+                "attention_tc.cu",
+                "attention_tc_bwd_dq_hd",
+            )?,
+            attention_tc_bwd_dkv: per_dims(
+                ATTENTION_TC_HEAD_DIMS,
+                "attention_tc.cu",
+                "attention_tc_bwd_dkv_hd",
+            )?,
             relu2: f("activation.cu", "relu2")?,
             leaky_relu2: f("activation.cu", "leaky_relu2")?,
             softcap_nll: f("head.cu", "softcap_nll")?,

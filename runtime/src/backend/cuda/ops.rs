@@ -66,13 +66,17 @@ fn attention_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
     tiles_config(g, g.heads)
 }
 
-/// The tensor-core kernel's grid: the same tiles, [`ATTN_TC_THREADS`] threads per block.
-fn attention_tc_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
+/// A tile grid of [`tiles_config`] for the tensor-core kernels (cuda/attention_tc.cu): the same
+/// 64-row tiles, [`ATTN_TC_THREADS`] threads per block.
+pub(super) fn tc_blocks(mut c: LaunchConfig) -> LaunchConfig {
     const _: () = assert!(ATTN_TC_QUERIES_PER_BLOCK == ATTN_QUERIES_PER_BLOCK);
-    Ok(tiles_config(g, g.heads)?.map(|mut c| {
-        c.block_dim = (ATTN_TC_THREADS, 1, 1);
-        c
-    }))
+    c.block_dim = (ATTN_TC_THREADS, 1, 1);
+    c
+}
+
+/// The tensor-core forward's grid.
+fn attention_tc_config(g: &AttnGeometry) -> Result<Option<LaunchConfig>> {
+    Ok(tiles_config(g, g.heads)?.map(tc_blocks))
 }
 
 /// Grid `(64-row tiles, heads, windows)` with one thread per row of a tile (the attention
@@ -114,6 +118,18 @@ pub(super) fn int(v: usize, what: &str) -> Result<i32> {
 }
 
 impl<G: Gpu> CudaBackend<G> {
+    /// The tensor-core entry point for head dim `hd` from `list`, when this backend uses tensor
+    /// cores for attention and `cuda/attention_tc.cu` has that head dim.
+    pub(super) fn tc_kernel<'a>(
+        &self,
+        list: &'a [(usize, G::Func)],
+        hd: usize,
+    ) -> Option<&'a G::Func> {
+        list.iter()
+            .find(|(d, _)| self.tc_attention && *d == hd)
+            .map(|(_, f)| f)
+    }
+
     /// Launches `f` with `args`; errors become `Error::Backend("cuda launch {name}: ...")`.
     ///
     /// # Safety
@@ -355,13 +371,8 @@ impl<G: Gpu> CudaBackend<G> {
         geom: &AttnGeometry,
         xsa: bool,
     ) -> Result<()> {
-        let tc = self
-            .kernels
-            .attention_tc
-            .iter()
-            .find(|(d, _)| self.tc_attention && *d == geom.head_dim);
-        let (f, cfg) = match tc {
-            Some((_, f)) => (f, attention_tc_config(geom)?),
+        let (f, cfg) = match self.tc_kernel(&self.kernels.attention_tc, geom.head_dim) {
+            Some(f) => (f, attention_tc_config(geom)?),
             None => (
                 by_head_dim(&self.kernels.attention, geom.head_dim, "attention")?,
                 attention_config(geom)?,
@@ -632,9 +643,13 @@ mod tests {
             .map(|l| l.trim_end_matches(')').parse().unwrap())
             .collect();
         for &hd in &tc_hds {
-            // K and V tiles, and per warp a score tile and an output staging tile.
-            let bytes =
-                4 * (2 * bc * (hd + pad) + warps * 16 * (bc + pad) + warps * 16 * (hd + pad));
+            // Two column tiles (K and V, or Q and dO), per warp a score tile and a staging
+            // tile, and for dK/dV the tile's lse and D.
+            let bytes = 4
+                * (2 * bc * (hd + pad)
+                    + warps * 16 * (bc + pad)
+                    + warps * 16 * (hd + pad)
+                    + 2 * bc);
             assert!(bytes <= 48 * 1024, "tc hd {hd}: {bytes} B of shared memory");
             // wmma: tiles of 16 keys and 8-deep k-steps, 32-byte aligned rows.
             assert!(hd % 16 == 0 && bc % 16 == 0 && ((hd + pad) * 4 * 8) % 32 == 0);

@@ -8,7 +8,9 @@
 //! order, fp64 accumulation, no atomics, so a training run repeats bit for bit on one GPU.
 
 use super::gpu::{Gpu, KArg, RowGemm};
-use super::ops::{by_head_dim, grid_1d, grid_rows, int, qk_norm_rope_config, tiles_config};
+use super::ops::{
+    by_head_dim, grid_1d, grid_rows, int, qk_norm_rope_config, tc_blocks, tiles_config,
+};
 use super::{same_shape, vector_len, CudaBackend, CudaTensor, HEAD_ROWS_PER_CHUNK};
 use crate::backend::train::TrainBackend;
 use crate::backend::{AttnGeometry, Backend, RopeSpec};
@@ -577,9 +579,23 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
                 "attention backward: head_dim {hd} above 128"
             )));
         }
-        let stats = by_head_dim(&self.kernels.attention_stats, hd, "attention backward")?;
-        let bwd_dq = by_head_dim(&self.kernels.attention_bwd_dq, hd, "attention backward")?;
-        let bwd_dkv = by_head_dim(&self.kernels.attention_bwd_dkv, hd, "attention backward")?;
+        // Tensor cores (TF32) for the whole pass, or fp32 for the whole pass: the backward's
+        // scores must be the forward's, which its logsumexp normalises.
+        let ks = &self.kernels;
+        let (stats, bwd_dq, bwd_dkv, tiles_q, tiles_kv) = match (
+            self.tc_kernel(&ks.attention_tc_stats, hd),
+            self.tc_kernel(&ks.attention_tc_bwd_dq, hd),
+            self.tc_kernel(&ks.attention_tc_bwd_dkv, hd),
+        ) {
+            (Some(s), Some(q), Some(kv)) => (s, q, kv, tc_blocks(tiles_q), tc_blocks(tiles_kv)),
+            _ => (
+                by_head_dim(&ks.attention_stats, hd, "attention backward")?,
+                by_head_dim(&ks.attention_bwd_dq, hd, "attention backward")?,
+                by_head_dim(&ks.attention_bwd_dkv, hd, "attention backward")?,
+                tiles_q,
+                tiles_kv,
+            ),
+        };
         let mut o = self.alloc(q.len())?;
         let mut lse = self.alloc(rows * heads)?;
         let mut dout = self.alloc(q.len())?;
@@ -590,8 +606,8 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
             int(heads, "heads")?,
             int(kv_heads, "kv_heads")?,
         );
-        // SAFETY: each launch matches its kernel in cuda/attention.cu or
-        // cuda/attention_backward.cu; q, dy, o, dout hold rows * heads * hd, k, v, dk, dv, dv_x
+        // SAFETY: each launch matches its kernel in cuda/attention.cu and
+        // cuda/attention_backward.cu, or the same-signature ones of cuda/attention_tc.cu; q, dy, o, dout hold rows * heads * hd, k, v, dk, dv, dv_x
         // rows * kv_heads * hd, lse and dsum rows * heads (shapes checked above).
         unsafe {
             self.run(
