@@ -9,8 +9,8 @@
 #      standard and sliding (--stride 64), and sliding again with PGOLF_CUDA_TF32=1 (TF32
 #      GEMMs, tensor-core attention), and prints val_bpb vs PyTorch and tokens/s vs
 #      PyTorch's 5.5 M tok/s (standard) and 88 k tok/s (sliding) from shared/reference/README.md;
-#   4. (ttt) LoRA TTT on the baseline with the published recipe over the whole val shard, plain
-#      and with the Hedge mixer: val_bpb vs PyTorch's 1.41559021, tokens/s vs its 83 k tok/s;
+#   4. (ttt) LoRA TTT on the baseline with the published recipe over the whole val shard (64
+#      documents batched, as PyTorch ran it), plain and with the Hedge mixer: val_bpb vs PyTorch's 1.41559021, tokens/s vs its 83 k tok/s;
 #   5. (train) step time of the baseline config (524,288 tokens per step) on one train shard,
 #      f32, and TF32 GEMMs with tensor-core forward attention, vs PyTorch's 352.8 ms.
 # Usage: bash scripts/gpu-check.sh [all|tests|eval|ttt|train]   (default all; GPU_BUNDLE=DIR)
@@ -95,7 +95,8 @@ if [ "$WHAT" = all ] || [ "$WHAT" = ttt ]; then
         echo "== LoRA TTT, baseline9L, rank 8 on q,v,head, Adam 0.01, chunk 256, window 1024 (mix: $mix) =="
         extra=()
         [ "$mix" = hedge ] && extra=(--mix hedge)
-        out=$(timeout 400 "$B/bin/pgolf-rt" eval --backend cuda --json --ttt lora "${extra[@]}" \
+        # 64 documents advance together, as PyTorch's run did (batch 64 docs).
+        out=$(timeout 400 "$B/bin/pgolf-rt" eval --backend cuda --json --ttt lora --ttt-batch-docs 64 "${extra[@]}" \
             --artifact "$S/reference/baseline9L_int8_zlib.ptz" \
             --data "$S/data/text_sp1024/fineweb_val_000000.bin" \
             --tokenizer "$S/data/tokenizers/pg_sp1024_bpe.model" 2>&1)
