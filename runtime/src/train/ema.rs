@@ -1,6 +1,7 @@
 //! Exponential moving average of the weights (spec 4.9): after every optimizer step
 //! `ema ← d·ema + (1−d)·param`, in f32; at the end the EMA replaces the weights before export.
 
+use crate::backend::cpu::par::zip_apply;
 use crate::model::ModelWeights;
 
 /// EMA shadow of every parameter.
@@ -28,10 +29,7 @@ impl Ema {
             .into_iter()
             .zip(weights.params_mut())
         {
-            s.values
-                .iter_mut()
-                .zip(p.values.iter())
-                .for_each(|(s, &p)| *s = d * *s + (1.0 - d) * p);
+            zip_apply(s.values, p.values, |s, p| *s = d * *s + (1.0 - d) * p);
         }
     }
 

@@ -12,7 +12,7 @@
 //! in f32, as bf16 tensor-core and CPU matmuls do, then round).
 
 use crate::backend::cpu::matmul::{gemm_into, View};
-use crate::backend::cpu::par::gemm_parallelism;
+use crate::backend::cpu::par::{gemm_parallelism, zip_apply, zip_map};
 use crate::backend::train::TrainBackend;
 use crate::{Error, Result};
 
@@ -277,14 +277,9 @@ impl Muon {
             bf16,
         } = self.cfg;
         for ((p, g), buf) in params.iter_mut().zip(grads).zip(&mut self.bufs) {
-            buf.iter_mut()
-                .zip(g.iter())
-                .for_each(|(b, &g)| *b = mu * *b + g);
+            zip_apply(buf, g, |b, g| *b = mu * *b + g);
             let u: Vec<f32> = if nesterov {
-                g.iter()
-                    .zip(buf.iter())
-                    .map(|(&g, &b)| g + mu * b)
-                    .collect()
+                zip_map(g, buf, |g, b| g + mu * b)
             } else {
                 buf.clone()
             };
@@ -295,17 +290,11 @@ impl Muon {
                 let mut o = ns.orthogonalize(&u, p.rows, p.cols, ns_steps, true)?;
                 o.iter_mut().for_each(|v| *v *= shape_scale);
                 round_bf16(&mut o);
-                p.values
-                    .iter_mut()
-                    .zip(&o)
-                    .for_each(|(w, &o)| *w = *w * decay - lr * o);
+                zip_apply(p.values, &o, |w, o| *w = *w * decay - lr * o);
             } else {
                 let o = ns.orthogonalize(&u, p.rows, p.cols, ns_steps, false)?;
                 let scale = lr * shape_scale;
-                p.values
-                    .iter_mut()
-                    .zip(&o)
-                    .for_each(|(w, &o)| *w = *w * decay - scale * o);
+                zip_apply(p.values, &o, |w, o| *w = *w * decay - scale * o);
             }
         }
         Ok(())
