@@ -145,6 +145,18 @@ __device__ __forceinline__ void load_rows(tc::frag_a* f, const float* src, int l
     }
 }
 
+// Rows [first, first + 16) of a [*, stride] matrix, columns [col, col + HD), as HD/8 TF32 A
+// fragments (zero past the sequence), staged through the warp's tile `stage` (row stride ld).
+template <int HD>
+__device__ __forceinline__ void warp_rows(tc::frag_a* f, float* stage, int ld,
+                                          const float* __restrict__ src, size_t row0, int first,
+                                          int seq, size_t stride, size_t col, int lane) {
+    warp_stage<HD>(stage, ld, src, row0, first, seq - 1, stride, col, lane);
+    __syncwarp();
+    load_rows<HD>(f, stage, ld);
+    __syncwarp();  // the stage is rewritten next
+}
+
 // out [16 x TC_BC] (row stride TC_BC + TC_PAD) = a [16 x HD] · tileᵀ, `tile` TC_BC rows of HD
 // (row stride ld): scores of 16 rows against the tile's rows.
 template <int HD>
@@ -231,11 +243,8 @@ __device__ __forceinline__ void attention_tc_impl(const float* __restrict__ q,
     float* ow = os[warp];
 
     // q of the warp's 16 rows, as TF32 fragments held for all tiles.
-    warp_stage<HD>(ow, LDK, q, row0, q0, seq - 1, qw, (size_t)h * HD, lane);
-    __syncwarp();
     tc::frag_a qf[HD / 8];
-    load_rows<HD>(qf, ow, LDK);
-    __syncwarp();
+    warp_rows<HD>(qf, ow, LDK, q, row0, q0, seq, qw, (size_t)h * HD, lane);
 
     float acc[HALF];
 #pragma unroll
@@ -339,14 +348,8 @@ __device__ __forceinline__ void attention_tc_bwd_dq_impl(
     float* ow = os[warp];
 
     tc::frag_a qf[HD / 8], df[HD / 8];
-    warp_stage<HD>(ow, LDK, q, row0, q0, seq - 1, qw, (size_t)h * HD, lane);
-    __syncwarp();
-    load_rows<HD>(qf, ow, LDK);
-    __syncwarp();
-    warp_stage<HD>(ow, LDK, dout, row0, q0, seq - 1, qw, (size_t)h * HD, lane);
-    __syncwarp();
-    load_rows<HD>(df, ow, LDK);
-    __syncwarp();
+    warp_rows<HD>(qf, ow, LDK, q, row0, q0, seq, qw, (size_t)h * HD, lane);
+    warp_rows<HD>(df, ow, LDK, dout, row0, q0, seq, qw, (size_t)h * HD, lane);
     const float lt = active ? lse[(row0 + t) * heads + h] : 0.0f;
     const float dt = active ? dsum[(row0 + t) * heads + h] : 0.0f;
 
@@ -416,14 +419,8 @@ __device__ __forceinline__ void attention_tc_bwd_dkv_impl(
     float* ow = os[warp];
 
     tc::frag_a kf[HD / 8], vf[HD / 8];
-    warp_stage<HD>(ow, LDK, k, row0, k0, seq - 1, kw, (size_t)kvh * HD, lane);
-    __syncwarp();
-    load_rows<HD>(kf, ow, LDK);
-    __syncwarp();
-    warp_stage<HD>(ow, LDK, v, row0, k0, seq - 1, kw, (size_t)kvh * HD, lane);
-    __syncwarp();
-    load_rows<HD>(vf, ow, LDK);
-    __syncwarp();
+    warp_rows<HD>(kf, ow, LDK, k, row0, k0, seq, kw, (size_t)kvh * HD, lane);
+    warp_rows<HD>(vf, ow, LDK, v, row0, k0, seq, kw, (size_t)kvh * HD, lane);
 
     float dka[HALF], dva[HALF];
 #pragma unroll

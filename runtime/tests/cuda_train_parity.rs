@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::devices::{assert_close, data, Pair, TOL};
+use common::devices::{
+    assert_close, check_tensor_core_attention, data, AttnCase, AttnOp, Pair, TOL,
+};
 use common::tiny::{tiny, tiny_with_modules, V};
 use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::backend::cuda::gpu::Gpu;
@@ -274,87 +276,33 @@ fn attention_backward<G: Gpu>(p: &Pair<G>) {
     }
 }
 
-/// The tensor-core attention backward (`cuda/attention_tc.cu`: TF32 stats forward, dQ and
-/// dK/dV): within TF32 rounding of the oracle relative to each gradient's scale, really a
-/// different path from the fp32 kernels for its head dims, and the fp32 path bit for bit
-/// for the others.
+/// `attention_backward` as an [`AttnOp`]: `(dq, dk, dv)`.
+struct Backward;
+
+impl AttnOp for Backward {
+    fn outputs<B: TrainBackend>(&self, be: &B, c: &AttnCase) -> Vec<Vec<f32>> {
+        let t = c.upload(be);
+        let (dq, dk, dv) = be
+            .attention_backward(&t[0], &t[1], &t[2], &t[3], &c.g, c.xsa)
+            .unwrap();
+        [dq, dk, dv]
+            .iter()
+            .map(|x| be.download(x).unwrap())
+            .collect()
+    }
+}
+
+/// The tensor-core backward (`cuda/attention_tc.cu`: TF32 stats forward, dQ and dK/dV) within
+/// TF32 rounding of the oracle, relative to each gradient's scale.
 fn attention_backward_on_tensor_cores<G: Gpu>(gpu: CudaBackend<G>) {
-    let cpu = CpuBackend::new();
-    let tc = gpu.clone().with_tensor_core_attention(true);
-    let exact = gpu.with_tensor_core_attention(false);
-    let cases = [
-        (2usize, 100usize, 4usize, 2usize, 64usize),
+    let shapes = [
+        (2, 100, 4, 2, 64),
         (1, 97, 4, 1, 32),
         (1, 1, 8, 4, 64),
         (1, 130, 2, 2, 64),
         (1, 40, 2, 1, 16),
     ];
-    for &(batch, seq, heads, kv_heads, hd) in &cases {
-        for xsa in [false, true] {
-            let g = AttnGeometry {
-                batch,
-                seq,
-                heads,
-                kv_heads,
-                head_dim: hd,
-            };
-            let rows = batch * seq;
-            let (qw, kw) = (heads * hd, kv_heads * hd);
-            let inputs = [
-                (data(rows * qw, 0.37, 1.0), qw),
-                (data(rows * kw, 0.91, 1.0), kw),
-                (data(rows * kw, 0.13, 2.0), kw),
-                (data(rows * qw, 0.71, 1.0), qw),
-            ];
-            let on = |be: &CudaBackend<G>| {
-                let t: Vec<_> = inputs
-                    .iter()
-                    .map(|(x, c)| be.upload(x, rows, *c).unwrap())
-                    .collect();
-                let (dq, dk, dv) = be
-                    .attention_backward(&t[0], &t[1], &t[2], &t[3], &g, xsa)
-                    .unwrap();
-                [dq, dk, dv].map(|x| be.download(&x).unwrap())
-            };
-            let want = {
-                let t: Vec<_> = inputs
-                    .iter()
-                    .map(|(x, c)| cpu.upload(x, rows, *c).unwrap())
-                    .collect();
-                let (dq, dk, dv) = cpu
-                    .attention_backward(&t[0], &t[1], &t[2], &t[3], &g, xsa)
-                    .unwrap();
-                [dq, dk, dv].map(|x| cpu.download(&x).unwrap())
-            };
-            let (got, fp32) = (on(&tc), on(&exact));
-            let what = format!(
-                "tc attention_backward b{batch} t{seq} h{heads}/{kv_heads} hd{hd} xsa={xsa}"
-            );
-            let has_tc = pgolf_rt::backend::cuda::modules::ATTENTION_TC_HEAD_DIMS.contains(&hd);
-            for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
-                let scale = want[i].iter().fold(1.0f32, |m, x| m.max(x.abs()));
-                let d = common::devices::max_diff(&got[i], &want[i]);
-                println!("{what} {name}: max abs diff {d:.2e} (scale {scale:.2})");
-                assert!(
-                    got[i].iter().all(|x| x.is_finite()),
-                    "{what} {name}: non-finite"
-                );
-                assert!(
-                    d <= 5e-3 * scale,
-                    "{what} {name}: max abs diff {d} (scale {scale})"
-                );
-                if !has_tc {
-                    assert_eq!(got[i], fp32[i], "{what} {name}: must be the fp32 kernels'");
-                }
-            }
-            if has_tc && seq > 1 {
-                assert!(
-                    got != fp32,
-                    "{what}: bit-identical to the fp32 kernels (TC path not taken?)"
-                );
-            }
-        }
-    }
+    check_tensor_core_attention(gpu, &Backward, &shapes, 5e-3);
 }
 
 fn head_backward<G: Gpu>(p: &Pair<G>) {

@@ -5,8 +5,10 @@
 
 use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::backend::cuda::gpu::Gpu;
+use pgolf_rt::backend::cuda::modules::ATTENTION_TC_HEAD_DIMS;
 use pgolf_rt::backend::cuda::{reason, CudaBackend, CudaGpu};
-use pgolf_rt::backend::Backend;
+use pgolf_rt::backend::train::TrainBackend;
+use pgolf_rt::backend::{AttnGeometry, Backend};
 use std::path::PathBuf;
 
 /// Float32 tolerance of every CUDA-vs-CPU comparison (relative to the largest reference value
@@ -138,4 +140,110 @@ macro_rules! on_both_devices {
             })*
         }
     };
+}
+
+/// One attention test case: geometry, XSA, and `q`, `k`, `v`, `dy` (fixed seeds).
+pub struct AttnCase {
+    pub g: AttnGeometry,
+    pub xsa: bool,
+    /// `[q, k, v, dy]` and their widths.
+    pub inputs: [(Vec<f32>, usize); 4],
+}
+
+/// Every `(batch, seq, heads, kv_heads, head_dim)` with and without XSA.
+pub fn attention_cases(shapes: &[(usize, usize, usize, usize, usize)]) -> Vec<AttnCase> {
+    let mut out = Vec::new();
+    for &(batch, seq, heads, kv_heads, head_dim) in shapes {
+        for xsa in [false, true] {
+            let rows = batch * seq;
+            let (qw, kw) = (heads * head_dim, kv_heads * head_dim);
+            out.push(AttnCase {
+                g: AttnGeometry {
+                    batch,
+                    seq,
+                    heads,
+                    kv_heads,
+                    head_dim,
+                },
+                xsa,
+                inputs: [
+                    (data(rows * qw, 0.37, 1.0), qw),
+                    (data(rows * kw, 0.91, 1.0), kw),
+                    (data(rows * kw, 0.13, 2.0), kw),
+                    (data(rows * qw, 0.71, 1.0), qw),
+                ],
+            });
+        }
+    }
+    out
+}
+
+impl AttnCase {
+    pub fn name(&self) -> String {
+        let g = &self.g;
+        format!(
+            "b{} t{} h{}/{} hd{} xsa={}",
+            g.batch, g.seq, g.heads, g.kv_heads, g.head_dim, self.xsa
+        )
+    }
+
+    /// The inputs uploaded to `be`.
+    pub fn upload<B: Backend>(&self, be: &B) -> Vec<B::Tensor> {
+        let rows = self.g.rows();
+        self.inputs
+            .iter()
+            .map(|(x, c)| be.upload(x, rows, *c).unwrap())
+            .collect()
+    }
+}
+
+/// An attention op under test: its outputs, downloaded, on any training backend.
+pub trait AttnOp {
+    fn outputs<B: TrainBackend>(&self, be: &B, c: &AttnCase) -> Vec<Vec<f32>>;
+}
+
+/// Checks the tensor-core attention kernels (`cuda/attention_tc.cu`) through `op`: every output
+/// within `rel_tol` of the oracle relative to its scale (at least 1); for head dims the kernels
+/// have, not bit-identical to the fp32 kernels (so the path is really taken); for the others,
+/// the fp32 kernels' values bit for bit.
+pub fn check_tensor_core_attention<G: Gpu>(
+    gpu: CudaBackend<G>,
+    op: &impl AttnOp,
+    shapes: &[(usize, usize, usize, usize, usize)],
+    rel_tol: f32,
+) {
+    let cpu = CpuBackend::new();
+    let tc = gpu.clone().with_tensor_core_attention(true);
+    let exact = gpu.with_tensor_core_attention(false);
+    for c in attention_cases(shapes) {
+        let (want, got, fp32) = (
+            op.outputs(&cpu, &c),
+            op.outputs(&tc, &c),
+            op.outputs(&exact, &c),
+        );
+        let what = format!("tensor-core attention {}", c.name());
+        let has_tc = ATTENTION_TC_HEAD_DIMS.contains(&c.g.head_dim);
+        for (i, ((got, want), fp32)) in got.iter().zip(&want).zip(&fp32).enumerate() {
+            let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            let d = max_diff(got, want);
+            println!("{what} output {i}: max abs diff {d:.2e} (scale {scale:.2})");
+            assert!(
+                got.iter().all(|x| x.is_finite()),
+                "{what} output {i}: non-finite"
+            );
+            assert!(
+                d <= rel_tol * scale,
+                "{what} output {i}: {d} > {rel_tol} * {scale}"
+            );
+            if !has_tc {
+                assert_eq!(got, fp32, "{what} output {i}: must be the fp32 kernels'");
+            }
+        }
+        if has_tc && c.g.seq > 1 {
+            assert!(
+                got != fp32,
+                "{what}: bit-identical to the fp32 kernels (TC path not taken?)"
+            );
+        }
+    }
 }
