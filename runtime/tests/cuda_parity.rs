@@ -16,7 +16,8 @@
 mod common;
 
 use common::devices::{
-    assert_close, check_tensor_core_attention, data, max_diff, shared, AttnCase, AttnOp, Pair, TOL,
+    assert_close, attention_cases, check_tensor_core_attention, data, max_diff, shared, AttnCase,
+    AttnOp, Pair, TOL,
 };
 use pgolf_rt::artifact::Artifact;
 use pgolf_rt::backend::cpu::CpuBackend;
@@ -165,32 +166,24 @@ fn qk_norm_rope_full_and_partial<G: Gpu>(p: &Pair<G>) {
 
 fn attention_causal_gqa_xsa<G: Gpu>(p: &Pair<G>) {
     let cases = [
-        (2usize, 150usize, 4usize, 2usize, 8usize),
+        (2, 150, 4, 2, 8),
         (1, 64, 2, 2, 16),
         (2, 200, 8, 4, 64),
         (1, 1, 8, 4, 64),
         (1, 97, 4, 1, 32),
         (1, 130, 2, 1, 128),
     ];
-    for &(batch, seq, heads, kv_heads, hd) in &cases {
-        for xsa in [false, true] {
-            let g = AttnGeometry {
-                batch,
-                seq,
-                heads,
-                kv_heads,
-                head_dim: hd,
-            };
-            let rows = batch * seq;
-            let (qc, qg) = p.up(&data(rows * heads * hd, 0.37, 1.0), rows, heads * hd);
-            let (kc, kg) = p.up(&data(rows * kv_heads * hd, 0.91, 1.0), rows, kv_heads * hd);
-            let (vc, vg) = p.up(&data(rows * kv_heads * hd, 0.13, 2.0), rows, kv_heads * hd);
-            p.check(
-                &format!("attention b{batch} t{seq} h{heads}/{kv_heads} hd{hd} xsa={xsa}"),
-                &p.cpu.attention(&qc, &kc, &vc, &g, xsa).unwrap(),
-                &p.gpu.attention(&qg, &kg, &vg, &g, xsa).unwrap(),
-            );
-        }
+    for c in attention_cases(&cases) {
+        let (tc, tg) = (c.upload(&p.cpu), c.upload(&p.gpu));
+        p.check(
+            &format!("attention {}", c.name()),
+            &p.cpu
+                .attention(&tc[0], &tc[1], &tc[2], &c.g, c.xsa)
+                .unwrap(),
+            &p.gpu
+                .attention(&tg[0], &tg[1], &tg[2], &c.g, c.xsa)
+                .unwrap(),
+        );
     }
     let g = AttnGeometry {
         batch: 1,

@@ -10,7 +10,7 @@
 mod common;
 
 use common::devices::{
-    assert_close, check_tensor_core_attention, data, AttnCase, AttnOp, Pair, TOL,
+    assert_close, attention_cases, check_tensor_core_attention, data, AttnCase, AttnOp, Pair, TOL,
 };
 use common::tiny::{tiny, tiny_with_modules, V};
 use pgolf_rt::backend::cpu::CpuBackend;
@@ -237,42 +237,27 @@ fn qk_norm_rope_backward<G: Gpu>(p: &Pair<G>) {
 
 fn attention_backward<G: Gpu>(p: &Pair<G>) {
     let cases = [
-        (2usize, 150usize, 4usize, 2usize, 8usize),
+        (2, 150, 4, 2, 8),
         (1, 64, 2, 2, 16),
         (2, 100, 8, 4, 64),
         (1, 1, 8, 4, 64),
         (1, 97, 4, 1, 32),
         (1, 70, 2, 1, 128),
     ];
-    for &(batch, seq, heads, kv_heads, hd) in &cases {
-        for xsa in [false, true] {
-            let g = AttnGeometry {
-                batch,
-                seq,
-                heads,
-                kv_heads,
-                head_dim: hd,
-            };
-            let rows = batch * seq;
-            let (qw, kw) = (heads * hd, kv_heads * hd);
-            let (qc, qg) = p.up(&data(rows * qw, 0.37, 1.0), rows, qw);
-            let (kc, kg) = p.up(&data(rows * kw, 0.91, 1.0), rows, kw);
-            let (vc, vg) = p.up(&data(rows * kw, 0.13, 2.0), rows, kw);
-            let (dc, dg) = p.up(&data(rows * qw, 0.71, 1.0), rows, qw);
-            let a = p
-                .cpu
-                .attention_backward(&qc, &kc, &vc, &dc, &g, xsa)
-                .unwrap();
-            let b = p
-                .gpu
-                .attention_backward(&qg, &kg, &vg, &dg, &g, xsa)
-                .unwrap();
-            let what =
-                format!("attention_backward b{batch} t{seq} h{heads}/{kv_heads} hd{hd} xsa={xsa}");
-            p.check(&format!("{what} dq"), &a.0, &b.0);
-            p.check(&format!("{what} dk"), &a.1, &b.1);
-            p.check(&format!("{what} dv"), &a.2, &b.2);
-        }
+    for c in attention_cases(&cases) {
+        let (tc, tg) = (c.upload(&p.cpu), c.upload(&p.gpu));
+        let a = p
+            .cpu
+            .attention_backward(&tc[0], &tc[1], &tc[2], &tc[3], &c.g, c.xsa)
+            .unwrap();
+        let b = p
+            .gpu
+            .attention_backward(&tg[0], &tg[1], &tg[2], &tg[3], &c.g, c.xsa)
+            .unwrap();
+        let what = format!("attention_backward {}", c.name());
+        p.check(&format!("{what} dq"), &a.0, &b.0);
+        p.check(&format!("{what} dk"), &a.1, &b.1);
+        p.check(&format!("{what} dv"), &a.2, &b.2);
     }
 }
 
