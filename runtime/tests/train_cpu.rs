@@ -35,6 +35,17 @@ fn arch() -> Architecture {
     }
 }
 
+/// [`arch`] with the 11-layer lineage's modules: BigramHash (projected), SmearGate, value
+/// embeddings.
+fn lineage_modules() -> Architecture {
+    Architecture {
+        bigram: Some((64, 16)),
+        smear_gate: true,
+        value_embed: Some((16, 1)),
+        ..arch()
+    }
+}
+
 fn config(iterations: usize, world: usize, accum: usize) -> TrainConfig {
     TrainConfig {
         iterations,
@@ -205,12 +216,7 @@ fn eleven_layer_lineage_modules_train() {
         return;
     };
     // BigramHash (projected), SmearGate, value embeddings, XSA, LN-scale, partial RoPE, QAT.
-    let a = Architecture {
-        bigram: Some((64, 16)),
-        smear_gate: true,
-        value_embed: Some((16, 1)),
-        ..arch()
-    };
+    let a = lineage_modules();
     let ov = ConfigOverrides {
         rope_dims: Some(8),
         ln_scale: Some(true),
@@ -333,12 +339,9 @@ fn micro_step_sums_on_the_backend_equal_host_sums() {
         return;
     };
     let a = Architecture {
-        bigram: Some((64, 16)),
-        smear_gate: true,
-        value_embed: Some((16, 1)),
         tie_embeddings: false,
         num_layers: 4,
-        ..arch()
+        ..lineage_modules()
     };
     let ov = ConfigOverrides::default();
     let mut w = init_weights(&a.config(&ov).unwrap(), &InitConfig::default());

@@ -6,7 +6,7 @@
 //! SmearGate and value embeddings only feed base gradients (the adapters sit after them or
 //! beside them), so their backward runs only with base gradients.
 
-use super::base_grads::{BaseGrads, BlockGradTensors, VeGradTensors};
+use super::base_grads::{download_matrix, BaseGrads, BlockGradTensors, VeGradTensors};
 use super::lora::{LoraGrads, Proj};
 use super::tape::TrainModel;
 use crate::backend::train::TrainBackend;
@@ -23,12 +23,9 @@ pub struct Gradients {
     pub lora: Option<LoraGrads>,
 }
 
+/// One block's base-weight gradients, and its value-embedding term's (summed over layers later).
 struct BlockGrads<T> {
-    w: [Option<T>; 6],
-    q_gain: T,
-    attn_scale: T,
-    mlp_scale: T,
-    resid_mix: T,
+    weights: BlockGradTensors<T>,
     ve: Option<VeGrads<T>>,
 }
 
@@ -270,20 +267,7 @@ impl<B: TrainBackend> TrainModel<B> {
                     }
                 }
             }
-            let [wq, wk, wv, wo, wfc, wproj] =
-                bg.w.map(|t| t.ok_or_else(|| Error::Backend("missing weight gradient".into())));
-            blocks.push(BlockGradTensors {
-                c_q: wq?,
-                c_k: wk?,
-                c_v: wv?,
-                attn_proj: wo?,
-                q_gain: bg.q_gain,
-                mlp_fc: wfc?,
-                mlp_proj: wproj?,
-                attn_scale: bg.attn_scale,
-                mlp_scale: bg.mlp_scale,
-                resid_mix: bg.resid_mix,
-            });
+            blocks.push(bg.weights);
         }
         let value_embed = match &self.model.value_embed {
             None => None,
@@ -349,23 +333,20 @@ impl<B: TrainBackend> TrainModel<B> {
         let (de, proj) = match &bg.proj {
             Some(w) => (
                 be.linear_backward_input(&dterm, w)?,
-                Some(self.matrix(&be.linear_backward_weight(&dterm, &bt.e)?)?),
+                Some(download_matrix(
+                    be,
+                    &be.linear_backward_weight(&dterm, &bt.e)?,
+                )?),
             ),
             None => (dterm, None),
         };
         let rows = be.shape(&bg.embed).0;
         let d_embed = be.embedding_backward(&de, &bt.idx, rows)?;
         Ok(Some(BigramWeights {
-            embed: self.matrix(&d_embed)?,
+            embed: download_matrix(be, &d_embed)?,
             proj,
             scale: d_scale as f32,
         }))
-    }
-
-    fn matrix(&self, t: &B::Tensor) -> Result<Matrix> {
-        let be = self.backend();
-        let (r, c) = be.shape(t);
-        Matrix::new(r, c, be.download(t)?)
     }
 
     /// Backward of block `i`: `(d x_in, d x0 contribution, weight grads)`.
@@ -426,15 +407,25 @@ impl<B: TrainBackend> TrainModel<B> {
         self.add(&mut dn1, &dn1v)?;
         self.add(&mut dxm, &be.rms_norm_backward(&t.xm, &dn1, eps, s)?)?;
         let (dx_in, dx0, d_mix) = be.resid_mix_backward(&t.x_in, &tape.x0, &w.resid_mix, &dxm)?;
-        let grads = want_base.then_some(BlockGrads {
-            w: [d_wq, d_wk, d_wv, d_wo, d_fc, d_proj],
+        if !want_base {
+            return Ok((dx_in, dx0, None));
+        }
+        let dw = |t: Option<B::Tensor>| {
+            t.ok_or_else(|| Error::Backend("missing weight gradient".into()))
+        };
+        let weights = BlockGradTensors {
+            c_q: dw(d_wq)?,
+            c_k: dw(d_wk)?,
+            c_v: dw(d_wv)?,
+            attn_proj: dw(d_wo)?,
             q_gain: d_gain,
+            mlp_fc: dw(d_fc)?,
+            mlp_proj: dw(d_proj)?,
             attn_scale: d_attn_scale,
             mlp_scale: d_mlp_scale,
             resid_mix: d_mix,
-            ve,
-        });
-        Ok((dx_in, dx0, grads))
+        };
+        Ok((dx_in, dx0, Some(BlockGrads { weights, ve })))
     }
 
     /// Taped forward, mean NLL over `rows` and the per-row loss weights `1/n` of that mean.

@@ -5,6 +5,7 @@
 //! baseline on one GPU has 8 micro-steps of ~68 MB of gradients each).
 
 use crate::backend::train::TrainBackend;
+use crate::backend::Backend;
 use crate::model::{
     BigramWeights, BlockWeights, Matrix, ModelConfig, ModelWeights, ValueEmbedWeights,
 };
@@ -43,6 +44,12 @@ pub struct BaseGrads<T> {
     pub(crate) bigram: Option<BigramWeights>,
     pub(crate) smear_gate: Option<Vec<f32>>,
     pub(crate) value_embed: Option<VeGradTensors<T>>,
+}
+
+/// A backend matrix downloaded into a host [`Matrix`] of the same shape.
+pub(crate) fn download_matrix<B: Backend>(be: &B, t: &B::Tensor) -> Result<Matrix> {
+    let (r, c) = be.shape(t);
+    Matrix::new(r, c, be.download(t)?)
 }
 
 impl<T> BaseGrads<T> {
@@ -129,10 +136,7 @@ impl<T> BaseGrads<T> {
 
     /// The gradients on the host, laid out as the weights.
     pub fn download<B: TrainBackend<Tensor = T>>(self, be: &B) -> Result<ModelWeights> {
-        let m = |t: &T| -> Result<Matrix> {
-            let (r, c) = be.shape(t);
-            Matrix::new(r, c, be.download(t)?)
-        };
+        let m = |t: &T| download_matrix(be, t);
         let blocks = self
             .blocks
             .iter()
