@@ -196,9 +196,9 @@ impl Gpu for CudaGpu {
 
     fn describe(&self) -> String {
         let (ma, mi) = self.dev.compute_capability;
-        let math = if self.tf32() {
+        let math = if self.tf32() && self.tensor_cores() {
             "tf32 gemm + tensor-core attention"
-        } else if self.blas.tf32 {
+        } else if self.tf32() {
             "tf32 gemm"
         } else {
             "float32"
@@ -207,7 +207,11 @@ impl Gpu for CudaGpu {
     }
 
     fn tf32(&self) -> bool {
-        self.blas.tf32 && self.dev.compute_capability.0 >= 8
+        self.blas.tf32
+    }
+
+    fn tensor_cores(&self) -> bool {
+        self.dev.compute_capability.0 >= 8
     }
 
     fn kernel(&self, file: &str, func: &str) -> Result<CudaFunction> {

@@ -77,10 +77,15 @@ pub trait Gpu: Send + Sync + Sized {
 
     /// What the backend reports as its name, e.g. `cuda (NVIDIA H100, sm_90, float32)`.
     fn describe(&self) -> String;
-    /// Whether the TF32 math mode is on (`PGOLF_CUDA_TF32=1` on a device with TF32 tensor
-    /// cores, sm_80+): then attention runs on tensor cores too (`cuda/attention_tc.cu`).
+    /// Whether the TF32 math mode was asked for (`PGOLF_CUDA_TF32=1`): TF32 GEMMs, and
+    /// attention on tensor cores where [`Gpu::tensor_cores`] (`cuda/attention_tc.cu`).
     fn tf32(&self) -> bool {
         false
+    }
+    /// Whether the TF32 tensor-core instructions of `cuda/attention_tc.cu` exist here (sm_80+;
+    /// the emulator has host versions of them). On older devices its kernels are empty.
+    fn tensor_cores(&self) -> bool {
+        true
     }
     /// The entry point `func` of `cuda/{file}`.
     fn kernel(&self, file: &str, func: &str) -> Result<Self::Func>;

@@ -6,7 +6,7 @@
 //! - `modules.rs`: the `cuda/*.cu` sources (embedded with `include_str!`), compiled once per
 //!   process with NVRTC for the device's `sm_XY` and cached; loaded into each context.
 //! - `gemm.rs`: matrix products through cuBLAS sgemm (fp32; opt-in TF32 via
-//!   `PGOLF_CUDA_TF32=1`, which also moves the forward attention onto tensor cores:
+//!   `PGOLF_CUDA_TF32=1`, which also moves attention, forward and backward, onto tensor cores:
 //!   `cuda/attention_tc.cu`).
 //! - `gpu.rs`: the device layer the backend is written against ([`gpu::Gpu`]): buffers,
 //!   launches, matrix products. [`device::CudaGpu`] is the real GPU; `emu::EmuGpu` (feature
@@ -19,8 +19,8 @@
 //!
 //! Status (2026-11-23): compiles on a CUDA-less machine, and NVRTC accepts every kernel for
 //! sm_90 (`tests/cuda_kernels_compile.rs`). In the TF32 math mode attention, forward and
-//! backward, runs on tensor cores (`cuda/attention_tc.cu`, head dims 32 and 64). Numerics against the CPU oracle
-//! (`tests/cuda_parity.rs`) and speed have NOT yet been run on a GPU. Not yet implemented:
+//! backward, runs on tensor cores (`cuda/attention_tc.cu`, head dims 32 and 64). Numerics
+//! against the CPU oracle (`tests/cuda_parity.rs`) and speed have NOT yet been run on a GPU. Not yet implemented:
 //! bf16 GEMMs through cuBLASLt, dequantisation of int8/int6 rows on the device (weights are
 //! dequantised on the host and uploaded as f32), fused head GEMM (the head uses cuBLAS
 //! into a logits buffer, then one fused soft-cap + logsumexp + NLL kernel per row).
@@ -107,7 +107,7 @@ impl<G: Gpu> CudaBackend<G> {
     pub fn with_gpu(gpu: G) -> Result<Self> {
         let kernels = Arc::new(modules::Kernels::load(&gpu)?);
         Ok(CudaBackend {
-            tc_attention: gpu.tf32(),
+            tc_attention: gpu.tf32() && gpu.tensor_cores(),
             gpu: Arc::new(gpu),
             kernels,
             rope: Arc::new(Mutex::new(HashMap::new())),
@@ -116,9 +116,9 @@ impl<G: Gpu> CudaBackend<G> {
 
     /// The same backend with attention (forward and backward) on TF32 tensor cores or not
     /// (default: on in the TF32 math mode). Head dims `cuda/attention_tc.cu` lacks keep the
-    /// fp32 kernels. Tensor cores need sm_80+.
+    /// fp32 kernels, and so does a device without TF32 tensor cores (before sm_80).
     pub fn with_tensor_core_attention(mut self, on: bool) -> Self {
-        self.tc_attention = on;
+        self.tc_attention = on && self.gpu.tensor_cores();
         self
     }
 

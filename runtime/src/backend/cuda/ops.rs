@@ -125,9 +125,10 @@ impl<G: Gpu> CudaBackend<G> {
         list: &'a [(usize, G::Func)],
         hd: usize,
     ) -> Option<&'a G::Func> {
-        list.iter()
-            .find(|(d, _)| self.tc_attention && *d == hd)
-            .map(|(_, f)| f)
+        if !self.tc_attention {
+            return None;
+        }
+        list.iter().find(|(d, _)| *d == hd).map(|(_, f)| f)
     }
 
     /// Launches `f` with `args`; errors become `Error::Backend("cuda launch {name}: ...")`.

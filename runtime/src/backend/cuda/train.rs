@@ -607,8 +607,9 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
             int(kv_heads, "kv_heads")?,
         );
         // SAFETY: each launch matches its kernel in cuda/attention.cu and
-        // cuda/attention_backward.cu, or the same-signature ones of cuda/attention_tc.cu; q, dy, o, dout hold rows * heads * hd, k, v, dk, dv, dv_x
-        // rows * kv_heads * hd, lse and dsum rows * heads (shapes checked above).
+        // cuda/attention_backward.cu, or the same-signature ones of cuda/attention_tc.cu; q, dy,
+        // o, dout hold rows * heads * hd, k, v, dk, dv, dv_x rows * kv_heads * hd, lse and dsum
+        // rows * heads (shapes checked above).
         unsafe {
             self.run(
                 stats,
