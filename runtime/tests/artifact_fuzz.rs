@@ -2,6 +2,8 @@
 //! with different values: truncations, bit flips (in the compressed file and inside the
 //! decompressed payload, recompressed), random bytes, empty input.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pgolf_rt::artifact::compress::{compress, decompress};
@@ -196,14 +198,11 @@ fn random_and_empty_inputs_are_rejected() {
 
 #[test]
 fn real_artifact_prefixes_and_flips() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/reference/baseline9L_int8_zlib.ptz"
-    );
-    let Ok(file) = std::fs::read(path) else {
-        eprintln!("skipping: {path} is absent");
+    let Some(shared) = common::shared() else {
         return;
     };
+    let path = shared.join("reference/baseline9L_int8_zlib.ptz");
+    let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut rng = Rng(2024);
     for i in 0..12 {
         let cut = if i == 0 {

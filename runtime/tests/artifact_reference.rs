@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
 use pgolf_rt::artifact::{
     Artifact, Compression, ContainerFormat, DType, QuantScheme, SIZE_CAP_BYTES,
 };
-
-const REF_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference");
 const FIXTURE: &str = include_str!("fixtures/artifact_reference.json");
 
 // ---- a minimal JSON reader (no dev-dependency needed) ----
@@ -155,12 +155,8 @@ fn parse_json(s: &str) -> J {
 }
 
 fn load(file: &str) -> Option<Artifact> {
-    let path = format!("{REF_DIR}/{file}");
-    if !std::path::Path::new(&path).exists() {
-        eprintln!("skipping: reference artifact {path} is absent");
-        return None;
-    }
-    Some(Artifact::load(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    let path = common::shared()?.join("reference").join(file);
+    Some(Artifact::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 fn dtype_of(s: &str) -> DType {

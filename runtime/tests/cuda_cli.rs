@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::devices::shared;
+use common::shared;
 use std::path::PathBuf;
 use std::process::Command;
 

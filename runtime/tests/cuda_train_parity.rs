@@ -517,7 +517,7 @@ fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
     use pgolf_rt::artifact::Artifact;
     use pgolf_rt::data::load_tokens;
     use pgolf_rt::eval::{eval_lora_ttt, TttConfig};
-    let Some(shared) = common::devices::shared() else {
+    let Some(shared) = common::shared() else {
         return;
     };
     let art = Artifact::load(shared.join("reference/baseline9L_int8_zlib.ptz")).unwrap();

@@ -1,12 +1,13 @@
 //! Robustness: corrupted or random `.model` files must load as an error or a working tokenizer,
 //! never panic; encoding and decoding odd input must not panic. Deterministic (seeded PRNG).
 //!
-//! The mutation tests start from the shared models; without the shared folder they print why and
-//! fall back to a small model built here.
+//! The mutation tests start from the shared models; without the shared folder they print
+//! `SKIPPED: ...` (a failure under `PGOLF_REQUIRE_SHARED=1`, as in CI) and fall back to a small
+//! model built here.
+
+mod common;
 
 use pgolf_rt::tokenizer::Tokenizer;
-
-const TOKENIZERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/tokenizers");
 
 /// SplitMix64.
 struct Rng(u64);
@@ -83,20 +84,16 @@ fn exercise(tok: &Tokenizer, rng: &mut Rng, n_strings: usize) {
 }
 
 fn shared_models() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for name in ["pg_sp1024_bpe", "fineweb_8192_bpe"] {
-        let path = format!("{TOKENIZERS}/{name}.model");
-        match std::fs::read(&path) {
-            Ok(b) => out.push(b),
-            Err(_) => {
-                eprintln!("{path} not found (shared data folder absent); using a built-in model")
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push(tiny_model());
-    }
-    out
+    let Some(shared) = common::shared() else {
+        return vec![tiny_model()];
+    };
+    ["pg_sp1024_bpe", "fineweb_8192_bpe"]
+        .iter()
+        .map(|name| {
+            let path = shared.join(format!("data/tokenizers/{name}.model"));
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
 }
 
 /// A small valid BPE model: specials, 256 byte pieces, a few merges, a 1-rule charsmap-less

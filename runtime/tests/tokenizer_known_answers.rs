@@ -2,11 +2,12 @@
 //!
 //! Vectors come from shared/data/README.md, spec §2.2, and fixtures recorded with the Python
 //! `sentencepiece` 0.2.3 package by `tests/fixtures/make_tokenizer_fixtures.py`. The models live in
-//! the shared data folder; without it the tests print why and pass.
+//! the shared data folder; without it the tests print `SKIPPED: ...` and pass (fail under
+//! `PGOLF_REQUIRE_SHARED=1`, as in CI).
+
+mod common;
 
 use pgolf_rt::tokenizer::{PieceType, Tokenizer};
-
-const TOKENIZERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/tokenizers");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 const FOX: &str =
@@ -15,12 +16,8 @@ const FOX_DECODED: &str =
     "The quick brown fox jumps over the lazy dog. It cost $1,234.56 in 2024 — naïve café!";
 
 fn load(name: &str) -> Option<Tokenizer> {
-    let path = format!("{TOKENIZERS}/{name}.model");
-    if !std::path::Path::new(&path).exists() {
-        eprintln!("skipping: {path} not found (shared data folder absent)");
-        return None;
-    }
-    Some(Tokenizer::load(&path).unwrap_or_else(|e| panic!("loading {path}: {e}")))
+    let path = common::shared()?.join(format!("data/tokenizers/{name}.model"));
+    Some(Tokenizer::load(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display())))
 }
 
 fn unhex(s: &str) -> String {
@@ -226,5 +223,48 @@ fn decode_handles_specials_and_bad_bytes() {
     assert_eq!(
         tok.decode(&[3, 3, 300, 3]),
         " \u{2047}  \u{2047}  re \u{2047} "
+    );
+}
+
+/// `PGOLF_REQUIRE_SHARED=1` (set by `.ci/run`) turns a missing shared data folder into a
+/// failure: this test binary runs one of its own tests again as a child with `PGOLF_SHARED`
+/// pointing at an empty folder, with and without the flag.
+#[test]
+fn require_shared_turns_a_missing_data_folder_into_a_failure() {
+    let empty = std::env::temp_dir().join(format!("pgolf-no-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = |require: bool| {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args(["--exact", "readme_vector_pg_sp1024", "--nocapture"])
+            .env("PGOLF_SHARED", &empty);
+        if require {
+            c.env("PGOLF_REQUIRE_SHARED", "1");
+        } else {
+            c.env_remove("PGOLF_REQUIRE_SHARED");
+        }
+        let out = c.output().expect("re-run this test binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok_default, text_default) = run(false);
+    let (ok_required, text_required) = run(true);
+    let _ = std::fs::remove_dir(&empty);
+    assert!(ok_default, "{text_default}");
+    assert!(
+        text_default.contains("SKIPPED: reference data not found"),
+        "{text_default}"
+    );
+    assert!(text_default.contains("1 passed"), "{text_default}");
+    assert!(
+        !ok_required,
+        "PGOLF_REQUIRE_SHARED=1 must fail: {text_required}"
+    );
+    assert!(
+        text_required.contains("required but missing"),
+        "{text_required}"
     );
 }

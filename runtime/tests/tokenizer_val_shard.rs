@@ -1,13 +1,14 @@
 //! Re-encodes every validation document and compares with the shipped val shard, id for id, and
 //! checks the metric's byte denominator (shared/data/README.md: 2,667,711 bytes).
 //!
-//! Needs the shared data folder; without it the test prints why and passes.
+//! Needs the shared data folder; without it the test prints `SKIPPED: ...` and passes (fails
+//! under `PGOLF_REQUIRE_SHARED=1`, as in CI).
+
+mod common;
 
 use std::time::Instant;
 
 use pgolf_rt::tokenizer::Tokenizer;
-
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
 
 /// Parses the `"text"` string of one JSONL line (`{"text": "..."}`) with JSON escapes.
 fn json_text_field(line: &str) -> String {
@@ -58,7 +59,7 @@ fn json_text_field(line: &str) -> String {
     panic!("unterminated string");
 }
 
-fn read_shard(path: &str) -> Vec<u32> {
+fn read_shard(path: &std::path::Path) -> Vec<u32> {
     let bytes = std::fs::read(path).expect("read shard");
     assert!(bytes.len() >= 1024, "short header");
     let h = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
@@ -80,15 +81,13 @@ fn json_parser_handles_escapes() {
 
 #[test]
 fn val_shard_reencodes_exactly() {
-    let docs_path = format!("{DATA}/val_docs.jsonl");
-    let shard_path = format!("{DATA}/text_sp1024/fineweb_val_000000.bin");
-    let model_path = format!("{DATA}/tokenizers/pg_sp1024_bpe.model");
-    for p in [&docs_path, &shard_path, &model_path] {
-        if !std::path::Path::new(p).exists() {
-            eprintln!("skipping: {p} not found (shared data folder absent)");
-            return;
-        }
-    }
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let data = shared.join("data");
+    let docs_path = data.join("val_docs.jsonl");
+    let shard_path = data.join("text_sp1024/fineweb_val_000000.bin");
+    let model_path = data.join("tokenizers/pg_sp1024_bpe.model");
     let tok = Tokenizer::load(&model_path).expect("load tokenizer");
     let shard = read_shard(&shard_path);
     let docs_text = std::fs::read_to_string(&docs_path).expect("read docs");

@@ -1,7 +1,7 @@
 //! End to end: both reference artifacts on the wgpu backend against the CPU oracle, on the first
 //! two standard windows (seq 1024) of the val shard: per-position NLL within 1e-3 nats and
 //! bits per byte within 2e-4. Without `../shared` or without a wgpu adapter the tests print
-//! `SKIPPED: <reason>` and pass.
+//! `SKIPPED: <reason>` and pass (fail under `PGOLF_REQUIRE_SHARED=1` / `PGOLF_REQUIRE_WGPU=1`).
 //!
 //! The wgpu model keeps f32 weights here (`with_f16_weights(false)`): this is the oracle-parity
 //! check. With f16 weights (the default where the adapter offers `SHADER_F16`, lavapipe
@@ -32,7 +32,7 @@ fn models(artifact: &str) -> Option<Models> {
     let gpu = match WgpuBackend::with_f16_weights(false) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("SKIPPED: {e}");
+            common::skip("PGOLF_REQUIRE_WGPU", e);
             return None;
         }
     };

@@ -1,8 +1,10 @@
 //! Every op of the wgpu backend against the CPU oracle on small random shapes: sizes that are
 //! not multiples of the tile sizes (matmul 64, attention 64/16, reductions 256), batch > 1,
 //! grouped-query attention, XSA on and off. Without a wgpu adapter each test prints
-//! `SKIPPED: <reason>` and passes.
+//! `SKIPPED: <reason>` and passes, or fails under `PGOLF_REQUIRE_WGPU=1` (as in CI).
 #![cfg(feature = "wgpu")]
+
+mod common;
 
 use pgolf_rt::backend::cpu::{CpuBackend, CpuTensor};
 use pgolf_rt::backend::wgpu::WgpuBackend;
@@ -15,7 +17,7 @@ fn gpu() -> Option<&'static WgpuBackend> {
     match GPU.get_or_init(|| WgpuBackend::new().map_err(|e| e.to_string())) {
         Ok(b) => Some(b),
         Err(e) => {
-            eprintln!("SKIPPED: {e}");
+            common::skip("PGOLF_REQUIRE_WGPU", e);
             None
         }
     }
@@ -545,10 +547,13 @@ fn f16_weights_match_cpu_on_rounded_weights() {
 
     let g = WgpuBackend::with_f16_weights(true).unwrap();
     if !g.adapter_has_f16() {
-        eprintln!(
-            "SKIPPED (f16 half): adapter {:?} does not offer SHADER_F16; weights stay f32 ({})",
-            g.adapter_info().name,
-            g.name()
+        common::skip(
+            "PGOLF_REQUIRE_WGPU",
+            format_args!(
+                "(f16 half) adapter {:?} does not offer SHADER_F16; weights stay f32 ({})",
+                g.adapter_info().name,
+                g.name()
+            ),
         );
         assert!(!g.f16_weights());
         return;

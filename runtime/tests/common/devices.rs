@@ -9,18 +9,21 @@ use pgolf_rt::backend::cuda::modules::ATTENTION_TC_HEAD_DIMS;
 use pgolf_rt::backend::cuda::{reason, CudaBackend, CudaGpu};
 use pgolf_rt::backend::train::TrainBackend;
 use pgolf_rt::backend::{AttnGeometry, Backend};
-use std::path::PathBuf;
 
 /// Float32 tolerance of every CUDA-vs-CPU comparison (relative to the largest reference value
 /// where that exceeds 1).
 pub const TOL: f32 = 1e-4;
 
-/// The backend on device 0, or `None` with `SKIPPED: ...` printed.
+/// The backend on device 0, or `None` after [`super::skip`] (`PGOLF_REQUIRE_CUDA=1` makes a
+/// missing device a failure: the GPU check sets it).
 pub fn cuda() -> Option<CudaBackend<CudaGpu>> {
     match CudaBackend::new() {
         Ok(b) => Some(b),
         Err(e) => {
-            println!("SKIPPED: no CUDA device ({})", reason(&e));
+            super::skip(
+                "PGOLF_REQUIRE_CUDA",
+                format_args!("no CUDA device ({})", reason(&e)),
+            );
             None
         }
     }
@@ -85,23 +88,6 @@ impl<G: Gpu> Pair<G> {
         assert_eq!(self.cpu.shape(c), self.gpu.shape(g), "{what}: shapes");
         let (cv, gv) = (self.cpu.download(c).unwrap(), self.gpu.download(g).unwrap());
         assert_close(what, &gv, &cv, TOL);
-    }
-}
-
-/// The reference data at `$PGOLF_SHARED` (the GPU machine) or `../shared`, or `None` with
-/// `SKIPPED: ...` printed.
-pub fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("PGOLF_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
-    if p.join("reference").is_dir() && p.join("data").is_dir() {
-        Some(p)
-    } else {
-        println!(
-            "SKIPPED: reference data not found at {} (set PGOLF_SHARED)",
-            p.display()
-        );
-        None
     }
 }
 

@@ -1,4 +1,5 @@
-//! Helpers shared by integration tests: locating `../shared` and loading reference models.
+//! Helpers shared by integration tests: locating `../shared`, loading reference models, and
+//! the skip policy ([`skip`]).
 #![allow(dead_code)]
 
 #[cfg(feature = "cuda")]
@@ -11,15 +12,33 @@ use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
 use pgolf_rt::tokenizer::Tokenizer;
 use std::path::PathBuf;
 
-/// `../shared` next to the repository, or `None` (with a printed reason) when it is absent.
+/// Prints `SKIPPED: {why}` so the caller can return early, unless the environment variable
+/// `require` is `1`: then the missing prerequisite is a failure (panic). `.ci/run` sets
+/// `PGOLF_REQUIRE_SHARED`, `PGOLF_REQUIRE_WGPU` and `PGOLF_REQUIRE_NVRTC`; the GPU check sets
+/// `PGOLF_REQUIRE_CUDA`. Without them a test may skip, always saying why.
+pub fn skip(require: &str, why: impl std::fmt::Display) {
+    if std::env::var(require).is_ok_and(|v| v == "1") {
+        panic!("required but missing: {why} ({require}=1 turns this skip into a failure)");
+    }
+    println!("SKIPPED: {why}");
+}
+
+/// The challenge's reference data: `$PGOLF_SHARED` if set (the GPU machine's bundle), else
+/// `../shared` next to the repository; `None` after [`skip`] (`PGOLF_REQUIRE_SHARED`) when
+/// it is absent.
 pub fn shared() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared"));
+    let p = std::env::var_os("PGOLF_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
     if p.join("reference").is_dir() && p.join("data").is_dir() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIPPED: {} is absent (the challenge's reference data)",
-            p.display()
+        skip(
+            "PGOLF_REQUIRE_SHARED",
+            format_args!(
+                "reference data not found at {} (the challenge's reference data; set PGOLF_SHARED)",
+                p.display()
+            ),
         );
         None
     }
