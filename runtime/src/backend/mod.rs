@@ -9,9 +9,12 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod precision;
 pub mod train;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
+
+pub use precision::Precision;
 
 use crate::model::Activation;
 use crate::Result;

@@ -16,8 +16,7 @@
 //! What it cannot tell: speed, data races between threads, the device's exact rounding of
 //! `expf`/`tanhf` and of contracted `a*b+c` (see `cuda/emu/README.md`).
 
-use super::gpu::{check_gemm, Gpu, KArg, RowGemm};
-use crate::backend::cpu::matmul::{gemm_into, View};
+use super::gpu::{check_gemm, BlasGemm, Gpu, KArg};
 use crate::{Error, Result};
 use cudarc::driver::LaunchConfig;
 use std::ffi::{c_char, c_void, CString};
@@ -165,7 +164,7 @@ impl Gpu for EmuGpu {
 
     fn gemm(
         &self,
-        g: &RowGemm,
+        g: &BlasGemm,
         a: &EmuBuf<f32>,
         a_off: usize,
         b: &EmuBuf<f32>,
@@ -174,41 +173,18 @@ impl Gpu for EmuGpu {
         c_off: usize,
     ) -> Result<()> {
         check_gemm(g, (a.len, a_off), (b.len, b_off), (c.len, c_off))?;
-        let (m, n, k) = (g.m, g.n, g.k);
-        if m == 0 || n == 0 {
-            return Ok(());
+        if g.k == 0 && g.beta == 0.0 && !(g.batch == 1 && g.ldc == g.m) {
+            // What the real device refuses too (gemm.rs).
+            return Err(Error::Backend(format!(
+                "gemm: k = 0 with a strided or batched C is not supported: {g:?}"
+            )));
         }
-        let c_vals = &mut c.data[c_off..c_off + m * n];
-        if k == 0 {
-            if !g.accumulate {
-                c_vals.fill(0.0);
-            }
-            return Ok(());
-        }
-        // Strided views of op(A) [m, k] and op(B) [k, n] over the stored matrices.
-        let av = View {
-            data: a.values(),
-            offset: a_off,
-            rs: if g.a_t { 1 } else { k },
-            cs: if g.a_t { m } else { 1 },
-        };
-        let bv = View {
-            data: b.values(),
-            offset: b_off,
-            rs: if g.b_t { 1 } else { n },
-            cs: if g.b_t { k } else { 1 },
-        };
-        gemm_into(
-            m,
-            n,
-            k,
-            av,
-            bv,
-            c_vals,
-            0,
-            n,
-            g.accumulate,
-            crate::backend::cpu::par::gemm_parallelism(),
+        let len = c.len;
+        super::emu_blas::sgemm(
+            g,
+            &a.values()[a_off..],
+            &b.values()[b_off..],
+            &mut c.data[c_off..len],
         );
         Ok(())
     }
@@ -453,7 +429,8 @@ mod tests {
     }
 
     #[test]
-    fn gemm_matches_the_row_major_definition() {
+    fn gemm_checks_buffers_and_runs_the_cublas_call() {
+        use crate::backend::cuda::gpu::{GemmMath, RowGemm};
         let (m, n, k) = (3, 4, 5);
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect();
         let b: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 - 2.0).collect();
@@ -466,16 +443,20 @@ mod tests {
             b_t: false,
             accumulate: true,
         };
+        let call = BlasGemm::from_row(&g, GemmMath::F32);
         let (ab, bb) = (EmuGpu.upload(&a).unwrap(), EmuGpu.upload(&b).unwrap());
         let mut c = EmuGpu.upload(&vec![1.0; m * n]).unwrap();
-        EmuGpu.gemm(&g, &ab, 0, &bb, 0, &mut c, 0).unwrap();
+        // cuBLAS's A is our B.
+        EmuGpu.gemm(&call, &bb, 0, &ab, 0, &mut c, 0).unwrap();
         for r in 0..m {
             for cc in 0..n {
                 let want = 1.0 + (0..k).map(|l| a[l * m + r] * b[l * n + cc]).sum::<f32>();
-                assert_eq!(c.values()[r * n + cc], want);
+                assert!((c.values()[r * n + cc] - want).abs() < 1e-5);
             }
         }
-        assert!(EmuGpu.gemm(&g, &ab, 1, &bb, 0, &mut c, 0).is_err());
-        assert!(EmuGpu.gemm(&g, &ab, 0, &bb, 0, &mut c, 1).is_err());
+        assert!(EmuGpu.gemm(&call, &bb, 1, &ab, 0, &mut c, 0).is_err());
+        assert!(EmuGpu.gemm(&call, &bb, 0, &ab, 0, &mut c, 1).is_err());
+        let bad_ld = BlasGemm { ldc: n - 1, ..call };
+        assert!(EmuGpu.gemm(&bad_ld, &bb, 0, &ab, 0, &mut c, 0).is_err());
     }
 }

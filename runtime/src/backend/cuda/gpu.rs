@@ -65,6 +65,135 @@ impl RowGemm {
     }
 }
 
+/// How a product rounds its operands (accumulation is always fp32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmMath {
+    /// True fp32 multiply-adds (`CUBLAS_DEFAULT_MATH`).
+    #[default]
+    F32,
+    /// Operands rounded to TF32 (10-bit mantissa) on tensor cores
+    /// (`CUBLAS_TF32_TENSOR_OP_MATH`).
+    Tf32,
+}
+
+/// One cuBLAS `sgemm` / `sgemmStridedBatched` call, in cuBLAS's own column-major terms:
+/// for each batch entry `i < batch`,
+/// `C_i[r + c·ldc] = alpha · Σ_l op(A_i)[r, l] · op(B_i)[l, c] + beta · C_i[r + c·ldc]`
+/// over `r < m`, `c < n`, `l < k`, where `op(X)[r, c]` is `X[r + c·ld]`, or `X[c + r·ld]`
+/// when transposed, and `X_i` starts `i · stride` elements after `X`. When `beta == 0`, `C`
+/// is not read.
+///
+/// The backend builds these from row-major products ([`BlasGemm::from_row`]); the device
+/// layer hands them to cuBLAS as they are, and the emulator computes them from this
+/// definition, so the translation (operand order, transposes, leading dimensions, strides) is
+/// tested in CI.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlasGemm {
+    pub transa: bool,
+    pub transb: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub batch: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+    pub math: GemmMath,
+}
+
+impl BlasGemm {
+    /// The column-major call computing the row-major product `g`. A row-major `[r, c]`
+    /// buffer is the column-major `[c, r]` matrix (its transpose), so `C = op(A)·op(B)`
+    /// row-major is `Cᵀ (n×m) = op(B)ᵀ · op(A)ᵀ` column-major: cuBLAS's first operand is our
+    /// `B` (transposed in cuBLAS's sense exactly when `b_t`, leading dimension `k` if so, else
+    /// `n`), its second our `A` (transposed when `a_t`, leading dimension `m` if so, else
+    /// `k`), and `ldc = n`. For `nn.Linear` (`a_t = false`, `b_t = true`) this is
+    /// `transa = T`, `lda = K`, `transb = N`, `ldb = K`, `ldc = N`.
+    pub fn from_row(g: &RowGemm, math: GemmMath) -> BlasGemm {
+        BlasGemm {
+            transa: g.b_t,
+            transb: g.a_t,
+            m: g.n,
+            n: g.m,
+            k: g.k,
+            alpha: 1.0,
+            beta: if g.accumulate { 1.0 } else { 0.0 },
+            lda: if g.b_t { g.k } else { g.n },
+            ldb: if g.a_t { g.m } else { g.k },
+            ldc: g.n,
+            batch: 1,
+            stride_a: 0,
+            stride_b: 0,
+            stride_c: 0,
+            math,
+        }
+    }
+
+    /// `batch` equal products whose operands lie `stride_*` elements apart (one
+    /// `sgemmStridedBatched` call).
+    pub fn batched(
+        mut self,
+        batch: usize,
+        stride_a: usize,
+        stride_b: usize,
+        stride_c: usize,
+    ) -> Self {
+        self.batch = batch;
+        (self.stride_a, self.stride_b, self.stride_c) = (stride_a, stride_b, stride_c);
+        self
+    }
+
+    /// Rows and columns of the stored `A`, `B`, `C` (before `op`).
+    fn stored(&self) -> [(usize, usize); 3] {
+        let dims = |t: bool, r: usize, c: usize| if t { (c, r) } else { (r, c) };
+        [
+            dims(self.transa, self.m, self.k),
+            dims(self.transb, self.k, self.n),
+            (self.m, self.n),
+        ]
+    }
+
+    /// cuBLAS's argument rules (`CUBLAS_STATUS_INVALID_VALUE` otherwise): every dimension fits
+    /// an `i32`, and each leading dimension is at least its stored matrix's row count (and 1).
+    pub fn validate(&self) -> Result<()> {
+        let fits = [
+            self.m, self.n, self.k, self.lda, self.ldb, self.ldc, self.batch,
+        ]
+        .iter()
+        .all(|&d| d <= i32::MAX as usize);
+        let [(ra, _), (rb, _), (rc, _)] = self.stored();
+        let lds = self.lda >= ra.max(1) && self.ldb >= rb.max(1) && self.ldc >= rc.max(1);
+        if !fits || !lds || self.batch == 0 {
+            return Err(crate::Error::Backend(format!(
+                "gemm: invalid cuBLAS arguments {self:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Elements of `A`, `B` and `C` the call touches, from the first one (0 for an empty
+    /// matrix).
+    pub fn extents(&self) -> [usize; 3] {
+        let lds = [self.lda, self.ldb, self.ldc];
+        let strides = [self.stride_a, self.stride_b, self.stride_c];
+        let mut out = [0; 3];
+        for (i, &(r, c)) in self.stored().iter().enumerate() {
+            if r > 0 && c > 0 {
+                out[i] = (self.batch.saturating_sub(1))
+                    .saturating_mul(strides[i])
+                    .saturating_add((c - 1).saturating_mul(lds[i]))
+                    .saturating_add(r);
+            }
+        }
+        out
+    }
+}
+
 /// A device that runs the kernels of `cuda/*.cu`. Work may be queued asynchronously; reads
 /// back to the host ([`Gpu::download`]) wait for everything queued before them.
 pub trait Gpu: Send + Sync + Sized {
@@ -75,13 +204,8 @@ pub trait Gpu: Send + Sync + Sized {
     /// A loaded kernel entry point.
     type Func: Send + Sync;
 
-    /// What the backend reports as its name, e.g. `cuda (NVIDIA H100, sm_90, float32)`.
+    /// The device, e.g. `cuda (NVIDIA H100, sm_90)`; the backend adds its precision.
     fn describe(&self) -> String;
-    /// Whether the TF32 math mode was asked for (`PGOLF_CUDA_TF32=1`): TF32 GEMMs, and
-    /// attention on tensor cores where [`Gpu::tensor_cores`] (`cuda/attention_tc.cu`).
-    fn tf32(&self) -> bool {
-        false
-    }
     /// Whether the TF32 tensor-core instructions of `cuda/attention_tc.cu` exist here (sm_80+;
     /// the emulator has host versions of them). On older devices its kernels are empty.
     fn tensor_cores(&self) -> bool {
@@ -106,12 +230,13 @@ pub trait Gpu: Send + Sync + Sized {
     /// Values the buffer holds.
     fn len(b: &Self::F32) -> usize;
 
-    /// `c = op(a) · op(b)` (see [`RowGemm`]), with `a`, `b` and `c` at element offsets
-    /// `a_off`, `b_off`, `c_off` of their buffers. Sizes are checked here.
+    /// The cuBLAS call `g` (see [`BlasGemm`]: `a` and `b` are cuBLAS's `A` and `B`), with
+    /// `a`, `b` and `c` at element offsets `a_off`, `b_off`, `c_off` of their buffers.
+    /// Arguments and sizes are checked first (`check_gemm`).
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
-        g: &RowGemm,
+        g: &BlasGemm,
         a: &Self::F32,
         a_off: usize,
         b: &Self::F32,
@@ -138,21 +263,22 @@ pub trait Gpu: Send + Sync + Sized {
     fn synchronize(&self) -> Result<()>;
 }
 
-/// `Err` unless the stored matrices of `g` fit in buffers of `(length, offset)` `a`, `b`, `c`
-/// (shared by both implementations of [`Gpu::gemm`]).
+/// `Err` unless `g` is a valid cuBLAS call ([`BlasGemm::validate`]) whose matrices fit in
+/// buffers of `(length, offset)` `a`, `b`, `c` (shared by both implementations of
+/// [`Gpu::gemm`]).
 pub(super) fn check_gemm(
-    g: &RowGemm,
+    g: &BlasGemm,
     a: (usize, usize),
     b: (usize, usize),
     c: (usize, usize),
 ) -> Result<()> {
-    let (na, nb, nc) = g.sizes();
-    let fits = [g.m, g.n, g.k].iter().all(|&d| d <= i32::MAX as usize);
+    g.validate()?;
+    let [na, nb, nc] = g.extents();
     let within =
         |(len, off): (usize, usize), n: usize| off.checked_add(n).is_some_and(|e| e <= len);
-    if !fits || !within(a, na) || !within(b, nb) || !within(c, nc) {
+    if !within(a, na) || !within(b, nb) || !within(c, nc) {
         return Err(crate::Error::Backend(format!(
-            "gemm: bad sizes for {g:?} (buffers of (length, offset) {a:?}, {b:?}, {c:?})"
+            "gemm: {g:?} reaches past its buffers (length, offset) {a:?}, {b:?}, {c:?}"
         )));
     }
     Ok(())

@@ -72,7 +72,7 @@ impl<G: Gpu> CudaBackend<G> {
     fn ns_product(&self, g: &RowGemm, a: &G::F32, b: &G::F32, round: bool) -> Result<G::F32> {
         let n = g.m * g.n;
         let mut c = self.alloc(n)?;
-        self.gpu.gemm(g, a, 0, b, 0, &mut c, 0)?;
+        self.row_gemm(g, a, 0, b, 0, &mut c, 0)?;
         if round {
             c = self.ns_axpby(&c, 1.0, None, n, true)?;
         }
