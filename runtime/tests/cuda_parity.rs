@@ -16,8 +16,8 @@
 mod common;
 
 use common::devices::{
-    assert_close, attention_cases, check_tensor_core_attention, data, max_diff, shared, AttnCase,
-    AttnOp, Pair, TOL,
+    assert_close, attention_cases, check_tensor_core_attention, data, max_diff, AttnCase, AttnOp,
+    Pair, TOL,
 };
 use pgolf_rt::artifact::Artifact;
 use pgolf_rt::backend::cpu::CpuBackend;
@@ -265,7 +265,7 @@ fn head_nll_and_log_probs<G: Gpu>(p: &Pair<G>) {
 }
 
 fn model_nll_matches<G: Gpu>(gpu: CudaBackend<G>, artifact: &str) {
-    let Some(s) = shared() else { return };
+    let Some(s) = common::shared() else { return };
     let art = Artifact::load(s.join("reference").join(artifact)).expect("artifact");
     let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).expect("weights");
     let toks = load_tokens(
@@ -326,3 +326,51 @@ on_both_devices!(
         baseline9l_first_two_windows_nll,
         mlp3x11l_first_two_windows_nll
 );
+
+/// `PGOLF_REQUIRE_CUDA=1` (what the GPU check sets) turns a missing device into a failure:
+/// this test binary runs one of its own `gpu::` tests again as a child, with and without it.
+/// Without a device the child passes with `SKIPPED` by default and fails when CUDA is
+/// required; with one it passes either way.
+#[test]
+fn require_cuda_turns_a_missing_device_into_a_failure() {
+    let run = |require: bool| {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "gpu::upload_download_copy_roundtrip",
+            "--nocapture",
+        ]);
+        if require {
+            c.env("PGOLF_REQUIRE_CUDA", "1");
+        } else {
+            c.env_remove("PGOLF_REQUIRE_CUDA");
+        }
+        let out = c.output().expect("re-run this test binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok_default, text_default) = run(false);
+    let (ok_required, text_required) = run(true);
+    assert!(ok_default, "without PGOLF_REQUIRE_CUDA: {text_default}");
+    if CudaBackend::new().is_ok() {
+        assert!(ok_required, "with a device: {text_required}");
+        assert!(!text_required.contains("SKIPPED"), "{text_required}");
+    } else {
+        assert!(
+            text_default.contains("SKIPPED: no CUDA device"),
+            "{text_default}"
+        );
+        assert!(
+            !ok_required,
+            "PGOLF_REQUIRE_CUDA=1 must fail: {text_required}"
+        );
+        assert!(
+            text_required.contains("required but missing: no CUDA device"),
+            "{text_required}"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! `pgolf-rt eval`: standard or sliding-window evaluation of an artifact on challenge shards.
 
-use super::model_args::{load_weights, with_model, with_train_backend, ArchArgs, BackendChoice};
+use super::model_args::{
+    load_weights, precision, with_model, with_train_backend, ArchArgs, BackendChoice, Precision,
+};
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -44,6 +46,10 @@ pub struct EvalArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
+    /// Precision of the matrix products: f32 (the parity path) or tf32 (CUDA: TF32 tensor
+    /// cores, fp32 accumulation). Default: $PGOLF_PRECISION, else f32.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -229,21 +235,22 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let stride = a.stride.or(if a.sliding { Some(64) } else { None });
     let mix = mixer_config(&a)?;
-    let (r, mixed, audit, backend) = with_model!(a.backend, &weights, |model| {
-        let audit = if a.audit {
-            let rep = run_audit(&model, &tokens, &a, stride, mix.as_ref())?;
-            print!("{rep}");
-            if !rep.passed() {
-                anyhow::bail!("legality audit FAILED");
-            }
-            println!("legality audit PASSED");
-            Some(rep)
-        } else {
-            None
-        };
-        let (r, mixed) = evaluate(&model, &tokens, &lut, &a, stride, mix.as_ref())?;
-        (r, mixed, audit, model.backend_name())
-    });
+    let (r, mixed, audit, backend) =
+        with_model!(a.backend, precision(a.precision)?, &weights, |model| {
+            let audit = if a.audit {
+                let rep = run_audit(&model, &tokens, &a, stride, mix.as_ref())?;
+                print!("{rep}");
+                if !rep.passed() {
+                    anyhow::bail!("legality audit FAILED");
+                }
+                println!("legality audit PASSED");
+                Some(rep)
+            } else {
+                None
+            };
+            let (r, mixed) = evaluate(&model, &tokens, &lut, &a, stride, mix.as_ref())?;
+            (r, mixed, audit, model.backend_name())
+        });
     let mode = if stride.is_some() {
         "sliding"
     } else {
@@ -422,9 +429,12 @@ fn run_ttt(
     tokens: &[u32],
     lut: &ByteLut,
 ) -> Result<()> {
-    with_train_backend!(a.backend, "--ttt", |be| run_ttt_on(
-        &be, a, weights, tokens, lut
-    ))
+    with_train_backend!(
+        a.backend,
+        precision(a.precision)?,
+        "--ttt",
+        |be| run_ttt_on(&be, a, weights, tokens, lut)
+    )
 }
 
 fn run_ttt_on<B: TrainBackend + Clone>(

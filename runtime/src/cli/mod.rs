@@ -1,5 +1,6 @@
 //! Command-line front end. Each subcommand lives in its own file; shared flags live here.
 
+mod devices;
 mod eval;
 mod inspect;
 mod model_args;
@@ -30,6 +31,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Train a model on challenge shards (train_gpt.py's settings) and export an artifact.
     Train(Box<train::TrainArgs>),
+    /// What this build and machine offer: backends, the CUDA device and libraries, precisions.
+    Devices(devices::DevicesArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -48,5 +51,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Score(a) => score::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(*a),
+        Command::Devices(a) => devices::run(a),
     }
 }

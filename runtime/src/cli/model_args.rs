@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pgolf_rt::artifact::Artifact;
+pub use pgolf_rt::backend::Precision;
 use pgolf_rt::model::{Activation, ConfigOverrides, ModelWeights};
 use std::path::PathBuf;
 
@@ -72,37 +73,64 @@ pub fn load_weights(path: &PathBuf, arch: &ArchArgs) -> Result<(Artifact, ModelW
     Ok((artifact, weights))
 }
 
-/// Runs `$body` with `$be` bound to a backend that trains (`TrainBackend + Clone`): what
-/// `train` and `eval --ttt` need. `auto` is CUDA when a device opens, else the CPU; wgpu has
-/// no backward ops, so asking for it is an error naming `$what`.
+/// The precision a command runs in: `--precision` if given, else `PGOLF_PRECISION` (or the
+/// older `PGOLF_CUDA_TF32=1`), else f32.
+pub fn precision(flag: Option<Precision>) -> Result<Precision> {
+    match flag {
+        Some(p) => Ok(p),
+        None => Ok(Precision::from_env()?),
+    }
+}
+
+/// The CPU backend, which is float32 only (the oracle every other backend is checked against).
+pub fn cpu_backend(p: Precision) -> Result<pgolf_rt::backend::cpu::CpuBackend> {
+    anyhow::ensure!(
+        p == Precision::F32,
+        "--precision {p}: the CPU backend is float32 only (use --precision f32, or --backend cuda)"
+    );
+    Ok(pgolf_rt::backend::cpu::CpuBackend::new())
+}
+
+/// The CUDA backend on device 0 in precision `p`.
+#[cfg(feature = "cuda")]
+pub fn cuda_backend(
+    p: Precision,
+) -> std::result::Result<pgolf_rt::backend::cuda::CudaBackend, pgolf_rt::Error> {
+    pgolf_rt::backend::cuda::CudaBackend::new()?.with_precision(p)
+}
+
+/// Runs `$body` with `$be` bound to a backend that trains (`TrainBackend + Clone`), in
+/// precision `$prec`: what `train` and `eval --ttt` need. `auto` is CUDA when a device opens,
+/// else the CPU; wgpu has no backward ops, so asking for it is an error naming `$what`.
 macro_rules! with_train_backend {
-    ($choice:expr, $what:expr, |$be:ident| $body:expr) => {{
-        use $crate::cli::model_args::BackendChoice;
+    ($choice:expr, $prec:expr, $what:expr, |$be:ident| $body:expr) => {{
+        use $crate::cli::model_args::{cpu_backend, BackendChoice};
+        let prec: pgolf_rt::backend::Precision = $prec;
         match $choice {
             #[cfg(feature = "cuda")]
-            BackendChoice::Auto => match pgolf_rt::backend::cuda::CudaBackend::new() {
+            BackendChoice::Auto => match $crate::cli::model_args::cuda_backend(prec) {
                 Ok($be) => $body,
                 Err(e) => {
                     eprintln!(
                         "note: not using CUDA ({}); running on the CPU",
                         pgolf_rt::backend::cuda::reason(&e)
                     );
-                    let $be = pgolf_rt::backend::cpu::CpuBackend::new();
+                    let $be = cpu_backend(prec)?;
                     $body
                 }
             },
             #[cfg(not(feature = "cuda"))]
             BackendChoice::Auto => {
-                let $be = pgolf_rt::backend::cpu::CpuBackend::new();
+                let $be = cpu_backend(prec)?;
                 $body
             }
             BackendChoice::Cpu => {
-                let $be = pgolf_rt::backend::cpu::CpuBackend::new();
+                let $be = cpu_backend(prec)?;
                 $body
             }
             #[cfg(feature = "cuda")]
             BackendChoice::Cuda => {
-                let $be = pgolf_rt::backend::cuda::CudaBackend::new().map_err(|e| {
+                let $be = $crate::cli::model_args::cuda_backend(prec).map_err(|e| {
                     anyhow::anyhow!("--backend cuda: {}", pgolf_rt::backend::cuda::reason(&e))
                 })?;
                 $body
@@ -113,7 +141,7 @@ macro_rules! with_train_backend {
             ),
             #[cfg(feature = "cuda-emu")]
             BackendChoice::CudaEmu => {
-                let $be = pgolf_rt::backend::cuda::emu::EmuGpu::backend()?;
+                let $be = pgolf_rt::backend::cuda::emu::EmuGpu::backend()?.with_precision(prec)?;
                 $body
             }
             BackendChoice::Wgpu => anyhow::bail!(
@@ -126,17 +154,23 @@ macro_rules! with_train_backend {
 }
 pub(crate) use with_train_backend;
 
-/// Runs `$body` with `$model` bound to a `DeviceModel` on the chosen backend, so commands are
-/// written once, generically. `auto` picks the fastest backend compiled in and available.
-/// An explicit request for a backend that is not compiled in is an error, never a fallback.
-/// The backends that train are chosen as in [`with_train_backend`]; wgpu is added here.
+/// Runs `$body` with `$model` bound to a `DeviceModel` on the chosen backend in precision
+/// `$prec`, so commands are written once, generically. `auto` picks the fastest backend
+/// compiled in and available. An explicit request for a backend that is not compiled in is
+/// an error, never a fallback. The backends that train are chosen as in
+/// [`with_train_backend`]; wgpu is added here.
 macro_rules! with_model {
-    ($choice:expr, $weights:expr, |$model:ident| $body:expr) => {{
+    ($choice:expr, $prec:expr, $weights:expr, |$model:ident| $body:expr) => {{
         use $crate::cli::model_args::BackendChoice;
+        let prec: pgolf_rt::backend::Precision = $prec;
         match $choice {
             // `auto` stays off wgpu: on a software adapter (CI) it is slower than the CPU.
             #[cfg(feature = "wgpu")]
             BackendChoice::Wgpu => {
+                anyhow::ensure!(
+                    prec == pgolf_rt::backend::Precision::F32,
+                    "--precision {prec}: the wgpu backend computes in float32 (use --precision f32)"
+                );
                 let $model = pgolf_rt::model::DeviceModel::new(
                     pgolf_rt::backend::wgpu::WgpuBackend::new()?,
                     $weights,
@@ -147,7 +181,7 @@ macro_rules! with_model {
             BackendChoice::Wgpu => anyhow::bail!(
                 "--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"
             ),
-            other => $crate::cli::model_args::with_train_backend!(other, "this command", |be| {
+            other => $crate::cli::model_args::with_train_backend!(other, prec, "this command", |be| {
                 let $model = pgolf_rt::model::DeviceModel::new(be, $weights)?;
                 $body
             }),

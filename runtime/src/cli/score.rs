@@ -1,6 +1,6 @@
 //! `pgolf-rt score`: per-token log-probabilities and bits per byte of raw text.
 
-use super::model_args::{load_weights, with_model, ArchArgs, BackendChoice};
+use super::model_args::{load_weights, precision, with_model, ArchArgs, BackendChoice, Precision};
 use anyhow::{Context, Result};
 use clap::Args;
 use pgolf_rt::eval::score_tokens;
@@ -27,6 +27,9 @@ pub struct ScoreArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
+    /// Precision of the matrix products: f32 or tf32 (CUDA). Default: $PGOLF_PRECISION, else f32.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -56,7 +59,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     {
         anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary of {}: wrong tokenizer for this model?", weights.config.vocab_size);
     }
-    let s = with_model!(a.backend, &weights, |model| {
+    let s = with_model!(a.backend, precision(a.precision)?, &weights, |model| {
         score_tokens(&model, &ids, &lut, a.seq_len, a.stride)?
     });
     println!(

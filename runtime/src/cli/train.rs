@@ -1,7 +1,7 @@
 //! `pgolf-rt train`: `train_gpt.py`'s environment variables (or the same names as flags),
 //! its log lines, its artifact names; plus checkpoints, EMA, QAT and the int6 export.
 
-use super::model_args::{with_train_backend, BackendChoice};
+use super::model_args::{precision, with_train_backend, BackendChoice, Precision};
 use super::progress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -179,6 +179,12 @@ pub struct TrainArgs {
     /// EMA) on a `profile step:N ...` line.
     #[arg(long, env = "PGOLF_PROFILE")]
     profile: bool,
+    /// Also print one JSON object per logged step (`{"step": N, "train_loss": ..., "step_ms":
+    /// ..., "tokens_per_s": ..., phases in ms}`) and, as the last line of stdout, one for the
+    /// run (`{"final": true, "train_loss": last step's, "val_bpb": of the round-tripped
+    /// artifact, "step_ms_median": ..., ...}`).
+    #[arg(long)]
+    json: bool,
     /// Write a checkpoint here every --checkpoint-every steps and at the end.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -193,6 +199,10 @@ pub struct TrainArgs {
     /// Compute backend: auto (CUDA when a device opens, else the CPU), cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// Precision of the matrix products: f32 (the parity path) or tf32 (CUDA: TF32 tensor
+    /// cores, fp32 accumulation and master weights). Default: $PGOLF_PRECISION, else f32.
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 fn parse_qat(s: &str) -> Result<QatMode> {
@@ -385,7 +395,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         train_spec: &train_spec,
         export,
     };
-    with_train_backend!(a.backend, "train", |be| run.train_on(be, weights, stream))
+    with_train_backend!(a.backend, precision(a.precision)?, "train", |be| {
+        run.train_on(be, weights, stream)
+    })
 }
 
 /// Everything a training run needs besides the backend, the weights and the data stream.
@@ -480,6 +492,8 @@ impl Run<'_> {
         }
         log.bar.set_position(t.step as u64);
         let val_seq = cfg.train_seq_len;
+        let mut steps: Vec<(usize, f64, f64)> = Vec::new(); // (step, loss, step ms)
+        let mut last_ms = t.elapsed_ms;
         if !resumed && t.should_validate() {
             let r = validate(&be, &t.weights, val, lut, val_seq, a.val_batch)?;
             log.line(&t.val_line(r.val_loss, r.val_bpb));
@@ -487,10 +501,32 @@ impl Run<'_> {
         while !t.finished() {
             let r = t.train_step()?;
             log.bar.set_position(r.step as u64);
+            let step_ms = r.train_time_ms - last_ms;
+            last_ms = r.train_time_ms;
+            steps.push((r.step, r.train_loss, step_ms));
             if t.should_log(r.step) {
                 log.line(&t.step_line(&r));
                 if a.profile {
                     log.line(&t.profile_line(&r));
+                }
+                if a.json {
+                    let p = r.phases;
+                    log.line(
+                        &serde_json::json!({
+                            "step": r.step,
+                            "train_loss": r.train_loss,
+                            "grad_norm": r.grad_norm,
+                            "lr_mul": r.lr_mul,
+                            "step_ms": step_ms,
+                            "train_time_ms": r.train_time_ms,
+                            "tokens_per_s": cfg.train_batch_tokens as f64 / (step_ms / 1e3),
+                            "grads_ms": p.grads_ms,
+                            "reduce_ms": p.reduce_ms,
+                            "optim_ms": p.optim_ms,
+                            "ema_ms": p.ema_ms,
+                        })
+                        .to_string(),
+                    );
                 }
             }
             if t.should_validate() {
@@ -555,6 +591,35 @@ impl Run<'_> {
             r.val_loss,
             r.val_bpb
         ));
+        if a.json {
+            let mut ms: Vec<f64> = steps.iter().map(|s| s.2).collect();
+            // The median of the steps after the first (which pays for compilation and warm-up).
+            let timed = if ms.len() > 1 {
+                &mut ms[1..]
+            } else {
+                &mut ms[..]
+            };
+            timed.sort_by(f64::total_cmp);
+            let median = timed.get(timed.len() / 2).copied().unwrap_or(f64::NAN);
+            log.line(
+                &serde_json::json!({
+                    "final": true,
+                    "steps": t.step,
+                    "train_loss": steps.last().map(|s| s.1),
+                    "train_losses": steps.iter().map(|s| s.1).collect::<Vec<_>>(),
+                    "step_ms": steps.iter().map(|s| s.2).collect::<Vec<_>>(),
+                    "step_ms_median": median,
+                    "tokens_per_step": cfg.train_batch_tokens,
+                    "tokens_per_s": cfg.train_batch_tokens as f64 / (median / 1e3),
+                    "train_time_ms": t.elapsed_ms,
+                    "val_loss": r.val_loss,
+                    "val_bpb": r.val_bpb,
+                    "artifact_bytes": bytes.len(),
+                    "backend": backend_name,
+                })
+                .to_string(),
+            );
+        }
         Ok(())
     }
 }

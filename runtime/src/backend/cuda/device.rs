@@ -1,13 +1,15 @@
 //! Finding a usable CUDA device without ever panicking.
 //!
 //! cudarc (feature `dynamic-loading`) opens libcuda/libnvrtc/libcublas lazily and **panics** when
-//! a library is missing. So [`probe_libraries`] first asks each library's unsafe
-//! `is_culib_present()` (which only tries `dlopen` on the candidate names), and only then do we
-//! touch cudarc's safe API. A missing library, a driver without a device, or a context that
+//! a library is missing. So [`probe_libraries`] first opens what it can find
+//! ([`super::libs::preload`], which also looks where PyTorch's wheels and the driver keep
+//! them), then asks each library's unsafe `is_culib_present()` (which only tries `dlopen` on
+//! the candidate names), and only then do we touch cudarc's safe API. A missing library, a driver without a device, or a context that
 //! cannot be created all become one-line `Error::Backend("CUDA unavailable: ...")` messages.
 
 use super::gemm::Blas;
-use super::gpu::{check_gemm, Gpu, KArg, RowGemm};
+use super::gpu::{check_gemm, BlasGemm, Gpu, KArg};
+use super::modules::BuildReport;
 use crate::{Error, Result};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
@@ -19,6 +21,7 @@ use std::sync::Arc;
 /// Checks that every shared library the backend needs can be opened, in the order they are
 /// used. The first one missing gives the error.
 pub fn probe_libraries() -> Result<()> {
+    super::libs::preload();
     // SAFETY: these functions only dlopen the candidate library names and drop the handles;
     // they touch no CUDA state.
     let libs: [(&str, bool, &str); 3] = unsafe {
@@ -103,6 +106,12 @@ pub struct Device {
     /// `(major, minor)`, e.g. `(9, 0)` on H100.
     pub compute_capability: (i32, i32),
     pub name: String,
+    /// Device memory in bytes.
+    pub total_memory: usize,
+    /// Streaming multiprocessors.
+    pub multiprocessors: i32,
+    /// The driver's CUDA version, e.g. 13000 for 13.0.
+    pub driver_version: i32,
 }
 
 impl Device {
@@ -136,11 +145,23 @@ impl Device {
                 .compute_capability()
                 .map_err(|e| unavailable(format!("cannot read the compute capability: {e}")))?;
             let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+            let total_memory = ctx.total_mem().unwrap_or(0);
+            let multiprocessors = ctx
+                .attribute(
+                    cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                )
+                .unwrap_or(0);
+            let mut driver_version = 0;
+            // SAFETY: one valid out-pointer; the driver is initialised (a context exists).
+            unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver_version) };
             Ok(Device {
                 ctx,
                 stream,
                 compute_capability,
                 name,
+                total_memory,
+                multiprocessors,
+                driver_version,
             })
         });
         match opened {
@@ -162,6 +183,7 @@ impl Device {
 pub struct CudaGpu {
     dev: Device,
     modules: HashMap<&'static str, Arc<CudaModule>>,
+    kernels: BuildReport,
     blas: Blas,
 }
 
@@ -171,13 +193,34 @@ impl CudaGpu {
         let dev = Device::open(ordinal)?;
         // NVRTC and cuBLAS are first called here, and cudarc panics on a symbol missing from a
         // library it did find (e.g. a CUDA 12 libnvrtc/libcublas): report that as an error too.
-        let (modules, blas) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let modules = super::modules::load_modules(&dev.ctx, &dev.arch())?;
-            let blas = Blas::new(dev.stream.clone())?;
-            Ok::<_, Error>((modules, blas))
-        }))
-        .map_err(|p| unavailable(panic_message(p.as_ref())))??;
-        Ok(CudaGpu { dev, modules, blas })
+        let (modules, kernels, blas) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (modules, kernels) = super::modules::load_modules(&dev.ctx, &dev.arch())?;
+                let blas = Blas::new(dev.stream.clone())?;
+                Ok::<_, Error>((modules, kernels, blas))
+            }))
+            .map_err(|p| unavailable(panic_message(p.as_ref())))??;
+        Ok(CudaGpu {
+            dev,
+            modules,
+            kernels,
+            blas,
+        })
+    }
+
+    /// The opened device.
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// How the kernels were obtained (compiled, from the disk cache, as PTX).
+    pub fn kernel_report(&self) -> &BuildReport {
+        &self.kernels
+    }
+
+    /// cuBLAS's version, e.g. 130100 for 13.1.0.
+    pub fn cublas_version(&self) -> i32 {
+        self.blas.version()
     }
 }
 
@@ -196,18 +239,7 @@ impl Gpu for CudaGpu {
 
     fn describe(&self) -> String {
         let (ma, mi) = self.dev.compute_capability;
-        let math = if self.tf32() && self.tensor_cores() {
-            "tf32 gemm + tensor-core attention"
-        } else if self.tf32() {
-            "tf32 gemm"
-        } else {
-            "float32"
-        };
-        format!("cuda ({}, sm_{ma}{mi}, {math})", self.dev.name)
-    }
-
-    fn tf32(&self) -> bool {
-        self.blas.tf32
+        format!("cuda ({}, sm_{ma}{mi})", self.dev.name)
     }
 
     fn tensor_cores(&self) -> bool {
@@ -275,7 +307,7 @@ impl Gpu for CudaGpu {
 
     fn gemm(
         &self,
-        g: &RowGemm,
+        g: &BlasGemm,
         a: &CudaSlice<f32>,
         a_off: usize,
         b: &CudaSlice<f32>,
@@ -284,7 +316,7 @@ impl Gpu for CudaGpu {
         c_off: usize,
     ) -> Result<()> {
         check_gemm(g, (a.len(), a_off), (b.len(), b_off), (c.len(), c_off))?;
-        let (_, _, nc) = g.sizes();
+        let [_, _, nc] = g.extents();
         let mut c = c.slice_mut(c_off..c_off + nc);
         self.blas
             .gemm(g, &a.slice(a_off..), &b.slice(b_off..), &mut c)

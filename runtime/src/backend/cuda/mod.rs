@@ -1,47 +1,49 @@
 //! The CUDA backend: float32 activations on one NVIDIA GPU, kernels compiled at run time.
 //!
-//! - `device.rs`: probes libcuda/libnvrtc/libcublas *before* touching cudarc (whose lazy loader
-//!   panics on a missing library), then opens a context and one stream. Without CUDA,
+//! - `libs.rs`: finds libcuda/libnvrtc/libcublas(Lt)/libnccl also outside the loader's path
+//!   (the driver's folder, `/usr/local/cuda`, PyTorch's `nvidia/*` wheels) and reports which
+//!   files were loaded.
+//! - `device.rs`: probes the libraries *before* touching cudarc (whose lazy loader panics on a
+//!   missing library), then opens a context and one stream. Without CUDA,
 //!   [`CudaBackend::new`] returns a one-line `Error::Backend("CUDA unavailable: ...")`.
-//! - `modules.rs`: the `cuda/*.cu` sources (embedded with `include_str!`), compiled once per
-//!   process with NVRTC for the device's `sm_XY` and cached; loaded into each context.
-//! - `gemm.rs`: matrix products through cuBLAS sgemm (fp32; opt-in TF32 via
-//!   `PGOLF_CUDA_TF32=1`, which also moves attention, forward and backward, onto tensor cores:
-//!   `cuda/attention_tc.cu`).
+//! - `modules.rs`: the `cuda/*.cu` sources (embedded with `include_str!`), compiled in parallel
+//!   by NVRTC to CUBIN for the device's `sm_XY`, cached on disk and per process, and loaded
+//!   into each context.
 //! - `gpu.rs`: the device layer the backend is written against ([`gpu::Gpu`]): buffers,
-//!   launches, matrix products. [`device::CudaGpu`] is the real GPU; `emu::EmuGpu` (feature
-//!   `cuda-emu`) runs the same kernels on the host, so CI tests this backend without a GPU.
-//! - `ops.rs`: kernel launchers (launch geometry and argument packing).
+//!   launches, and matrix products as cuBLAS calls ([`gpu::BlasGemm`]). [`device::CudaGpu`] is
+//!   the real GPU (`gemm.rs`: cuBLAS, fp32 or TF32 math); `emu::EmuGpu` (feature `cuda-emu`)
+//!   runs the same kernels on the host, and the cuBLAS calls from their definition
+//!   (`emu_blas.rs`), so CI tests this backend without a GPU.
+//! - `ops.rs`, `train.rs`, `newton_schulz.rs`: kernel launchers (launch geometry and argument
+//!   packing) of the forward, backward and optimizer ops.
 //!
-//! Every op of [`Backend`] mirrors the CPU oracle (`backend/cpu`) with the same semantics;
-//! each `.cu` file names the CPU file it mirrors. All work is queued on one stream and only
-//! `download`, `nll` and `log_probs` synchronise with the host.
-//!
-//! Status (2026-11-23): compiles on a CUDA-less machine, and NVRTC accepts every kernel for
-//! sm_90 (`tests/cuda_kernels_compile.rs`). In the TF32 math mode attention, forward and
-//! backward, runs on tensor cores (`cuda/attention_tc.cu`, head dims 32 and 64). Numerics
-//! against the CPU oracle (`tests/cuda_parity.rs`) and speed have NOT yet been run on a GPU. Not yet implemented:
-//! bf16 GEMMs through cuBLASLt, dequantisation of int8/int6 rows on the device (weights are
-//! dequantised on the host and uploaded as f32), fused head GEMM (the head uses cuBLAS
-//! into a logits buffer, then one fused soft-cap + logsumexp + NLL kernel per row).
-//! `cuda/REVIEW.md` lists what a desk review checked and what to look at first on a GPU.
+//! Precision is a property of the backend value ([`CudaBackend::with_precision`]): `f32`
+//! (true fp32 products, the parity path) or `tf32` (TF32 GEMM operands and tensor-core
+//! attention, fp32 accumulation). Every op of [`Backend`] mirrors the CPU oracle
+//! (`backend/cpu`) with the same semantics; each `.cu` file names the CPU file it mirrors.
+//! All work is queued on one stream and only `download`, `nll` and `log_probs` synchronise
+//! with the host. `cuda/REVIEW.md` lists what a desk review checked and what to look at first
+//! on a GPU; README.md and BENCHMARKS.md say what has been measured where.
 
 pub mod device;
 #[cfg(feature = "cuda-emu")]
 pub mod emu;
+#[cfg(feature = "cuda-emu")]
+mod emu_blas;
 pub mod gemm;
 pub mod gpu;
+pub mod libs;
 pub mod modules;
 mod newton_schulz;
 mod ops;
 mod train;
 
-use super::{AttnGeometry, Backend, RopeSpec};
+use super::{AttnGeometry, Backend, Precision, RopeSpec};
 use crate::backend::cpu::RopeTable;
 use crate::model::Activation;
 use crate::{Error, Result};
 pub use device::CudaGpu;
-use gpu::{Gpu, RowGemm};
+use gpu::{BlasGemm, GemmMath, Gpu, RowGemm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -75,6 +77,8 @@ pub struct CudaBackend<G: Gpu = CudaGpu> {
     gpu: Arc<G>,
     kernels: Arc<modules::Kernels<G::Func>>,
     rope: RopeCache<G>,
+    /// The run's precision: how products round their operands.
+    precision: Precision,
     /// Attention on TF32 tensor cores (`cuda/attention_tc.cu`) for the head dims it has.
     tc_attention: bool,
 }
@@ -85,6 +89,7 @@ impl<G: Gpu> Clone for CudaBackend<G> {
             gpu: self.gpu.clone(),
             kernels: self.kernels.clone(),
             rope: self.rope.clone(),
+            precision: self.precision,
             tc_attention: self.tc_attention,
         }
     }
@@ -103,23 +108,80 @@ impl CudaBackend<CudaGpu> {
 }
 
 impl<G: Gpu> CudaBackend<G> {
-    /// The backend on an opened device layer.
+    /// The backend on an opened device layer, in the precision the environment asks for
+    /// ([`Precision::from_env`]; float32 by default).
     pub fn with_gpu(gpu: G) -> Result<Self> {
         let kernels = Arc::new(modules::Kernels::load(&gpu)?);
-        Ok(CudaBackend {
-            tc_attention: gpu.tf32() && gpu.tensor_cores(),
+        let b = CudaBackend {
+            tc_attention: false,
             gpu: Arc::new(gpu),
             kernels,
             rope: Arc::new(Mutex::new(HashMap::new())),
-        })
+            precision: Precision::F32,
+        };
+        b.with_precision(Precision::from_env()?)
+    }
+
+    /// The precisions this backend offers, the parity path first.
+    pub const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Tf32];
+
+    /// The same backend in `precision`: `f32` multiplies in true fp32 (the parity path);
+    /// `tf32` rounds GEMM operands to TF32 on tensor cores and runs attention on tensor cores
+    /// (`cuda/attention_tc.cu`, where the device has them), accumulating in fp32.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        if !Self::PRECISIONS.contains(&precision) {
+            return Err(Error::Backend(format!(
+                "the CUDA backend does not offer --precision {precision} yet (it has {})",
+                Precision::list(Self::PRECISIONS)
+            )));
+        }
+        self.precision = precision;
+        self.tc_attention = precision == Precision::Tf32 && self.gpu.tensor_cores();
+        Ok(self)
+    }
+
+    /// The run's precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// How products round their operands in this precision.
+    fn math(&self) -> GemmMath {
+        match self.precision {
+            Precision::F32 => GemmMath::F32,
+            Precision::Tf32 => GemmMath::Tf32,
+        }
+    }
+
+    /// The device layer (for device facts in `pgolf-rt devices`).
+    pub fn gpu(&self) -> &G {
+        &self.gpu
     }
 
     /// The same backend with attention (forward and backward) on TF32 tensor cores or not
-    /// (default: on in the TF32 math mode). Head dims `cuda/attention_tc.cu` lacks keep the
+    /// (default: on in the TF32 precision). Head dims `cuda/attention_tc.cu` lacks keep the
     /// fp32 kernels, and so does a device without TF32 tensor cores (before sm_80).
     pub fn with_tensor_core_attention(mut self, on: bool) -> Self {
         self.tc_attention = on && self.gpu.tensor_cores();
         self
+    }
+
+    /// The row-major product `g` with `a`, `b`, `c` at element offsets of their buffers, as
+    /// one cuBLAS call in this backend's precision ([`BlasGemm::from_row`]: cuBLAS's `A` is
+    /// our `b`).
+    #[allow(clippy::too_many_arguments)]
+    fn row_gemm(
+        &self,
+        g: &RowGemm,
+        a: &G::F32,
+        a_off: usize,
+        b: &G::F32,
+        b_off: usize,
+        c: &mut G::F32,
+        c_off: usize,
+    ) -> Result<()> {
+        let call = BlasGemm::from_row(g, self.math());
+        self.gpu.gemm(&call, b, b_off, a, a_off, c, c_off)
     }
 
     /// Blocks until all queued work is done (for timing).
@@ -193,7 +255,7 @@ impl<G: Gpu> CudaBackend<G> {
             accumulate: false,
         };
         let mut c = self.alloc(m * n)?;
-        self.gpu.gemm(&g, &a.buf, 0, &b.buf, 0, &mut c, 0)?;
+        self.row_gemm(&g, &a.buf, 0, &b.buf, 0, &mut c, 0)?;
         Ok(self.tensor(c, m, n))
     }
 
@@ -212,7 +274,7 @@ impl<G: Gpu> CudaBackend<G> {
         for (k, &(s, e)) in segs.iter().enumerate() {
             if e > s {
                 let (g, [a_off, b_off, c_off]) = plan(k, s, e - s);
-                self.gpu.gemm(&g, a, a_off, b, b_off, c, c_off)?;
+                self.row_gemm(&g, a, a_off, b, b_off, c, c_off)?;
             }
         }
         Ok(())
@@ -229,8 +291,7 @@ impl<G: Gpu> CudaBackend<G> {
         let (m, d, vocab) = (r1 - r0, h.cols, head.rows);
         let mut logits = self.alloc(m * vocab)?;
         let g = RowGemm::linear(m, vocab, d);
-        self.gpu
-            .gemm(&g, &h.buf, r0 * d, &head.buf, 0, &mut logits, 0)?;
+        self.row_gemm(&g, &h.buf, r0 * d, &head.buf, 0, &mut logits, 0)?;
         Ok(logits)
     }
 }
@@ -259,7 +320,17 @@ impl<G: Gpu> Backend for CudaBackend<G> {
     type Tensor = CudaTensor<G>;
 
     fn name(&self) -> String {
-        self.gpu.describe()
+        let d = self.gpu.describe();
+        let math = match (self.precision, self.tc_attention) {
+            (Precision::F32, false) => "float32",
+            (Precision::F32, true) => "float32 gemm + tensor-core attention",
+            (Precision::Tf32, true) => "tf32 gemm + tensor-core attention",
+            (Precision::Tf32, false) => "tf32 gemm",
+        };
+        match d.strip_suffix(')') {
+            Some(head) => format!("{head}, {math})"),
+            None => format!("{d} ({math})"),
+        }
     }
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor<G>> {
