@@ -88,6 +88,9 @@ class Attention(nn.Module):
         self.c_v = nn.Linear(d, cfg.num_kv_heads * hd, bias=False)
         self.proj = nn.Linear(cfg.num_heads * hd, d, bias=False)
         self.q_gain = nn.Parameter(torch.ones(cfg.num_heads))
+        # False: GQA by repeat_interleave of K/V (the reference form). True: SDPA's enable_gqa=True (torch >= 2.5),
+        # as train_gpt.py runs it on the GPU (flash attention reads the shared KV heads itself); same result.
+        self.native_gqa = False
 
     def forward(self, u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = u.shape
@@ -97,11 +100,15 @@ class Attention(nn.Module):
         q, k = rms(q), rms(k)  # QK-norm per head
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = q * self.q_gain[None, :, None, None]
+        gqa = {}
         if self.hkv != self.h:  # GQA: query head h reads kv head h // (H / Hkv)
-            rep = self.h // self.hkv
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(hd)
+            if self.native_gqa:
+                gqa = {"enable_gqa": True}
+            else:
+                rep = self.h // self.hkv
+                k = k.repeat_interleave(rep, dim=1)
+                v = v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)  # scale 1/sqrt(hd)
         y = y.transpose(1, 2).reshape(B, T, self.h * self.hd)
         return self.proj(y)
 
@@ -169,6 +176,13 @@ class GPT(nn.Module):
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         z = h @ w.t()
         return cfg.softcap * torch.tanh(z / cfg.softcap)
+
+    def use_native_gqa(self, on: bool = True) -> "GPT":
+        """Switch every attention layer to SDPA's own GQA (see Attention.native_gqa). Returns self."""
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.native_gqa = on
+        return self
 
     def nll(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-position -ln p(target), shape [B, T], float32."""

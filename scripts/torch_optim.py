@@ -22,8 +22,12 @@ def newton_schulz5(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.
 
 
 class Muon:
-    def __init__(self, params, lr, momentum):
+    """ns: the orthogonalisation (default newton_schulz5 above, float32); scripts/torch_gpu_bench.py passes
+    train_gpt.py's bf16 one (MUON_BF16=1) and/or a torch.compile'd one."""
+
+    def __init__(self, params, lr, momentum, ns=None):
         self.params, self.lr, self.momentum = list(params), lr, momentum
+        self.ns = newton_schulz5 if ns is None else ns
         self.bufs = [torch.zeros_like(p) for p in self.params]
 
     @torch.no_grad()
@@ -32,7 +36,7 @@ class Muon:
             g = p.grad
             buf.mul_(self.momentum).add_(g)
             g = g.add(buf, alpha=self.momentum)  # nesterov
-            o = newton_schulz5(g)
+            o = self.ns(g)
             o = o * max(1, g.size(0) / g.size(1)) ** 0.5
             p.add_(o, alpha=-self.lr)
 

@@ -90,10 +90,58 @@ def window_nll(model, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return model.nll(x, y).numpy()
 
 
-def standard_eval(model, toks, luts, T, n_windows=None, batch=4, progress=False, per_position=False):
+# Window plans: the one definition of which windows an eval runs and which of their positions it
+# scores, shared by the evals below and scripts/torch_gpu_bench.py. A plan is a list of
+# (start, wlen, lo): x = toks[start : start+wlen], y = toks[start+1 : start+wlen+1], both zero-padded
+# to T, and positions [lo, wlen) are scored.
+
+
+def standard_plan(n_tokens: int, T: int, n_windows=None) -> list:
     """Spec 7.1: consecutive non-overlapping windows of the stream truncated to a multiple of T (+1)."""
-    total = (len(toks) - 1) // T
+    total = (n_tokens - 1) // T
     n = total if n_windows is None else min(n_windows, total)
+    return [(k * T, T, 0) for k in range(n)]
+
+
+def sliding_plan(n_tokens: int, T: int, stride: int, n_windows=None, once: bool = False) -> list:
+    """Spec 7.2 canonical form: starts 0, s, 2s, ... < N' = n_tokens - 1; window e = min(ws+T, N'); the first
+    window scores all its positions, later windows their last min(stride, wlen). That is the challenge's
+    code, which re-scores targets near the end of the stream. once=True: the clean form of `pgolf-rt eval`
+    (runtime/src/eval/windows.rs): a window scores only targets no earlier window scored, and windows that
+    would score none are dropped, so every target is scored exactly once (identical until the tail)."""
+    n_targets = n_tokens - 1
+    starts = list(range(0, n_targets, stride))
+    if n_windows is not None:
+        starts = starts[:n_windows]
+    plan = []
+    scored_to = 0  # once: targets [0, scored_to) are scored
+    for ws in starts:
+        e = min(ws + T, n_targets)
+        wlen = e - ws
+        lo = 0 if ws == 0 else wlen - min(stride, wlen)
+        if once:
+            if e <= scored_to:
+                continue
+            lo = max(lo, scored_to - ws)
+            scored_to = e
+        plan.append((ws, wlen, lo))
+    return plan
+
+
+def window_arrays(toks: np.ndarray, T: int, plan) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets [len(plan), T] (int64) of the plan's windows, zero-padded after wlen."""
+    xs = np.zeros((len(plan), T), dtype=np.int64)
+    ys = np.zeros((len(plan), T), dtype=np.int64)
+    for i, (ws, wlen, _) in enumerate(plan):
+        xs[i, :wlen] = toks[ws:ws + wlen]
+        ys[i, :wlen] = toks[ws + 1:ws + wlen + 1]
+    return xs, ys
+
+
+def standard_eval(model, toks, luts, T, n_windows=None, batch=4, progress=False, per_position=False):
+    """Spec 7.1 (standard_plan): every target of the first n windows scored once."""
+    plan = standard_plan(len(toks), T, n_windows)
+    n = len(plan)
     nll_sum = 0.0
     byte_sum = 0
     count = 0
@@ -101,8 +149,7 @@ def standard_eval(model, toks, luts, T, n_windows=None, batch=4, progress=False,
     t0 = time.perf_counter()
     for b0 in range(0, n, batch):
         ks = range(b0, min(b0 + batch, n))
-        xs = np.stack([toks[k * T:(k + 1) * T] for k in ks])
-        ys = np.stack([toks[k * T + 1:(k + 1) * T + 1] for k in ks])
+        xs, ys = window_arrays(toks, T, plan[b0:b0 + batch])
         nll = window_nll(model, xs, ys)
         by = target_bytes(xs, ys, luts)
         nll_sum += float(nll.astype(np.float64).sum())
@@ -127,37 +174,25 @@ def standard_eval(model, toks, luts, T, n_windows=None, batch=4, progress=False,
 
 
 def sliding_eval(model, toks, luts, T, stride, n_windows=None, batch=4):
-    """Spec 7.2 canonical form: starts 0, s, 2s, ... < N'; window x = val[ws:e], e = min(ws+T, N'), zero-padded
-    to T; the first window scores all its positions, later windows their last min(stride, wlen)."""
-    n_targets = len(toks) - 1
-    starts = list(range(0, n_targets, stride))
-    if n_windows is not None:
-        starts = starts[:n_windows]
+    """Spec 7.2 canonical form (sliding_plan): window x = val[ws:e], e = min(ws+T, N'), zero-padded to T; the
+    first window scores all its positions, later windows their last min(stride, wlen)."""
+    plan = sliding_plan(len(toks), T, stride, n_windows)
     nll_sum, byte_sum, count = 0.0, 0, 0
     per_window = []
     t0 = time.perf_counter()
-    for b0 in range(0, len(starts), batch):
-        chunk = starts[b0:b0 + batch]
-        xs = np.zeros((len(chunk), T), dtype=np.int64)
-        ys = np.zeros((len(chunk), T), dtype=np.int64)
-        wl = []
-        for i, ws in enumerate(chunk):
-            e = min(ws + T, n_targets)
-            xs[i, :e - ws] = toks[ws:e]
-            ys[i, :e - ws] = toks[ws + 1:e + 1]
-            wl.append(e - ws)
+    for b0 in range(0, len(plan), batch):
+        chunk = plan[b0:b0 + batch]
+        xs, ys = window_arrays(toks, T, chunk)
         nll = window_nll(model, xs, ys)
         by = target_bytes(xs, ys, luts)
-        for i, ws in enumerate(chunk):
-            wlen = wl[i]
-            lo = 0 if ws == 0 else wlen - min(stride, wlen)
+        for i, (ws, wlen, lo) in enumerate(chunk):
             s_nll = float(nll[i, lo:wlen].astype(np.float64).sum())
             s_by = int(by[i, lo:wlen].sum())
             nll_sum += s_nll
             byte_sum += s_by
             count += wlen - lo
             per_window.append({"start": ws, "scored": [lo, wlen], "nll_sum": s_nll, "bytes": s_by})
-    return {"windows": len(starts), "seq_len": T, "stride": stride, "tokens": count, "nll_sum": nll_sum,
+    return {"windows": len(plan), "seq_len": T, "stride": stride, "tokens": count, "nll_sum": nll_sum,
             "bytes": byte_sum, "val_loss": nll_sum / count if count else None,
             "val_bpb": nll_sum / math.log(2) / byte_sum if byte_sum else None,
             "seconds": time.perf_counter() - t0, "per_window": per_window}
