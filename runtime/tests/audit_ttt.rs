@@ -1,6 +1,7 @@
 //! The legality audit of test-time training on a tiny random model: LoRA TTT (one document at a
-//! time and batched), with and without the Hedge mixer, and full-model TTT pass; a deliberately
-//! illegal pass (adapting on a chunk before scoring it) is caught.
+//! time and batched), with and without the Hedge mixer, and full-model TTT pass; deliberately
+//! illegal passes are caught: adapting on a chunk before scoring it (`Fault::AdaptBeforeScore`,
+//! also through the CLI, which must exit non-zero), and a score that reads a later token.
 
 mod common;
 
@@ -11,7 +12,7 @@ use pgolf_rt::data::BOS_ID;
 use pgolf_rt::eval::audit::{AuditConfig, AuditReport};
 use pgolf_rt::eval::audit_ttt::audit_ttt;
 use pgolf_rt::eval::mixer::MixerConfig;
-use pgolf_rt::eval::ttt::{lora_ttt_into, ttt_document_scored};
+use pgolf_rt::eval::ttt::{lora_ttt_into, ttt_document_scored, Fault};
 use pgolf_rt::eval::ttt_full::full_ttt_into;
 use pgolf_rt::eval::{FullTttConfig, TttConfig};
 use pgolf_rt::model::ConfigOverrides;
@@ -144,4 +145,106 @@ fn a_score_depending_on_a_later_token_is_caught() {
     show(&r);
     assert!(!r.check("causality").unwrap().passed);
     assert!(r.check("normalisation").unwrap().passed);
+}
+
+/// The cheat the audit exists for: the adapters take a step on a chunk's own targets before
+/// they score it. Then a token inside a chunk moves the scores of earlier targets of that chunk,
+/// which the causality check sees; the same pass without the fault passes.
+#[test]
+fn adapting_on_a_chunk_before_scoring_it_is_caught() {
+    let w = tiny(54, false, &ConfigOverrides::default());
+    let m = TrainModel::new(CpuBackend::new(), &w).unwrap();
+    let s = docs_stream(6, &[40, 33]);
+    let lut = lut();
+    for (fault, legal) in [(Fault::None, true), (Fault::AdaptBeforeScore, false)] {
+        for batch in [1, 2] {
+            let c = TttConfig {
+                fault,
+                ..lora_cfg(batch)
+            };
+            let r = audit_ttt(&s, &lut, V, None, &audit_cfg(), s.len() - 1, &mut |sink| {
+                lora_ttt_into(&m, sink.stream(), &c, sink, None)
+            })
+            .unwrap();
+            show(&r);
+            assert_eq!(r.passed(), legal, "{fault:?} batch {batch}");
+            assert_eq!(r.check("causality").unwrap().passed, legal, "{fault:?}");
+            // Still one score per target, each a distribution: only causality is broken.
+            assert!(r.check("single-pass").unwrap().passed);
+            assert!(r.check("normalisation").unwrap().passed);
+        }
+    }
+}
+
+/// Through the binary: `PGOLF_AUDIT_FAULT=adapt-before-score eval --ttt lora --audit` exits
+/// non-zero saying the audit failed; without `--audit` the fault is refused outright; without
+/// the fault the same command passes.
+#[test]
+fn the_cli_exits_non_zero_when_the_audit_fails() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+    let run = |fault: Option<&str>, audit: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pgolf-rt"));
+        c.args([
+            "eval",
+            "--backend",
+            "cpu",
+            "--ttt",
+            "lora",
+            "--ttt-max-docs",
+            "2",
+        ])
+        .args([
+            "--ttt-chunk",
+            "32",
+            "--ttt-window",
+            "64",
+            "--audit-docs",
+            "2",
+        ])
+        .args(["--audit-positions", "3", "--max-tokens", "4096"])
+        .arg("--artifact")
+        .arg(format!("{models}/pg-tiny-4L128.int8.ptz"))
+        .arg("--tokenizer")
+        .arg(format!("{models}/pg_sp1024_bpe.model"))
+        .arg("--data")
+        .arg(common::val_shard(&shared));
+        if audit {
+            c.arg("--audit");
+        }
+        match fault {
+            Some(f) => c.env("PGOLF_AUDIT_FAULT", f),
+            None => c.env_remove("PGOLF_AUDIT_FAULT"),
+        };
+        let out = c.output().expect("run pgolf-rt");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = run(None, true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("legality audit PASSED"), "{text}");
+    let (code, text) = run(Some("adapt-before-score"), true);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("causality"),
+        "{text}"
+    );
+    assert!(text.contains("legality audit FAILED"), "{text}");
+    assert!(
+        !text.contains("val_bpb:"),
+        "no score may be printed: {text}"
+    );
+    let (code, text) = run(Some("adapt-before-score"), false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("PGOLF_AUDIT_FAULT") && text.contains("--audit"),
+        "{text}"
+    );
+    assert!(!text.contains("val_bpb:"), "{text}");
 }

@@ -98,7 +98,9 @@ fn newton_schulz<G: Gpu>(p: &Pair<G>) {
             &f32_gpu,
         );
         // bf16: the same roundings in the same order; only the f32 summation order of the
-        // products differs, which can move a value across a bf16 rounding boundary.
+        // products differs, which can move a value across a bf16 rounding boundary. Seen on
+        // the emulator: every value equal. Asserted: at least 99% equal, the rest within one
+        // bf16 step at the value's magnitude (2^-7 relative), as a GPU's order may differ.
         let want = p
             .cpu
             .download(&p.cpu.newton_schulz(&uc, 5, true).unwrap())
@@ -107,12 +109,19 @@ fn newton_schulz<G: Gpu>(p: &Pair<G>) {
             .gpu
             .download(&p.gpu.newton_schulz(&ug, 5, true).unwrap())
             .unwrap();
-        assert_close(
-            &format!("newton_schulz bf16 {rows}x{cols}"),
-            &got,
-            &want,
-            2e-2,
+        let equal = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+        let d = common::devices::max_diff(&got, &want);
+        println!(
+            "newton_schulz bf16 {rows}x{cols}: {equal}/{} equal, max diff {d:.2e}",
+            got.len()
         );
+        assert!(equal * 100 >= got.len() * 99, "only {equal} equal");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= w.abs().max(g.abs()) / 128.0,
+                "newton_schulz bf16 {rows}x{cols}: {g} vs {w}: more than one bf16 step"
+            );
+        }
         assert!(
             got.iter().all(|v| half::bf16::from_f32(*v).to_f32() == *v),
             "bf16 NS output is not bf16-representable"

@@ -48,16 +48,14 @@ fn check_artifact(artifact: &str) {
         .flat_map(floats)
         .collect();
     assert_eq!(want.len(), nll.len());
-    let max_err = nll
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max);
+    let got: Vec<f64> = nll.iter().map(|&v| v as f64).collect();
+    let max_err = common::max_abs_diff_f64(&got, &want);
     let sum: f64 = nll.iter().map(|&v| v as f64).sum();
     let want_sum = fx["standard"]["nll_sum"].as_f64().unwrap();
     eprintln!("{stem}: max |nll diff| {max_err:.2e}, nll sum {sum:.4} vs {want_sum:.4}");
+    // Seen: 4.4e-5 (baseline9L) and 5.4e-5 (mlp3x11L) nats; README: ~5e-5.
     assert!(
-        max_err < 5e-4,
+        max_err < 1e-4,
         "{stem}: per-position NLL differs by {max_err}"
     );
     assert!(

@@ -90,7 +90,8 @@ fn four_steps_match_pytorch() {
             "step {}: loss {loss:.7} (torch {want_loss:.7}), grad norm {norm:.7} (torch {want_norm:.7})",
             i + 1
         );
-        assert!((loss - want_loss).abs() < 1e-5, "step {}: loss", i + 1);
+        // Seen: within 1e-7.
+        assert!((loss - want_loss).abs() < 1e-6, "step {}: loss", i + 1);
         assert!(
             (norm - want_norm).abs() < 1e-4 * want_norm,
             "step {}: norm",
@@ -109,8 +110,9 @@ fn four_steps_match_pytorch() {
         }
     }
     println!("final weights: max |Δ| {:.2e} in {}", worst.0, worst.1);
+    // Seen: 3.9e-7 in tok_emb.weight (README: "to 4e-7").
     assert!(
-        worst.0 < 2e-5,
+        worst.0 < 1e-6,
         "final weights differ by {} in {}",
         worst.0,
         worst.1

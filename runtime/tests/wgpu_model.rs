@@ -1,6 +1,6 @@
 //! End to end: both reference artifacts on the wgpu backend against the CPU oracle, on the first
-//! two standard windows (seq 1024) of the val shard: per-position NLL within 1e-3 nats and
-//! bits per byte within 2e-4. Without `../shared` or without a wgpu adapter the tests print
+//! two standard windows (seq 1024) of the val shard: per-position NLL within 1e-4 nats and
+//! bits per byte within 1e-6. Without `../shared` or without a wgpu adapter the tests print
 //! `SKIPPED: <reason>` and pass (fail under `PGOLF_REQUIRE_SHARED=1` / `PGOLF_REQUIRE_WGPU=1`).
 //!
 //! The wgpu model keeps f32 weights here (`with_f16_weights(false)`): this is the oracle-parity
@@ -63,13 +63,12 @@ fn check_artifact(artifact: &str) {
     let c = m.cpu.nll(ids, tgt, 2, SEQ, None).expect("cpu nll");
     let tc = t0.elapsed();
     assert_eq!(g.len(), c.len());
-    let (mut worst, mut at) = (0.0f32, 0);
-    for (i, (a, b)) in g.iter().zip(&c).enumerate() {
-        let e = (a - b).abs();
-        if e > worst || e.is_nan() {
-            (worst, at) = (e, i);
-        }
-    }
+    let worst = common::max_abs_diff(&g, &c);
+    let at = g
+        .iter()
+        .zip(&c)
+        .position(|(a, b)| (a - b).abs() == worst)
+        .unwrap_or(0);
     let lut = common::sp1024(&m.shared).byte_lut(1024);
     let bytes: u64 = (0..2 * SEQ)
         .map(|t| lut.bytes_for(m.toks[t], m.toks[t + 1]) as u64)
@@ -82,18 +81,15 @@ fn check_artifact(artifact: &str) {
     );
     for w in 0..2 {
         let r = w * SEQ..(w + 1) * SEQ;
-        let e = g[r.clone()]
-            .iter()
-            .zip(&c[r])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let e = common::max_abs_diff(&g[r.clone()], &c[r]);
         eprintln!("{artifact}: window {w}: max |nll diff| {e:.2e}");
     }
+    // Seen on lavapipe: 2.5e-5 nats per position, 1.2e-7 bpb (BENCHMARKS.md).
     assert!(
-        worst < 1e-3,
+        worst < 1e-4,
         "{artifact}: NLL differs by {worst} at position {at}"
     );
-    assert!((bg - bc).abs() < 2e-4, "{artifact}: bpb {bg} vs {bc}");
+    assert!((bg - bc).abs() < 1e-6, "{artifact}: bpb {bg} vs {bc}");
 
     // Log-probabilities through the other head kernel, at a few positions of window 0.
     let rows = [0usize, 511, 1023];
@@ -105,11 +101,7 @@ fn check_artifact(artifact: &str) {
         .cpu
         .log_probs(&m.toks[..SEQ], 1, SEQ, Some(&rows))
         .unwrap();
-    let worst = lg
-        .iter()
-        .zip(&lc)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = common::max_abs_diff(&lg, &lc);
     assert!(worst < 1e-3, "{artifact}: log-probs differ by {worst}");
 }
 

@@ -140,6 +140,7 @@ fn wgpu() -> Value {
 }
 
 pub fn run(a: DevicesArgs) -> Result<()> {
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(unused_mut))]
     let mut report = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "features": features(),

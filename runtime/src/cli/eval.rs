@@ -445,6 +445,13 @@ fn run_ttt_on<B: TrainBackend + Clone>(
     lut: &ByteLut,
 ) -> Result<()> {
     let mix = mixer_config(a)?;
+    if audit_fault()? != pgolf_rt::eval::ttt::Fault::None {
+        anyhow::ensure!(
+            a.audit && a.ttt.ttt.as_deref() == Some("lora"),
+            "PGOLF_AUDIT_FAULT makes LoRA TTT illegal on purpose, to test the audit: it needs \
+             --ttt lora --audit (and never produces a score)"
+        );
+    }
     if a.audit {
         let rep = run_ttt_audit(be, a, weights, tokens, lut, mix.as_ref())?;
         print!("{rep}");
@@ -452,6 +459,10 @@ fn run_ttt_on<B: TrainBackend + Clone>(
             anyhow::bail!("legality audit FAILED");
         }
         println!("legality audit PASSED");
+        anyhow::ensure!(
+            audit_fault()? == pgolf_rt::eval::ttt::Fault::None,
+            "PGOLF_AUDIT_FAULT is set but the audit passed: it did not catch the injected fault"
+        );
     }
     let start = std::time::Instant::now();
     let unit = if a.ttt.ttt.as_deref() == Some("full") {
@@ -516,7 +527,17 @@ fn lora_config(a: &EvalArgs) -> Result<pgolf_rt::eval::TttConfig> {
         min_doc_len: t.ttt_min_doc_len,
         max_docs: t.ttt_max_docs,
         batch_docs: t.ttt_batch_docs,
+        fault: audit_fault()?,
         ..TttConfig::default()
+    })
+}
+
+/// `PGOLF_AUDIT_FAULT`: a deliberately illegal TTT variant (`adapt-before-score`), injected only
+/// to show that `--audit` catches it.
+fn audit_fault() -> Result<pgolf_rt::eval::ttt::Fault> {
+    Ok(match std::env::var("PGOLF_AUDIT_FAULT") {
+        Ok(v) => v.parse()?,
+        Err(_) => pgolf_rt::eval::ttt::Fault::None,
     })
 }
 

@@ -47,6 +47,34 @@ pub struct TttConfig {
     /// Documents advancing chunk by chunk together in one batched forward/backward
     /// ([`super::ttt_batch`]); each keeps its own adapters and optimiser. 1: one at a time.
     pub batch_docs: usize,
+    /// A deliberately illegal variant, only to prove that the legality audit catches it
+    /// ([`Fault::None`] everywhere else).
+    pub fault: Fault,
+}
+
+/// Deliberately illegal TTT variants, injected only to prove the audit catches them
+/// (`tests/audit_ttt.rs`; the CLI takes `PGOLF_AUDIT_FAULT` and only together with `--audit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// The legal order: score a chunk, then adapt on it.
+    #[default]
+    None,
+    /// Adapt on a chunk (one optimiser step on its own targets) before scoring it: each score
+    /// then depends on later tokens of its chunk.
+    AdaptBeforeScore,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Fault> {
+        match s {
+            "none" | "" => Ok(Fault::None),
+            "adapt-before-score" => Ok(Fault::AdaptBeforeScore),
+            other => Err(Error::Usage(format!(
+                "unknown audit fault {other:?} (none, adapt-before-score)"
+            ))),
+        }
+    }
 }
 
 impl Default for TttConfig {
@@ -63,6 +91,7 @@ impl Default for TttConfig {
             seed: 1337,
             max_docs: None,
             batch_docs: 1,
+            fault: Fault::None,
         }
     }
 }
@@ -165,9 +194,20 @@ pub fn ttt_document_scored<B: TrainBackend>(
         let targets_all = &doc[c.win_start + 1..c.end + 1];
         let rows: Vec<usize> = (c.chunk_start - c.win_start..c.end - c.win_start).collect();
         let targets: Vec<u32> = rows.iter().map(|&r| targets_all[r]).collect();
-        let dev = model.upload_lora(&lora)?;
-        let tape = model.forward(ids, 1, ids.len(), Some(&dev))?;
-        // Scored before any update that uses this chunk.
+        let mut dev = model.upload_lora(&lora)?;
+        let mut tape = model.forward(ids, 1, ids.len(), Some(&dev))?;
+        if cfg.fault == Fault::AdaptBeforeScore && adapt {
+            // Illegal on purpose (audit tests only): a step on this chunk's own targets first.
+            let dnll = vec![1.0 / rows.len() as f32; rows.len()];
+            let g = model.backward(&tape, &rows, &targets, &dnll, Some(&dev), false)?;
+            let g = g
+                .lora
+                .ok_or_else(|| Error::Backend("TTT: no adapter gradients".into()))?;
+            opt.step(&mut lora.params_mut(), &g.slices())?;
+            dev = model.upload_lora(&lora)?;
+            tape = model.forward(ids, 1, ids.len(), Some(&dev))?;
+        }
+        // Scored before any update that uses this chunk (but for the fault above).
         if log_probs {
             let lp = model.log_probs(&tape, &rows, Some(&dev))?;
             if lp.len() != rows.len() * vocab {
@@ -288,7 +328,8 @@ pub fn lora_ttt_into<B: TrainBackend>(
     let docs = select_docs(tokens, cfg.max_docs);
     let vocab = model.config().vocab_size;
     let want_lp = sink.wants_log_probs();
-    if cfg.batch_docs > 1 {
+    // An injected fault runs one document at a time (it lives in `ttt_document_scored`).
+    if cfg.batch_docs > 1 && cfg.fault == Fault::None {
         return lora_ttt_batched_into(model, tokens, cfg, &docs, sink, progress);
     }
     for (k, d) in docs.iter().enumerate() {

@@ -37,14 +37,7 @@ pub fn data(n: usize, seed: f32, amp: f32) -> Vec<f32> {
 }
 
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            assert!(x.is_finite() == y.is_finite(), "finite mismatch {x} vs {y}");
-            (x - y).abs()
-        })
-        .fold(0.0, f32::max)
+    super::max_abs_diff(a, b)
 }
 
 /// Relative to the magnitude of the reference where it is large (GEMM sums of many terms).

@@ -44,6 +44,36 @@ pub fn shared() -> Option<PathBuf> {
     }
 }
 
+/// The largest `|a[i] - b[i]|`. Every comparison of the suite goes through this (or
+/// [`max_abs_diff_f64`]): a NaN or an infinity on either side is a failure with its index, never
+/// a value a `fold(0.0, f32::max)` would silently drop; lengths must match.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    let mut worst = 0.0f32;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            x.is_finite() && y.is_finite(),
+            "non-finite value at {i}: {x} vs {y}"
+        );
+        worst = worst.max((x - y).abs());
+    }
+    worst
+}
+
+/// [`max_abs_diff`] for `f64`.
+pub fn max_abs_diff_f64(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    let mut worst = 0.0f64;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            x.is_finite() && y.is_finite(),
+            "non-finite value at {i}: {x} vs {y}"
+        );
+        worst = worst.max((x - y).abs());
+    }
+    worst
+}
+
 pub fn val_shard(shared: &std::path::Path) -> PathBuf {
     shared.join("data/text_sp1024/fineweb_val_000000.bin")
 }

@@ -1,0 +1,238 @@
+//! The `score`, `inspect` and `eval --mix hedge` commands through the binary, each against the
+//! library computing the same thing another way (the embedding API, the artifact reader, the
+//! mixer and the plain eval), on the committed default model.
+
+mod common;
+
+use pgolf_rt::artifact::Artifact;
+use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::data::load_tokens;
+use pgolf_rt::eval::mixer::{eval_mixed, MixerConfig};
+use pgolf_rt::eval::EvalOptions;
+use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
+use pgolf_rt::tokenizer::Tokenizer;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/pg-tiny-4L128.int8.ptz"
+);
+const TOKENIZER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/pg_sp1024_bpe.model");
+const TEXT: &str = "The quick brown fox jumps over the lazy dog.\nIt cost $1,234.56 — naïve café!";
+
+/// Runs the binary; returns (exit code, stdout, stderr).
+fn run(args: &[&str], stdin: Option<&str>) -> (Option<i32>, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pgolf-rt"));
+    c.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("run pgolf-rt");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn score_matches_the_embedding_api_and_its_own_sums() {
+    let args = [
+        "score",
+        "--backend",
+        "cpu",
+        "--json",
+        "--artifact",
+        MODEL,
+        "--tokenizer",
+        TOKENIZER,
+        TEXT,
+    ];
+    let (code, out, err) = run(&args, None);
+    assert_eq!(code, Some(0), "{err}");
+    let j = last_json(&out);
+    let model = pgolf_rt::Model::load(MODEL, TOKENIZER).unwrap();
+    let lib = model.score(TEXT).unwrap();
+    let bpb = j["bits_per_byte"].as_f64().unwrap();
+    assert!(
+        (bpb - lib.bits_per_byte).abs() < 1e-9,
+        "CLI {bpb} vs API {}",
+        lib.bits_per_byte
+    );
+    // The tokens are the tokenizer's, and the total is the sum of the per-token log-probs
+    // over the text's UTF-8 bytes.
+    let toks = j["tokens"].as_array().unwrap();
+    let ids: Vec<u32> = toks
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap() as u32)
+        .collect();
+    let tok = Tokenizer::load(TOKENIZER).unwrap();
+    assert_eq!(ids, tok.encode(TEXT));
+    let bits: f64 = toks
+        .iter()
+        .map(|t| -t["logprob"].as_f64().unwrap() / std::f64::consts::LN_2)
+        .sum();
+    let bytes: u64 = toks.iter().map(|t| t["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(bytes, TEXT.len() as u64, "every UTF-8 byte counted once");
+    assert_eq!(j["total_bytes"].as_u64().unwrap(), bytes);
+    assert!((bits / bytes as f64 - bpb).abs() < 1e-9);
+    assert!(toks.iter().all(|t| t["logprob"].as_f64().unwrap() < 0.0));
+    // The table on stdout has one line per token; `-` reads the same text from stdin.
+    let table = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with(char::is_numeric));
+    assert_eq!(table.count(), ids.len());
+    let (code, out2, err) = run(
+        &[
+            "score",
+            "--backend",
+            "cpu",
+            "--json",
+            "--artifact",
+            MODEL,
+            "--tokenizer",
+            TOKENIZER,
+            "-",
+        ],
+        Some(TEXT),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(last_json(&out2)["bits_per_byte"], j["bits_per_byte"]);
+}
+
+#[test]
+fn inspect_reports_the_architecture_tensors_and_budget() {
+    let dir = std::env::temp_dir().join(format!("pgolf-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tsv = dir.join("summary.tsv");
+    let (code, out, err) = run(
+        &["inspect", MODEL, "--summary", tsv.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let art = Artifact::load(MODEL).unwrap();
+    let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).unwrap();
+    let c = &w.config;
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"))
+            .to_string()
+    };
+    assert!(line("layers").contains(&c.num_layers.to_string()));
+    assert!(line("model dim").contains(&c.model_dim.to_string()));
+    assert!(line("vocab").contains(&c.vocab_size.to_string()));
+    let size = std::fs::metadata(MODEL).unwrap().len();
+    assert!(
+        line("budget").contains(&format!("{size} bytes file")),
+        "{}",
+        line("budget")
+    );
+    // Every tensor of the artifact, once, in the summary.
+    let summary = std::fs::read_to_string(&tsv).unwrap();
+    let rows: Vec<&str> = summary.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), art.tensors.len(), "{summary}");
+    for t in &art.tensors {
+        assert!(
+            rows.iter()
+                .any(|r| r.split('\t').next() == Some(t.name.as_str())),
+            "{} missing from the summary",
+            t.name
+        );
+        assert!(out.contains(&t.name), "{} missing from stdout", t.name);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (code, _, err) = run(&["inspect", "/nonexistent/model.ptz"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/model.ptz"), "{err}");
+}
+
+#[test]
+fn eval_mix_hedge_matches_the_library_and_the_plain_eval() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let val = common::val_shard(&shared);
+    let base = [
+        "eval",
+        "--backend",
+        "cpu",
+        "--json",
+        "--seq-len",
+        "256",
+        "--max-tokens",
+        "4097",
+        "--artifact",
+        MODEL,
+        "--tokenizer",
+        TOKENIZER,
+        "--data",
+        val.to_str().unwrap(),
+    ];
+    let (code, out, err) = run(&[&base[..], &["--mix", "hedge"]].concat(), None);
+    assert_eq!(code, Some(0), "{err}");
+    let j = last_json(&out);
+    let mix = &j["mix"];
+    assert_eq!(mix["kind"], "hedge");
+    // The library's mixer on the same tokens and settings.
+    let art = Artifact::load(MODEL).unwrap();
+    let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).unwrap();
+    let model = DeviceModel::new(CpuBackend::new(), &w).unwrap();
+    let mut toks = load_tokens(val.to_str().unwrap()).unwrap();
+    toks.truncate(4097);
+    let lut = Tokenizer::load(TOKENIZER).unwrap().byte_lut(1024);
+    let opts = EvalOptions {
+        seq_len: 256,
+        batch: 8,
+        progress: None,
+    };
+    let lib = eval_mixed(&model, &toks, &lut, None, &MixerConfig::default(), opts).unwrap();
+    let got = mix["val_bpb"].as_f64().unwrap();
+    assert!(
+        (got - lib.result.val_bpb).abs() < 1e-12,
+        "CLI {got} vs library {}",
+        lib.result.val_bpb
+    );
+    assert_eq!(
+        j["val_bpb"].as_f64().unwrap(),
+        got,
+        "the headline is the mixture"
+    );
+    // Its neural expert is the plain eval, run separately.
+    let (code, out, err) = run(&base, None);
+    assert_eq!(code, Some(0), "{err}");
+    let plain = last_json(&out)["val_bpb"].as_f64().unwrap();
+    let neural = mix["neural_val_bpb"].as_f64().unwrap();
+    assert!(
+        (neural - plain).abs() < 1e-6,
+        "neural {neural} vs plain {plain}"
+    );
+    // Final weights of the enabled experts form a distribution.
+    let wsum: f64 = mix["experts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["enabled"].as_bool().unwrap())
+        .map(|e| e["final_weight"].as_f64().unwrap())
+        .sum();
+    assert!((wsum - 1.0).abs() < 1e-9, "weights sum to {wsum}");
+    assert_eq!(j["tokens"].as_u64().unwrap(), 4096);
+}
