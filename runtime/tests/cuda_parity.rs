@@ -313,6 +313,32 @@ fn mlp3x11l_first_two_windows_nll<G: Gpu>(gpu: CudaBackend<G>) {
     model_nll_matches(gpu, "mlp3x11L_int6_zstd.ptz");
 }
 
+/// The traffic counters count what crosses: an upload's bytes, a download's bytes and its wait,
+/// one launch per product or kernel, nothing for device-side copies.
+fn traffic_is_counted<G: Gpu>(gpu: CudaBackend<G>) {
+    let t0 = gpu.traffic().expect("the CUDA backend counts traffic");
+    let x = gpu.upload(&data(6 * 4, 0.3, 1.0), 6, 4).unwrap();
+    let w = gpu.upload(&data(5 * 4, 0.7, 1.0), 5, 4).unwrap();
+    let t1 = gpu.traffic().unwrap().since(t0);
+    assert_eq!(
+        (t1.h2d_bytes, t1.d2h_bytes, t1.syncs, t1.launches),
+        (4 * 44, 0, 0, 0)
+    );
+    let y = gpu.linear(&x, &w).unwrap();
+    let _copy = gpu.copy(&y).unwrap();
+    let t2 = gpu.traffic().unwrap().since(t0);
+    assert_eq!(t2.launches, 1, "one product");
+    assert_eq!(t2.h2d_bytes, 4 * 44, "a device-side copy is not traffic");
+    let v = gpu.download(&y).unwrap();
+    assert_eq!(v.len(), 30);
+    let t3 = gpu.traffic().unwrap().since(t0);
+    assert_eq!((t3.d2h_bytes, t3.syncs), (4 * 30, 1));
+    // Clones share the counters.
+    let c = gpu.clone();
+    c.download(&x).unwrap();
+    assert_eq!(gpu.traffic().unwrap().since(t0).syncs, 2);
+}
+
 on_both_devices!(
     ops: upload_download_copy_roundtrip,
         embedding_and_gather_rows,
@@ -323,6 +349,7 @@ on_both_devices!(
         attention_causal_gqa_xsa,
         head_nll_and_log_probs;
     backends: attention_on_tensor_cores,
+        traffic_is_counted,
         baseline9l_first_two_windows_nll,
         mlp3x11l_first_two_windows_nll
 );

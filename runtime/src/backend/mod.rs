@@ -10,11 +10,13 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod precision;
+mod traffic;
 pub mod train;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
 pub use precision::Precision;
+pub use traffic::{Traffic, TrafficCounters};
 
 use crate::model::Activation;
 use crate::Result;
@@ -186,6 +188,11 @@ pub trait Backend: Send + Sync {
 
     /// Human-readable name, e.g. `cpu (2 threads)`.
     fn name(&self) -> String;
+    /// Host-device traffic so far (bytes each way, synchronisations, launches), where the
+    /// backend counts it; `None` for backends whose tensors are host memory.
+    fn traffic(&self) -> Option<Traffic> {
+        None
+    }
     /// Copies a host matrix to the device.
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
     /// Copies a weight matrix to the device: one that ops only read, as the `w` of

@@ -23,6 +23,10 @@ pub enum BackendChoice {
     /// for debugging the CUDA path without a GPU: slow).
     #[cfg(feature = "cuda-emu")]
     CudaEmu,
+    /// The CUDA backend's code with no device at all (`cuda-emu` builds): every copy and
+    /// launch counted, nothing computed; for `train --profile` traffic counts at full size.
+    #[cfg(feature = "cuda-emu")]
+    CudaNull,
 }
 
 /// What the artifact's shapes cannot tell.
@@ -142,6 +146,11 @@ macro_rules! with_train_backend {
             #[cfg(feature = "cuda-emu")]
             BackendChoice::CudaEmu => {
                 let $be = pgolf_rt::backend::cuda::emu::EmuGpu::backend()?.with_precision(prec)?;
+                $body
+            }
+            #[cfg(feature = "cuda-emu")]
+            BackendChoice::CudaNull => {
+                let $be = pgolf_rt::backend::cuda::null::NullGpu::backend()?.with_precision(prec)?;
                 $body
             }
             BackendChoice::Wgpu => anyhow::bail!(

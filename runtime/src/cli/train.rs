@@ -511,8 +511,7 @@ impl Run<'_> {
                 }
                 if a.json {
                     let p = r.phases;
-                    log.line(
-                        &serde_json::json!({
+                    let mut j = serde_json::json!({
                             "step": r.step,
                             "train_loss": r.train_loss,
                             "grad_norm": r.grad_norm,
@@ -524,9 +523,14 @@ impl Run<'_> {
                             "reduce_ms": p.reduce_ms,
                             "optim_ms": p.optim_ms,
                             "ema_ms": p.ema_ms,
-                        })
-                        .to_string(),
-                    );
+                    });
+                    if let Some(t) = r.traffic {
+                        j["h2d_bytes"] = t.h2d_bytes.into();
+                        j["d2h_bytes"] = t.d2h_bytes.into();
+                        j["syncs"] = t.syncs.into();
+                        j["launches"] = t.launches.into();
+                    }
+                    log.line(&j.to_string());
                 }
             }
             if t.should_validate() {

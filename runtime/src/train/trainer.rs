@@ -102,6 +102,8 @@ pub struct StepReport {
     pub train_time_ms: f64,
     /// This step's time by phase.
     pub phases: StepPhases,
+    /// Host-device traffic of this step (device backends only).
+    pub traffic: Option<crate::backend::Traffic>,
 }
 
 /// A run in progress: weights, optimizer state, EMA, data position, step and clock.
@@ -160,6 +162,7 @@ impl<B: TrainBackend + Clone> Trainer<B> {
     /// Runs one optimizer step.
     pub fn train_step(&mut self) -> Result<StepReport> {
         let t0 = Instant::now();
+        let traffic0 = self.backend.traffic();
         let c = &self.cfg;
         let lr_mul = c.schedule.lr_mul(self.step, self.elapsed_ms);
         let qat = c.qat.active(lr_mul);
@@ -243,6 +246,7 @@ impl<B: TrainBackend + Clone> Trainer<B> {
                 optim_ms,
                 ema_ms,
             },
+            traffic: traffic0.and_then(|a| self.backend.traffic().map(|b| b.since(a))),
         })
     }
 
@@ -305,13 +309,21 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         )
     }
 
-    /// The `--profile` line of a step: its time by phase.
+    /// The `--profile` line of a step: its time by phase, and on a device backend what crossed
+    /// between host and device.
     pub fn profile_line(&self, r: &StepReport) -> String {
         let p = r.phases;
-        format!(
+        let mut s = format!(
             "profile step:{} grads:{:.1}ms reduce:{:.1}ms optim:{:.1}ms ema:{:.1}ms",
             r.step, p.grads_ms, p.reduce_ms, p.optim_ms, p.ema_ms
-        )
+        );
+        if let Some(t) = r.traffic {
+            s += &format!(
+                " h2d:{}B d2h:{}B syncs:{} launches:{}",
+                t.h2d_bytes, t.d2h_bytes, t.syncs, t.launches
+            );
+        }
+        s
     }
 
     /// The validation log line at the current step.

@@ -35,10 +35,12 @@ pub mod gpu;
 pub mod libs;
 pub mod modules;
 mod newton_schulz;
+#[cfg(feature = "cuda-emu")]
+pub mod null;
 mod ops;
 mod train;
 
-use super::{AttnGeometry, Backend, Precision, RopeSpec};
+use super::{AttnGeometry, Backend, Precision, RopeSpec, Traffic, TrafficCounters};
 use crate::backend::cpu::RopeTable;
 use crate::model::Activation;
 use crate::{Error, Result};
@@ -79,6 +81,8 @@ pub struct CudaBackend<G: Gpu = CudaGpu> {
     rope: RopeCache<G>,
     /// The run's precision: how products round their operands.
     precision: Precision,
+    /// Host-device traffic of this backend and its clones.
+    traffic: Arc<TrafficCounters>,
     /// Attention on TF32 tensor cores (`cuda/attention_tc.cu`) for the head dims it has.
     tc_attention: bool,
 }
@@ -90,6 +94,7 @@ impl<G: Gpu> Clone for CudaBackend<G> {
             kernels: self.kernels.clone(),
             rope: self.rope.clone(),
             precision: self.precision,
+            traffic: self.traffic.clone(),
             tc_attention: self.tc_attention,
         }
     }
@@ -118,6 +123,7 @@ impl<G: Gpu> CudaBackend<G> {
             kernels,
             rope: Arc::new(Mutex::new(HashMap::new())),
             precision: Precision::F32,
+            traffic: Arc::new(TrafficCounters::default()),
         };
         b.with_precision(Precision::from_env()?)
     }
@@ -181,12 +187,33 @@ impl<G: Gpu> CudaBackend<G> {
         c_off: usize,
     ) -> Result<()> {
         let call = BlasGemm::from_row(g, self.math());
+        self.traffic.launch();
         self.gpu.gemm(&call, b, b_off, a, a_off, c, c_off)
     }
 
     /// Blocks until all queued work is done (for timing).
     pub fn synchronize(&self) -> Result<()> {
+        self.traffic.sync();
         self.gpu.synchronize()
+    }
+
+    /// `v` copied to a fresh device buffer (counted).
+    fn h2d(&self, v: &[f32]) -> Result<G::F32> {
+        self.traffic.upload(std::mem::size_of_val(v));
+        self.gpu.upload(v)
+    }
+
+    /// `v` copied to a fresh device buffer of indices (counted).
+    fn h2d_u32(&self, v: &[u32]) -> Result<G::U32> {
+        self.traffic.upload(std::mem::size_of_val(v));
+        self.gpu.upload_u32(v)
+    }
+
+    /// Values `range` of `b`, once the device is done (counted: the bytes and one wait).
+    fn d2h(&self, b: &G::F32, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        self.traffic
+            .download(range.len() * std::mem::size_of::<f32>());
+        self.gpu.download(b, range)
     }
 
     fn rope_tables(&self, seq: usize, dims: usize, base: f32) -> Result<RopeBuffers<G>> {
@@ -200,8 +227,8 @@ impl<G: Gpu> CudaBackend<G> {
         }
         // The same f32 table the CPU oracle uses, so positions match bit for bit.
         let t = RopeTable::new(seq, dims, base);
-        let cos = self.gpu.upload(&t.cos)?;
-        let sin = self.gpu.upload(&t.sin)?;
+        let cos = self.h2d(&t.cos)?;
+        let sin = self.h2d(&t.sin)?;
         let bufs = Arc::new((cos, sin));
         map.insert(key, bufs.clone());
         Ok(bufs)
@@ -319,6 +346,10 @@ fn vector_len<G: Gpu>(v: &CudaTensor<G>, n: usize, op: &str) -> Result<()> {
 impl<G: Gpu> Backend for CudaBackend<G> {
     type Tensor = CudaTensor<G>;
 
+    fn traffic(&self) -> Option<Traffic> {
+        Some(self.traffic.snapshot())
+    }
+
     fn name(&self) -> String {
         let d = self.gpu.describe();
         let math = match (self.precision, self.tc_attention) {
@@ -340,11 +371,11 @@ impl<G: Gpu> Backend for CudaBackend<G> {
                 data.len()
             )));
         }
-        Ok(self.tensor(self.gpu.upload(data)?, rows, cols))
+        Ok(self.tensor(self.h2d(data)?, rows, cols))
     }
 
     fn download(&self, t: &CudaTensor<G>) -> Result<Vec<f32>> {
-        self.gpu.download(&t.buf, 0..t.len())
+        self.d2h(&t.buf, 0..t.len())
     }
 
     fn copy(&self, t: &CudaTensor<G>) -> Result<CudaTensor<G>> {
@@ -364,7 +395,7 @@ impl<G: Gpu> Backend for CudaBackend<G> {
             )));
         }
         let d = table.cols;
-        let idx = self.gpu.upload_u32(ids)?;
+        let idx = self.h2d_u32(ids)?;
         let mut out = self.alloc(ids.len() * d)?;
         self.launch_gather(&table.buf, &idx, &mut out, ids.len(), d)?;
         Ok(self.tensor(out, ids.len(), d))
@@ -546,10 +577,10 @@ impl<G: Gpu> Backend for CudaBackend<G> {
         for r0 in (0..h.rows).step_by(HEAD_ROWS_PER_CHUNK) {
             let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
             let mut logits = self.head_logits(h, head, r0, r1)?;
-            let t = self.gpu.upload_u32(&targets[r0..r1])?;
+            let t = self.h2d_u32(&targets[r0..r1])?;
             let mut nll = self.alloc(r1 - r0)?;
             self.launch_softcap_nll(&mut logits, &t, &mut nll, r1 - r0, vocab, softcap)?;
-            out.extend(self.gpu.download(&nll, 0..r1 - r0)?);
+            out.extend(self.d2h(&nll, 0..r1 - r0)?);
         }
         Ok(out)
     }
@@ -562,7 +593,7 @@ impl<G: Gpu> Backend for CudaBackend<G> {
             let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
             let mut logits = self.head_logits(h, head, r0, r1)?;
             self.launch_log_softmax(&mut logits, r1 - r0, vocab, softcap)?;
-            out.extend(self.gpu.download(&logits, 0..(r1 - r0) * vocab)?);
+            out.extend(self.d2h(&logits, 0..(r1 - r0) * vocab)?);
         }
         Ok(out)
     }

@@ -143,6 +143,7 @@ impl<G: Gpu> CudaBackend<G> {
         cfg: LaunchConfig,
         args: &mut [KArg<'_, G>],
     ) -> Result<()> {
+        self.traffic.launch();
         // SAFETY: the caller's contract.
         unsafe { self.gpu.launch(f, name, cfg, args) }
     }

@@ -259,9 +259,9 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         let plan = scatter_plan(rows, total_rows)?;
         if !plan.dest.is_empty() && cols > 0 {
             let (src, starts, dest) = (
-                self.gpu.upload_u32(&plan.src)?,
-                self.gpu.upload_u32(&plan.starts)?,
-                self.gpu.upload_u32(&plan.dest)?,
+                self.h2d_u32(&plan.src)?,
+                self.h2d_u32(&plan.starts)?,
+                self.h2d_u32(&plan.dest)?,
             );
             // SAFETY: matches `scatter_rows_sum` in cuda/embedding.cu; src < dy rows, dest <
             // total_rows, starts has n_dest + 1 entries ending at src's length.
@@ -441,10 +441,7 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
             a.rows,
             cols,
         )?;
-        let (hi, lo) = (
-            self.gpu.download(&hi, 0..cols)?,
-            self.gpu.download(&lo, 0..cols)?,
-        );
+        let (hi, lo) = (self.d2h(&hi, 0..cols)?, self.d2h(&lo, 0..cols)?);
         Ok(hi.iter().zip(&lo).map(|(&h, &l)| h as f64 + l as f64).sum())
     }
 
@@ -745,10 +742,10 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         for r0 in (0..h.rows).step_by(HEAD_ROWS_PER_CHUNK) {
             let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
             let mut logits = self.logits_with_delta(h, head, delta, r0, r1)?;
-            let t = self.gpu.upload_u32(&targets[r0..r1])?;
+            let t = self.h2d_u32(&targets[r0..r1])?;
             let mut nll = self.alloc(r1 - r0)?;
             self.launch_softcap_nll(&mut logits, &t, &mut nll, r1 - r0, vocab, softcap)?;
-            out.extend(self.gpu.download(&nll, 0..r1 - r0)?);
+            out.extend(self.d2h(&nll, 0..r1 - r0)?);
         }
         Ok(out)
     }
@@ -770,7 +767,7 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
             let r1 = (r0 + HEAD_ROWS_PER_CHUNK).min(h.rows);
             let mut logits = self.logits_with_delta(h, head, delta, r0, r1)?;
             self.launch_log_softmax(&mut logits, r1 - r0, vocab, softcap)?;
-            out.extend(self.gpu.download(&logits, 0..(r1 - r0) * vocab)?);
+            out.extend(self.d2h(&logits, 0..(r1 - r0) * vocab)?);
         }
         Ok(out)
     }
@@ -791,8 +788,8 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         let (rows, vocab) = (h.rows, head.rows);
         let mut dz = self.logits_with_delta(h, head, delta, 0, rows)?;
         if rows > 0 {
-            let t = self.gpu.upload_u32(targets)?;
-            let g = self.gpu.upload(dnll)?;
+            let t = self.h2d_u32(targets)?;
+            let g = self.h2d(dnll)?;
             // SAFETY: matches `softcap_nll_backward` in cuda/head.cu; dz holds rows * vocab,
             // targets (< vocab, checked by head_checks) and dnll rows.
             unsafe {
