@@ -219,7 +219,8 @@ fn strip_kind(e: Error) -> String {
         | Error::Data(m)
         | Error::Config(m)
         | Error::Backend(m)
-        | Error::Usage(m) => m,
+        | Error::Usage(m)
+        | Error::Numeric(m) => m,
         other => other.to_string(),
     }
 }
