@@ -23,7 +23,9 @@ pub mod zip;
 use std::path::Path;
 
 pub use state::{load_state, StateValue};
-pub use write::{export_artifact, write_atomic, ExportLayout, ExportOptions, ExportTensor};
+pub use write::{
+    check_writable, export_artifact, write_atomic, ExportLayout, ExportOptions, ExportTensor,
+};
 
 /// Shorthand for an [`crate::Error::Artifact`].
 pub(crate) fn err(msg: impl Into<String>) -> crate::Error {
