@@ -80,7 +80,14 @@ pub const TEXT_BYTES: Limit = Limit {
     default: 64 << 20,
     unit: "bytes",
 };
-/// Tokens in one forward pass (windows x window length): bounds `--seq-len` and `--batch`.
+/// Length of one forward window (`--seq-len`, `--ttt-window`, `TRAIN_SEQ_LEN`, a scored text):
+/// attention's time grows with its square (the challenge evaluates at 1024 to 4096).
+pub const SEQ_LEN: Limit = Limit {
+    env: "PGOLF_MAX_SEQ_LEN",
+    default: 1 << 16,
+    unit: "tokens",
+};
+/// Tokens in one forward pass (windows x window length): bounds `--batch` with `--seq-len`.
 pub const FORWARD_TOKENS: Limit = Limit {
     env: "PGOLF_MAX_FORWARD_TOKENS",
     default: 1 << 20,
@@ -94,7 +101,7 @@ pub const THREADS: Limit = Limit {
 };
 
 /// Every limit, for documentation and tests.
-pub const ALL: [Limit; 11] = [
+pub const ALL: [Limit; 12] = [
     ARTIFACT_FILE_BYTES,
     PAYLOAD_BYTES,
     PICKLE_BYTES,
@@ -104,6 +111,7 @@ pub const ALL: [Limit; 11] = [
     TOKENIZER_FILE_BYTES,
     SHARD_FILE_BYTES,
     TEXT_BYTES,
+    SEQ_LEN,
     FORWARD_TOKENS,
     THREADS,
 ];

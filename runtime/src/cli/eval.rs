@@ -27,7 +27,7 @@ pub struct EvalArgs {
     /// SentencePiece .model file (for the byte counts of bits per byte).
     #[arg(long)]
     tokenizer: PathBuf,
-    /// Window length.
+    /// Window length (at most PGOLF_MAX_SEQ_LEN).
     #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
     seq_len: usize,
     /// Sliding-window eval with this stride (omit for standard eval; 1..=--seq-len).

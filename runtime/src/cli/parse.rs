@@ -3,7 +3,7 @@
 //! the command line is parsed, before any file is read.
 
 use anyhow::Result;
-use pgolf_rt::limits::FORWARD_TOKENS;
+use pgolf_rt::limits::{FORWARD_TOKENS, SEQ_LEN};
 
 /// A finite `f32` (`NaN`, `inf` and friends are refused).
 pub fn finite_f32(s: &str) -> Result<f32, String> {
@@ -44,9 +44,12 @@ pub fn switch(s: &str) -> Result<u8, String> {
     }
 }
 
-/// `windows` windows of `seq_len` tokens must fit one forward pass
-/// ([`pgolf_rt::limits::FORWARD_TOKENS`]); `what` names the flags.
+/// A window of `seq_len` tokens ([`pgolf_rt::limits::SEQ_LEN`]), `windows` of them in one
+/// forward pass ([`pgolf_rt::limits::FORWARD_TOKENS`]); `what` names the flags.
 pub fn check_forward(seq_len: usize, windows: usize, what: &str) -> Result<()> {
+    if seq_len as u64 > SEQ_LEN.get() {
+        anyhow::bail!(SEQ_LEN.exceeded(format!("{what}: a window of {seq_len} tokens")));
+    }
     let tokens = seq_len.checked_mul(windows);
     match tokens {
         Some(t) if t as u64 <= FORWARD_TOKENS.get() => Ok(()),
@@ -77,6 +80,8 @@ mod tests {
         let e = check_forward(10_000_000, 1, "--seq-len")
             .unwrap_err()
             .to_string();
+        assert!(e.contains("PGOLF_MAX_SEQ_LEN"), "{e}");
+        let e = check_forward(4096, 1024, "x").unwrap_err().to_string();
         assert!(e.contains("PGOLF_MAX_FORWARD_TOKENS"), "{e}");
     }
 }

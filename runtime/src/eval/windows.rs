@@ -85,6 +85,11 @@ pub fn run_windows<B: Backend>(
     let seq = opts.seq_len;
     let batch = opts.batch.max(1);
     // Sizes come from user flags: checked before anything is allocated.
+    crate::limits::SEQ_LEN.check(
+        seq as u64,
+        format!("a window of {seq} tokens"),
+        Error::Usage,
+    )?;
     let widest = batch.min(windows.len()).max(1);
     let tokens = widest
         .checked_mul(seq)
