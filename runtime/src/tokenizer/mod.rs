@@ -190,8 +190,8 @@ impl Tokenizer {
 
     /// The byte tables for a model with `vocab_size` outputs, after checking that this is the
     /// model's tokenizer: as many pieces as the model has outputs (another tokenizer gives a
-    /// plausible but wrong bits per byte, not an error), and tables that can credit bytes (no
-    /// piece that is neither a boundary nor worth a byte).
+    /// plausible but wrong bits per byte, not an error), and tables that can credit bytes (not
+    /// every piece a control piece).
     pub fn byte_lut_for_model(&self, vocab_size: usize) -> Result<ByteLut> {
         if self.vocab_size() != vocab_size {
             return Err(Error::Tokenizer(format!(
@@ -201,15 +201,7 @@ impl Tokenizer {
             )));
         }
         let lut = self.byte_lut(vocab_size);
-        let silent = (0..lut.len()).find(|&id| {
-            !lut.is_boundary[id] && lut.base_bytes[id] == 0 && !lut.has_leading_space[id]
-        });
-        if let Some(id) = silent {
-            return Err(Error::Tokenizer(format!(
-                "piece {id} ({:?}) is empty: it would be scored without bytes",
-                self.piece(id as u32).unwrap_or("")
-            )));
-        }
+        // (Empty pieces, which would be scored without bytes, are refused when loading.)
         if lut.is_boundary.iter().all(|&b| b) {
             return Err(Error::Tokenizer(
                 "every piece is a control piece: no token would be worth a byte".into(),
