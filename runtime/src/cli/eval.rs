@@ -1,7 +1,7 @@
 //! `pgolf-rt eval`: standard or sliding-window evaluation of an artifact on challenge shards.
 
 use super::model_args::{load_weights, with_model, with_train_backend, ArchArgs, BackendChoice};
-use super::parse::{at_least_one, check_forward, finite_f32, finite_f64};
+use super::parse::{at_least_one, audit_count, check_forward, finite_f32, finite_f64};
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -82,14 +82,14 @@ pub struct EvalArgs {
     #[arg(long)]
     audit: bool,
     /// Windows the audit covers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = audit_count)]
     audit_windows: usize,
     /// Perturbed positions the audit samples (each costs two re-runs of the sample; one with
     /// --ttt).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = audit_count)]
     audit_positions: usize,
     /// Documents the audit covers with --ttt lora (the first N of the stream).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = audit_count)]
     audit_docs: usize,
     #[command(flatten)]
     arch: ArchArgs,
@@ -584,7 +584,7 @@ fn run_ttt_audit<B: TrainBackend + Clone>(
     let stream = truncate_for_eval(tokens, a.seq_len)?;
     if a.ttt.ttt.as_deref() == Some("full") {
         let mut cfg = full_config(a);
-        let n = (a.audit_windows.max(2) * cfg.seq_len + 1).min(stream.len());
+        let n = (a.audit_windows.max(2).saturating_mul(cfg.seq_len) + 1).min(stream.len());
         let sample = truncate_for_eval(&stream[..n], cfg.seq_len)?;
         // Chunks no longer than a window, so the sample sees updates between chunks.
         cfg.chunk = cfg.chunk.min(cfg.seq_len);

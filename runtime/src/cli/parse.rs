@@ -35,6 +35,20 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Most samples an audit flag may ask for (each perturbed position re-runs the sample twice).
+pub const MAX_AUDIT_SAMPLES: usize = 1000;
+
+/// An audit sample count in `1..=MAX_AUDIT_SAMPLES`.
+pub fn audit_count(s: &str) -> Result<usize, String> {
+    let v = at_least_one(s)?;
+    if v > MAX_AUDIT_SAMPLES {
+        return Err(format!(
+            "{v} is more than {MAX_AUDIT_SAMPLES} (each sample re-runs the model)"
+        ));
+    }
+    Ok(v)
+}
+
 /// A 0/1 switch (`train_gpt.py`'s integer flags such as `TIE_EMBEDDINGS`).
 pub fn switch(s: &str) -> Result<u8, String> {
     match s.trim() {
@@ -73,6 +87,8 @@ mod tests {
         assert_eq!(at_least_one("3"), Ok(3));
         assert!(at_least_one("0").is_err());
         assert!(at_least_one("-1").is_err());
+        assert_eq!(audit_count("3"), Ok(3));
+        assert!(audit_count("1000000000000000000").is_err());
         assert_eq!(switch("1"), Ok(1));
         assert!(switch("7").is_err());
         assert!(check_forward(1024, 8, "x").is_ok());
