@@ -32,9 +32,11 @@ pub const ARTIFACT_FILE_BYTES: Limit = Limit {
     unit: "bytes",
 };
 /// Decompressed `torch.save` payload (the decompression-bomb guard of zlib, zstd and xz).
+/// Reaching it costs at most 1.5x it (zlib, zstd: the last buffer growth) or 2x (xz), so a
+/// bomb stays under 1.5 GB of memory.
 pub const PAYLOAD_BYTES: Limit = Limit {
     env: "PGOLF_MAX_PAYLOAD_BYTES",
-    default: 1 << 30,
+    default: 512 << 20,
     unit: "bytes",
 };
 /// Everything the pickle VM materialises: each value costs its node size plus its string or
@@ -163,6 +165,37 @@ impl Limit {
     }
 }
 
+/// Appends what `r` yields to `out` until the end (`Ok(true)`) or until `out` would pass
+/// `limit` bytes (`Ok(false)`). The buffer doubles but never past `limit + 1` bytes, so reaching
+/// the cap holds at most 1.5x it (`read_to_end` would double to the next power of two: 3x).
+pub(crate) fn read_bounded(
+    r: &mut impl Read,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if out.len() + n > limit {
+            return Ok(false);
+        }
+        if out.capacity() - out.len() < n {
+            let grow = out
+                .len()
+                .max(1 << 16)
+                .min(limit.saturating_add(1) - out.len())
+                .max(n);
+            out.reserve_exact(grow);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Reads a whole file, failing once it holds more than `limit` bytes: a regular file is checked
 /// by its size before any byte is read; a device or pipe (`/dev/zero`) is read up to the limit.
 /// `head` sees the first bytes (up to `head_len`) before the rest is read, so a file of the
@@ -186,10 +219,11 @@ pub(crate) fn read_file(
             limit.exceeded(format!("the file's size ({} bytes)", meta.len())),
         ));
     }
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
     let expect = if meta.is_file() { meta.len() } else { 0 };
     let mut out = Vec::with_capacity(usize::try_from(expect).unwrap_or(0));
-    let mut capped = file.take(max.saturating_add(1));
-    (&mut capped)
+    let mut file = file;
+    (&mut file)
         .take(head_len as u64)
         .read_to_end(&mut out)
         .map_err(|e| Error::io(path, e))?;
@@ -197,23 +231,16 @@ pub(crate) fn read_file(
         Error::Io { .. } => e,
         other => named(strip_kind(other)),
     })?;
-    capped
-        .read_to_end(&mut out)
-        .map_err(|e| Error::io(path, e))?;
-    if out.len() as u64 > max {
+    if !read_bounded(&mut file, &mut out, max).map_err(|e| Error::io(path, e))? {
         return Err(named(limit.exceeded("the file")));
     }
     Ok(out)
 }
 
 /// Reads `r` to the end, failing once it yields more than `limit` allows.
-pub fn read_capped(r: impl Read, limit: &Limit, what: &str) -> Result<Vec<u8>> {
-    let max = limit.get();
+pub fn read_capped(mut r: impl Read, limit: &Limit, what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    r.take(max.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| Error::io(what, e))?;
-    if out.len() as u64 > max {
+    if !read_bounded(&mut r, &mut out, limit.get_usize()).map_err(|e| Error::io(what, e))? {
         return Err(Error::Usage(limit.exceeded(what)));
     }
     Ok(out)

@@ -225,6 +225,44 @@ fn small_files_cannot_exhaust_memory() {
         .refused(&["more than the archive's"]);
 }
 
+/// Decompression bombs (2 GiB of zeros from ~2 MB of zlib, a few kB of zstd frames, 460 kB of
+/// xz) stop at the payload cap within the memory limit.
+#[test]
+fn decompression_bombs_stop_at_the_cap() {
+    let d = scratch("bombs");
+    let mut bombs = vec![
+        ("zlib", crafted::zlib_of_zeros(2048)),
+        ("xz", crafted::xz_of_zeros(2048)),
+    ];
+    if let Some(z) = crafted::zstd_of_zeros(2048) {
+        bombs.push(("zstd", z));
+    }
+    for (kind, bytes) in bombs {
+        assert!(bytes.len() < 3 << 20, "{kind}: {}", bytes.len());
+        let f = write(&d, &format!("bomb.{kind}"), &bytes);
+        let o = run(&["inspect", p(&f)], &[], b"");
+        o.refused(&["decompression bomb", "PGOLF_MAX_PAYLOAD_BYTES"]);
+    }
+    // Just under the cap, zlib decodes and the zip layer refuses the zeros, in memory.
+    let f = write(&d, "under.zlib", &crafted::zlib_of_zeros(511));
+    run(&["inspect", p(&f)], &[], b"").refused(&["zip"]);
+    let f = write(&d, "under.xz", &crafted::xz_of_zeros(511));
+    run(&["inspect", p(&f)], &[], b"").refused(&["zip"]);
+}
+
+/// The crafted streams are real ones: small versions decode to their zeros.
+#[test]
+fn crafted_streams_are_valid() {
+    use pgolf_rt::artifact::compress::{decompress, zlib_decompress};
+    let z = crafted::zlib_of_zeros(4);
+    let out = zlib_decompress(&z, 4 << 20).unwrap();
+    assert!(out.len() == 4 << 20 && out.iter().all(|&b| b == 0));
+    if let Some(z) = crafted::zstd_of_zeros(3) {
+        let (_, out) = decompress(&z).unwrap();
+        assert!(out.len() == 3 << 20 && out.iter().all(|&b| b == 0));
+    }
+}
+
 /// The crafted xz is a real xz file: a small one decodes to its zeros.
 #[test]
 fn crafted_xz_is_valid() {

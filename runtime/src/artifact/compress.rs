@@ -6,14 +6,15 @@
 //! so zstd falls back to the pure-Rust `ruzstd` when the `zstd-native` feature is off.
 
 use std::borrow::Cow;
-use std::io::{Read, Write};
+use std::io::Write;
 
 use super::{err, Compression};
 use crate::Result;
 
-/// Default of the largest decompressed payload accepted (1 GiB; a 16 MB artifact never comes
-/// near it). The limit in force is [`crate::limits::PAYLOAD_BYTES`] (`PGOLF_MAX_PAYLOAD_BYTES`).
-pub const MAX_DECOMPRESSED_BYTES: usize = 1 << 30;
+/// Default of the largest decompressed payload accepted (512 MiB; a 16 MB artifact decompresses
+/// to 20-50 MB). The limit in force is [`crate::limits::PAYLOAD_BYTES`]
+/// (`PGOLF_MAX_PAYLOAD_BYTES`).
+pub const MAX_DECOMPRESSED_BYTES: usize = 512 << 20;
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 const XZ_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
@@ -96,13 +97,11 @@ impl Write for CappedWriter {
 
 /// Reads `r` to the end, failing once more than `limit` bytes come out.
 #[cfg(feature = "zstd-native")]
-fn read_capped(mut r: impl Read, limit: usize, what: &str) -> Result<Vec<u8>> {
+fn read_capped(mut r: impl std::io::Read, limit: usize, what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let n = (&mut r)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
+    let complete = crate::limits::read_bounded(&mut r, &mut out, limit)
         .map_err(|e| err(format!("{what} decode failed: {e}")))?;
-    if n > limit {
+    if !complete {
         return Err(bomb(limit));
     }
     Ok(out)
@@ -176,13 +175,12 @@ pub fn zstd_decompress_pure(bytes: &[u8], limit: usize) -> Result<Vec<u8>> {
         let mut dec =
             StreamingDecoder::new(&mut src).map_err(|e| err(format!("zstd frame header: {e}")))?;
         let start = out.len();
-        let n = (&mut dec)
-            .take((limit - start) as u64 + 1)
-            .read_to_end(&mut out)
+        let complete = crate::limits::read_bounded(&mut dec, &mut out, limit)
             .map_err(|e| err(format!("zstd decode failed: {e}")))?;
-        if start + n > limit {
+        if !complete {
             return Err(bomb(limit));
         }
+        let n = out.len() - start;
         let fd = dec.into_frame_decoder();
         if !fd.is_finished() {
             return Err(err("zstd frame is truncated"));

@@ -199,6 +199,45 @@ pub fn xz_of_zeros(mib: usize) -> Vec<u8> {
     out
 }
 
+/// A valid zlib stream of `mib` MiB of zeros, about 1 kB per MiB: one sync-flushed deflate
+/// chunk of 1 MiB repeated (after the first, each chunk's bytes are the same), then a final
+/// empty stored block and the Adler-32 of the zeros.
+pub fn zlib_of_zeros(mib: usize) -> Vec<u8> {
+    use flate2::{Compress, FlushCompress};
+    let zeros = vec![0u8; 1 << 20];
+    let mut c = Compress::new(flate2::Compression::new(9), true);
+    let chunk = |c: &mut Compress| {
+        let mut out = Vec::with_capacity(1 << 16);
+        let before = c.total_in();
+        c.compress_vec(&zeros, &mut out, FlushCompress::Sync)
+            .unwrap();
+        assert_eq!(
+            c.total_in() - before,
+            1 << 20,
+            "one call takes the whole chunk"
+        );
+        out
+    };
+    let first = chunk(&mut c);
+    let next = chunk(&mut c);
+    assert_eq!(chunk(&mut c), next, "repeated chunks encode identically");
+    let mut out = first;
+    for _ in 1..mib {
+        out.extend_from_slice(&next);
+    }
+    out.extend_from_slice(&[0x01, 0x00, 0x00, 0xFF, 0xFF]); // final, stored, empty
+    let n = (mib as u64) << 20;
+    let adler = ((n % 65521) << 16 | 1) as u32; // a = 1, b = n (mod 65521) for zeros
+    out.extend_from_slice(&adler.to_be_bytes());
+    out
+}
+
+/// `mib` zstd frames of 1 MiB of zeros each (a decoder reads concatenated frames).
+pub fn zstd_of_zeros(mib: usize) -> Option<Vec<u8>> {
+    let frame = compress(&vec![0u8; 1 << 20], Compression::Zstd).ok()?;
+    Some(frame.repeat(mib))
+}
+
 /// A SentencePiece model with its last `drop` pieces removed (top-level field 1 records).
 pub fn tokenizer_without_last_pieces(model: &[u8], drop: usize) -> Vec<u8> {
     fn read_varint(b: &[u8], p: &mut usize) -> u64 {
