@@ -64,10 +64,11 @@ pub const TENSORS: Limit = Limit {
     default: 1 << 16,
     unit: "tensors",
 };
-/// Size of a SentencePiece `.model` file (the 8192-piece tokenizer is 371 kB).
+/// Size of a SentencePiece `.model` file (the 8192-piece tokenizer is 371 kB; a 256k-piece
+/// one about 5 MB). Its pieces cost about 30x their bytes in memory once loaded.
 pub const TOKENIZER_FILE_BYTES: Limit = Limit {
     env: "PGOLF_MAX_TOKENIZER_BYTES",
-    default: 64 << 20,
+    default: 16 << 20,
     unit: "bytes",
 };
 /// Size of one data shard (the challenge's 100 M-token shards are 200 MB).

@@ -7,6 +7,8 @@
 //! 64 MB of address space per malloc arena and rayon starts a thread per core, so the harness
 //! pins both (`MALLOC_ARENA_MAX=2`, `RAYON_NUM_THREADS=2`) to keep the limit about the input
 //! and not about the machine's core count; `limit_admits_real_work` shows that real work fits.
+//! Linux only (`bash`, `ulimit`, `/dev/zero`).
+#![cfg(target_os = "linux")]
 
 #[path = "common/crafted.rs"]
 mod crafted;
@@ -219,6 +221,25 @@ fn small_files_cannot_exhaust_memory() {
     assert!(xz.len() < 500_000);
     run(&["inspect", p(&write(&d, "zeros.ptz", &xz))], &[], b"")
         .refused(&["decompression bomb", "PGOLF_MAX_PAYLOAD_BYTES"]);
+    // Tokenizers: 64 MiB of empty pieces (refused by size), 16 MiB of them (refused at the
+    // first), and 16 MiB of two million distinct 4-byte pieces (loads, then is not the model's).
+    let m = tiny_model();
+    let score = |tok: &Path| {
+        run(
+            &["score", "--artifact", p(&m), "--tokenizer", p(tok), "x"],
+            &[],
+            b"",
+        )
+    };
+    score(&write(&d, "e64.model", &b"\x0a\x00".repeat(32 << 20)))
+        .refused(&["PGOLF_MAX_TOKENIZER_BYTES"]);
+    score(&write(&d, "e16.model", &b"\x0a\x00".repeat(8 << 20))).refused(&["piece 0 is empty"]);
+    let mut many = Vec::with_capacity(16 << 20);
+    for i in 0..(2u32 << 20) - 1 {
+        many.extend_from_slice(&[0x0a, 0x06, 0x0a, 0x04]);
+        many.extend((0..4).map(|k| 0x40 + ((i >> (6 * k)) & 63) as u8));
+    }
+    score(&write(&d, "many.model", &many)).refused(&["tokenizer"]);
     // 10,000 tensors viewing one 1 MB storage: 40 GB of floats.
     let shared = crafted::shared_storage_artifact(10_000, 1 << 20);
     run(&["inspect", p(&write(&d, "shared.ptz", &shared))], &[], b"")
