@@ -288,56 +288,9 @@ fn synthetic(layout: ExportLayout, compression: Compression) -> Vec<u8> {
 /// The 1024-piece model reduced to its first `keep` pieces, without its normalization charsmap
 /// (a small, fast seed; the full models are seeds too).
 fn small_tokenizer(model: &[u8], keep: usize) -> Vec<u8> {
-    fn varint(b: &[u8], p: &mut usize) -> u64 {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let x = b[*p];
-            *p += 1;
-            v |= u64::from(x & 0x7F) << (7 * i);
-            if x & 0x80 == 0 {
-                break;
-            }
-        }
-        v
-    }
-    fn put_varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7F) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn fields(b: &[u8]) -> Vec<(u64, usize, usize, usize)> {
-        // (key, start, body start, end); length-delimited and varint fields only.
-        let mut out = Vec::new();
-        let mut p = 0;
-        while p < b.len() {
-            let start = p;
-            let key = varint(b, &mut p);
-            let body = p;
-            match key & 7 {
-                0 => {
-                    varint(b, &mut p);
-                }
-                2 => {
-                    let len = varint(b, &mut p) as usize;
-                    p += len;
-                }
-                5 => p += 4,
-                1 => p += 8,
-                _ => unreachable!("groups do not occur in .model files"),
-            }
-            out.push((key, start, body, p));
-        }
-        out
-    }
     let mut out = Vec::new();
     let mut pieces = 0;
-    for (key, start, body, end) in fields(model) {
+    for (key, start, body, end) in crafted::proto_fields(model) {
         match key >> 3 {
             1 => {
                 pieces += 1;
@@ -346,18 +299,21 @@ fn small_tokenizer(model: &[u8], keep: usize) -> Vec<u8> {
                 }
             }
             3 => {
-                // normalizer_spec without precompiled_charsmap (field 2)
+                // normalizer_spec without precompiled_charsmap (its field 2); the body
+                // starts after the length varint.
                 let mut p = body;
-                let len = varint(model, &mut p) as usize;
-                let inner = &model[p..p + len];
+                while model[p] & 0x80 != 0 {
+                    p += 1;
+                }
+                let inner = &model[p + 1..end];
                 let mut kept = Vec::new();
-                for (k, s, _, e) in fields(inner) {
+                for (k, s, _, e) in crafted::proto_fields(inner) {
                     if k >> 3 != 2 {
                         kept.extend_from_slice(&inner[s..e]);
                     }
                 }
-                put_varint(key, &mut out);
-                put_varint(kept.len() as u64, &mut out);
+                crafted::put_varint(key, &mut out);
+                crafted::put_varint(kept.len() as u64, &mut out);
                 out.extend_from_slice(&kept);
             }
             _ => out.extend_from_slice(&model[start..end]),

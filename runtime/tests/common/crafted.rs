@@ -145,7 +145,8 @@ const ZEROS_CHUNK_HEX: [&str; 5] = [
     "27185c5986e9665258bee976ac59e4e55b0508f9c7daadfcfb522af7e4952500",
 ];
 
-fn varint(mut n: u64, out: &mut Vec<u8>) {
+/// Appends `n` as a protobuf / xz base-128 varint.
+pub fn put_varint(mut n: u64, out: &mut Vec<u8>) {
     loop {
         let b = (n & 0x7F) as u8;
         n >>= 7;
@@ -182,9 +183,9 @@ pub fn xz_of_zeros(mib: usize) -> Vec<u8> {
     out.extend_from_slice(&crc32fast::hash(&[0, 0]).to_le_bytes());
     out.extend_from_slice(&block);
     let mut index = vec![0x00];
-    varint(1, &mut index);
-    varint(unpadded as u64, &mut index);
-    varint((mib as u64) << 20, &mut index);
+    put_varint(1, &mut index);
+    put_varint(unpadded as u64, &mut index);
+    put_varint((mib as u64) << 20, &mut index);
     while index.len() % 4 != 0 {
         index.push(0);
     }
@@ -238,9 +239,10 @@ pub fn zstd_of_zeros(mib: usize) -> Option<Vec<u8>> {
     Some(frame.repeat(mib))
 }
 
-/// A SentencePiece model with its last `drop` pieces removed (top-level field 1 records).
-pub fn tokenizer_without_last_pieces(model: &[u8], drop: usize) -> Vec<u8> {
-    fn read_varint(b: &[u8], p: &mut usize) -> u64 {
+/// The top-level fields of a protobuf message: `(key, start, body start, end)` per field
+/// (varint, fixed and length-delimited wire types; `.model` files use no groups).
+pub fn proto_fields(b: &[u8]) -> Vec<(u64, usize, usize, usize)> {
+    fn varint(b: &[u8], p: &mut usize) -> u64 {
         let mut v = 0u64;
         for i in 0..10 {
             let x = b[*p];
@@ -252,31 +254,43 @@ pub fn tokenizer_without_last_pieces(model: &[u8], drop: usize) -> Vec<u8> {
         }
         v
     }
-    let mut fields = Vec::new(); // (field number, byte range)
+    let mut out = Vec::new();
     let mut p = 0;
-    while p < model.len() {
+    while p < b.len() {
         let start = p;
-        let key = read_varint(model, &mut p);
-        assert_eq!(
-            key & 7,
-            2,
-            "top-level fields of a .model file are length-delimited"
-        );
-        let len = read_varint(model, &mut p) as usize;
-        p += len;
-        fields.push((key >> 3, start..p));
+        let key = varint(b, &mut p);
+        let body = p;
+        match key & 7 {
+            0 => {
+                varint(b, &mut p);
+            }
+            1 => p += 8,
+            2 => {
+                let len = varint(b, &mut p) as usize;
+                p += len;
+            }
+            5 => p += 4,
+            w => panic!("wire type {w} does not occur in .model files"),
+        }
+        out.push((key, start, body, p));
     }
-    let pieces = fields.iter().filter(|(f, _)| *f == 1).count();
+    out
+}
+
+/// A SentencePiece model with its last `drop` pieces removed (top-level field 1 records).
+pub fn tokenizer_without_last_pieces(model: &[u8], drop: usize) -> Vec<u8> {
+    let fields = proto_fields(model);
+    let pieces = fields.iter().filter(|f| f.0 >> 3 == 1).count();
     let mut kept = 0;
     let mut out = Vec::new();
-    for (f, r) in fields {
-        if f == 1 {
+    for (key, start, _, end) in fields {
+        if key >> 3 == 1 {
             kept += 1;
             if kept > pieces - drop {
                 continue;
             }
         }
-        out.extend_from_slice(&model[r]);
+        out.extend_from_slice(&model[start..end]);
     }
     out
 }
