@@ -25,7 +25,7 @@
 
 use crate::artifact::Artifact;
 use crate::backend::cpu::CpuBackend;
-use crate::eval::{score_tokens, TextScore};
+use crate::eval::{score_tokens, score_window, TextScore};
 use crate::model::{ConfigOverrides, DeviceModel, ModelConfig, ModelWeights};
 use crate::tokenizer::{ByteLut, PieceType, Tokenizer};
 use crate::{Error, Result};
@@ -148,14 +148,7 @@ impl Model {
 
     fn build(art: Artifact, tokenizer: Tokenizer, ov: &ConfigOverrides) -> Result<Self> {
         let weights = ModelWeights::from_artifact(&art, ov)?;
-        let vocab = weights.config.vocab_size;
-        if tokenizer.vocab_size() > vocab {
-            return Err(Error::Usage(format!(
-                "tokenizer has {} pieces but the model only {vocab}: wrong tokenizer?",
-                tokenizer.vocab_size()
-            )));
-        }
-        let lut = tokenizer.byte_lut(vocab);
+        let lut = tokenizer.byte_lut_for_model(weights.config.vocab_size)?;
         Ok(Model {
             model: DeviceModel::new(CpuBackend::new(), &weights)?,
             tokenizer,
@@ -175,6 +168,7 @@ impl Model {
     }
 
     /// Scores `text` as a document (BOS first): per-token log-probabilities and bits per byte.
+    /// An empty text, or one without bytes, is an error (its bits per byte are undefined).
     ///
     /// Same numbers as `pgolf-rt score`: windows of [`Model::context`] tokens, advancing by 64
     /// once the text is longer than that. A text that fits in one window runs one forward pass of
@@ -201,17 +195,8 @@ impl Model {
     pub fn score(&self, text: &str) -> Result<TextScore> {
         let mut ids = vec![self.tokenizer.bos_id()];
         ids.extend(self.tokenizer.encode(text));
-        let cfg = self.config();
-        let targets = ids.len() - 1;
         // One window covers the text: run it at its own length unless that changes the RoPE base.
-        let seq = if targets > 0
-            && targets < self.context
-            && cfg.rope_base_for(targets) == cfg.rope_base_for(self.context)
-        {
-            targets
-        } else {
-            self.context
-        };
+        let seq = score_window(self.config(), ids.len() - 1, self.context);
         score_tokens(&self.model, &ids, &self.lut, seq, 64.min(seq))
     }
 
@@ -297,9 +282,9 @@ impl Model {
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
     pub fn generate(&self, prompt: &str, n: usize, sampling: &Sampling) -> Result<String> {
-        if sampling.temperature.is_nan() || sampling.temperature < 0.0 {
+        if !sampling.temperature.is_finite() || sampling.temperature < 0.0 {
             return Err(Error::Usage(format!(
-                "temperature {} must be >= 0",
+                "temperature {} must be a finite number >= 0",
                 sampling.temperature
             )));
         }
@@ -308,7 +293,7 @@ impl Model {
         let first_new = ids.len();
         let mut rng = SplitMix64(sampling.seed);
         for _ in 0..n {
-            let ctx = &ids[ids.len().saturating_sub(self.context)..];
+            let ctx = &ids[ids.len().saturating_sub(self.context.max(1))..];
             let last = ctx.len() - 1;
             let lp = self.model.log_probs(ctx, 1, ctx.len(), Some(&[last]))?;
             ids.push(pick(&lp, sampling, &mut rng));

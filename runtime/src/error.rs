@@ -32,6 +32,10 @@ pub enum Error {
     /// A user-supplied option is invalid.
     #[error("invalid argument: {0}")]
     Usage(String),
+    /// A loss, score or metric came out NaN or infinite (broken weights, flags or backend):
+    /// never reported as a number.
+    #[error("non-finite result: {0}")]
+    Numeric(String),
 }
 
 /// Result alias used across the crate.

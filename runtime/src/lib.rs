@@ -18,6 +18,7 @@ pub mod backend;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod limits;
 pub mod model;
 pub mod tokenizer;
 pub mod train;

@@ -6,13 +6,15 @@
 //! so zstd falls back to the pure-Rust `ruzstd` when the `zstd-native` feature is off.
 
 use std::borrow::Cow;
-use std::io::{Read, Write};
+use std::io::Write;
 
 use super::{err, Compression};
 use crate::Result;
 
-/// Largest decompressed payload accepted (1 GiB): a 16 MB artifact never comes near it.
-pub const MAX_DECOMPRESSED_BYTES: usize = 1 << 30;
+/// Default of the largest decompressed payload accepted (512 MiB; a 16 MB artifact decompresses
+/// to 20-50 MB). The limit in force is [`crate::limits::PAYLOAD_BYTES`]
+/// (`PGOLF_MAX_PAYLOAD_BYTES`).
+pub const MAX_DECOMPRESSED_BYTES: usize = 512 << 20;
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 const XZ_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
@@ -48,9 +50,9 @@ pub fn detect(bytes: &[u8]) -> Result<Compression> {
 }
 
 /// Detects the compression and returns the decompressed `torch.save` payload (borrowed when the
-/// file is a bare zip). Output is capped at [`MAX_DECOMPRESSED_BYTES`].
+/// file is a bare zip). Output is capped at [`crate::limits::PAYLOAD_BYTES`].
 pub fn decompress(bytes: &[u8]) -> Result<(Compression, Cow<'_, [u8]>)> {
-    decompress_with_limit(bytes, MAX_DECOMPRESSED_BYTES)
+    decompress_with_limit(bytes, crate::limits::PAYLOAD_BYTES.get_usize())
 }
 
 /// [`decompress`] with an explicit output cap in bytes.
@@ -66,8 +68,9 @@ pub fn decompress_with_limit(bytes: &[u8], limit: usize) -> Result<(Compression,
 }
 
 fn bomb(limit: usize) -> crate::Error {
-    err(format!(
-        "decompressed payload exceeds {limit} bytes (decompression bomb guard)"
+    err(crate::limits::PAYLOAD_BYTES.exceeded_at(
+        "decompressed payload (decompression bomb guard)",
+        limit as u64,
     ))
 }
 
@@ -94,13 +97,11 @@ impl Write for CappedWriter {
 
 /// Reads `r` to the end, failing once more than `limit` bytes come out.
 #[cfg(feature = "zstd-native")]
-fn read_capped(mut r: impl Read, limit: usize, what: &str) -> Result<Vec<u8>> {
+fn read_capped(mut r: impl std::io::Read, limit: usize, what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let n = (&mut r)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
+    let complete = crate::limits::read_bounded(&mut r, &mut out, limit)
         .map_err(|e| err(format!("{what} decode failed: {e}")))?;
-    if n > limit {
+    if !complete {
         return Err(bomb(limit));
     }
     Ok(out)
@@ -174,13 +175,12 @@ pub fn zstd_decompress_pure(bytes: &[u8], limit: usize) -> Result<Vec<u8>> {
         let mut dec =
             StreamingDecoder::new(&mut src).map_err(|e| err(format!("zstd frame header: {e}")))?;
         let start = out.len();
-        let n = (&mut dec)
-            .take((limit - start) as u64 + 1)
-            .read_to_end(&mut out)
+        let complete = crate::limits::read_bounded(&mut dec, &mut out, limit)
             .map_err(|e| err(format!("zstd decode failed: {e}")))?;
-        if start + n > limit {
+        if !complete {
             return Err(bomb(limit));
         }
+        let n = out.len() - start;
         let fd = dec.into_frame_decoder();
         if !fd.is_finished() {
             return Err(err("zstd frame is truncated"));
@@ -201,7 +201,14 @@ pub fn zstd_decompress_pure(bytes: &[u8], limit: usize) -> Result<Vec<u8>> {
 }
 
 /// Decodes an xz container (lzma-rs verifies the block checks and index).
+///
+/// lzma-rs decodes each block into memory before writing it out (and keeps the LZMA2
+/// dictionary, the whole block, beside it), so a cap on its output sink comes too late: a few
+/// hundred kB of xz can expand to gigabytes first. [`xz_declared_size`] therefore adds up what
+/// the stream's LZMA2 chunk headers say they unpack to, without decoding, and refuses the file
+/// before decoding when that is over `limit`; decoding then holds at most about twice `limit`.
 pub fn xz_decompress(bytes: &[u8], limit: usize) -> Result<Vec<u8>> {
+    xz_declared_size(bytes, limit)?;
     let mut w = CappedWriter {
         buf: Vec::new(),
         limit,
@@ -212,6 +219,67 @@ pub fn xz_decompress(bytes: &[u8], limit: usize) -> Result<Vec<u8>> {
         Ok(()) => Ok(w.buf),
         Err(_) if w.exceeded => Err(bomb(limit)),
         Err(e) => Err(err(format!("xz decode failed: {e}"))),
+    }
+}
+
+/// What an xz stream's blocks unpack to, at most, read from the LZMA2 chunk headers alone
+/// (each chunk names its unpacked size, and lzma-rs holds every chunk to it). Walks the stream
+/// header, each block header, its chunks, padding and check, up to the index; fails as soon as
+/// the total passes `limit`, or on a structure it cannot walk. Work is linear in the file size.
+pub fn xz_declared_size(bytes: &[u8], limit: usize) -> Result<u64> {
+    let short = || err("xz stream is truncated");
+    let byte = |at: usize| bytes.get(at).copied().ok_or_else(short);
+    let be16 =
+        |at: usize| -> Result<u64> { Ok(u64::from(byte(at)?) << 8 | u64::from(byte(at + 1)?)) };
+    if !bytes.starts_with(&XZ_MAGIC) || bytes.len() < 12 {
+        return Err(err("not an xz stream (bad stream header)"));
+    }
+    // Check field sizes by check id (xz spec 3.1.2), 0..=15.
+    const CHECK_SIZE: [usize; 16] = [0, 4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64];
+    let check = CHECK_SIZE[usize::from(bytes[7] & 0x0F)];
+    let mut total: u64 = 0;
+    let mut pos = 12usize;
+    loop {
+        let block = pos;
+        let size_byte = byte(pos)?;
+        if size_byte == 0 {
+            return Ok(total); // the index follows: lzma-rs checks it against the blocks
+        }
+        pos += (usize::from(size_byte) + 1) * 4;
+        loop {
+            let control = byte(pos)?;
+            let unpacked = match control {
+                0x00 => {
+                    pos += 1;
+                    break;
+                }
+                0x01 | 0x02 => {
+                    let n = be16(pos + 1)? + 1;
+                    pos += 3 + n as usize;
+                    n
+                }
+                0x03..=0x7F => {
+                    return Err(err(format!(
+                        "xz: invalid LZMA2 chunk control byte 0x{control:02x}"
+                    )))
+                }
+                _ => {
+                    let unpacked = (u64::from(control & 0x1F) << 16 | be16(pos + 1)?) + 1;
+                    let packed = be16(pos + 3)? + 1;
+                    let props = usize::from((control >> 5) & 3 >= 2);
+                    pos += 5 + props + packed as usize;
+                    unpacked
+                }
+            };
+            total += unpacked;
+            if total > limit as u64 {
+                return Err(bomb(limit));
+            }
+        }
+        pos += (4 - (pos - block) % 4) % 4 + check;
+        if pos > bytes.len() {
+            return Err(short());
+        }
     }
 }
 

@@ -23,11 +23,25 @@ pub mod zip;
 use std::path::Path;
 
 pub use state::{load_state, StateValue};
-pub use write::{export_artifact, write_atomic, ExportLayout, ExportOptions, ExportTensor};
+pub use write::{
+    check_writable, export_artifact, write_atomic, ExportLayout, ExportOptions, ExportTensor,
+};
 
 /// Shorthand for an [`crate::Error::Artifact`].
 pub(crate) fn err(msg: impl Into<String>) -> crate::Error {
     crate::Error::Artifact(msg.into())
+}
+
+/// A name from the file, quoted and escaped (control characters, NUL, quotes) and cut to 80
+/// characters, for error messages.
+pub(crate) fn quoted(name: &str) -> String {
+    const MAX: usize = 80;
+    if name.chars().count() <= MAX {
+        format!("{name:?}")
+    } else {
+        let head: String = name.chars().take(MAX).collect();
+        format!("{head:?}... ({} bytes)", name.len())
+    }
 }
 
 /// How the outer file is compressed.
@@ -113,10 +127,17 @@ pub struct Artifact {
 pub const SIZE_CAP_BYTES: usize = 16_000_000;
 
 impl Artifact {
-    /// Reads and decodes an artifact file.
+    /// Reads and decodes an artifact file (at most [`crate::limits::ARTIFACT_FILE_BYTES`]).
     pub fn load(path: impl AsRef<Path>) -> crate::Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+        // The first bytes must name a known format before the rest is read.
+        let bytes = crate::limits::read_file(
+            path,
+            &crate::limits::ARTIFACT_FILE_BYTES,
+            crate::Error::Artifact,
+            8,
+            |head| compress::detect(head).map(|_| ()),
+        )?;
         Self::from_bytes(&bytes).map_err(|e| match e {
             crate::Error::Artifact(m) => crate::Error::Artifact(format!("{}: {m}", path.display())),
             other => other,

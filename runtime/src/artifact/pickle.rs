@@ -5,7 +5,14 @@
 //! [`Value::Reduce`] node that the `torch` layer interprets (only `collections.OrderedDict()` is
 //! folded into a plain dict here). Every malformed stream is an error, never a panic: unknown
 //! opcodes, truncation, stack underflow, bad memo indices, and oversized or too deeply nested
-//! values (bounded to keep memory and recursion finite).
+//! values.
+//!
+//! Memory and time are bounded for any input: every value the VM materialises is charged to a
+//! byte budget ([`crate::limits::PICKLE_BYTES`]: its node size plus its string or bytes
+//! length), memo fetches included, since a fetch copies its value (so a small stream that
+//! fetches one large string many times fails cheaply, before the copies exist); MARKs are
+//! charged too, and the stack holds at most [`crate::limits::PICKLE_STACK`] entries. Because the
+//! tree handed back is no larger than the budget, everything that walks it later is bounded too.
 
 use std::collections::HashMap;
 
@@ -73,6 +80,23 @@ impl Value {
             .rfind(|(k, _)| k.as_str() == Some(key))
             .map(|(_, v)| v)
     }
+    /// The kind of value, for messages (`str`, `dict`, `reduce`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Global { .. } => "global",
+            Value::PersId(_) => "persistent id",
+            Value::Reduce { .. } => "reduce",
+        }
+    }
     /// True for `GLOBAL module name`.
     pub fn is_global(&self, module: &str, name: &str) -> bool {
         matches!(self, Value::Global { module: m, name: n } if m == module && n == name)
@@ -81,15 +105,17 @@ impl Value {
 
 /// Deepest nesting accepted (torch state dicts nest about 5 levels).
 pub const MAX_DEPTH: u32 = 64;
-/// Most value nodes a stream may create, memo copies included (bounds memory).
-pub const MAX_NODES: u64 = 2_000_000;
+/// Bytes charged to the budget for each value node and each MARK, besides a string's or bytes
+/// object's length.
+pub const NODE_BYTES: u64 = std::mem::size_of::<Value>() as u64;
 
 /// A stack slot with bookkeeping so depth and size checks stay O(1).
 #[derive(Debug, Clone)]
 struct Item {
     v: Value,
     depth: u32,
-    nodes: u64,
+    /// Bytes charged for this value and everything inside it.
+    bytes: u64,
 }
 
 enum Slot {
@@ -102,7 +128,10 @@ struct Vm<'a> {
     pos: usize,
     stack: Vec<Slot>,
     memo: HashMap<u32, Item>,
-    nodes: u64,
+    /// Bytes charged so far, and the budget.
+    used: u64,
+    budget: u64,
+    max_stack: usize,
 }
 
 impl<'a> Vm<'a> {
@@ -138,28 +167,50 @@ impl<'a> Vm<'a> {
         self.pos += n + 1;
         Ok(s)
     }
-    fn count(&mut self, n: u64) -> Result<()> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
-            return Err(err("pickle: too many values (size limit)"));
+    /// Charges `n` bytes to the budget (before the memory they stand for is allocated).
+    fn charge(&mut self, n: u64) -> Result<()> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.budget {
+            return Err(err(crate::limits::PICKLE_BYTES.exceeded_at(
+                format!(
+                    "pickle: the values it builds (memo copies included) at byte {}",
+                    self.pos
+                ),
+                self.budget,
+            )));
         }
         Ok(())
     }
-    fn push_leaf(&mut self, v: Value) -> Result<()> {
-        self.count(1)?;
-        self.stack.push(Slot::Item(Item {
-            v,
-            depth: 1,
-            nodes: 1,
-        }));
+    fn push(&mut self, slot: Slot) -> Result<()> {
+        if self.stack.len() >= self.max_stack {
+            return Err(err(crate::limits::PICKLE_STACK.exceeded_at(
+                format!("pickle: the stack (MARKs included) at byte {}", self.pos),
+                self.max_stack as u64,
+            )));
+        }
+        self.stack.push(slot);
         Ok(())
+    }
+    fn push_mark(&mut self) -> Result<()> {
+        self.charge(NODE_BYTES)?;
+        self.push(Slot::Mark)
+    }
+    fn push_leaf(&mut self, v: Value) -> Result<()> {
+        let payload = match &v {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Global { module, name } => module.len() + name.len(),
+            _ => 0,
+        };
+        let bytes = NODE_BYTES + payload as u64;
+        self.charge(bytes)?;
+        self.push(Slot::Item(Item { v, depth: 1, bytes }))
     }
     fn push_item(&mut self, it: Item) -> Result<()> {
         if it.depth > MAX_DEPTH {
             return Err(err("pickle: values nested too deeply"));
         }
-        self.stack.push(Slot::Item(it));
-        Ok(())
+        self.push(Slot::Item(it))
     }
     fn pop(&mut self) -> Result<Item> {
         match self.stack.pop() {
@@ -194,18 +245,18 @@ impl<'a> Vm<'a> {
         Ok(items)
     }
     fn container(&mut self, items: Vec<Item>, wrap: fn(Vec<Value>) -> Value) -> Result<Item> {
-        self.count(1)?;
+        self.charge(NODE_BYTES)?;
         let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
-        let nodes = 1 + items.iter().map(|i| i.nodes).sum::<u64>();
+        let bytes = NODE_BYTES + items.iter().map(|i| i.bytes).sum::<u64>();
         Ok(Item {
             v: wrap(items.into_iter().map(|i| i.v).collect()),
             depth,
-            nodes,
+            bytes,
         })
     }
     fn memo_put(&mut self, idx: u32) -> Result<()> {
-        let n = self.top_mut()?.nodes;
-        self.count(n)?; // before cloning, so a memo bomb fails cheaply
+        let n = self.top_mut()?.bytes;
+        self.charge(n)?; // before cloning, so a memo bomb fails cheaply
         let it = self.top_mut()?.clone();
         self.memo.insert(idx, it);
         Ok(())
@@ -214,21 +265,21 @@ impl<'a> Vm<'a> {
         let n = self
             .memo
             .get(&idx)
-            .map(|it| it.nodes)
+            .map(|it| it.bytes)
             .ok_or_else(|| err(format!("pickle: memo index {idx} not set")))?;
-        self.count(n)?; // before cloning, so a memo bomb fails cheaply
+        self.charge(n)?; // before cloning, so a memo bomb fails cheaply
         let it = self.memo[&idx].clone();
         self.push_item(it)
     }
     fn append(&mut self, extra: Vec<Item>) -> Result<()> {
-        let n = extra.iter().map(|i| i.nodes).sum::<u64>();
+        let n = extra.iter().map(|i| i.bytes).sum::<u64>();
         let d = extra.iter().map(|i| i.depth).max().unwrap_or(0);
         let top = self.top_mut()?;
         match &mut top.v {
             Value::List(l) => l.extend(extra.into_iter().map(|i| i.v)),
             _ => return Err(err("pickle: APPEND(S) on a non-list")),
         }
-        top.nodes += n;
+        top.bytes += n;
         top.depth = top.depth.max(d + 1);
         if top.depth > MAX_DEPTH {
             return Err(err("pickle: values nested too deeply"));
@@ -239,7 +290,7 @@ impl<'a> Vm<'a> {
         if !kv.len().is_multiple_of(2) {
             return Err(err("pickle: SETITEMS with an odd number of items"));
         }
-        let n = kv.iter().map(|i| i.nodes).sum::<u64>();
+        let n = kv.iter().map(|i| i.bytes).sum::<u64>();
         let d = kv.iter().map(|i| i.depth).max().unwrap_or(0);
         let top = self.top_mut()?;
         let Value::Dict(dict) = &mut top.v else {
@@ -251,7 +302,7 @@ impl<'a> Vm<'a> {
             // Python would, and the tensor layer rejects duplicate tensor names.
             dict.push((k.v, v.v));
         }
-        top.nodes += n;
+        top.bytes += n;
         top.depth = top.depth.max(d + 1);
         if top.depth > MAX_DEPTH {
             return Err(err("pickle: values nested too deeply"));
@@ -280,7 +331,7 @@ impl<'a> Vm<'a> {
                     let it = self.pop()?;
                     return Ok(it.v);
                 }
-                b'(' => self.stack.push(Slot::Mark),
+                b'(' => self.push_mark()?,
                 b'}' => self.push_leaf(Value::Dict(Vec::new()))?,
                 b']' => self.push_leaf(Value::List(Vec::new()))?,
                 b')' => self.push_leaf(Value::Tuple(Vec::new()))?,
@@ -360,10 +411,10 @@ impl<'a> Vm<'a> {
                 b'Q' => {
                     // BINPERSID
                     let pid = self.pop()?;
-                    self.count(1)?;
+                    self.charge(NODE_BYTES)?;
                     self.push_item(Item {
                         depth: pid.depth + 1,
-                        nodes: pid.nodes + 1,
+                        bytes: pid.bytes + NODE_BYTES,
                         v: Value::PersId(Box::new(pid.v)),
                     })?
                 }
@@ -406,10 +457,10 @@ impl<'a> Vm<'a> {
                         }
                         self.push_leaf(Value::Dict(Vec::new()))?;
                     } else {
-                        self.count(1)?;
+                        self.charge(NODE_BYTES)?;
                         self.push_item(Item {
                             depth: 1 + callable.depth.max(args.depth),
-                            nodes: 1 + callable.nodes + args.nodes,
+                            bytes: NODE_BYTES + callable.bytes + args.bytes,
                             v: Value::Reduce {
                                 callable: Box::new(callable.v),
                                 args: Box::new(args.v),
@@ -480,17 +531,33 @@ impl<'a> Vm<'a> {
 }
 
 /// Runs a pickle stream and returns the value `STOP` yields. Memoized dicts/lists are snapshots
-/// taken at memoization time (torch never mutates a container after sharing it).
+/// taken at memoization time (torch never mutates a container after sharing it). Bounded by
+/// [`crate::limits::PICKLE_BYTES`] and [`crate::limits::PICKLE_STACK`].
 pub fn load(data: &[u8]) -> Result<Value> {
+    load_with_limits(
+        data,
+        crate::limits::PICKLE_BYTES.get(),
+        crate::limits::PICKLE_STACK.get_usize(),
+    )
+}
+
+/// [`load`] with an explicit byte budget and stack size.
+pub fn load_with_limits(data: &[u8], budget: u64, max_stack: usize) -> Result<Value> {
     Vm {
         data,
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
-        nodes: 0,
+        used: 0,
+        budget,
+        max_stack,
     }
     .run()
 }
+
+/// Items per MARK-delimited APPENDS / SETITEMS run in [`dump`] (as Python's pickler batches):
+/// the stack a reader needs stays small however long a list or dict is.
+const BATCH: usize = 1000;
 
 /// Serializes a [`Value`] as a protocol-2 pickle (the subset [`load`] and torch's
 /// `weights_only` unpickler accept). `Reduce` and `PersId` nodes are written as such.
@@ -573,9 +640,9 @@ fn write_value(v: &Value, out: &mut Vec<u8>, depth: u32) -> Result<()> {
         },
         Value::List(items) => {
             out.push(b']');
-            if !items.is_empty() {
+            for batch in items.chunks(BATCH) {
                 out.push(b'(');
-                for it in items {
+                for it in batch {
                     write_value(it, out, depth + 1)?;
                 }
                 out.push(b'e');
@@ -583,9 +650,9 @@ fn write_value(v: &Value, out: &mut Vec<u8>, depth: u32) -> Result<()> {
         }
         Value::Dict(entries) => {
             out.push(b'}');
-            if !entries.is_empty() {
+            for batch in entries.chunks(BATCH) {
                 out.push(b'(');
-                for (k, val) in entries {
+                for (k, val) in batch {
                     write_value(k, out, depth + 1)?;
                     write_value(val, out, depth + 1)?;
                 }
@@ -762,5 +829,62 @@ mod tests {
         }
         bomb.push(b'.');
         assert!(load(&bomb).is_err());
+    }
+
+    /// `X <n bytes> q0` then `(`, `h0` x fetches, `l.`: one string copied on every fetch.
+    fn memo_string_bomb(len: usize, fetches: usize) -> Vec<u8> {
+        let mut p = vec![0x80, 2, b'X'];
+        p.extend_from_slice(&(len as u32).to_le_bytes());
+        p.resize(p.len() + len, b'a');
+        p.extend_from_slice(&[b'q', 0, b'(']);
+        for _ in 0..fetches {
+            p.extend_from_slice(&[b'h', 0]);
+        }
+        p.extend_from_slice(b"l.");
+        p
+    }
+
+    #[test]
+    fn byte_budget_counts_memo_copies() {
+        let fine = memo_string_bomb(1000, 100);
+        assert_eq!(load(&fine).unwrap().as_seq().unwrap().len(), 100);
+        // 1 MB fetched 1000 times would be 1 GB of copies: refused before they are made.
+        let bomb = memo_string_bomb(1 << 20, 1000);
+        let e = load_with_limits(&bomb, 64 << 20, 1 << 16)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("exceeds the limit of 67108864 bytes")
+                && e.contains("PGOLF_MAX_PICKLE_BYTES"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn marks_count_against_the_stack() {
+        let mut marks = vec![0x80, 2];
+        marks.resize(2 + 1_000_000, b'(');
+        marks.push(b'.');
+        let e = load_with_limits(&marks, u64::MAX, 1 << 16)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PGOLF_MAX_PICKLE_STACK"), "{e}");
+        // Marks also cost budget bytes.
+        let e = load_with_limits(&marks, 1000, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PGOLF_MAX_PICKLE_BYTES"), "{e}");
+    }
+
+    #[test]
+    fn writer_batches_long_dicts_and_lists() {
+        let d = Value::Dict((0..2500).map(|i| (Value::Int(i), Value::None)).collect());
+        let l = Value::List((0..2500).map(Value::Int).collect());
+        for v in [d, l] {
+            let p = dump(&v).unwrap();
+            // Each batch needs its own MARK plus up to 2 x 1000 items on the stack.
+            assert_eq!(load_with_limits(&p, u64::MAX, 2010).unwrap(), v);
+            assert!(load_with_limits(&p, u64::MAX, 1000).is_err());
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! * the `{"w": ..., "m": ...}` mixed int6/int5/int8 layout of the 11-layer lineage,
 //! * a plain `state_dict` of tensors.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::pickle::Value;
 use super::torch::{as_tensor, RawTensor};
@@ -84,16 +84,34 @@ fn tensor<'a>(v: &Value, ar: &TorchArchive<'a>, what: &str) -> Result<RawTensor<
     as_tensor(v, ar)?.ok_or_else(|| err(format!("{what} is not a tensor")))
 }
 
+/// The entries of a string-keyed dict, in order. A key may appear once (a Python dict cannot
+/// hold it twice), so every later lookup by name visits each entry once; at most
+/// [`crate::limits::TENSORS`] entries.
 fn str_entries<'v>(v: &'v Value, what: &str) -> Result<Vec<(&'v str, &'v Value)>> {
-    v.as_dict()
-        .ok_or_else(|| err(format!("{what} is not a dict")))?
-        .iter()
+    let d = v
+        .as_dict()
+        .ok_or_else(|| err(format!("{what} is not a dict")))?;
+    crate::limits::TENSORS.check(d.len() as u64, format!("{what}: {} entries", d.len()), err)?;
+    let mut seen = HashSet::with_capacity(d.len());
+    d.iter()
         .map(|(k, v)| {
-            k.as_str()
-                .map(|k| (k, v))
-                .ok_or_else(|| err(format!("{what} has a non-string key")))
+            let k = k
+                .as_str()
+                .ok_or_else(|| err(format!("{what} has a non-string key")))?;
+            if !seen.insert(k) {
+                return Err(err(format!(
+                    "{what} has the key {} twice",
+                    super::quoted(k)
+                )));
+            }
+            Ok((k, v))
         })
         .collect()
+}
+
+/// A string-keyed dict as a map (lookups in O(1), not a scan per name).
+fn str_map<'v>(v: &'v Value, what: &str) -> Result<HashMap<&'v str, &'v Value>> {
+    Ok(str_entries(v, what)?.into_iter().collect())
 }
 
 /// `q * scale` per row (1-D scale with one entry per row) or per tensor (one-element scale),
@@ -182,7 +200,12 @@ pub fn interpret(
             Some("int8_clean_per_row_v1") => {
                 (ContainerFormat::Int8CleanPerRowV1, int8_clean(root, ar)?)
             }
-            other => return Err(err(format!("unsupported __quant_format__ {other:?}"))),
+            other => {
+                return Err(err(format!(
+                    "unsupported __quant_format__ {}",
+                    other.map_or("(not a string)".into(), super::quoted)
+                )))
+            }
         }
     } else if let (Some(w), Some(m)) = (root.get("w"), root.get("m")) {
         (ContainerFormat::MixedWm, mixed_wm(w, m, ar)?)
@@ -192,7 +215,18 @@ pub fn interpret(
     let mut seen = HashSet::new();
     for t in &tensors.1 {
         if !seen.insert(t.name.as_str()) {
-            return Err(err(format!("tensor {} appears twice", t.name)));
+            return Err(err(format!(
+                "tensor {} appears twice",
+                super::quoted(&t.name)
+            )));
+        }
+        // A NaN or infinite weight (or scale) gives a NaN score, not an error: refuse it here.
+        if let Some((i, v)) = t.values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(err(format!(
+                "tensor {} holds a non-finite value ({v} at index {i}): the weights or their \
+                 scales are NaN or infinite",
+                super::quoted(&t.name)
+            )));
         }
     }
     Ok(tensors)
@@ -204,31 +238,48 @@ fn int8_clean(root: &Value, ar: &TorchArchive) -> Result<Vec<ArtifactTensor>> {
             .ok_or_else(|| err(format!("int8_clean_per_row_v1: missing {k:?}")))
     };
     let quantized = str_entries(need("quantized")?, "quantized")?;
-    let scales = need("scales")?;
-    let dtypes = need("dtypes")?;
+    let scales = str_map(need("scales")?, "scales")?;
+    let dtypes = str_map(need("dtypes")?, "dtypes")?;
     let pass = str_entries(need("passthrough")?, "passthrough")?;
-    let qmeta = root.get("qmeta");
-    let orig = root.get("passthrough_orig_dtypes");
+    let qmeta = match root.get("qmeta") {
+        Some(m) => str_map(m, "qmeta")?,
+        None => HashMap::new(),
+    };
+    let orig = match root.get("passthrough_orig_dtypes") {
+        Some(o) => str_map(o, "passthrough_orig_dtypes")?,
+        None => HashMap::new(),
+    };
+    crate::limits::TENSORS.check(
+        (quantized.len() + pass.len()) as u64,
+        "quantized and passthrough tensors",
+        err,
+    )?;
     let mut out = Vec::with_capacity(quantized.len() + pass.len());
     for (name, qv) in quantized {
-        let q = tensor(qv, ar, &format!("quantized[{name}]"))?;
+        let shown = super::quoted(name);
+        let q = tensor(qv, ar, &format!("quantized[{shown}]"))?;
         let sv = scales
             .get(name)
-            .ok_or_else(|| err(format!("{name}: no scale")))?;
-        let scale = tensor(sv, ar, &format!("scales[{name}]"))?;
+            .ok_or_else(|| err(format!("{shown}: no scale")))?;
+        let scale = tensor(sv, ar, &format!("scales[{shown}]"))?;
         let dname = dtypes
             .get(name)
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("{name}: no dtypes entry")))?;
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| err(format!("{shown}: no dtypes entry")))?;
         let dtype = DType::from_torch_name(dname)
             .filter(|d| d.is_float())
-            .ok_or_else(|| err(format!("{name}: unsupported original dtype {dname:?}")))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "{shown}: unsupported original dtype {}",
+                    super::quoted(dname)
+                ))
+            })?;
         let hint = qmeta
-            .and_then(|m| m.get(name))
+            .get(name)
             .and_then(|m| m.get("scheme"))
             .and_then(Value::as_str)
             == Some("per_row");
-        let (values, per_row) = dequantize(name, &q, &scale, hint, dtype)?;
+        let (values, per_row) = dequantize(&shown, &q, &scale, hint, dtype)?;
         // The format is int8; a coarser grid (all multiples of 4) means int6 levels.
         let bits = bits_from_grid(q.bytes);
         out.push(ArtifactTensor {
@@ -245,16 +296,21 @@ fn int8_clean(root: &Value, ar: &TorchArchive) -> Result<Vec<ArtifactTensor>> {
         });
     }
     for (name, tv) in pass {
-        let t = tensor(tv, ar, &format!("passthrough[{name}]"))?;
+        let shown = super::quoted(name);
+        let t = tensor(tv, ar, &format!("passthrough[{shown}]"))?;
         // Cast back to the recorded original dtype. The MLP3x record keeps its tied embedding
         // as fp16 but records "bfloat16" here (its template is bf16), so we follow the file.
-        let dtype = match orig.and_then(|o| o.get(name)) {
+        let dtype = match orig.get(name) {
             Some(v) => {
                 let s = v
                     .as_str()
-                    .ok_or_else(|| err(format!("{name}: original dtype is not a string")))?;
-                DType::from_torch_name(s)
-                    .ok_or_else(|| err(format!("{name}: unsupported original dtype {s:?}")))?
+                    .ok_or_else(|| err(format!("{shown}: original dtype is not a string")))?;
+                DType::from_torch_name(s).ok_or_else(|| {
+                    err(format!(
+                        "{shown}: unsupported original dtype {}",
+                        super::quoted(s)
+                    ))
+                })?
             }
             None => t.dtype,
         };
@@ -267,22 +323,31 @@ fn bits_of_type(name: &str, ty: &str) -> Result<u8> {
     ty.strip_prefix("int")
         .and_then(|b| b.parse::<u8>().ok())
         .filter(|b| (2..=8).contains(b))
-        .ok_or_else(|| err(format!("{name}: unsupported quantization type {ty:?}")))
+        .ok_or_else(|| {
+            err(format!(
+                "{name}: unsupported quantization type {}",
+                super::quoted(ty)
+            ))
+        })
 }
 
 fn mixed_wm(w: &Value, m: &Value, ar: &TorchArchive) -> Result<Vec<ArtifactTensor>> {
     let meta = str_entries(m, "m")?;
     let w_entries = str_entries(w, "w")?;
+    let w_map: HashMap<&str, &Value> = w_entries.iter().copied().collect();
     let mut used: HashSet<String> = HashSet::new();
     let mut out = Vec::with_capacity(meta.len());
     let get_w = |key: &str| -> Result<&Value> {
-        w.get(key)
-            .ok_or_else(|| err(format!("w[{key:?}] is missing")))
+        w_map
+            .get(key)
+            .copied()
+            .ok_or_else(|| err(format!("w[{}] is missing", super::quoted(key))))
     };
     for (name, info) in meta {
+        let shown = super::quoted(name);
         match info {
             Value::Str(kind) if kind.starts_with("passthrough") => {
-                let t = tensor(get_w(name)?, ar, &format!("w[{name}]"))?;
+                let t = tensor(get_w(name)?, ar, &format!("w[{shown}]"))?;
                 used.insert(name.to_string());
                 // fp16 copies are cast back to the template dtype (see `template_dtype`).
                 let dtype = if t.dtype.is_float() {
@@ -296,21 +361,21 @@ fn mixed_wm(w: &Value, m: &Value, ar: &TorchArchive) -> Result<Vec<ArtifactTenso
                 let ty = info
                     .get("type")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| err(format!("m[{name}] has no string \"type\"")))?;
-                let bits = bits_of_type(name, ty)?;
+                    .ok_or_else(|| err(format!("m[{shown}] has no string \"type\"")))?;
+                let bits = bits_of_type(&shown, ty)?;
                 let (qk, sk) = (format!("{name}.q"), format!("{name}.scale"));
-                let q = tensor(get_w(&qk)?, ar, &format!("w[{qk}]"))?;
-                let scale = tensor(get_w(&sk)?, ar, &format!("w[{sk}]"))?;
+                let q = tensor(get_w(&qk)?, ar, &format!("w[{}]", super::quoted(&qk)))?;
+                let scale = tensor(get_w(&sk)?, ar, &format!("w[{}]", super::quoted(&sk)))?;
                 let (lo, hi) = (-(1i16 << (bits - 1)), (1i16 << (bits - 1)) - 1);
                 if q.dtype == DType::I8
                     && q.bytes
                         .iter()
                         .any(|&b| !(lo..=hi).contains(&i16::from(b as i8)))
                 {
-                    return Err(err(format!("{name}: values outside the {ty} range")));
+                    return Err(err(format!("{shown}: values outside the {ty} range")));
                 }
                 let dtype = template_dtype(name);
-                let (values, per_row) = dequantize(name, &q, &scale, false, dtype)?;
+                let (values, per_row) = dequantize(&shown, &q, &scale, false, dtype)?;
                 used.insert(qk);
                 used.insert(sk);
                 out.push(ArtifactTensor {
@@ -326,11 +391,19 @@ fn mixed_wm(w: &Value, m: &Value, ar: &TorchArchive) -> Result<Vec<ArtifactTenso
                     values,
                 });
             }
-            other => return Err(err(format!("m[{name}] is not understood: {other:?}"))),
+            other => {
+                return Err(err(format!(
+                    "m[{shown}] is not understood: a {}",
+                    other.kind()
+                )))
+            }
         }
     }
     if let Some((k, _)) = w_entries.iter().find(|(k, _)| !used.contains(*k)) {
-        return Err(err(format!("w[{k:?}] is not described by m")));
+        return Err(err(format!(
+            "w[{}] is not described by m",
+            super::quoted(k)
+        )));
     }
     Ok(out)
 }

@@ -61,6 +61,11 @@ fn convert(v: &Value, ar: &zip::TorchArchive, depth: usize) -> Result<StateValue
                 })
                 .collect::<Result<_>>()?,
         ),
-        other => return Err(err(format!("state: unsupported value {other:?}"))),
+        other => {
+            return Err(err(format!(
+                "state: unsupported value (a {})",
+                other.kind()
+            )))
+        }
     })
 }

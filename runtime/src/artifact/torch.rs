@@ -188,14 +188,24 @@ pub fn as_tensor<'a>(v: &Value, ar: &TorchArchive<'a>) -> Result<Option<RawTenso
         })?;
     let dtype = match &pid[1] {
         Value::Global { module, name } if module == "torch" || module == "torch.storage" => {
-            DType::from_storage_name(name)
-                .ok_or_else(|| err(format!("tensor: unsupported storage type torch.{name}")))?
+            DType::from_storage_name(name).ok_or_else(|| {
+                err(format!(
+                    "tensor: unsupported storage type {}",
+                    super::quoted(&format!("torch.{name}"))
+                ))
+            })?
         }
-        other => return Err(err(format!("tensor: bad storage type {other:?}"))),
+        other => {
+            return Err(err(format!(
+                "tensor: bad storage type (a {}, not a torch storage class)",
+                other.kind()
+            )))
+        }
     };
     let key = pid[2]
         .as_str()
         .ok_or_else(|| err("tensor: storage key is not a string"))?;
+
     let storage_numel = usize::try_from(int_of(&pid[4], "storage numel")?)
         .map_err(|_| err("tensor: negative storage numel"))?;
     let offset = usize::try_from(int_of(&args[1], "storage offset")?)
@@ -225,7 +235,8 @@ pub fn as_tensor<'a>(v: &Value, ar: &TorchArchive<'a>) -> Result<Option<RawTenso
     let record = ar.record(key)?;
     if Some(record.len()) != storage_numel.checked_mul(esize) {
         return Err(err(format!(
-            "tensor: storage {key} holds {} bytes, expected {storage_numel} x {esize}",
+            "tensor: storage {} holds {} bytes, expected {storage_numel} x {esize}",
+            super::quoted(key),
             record.len()
         )));
     }
@@ -234,10 +245,12 @@ pub fn as_tensor<'a>(v: &Value, ar: &TorchArchive<'a>) -> Result<Option<RawTenso
         .is_none_or(|end| end > storage_numel)
     {
         return Err(err(format!(
-            "tensor: offset {offset} + {numel} elements exceeds storage {key} ({storage_numel})"
+            "tensor: offset {offset} + {numel} elements exceeds storage {} ({storage_numel})",
+            super::quoted(key)
         )));
     }
     let bytes = &record[offset * esize..(offset + numel) * esize];
+    ar.charge_elements(numel)?;
     Ok(Some(RawTensor {
         dtype,
         shape,

@@ -6,7 +6,7 @@
 //! (`{"w","m"}` int6 with the GPTQ-lite clip search); quantiles use `torch.quantile`'s linear
 //! interpolation in f32 and rounding is half-to-even like `torch.round`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::compress::compress;
 use super::quant::is_control;
@@ -349,11 +349,8 @@ pub fn export_artifact(
     compress(&save(&obj)?, compression)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to
-/// disk, then renamed over the target (readers never see a partial artifact).
-pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let path = path.as_ref();
+/// The folder and file name of an output path (`.` when the path has no folder).
+fn split_output(path: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
     let file_name = path
         .file_name()
         .ok_or_else(|| crate::Error::Usage(format!("{}: not a file path", path.display())))?;
@@ -361,15 +358,90 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    Ok((dir, file_name))
+}
+
+/// A fresh file `.<name>.<random>.tmp` in `dir`, created exclusively (`O_CREAT | O_EXCL`: an
+/// existing file or a planted symlink at that name is never opened, let alone followed), with
+/// an unpredictable suffix. Returns the file and its path.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<(std::fs::File, PathBuf)> {
+    for _ in 0..16 {
+        let tmp = dir.join(format!(
+            ".{}.{:016x}.tmp",
+            name.to_string_lossy(),
+            random_u64()
+        ));
+        match create_exclusive(&tmp) {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no unused temporary file name after 16 tries",
+    ))
+}
+
+/// Opens `path` for writing only if it does not exist yet (never through a symlink).
+fn create_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// 64 unpredictable bits: std's per-process random hash keys (seeded by the OS), the clock,
+/// the process id and a counter.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish()
+}
+
+/// Checks, before a long run, that [`write_atomic`] will be able to write `path`: the path is
+/// not a folder, its folder exists, and a file can be created there (a probe file is created
+/// exclusively and removed again).
+pub fn check_writable(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    if path.is_dir() {
+        return Err(crate::Error::Usage(format!(
+            "{}: is a folder; give a file path",
+            path.display()
+        )));
+    }
+    let (dir, name) = split_output(path)?;
+    if !dir.is_dir() {
+        return Err(crate::Error::Usage(format!(
+            "{}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let (f, tmp) = create_temp(dir, name).map_err(|e| crate::Error::io(path, e))?;
+    drop(f);
+    std::fs::remove_file(&tmp).map_err(|e| crate::Error::io(&tmp, e))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory (created
+/// exclusively under a random name), flushed to disk, then renamed over the target (readers
+/// never see a partial artifact).
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let path = path.as_ref();
+    let (dir, file_name) = split_output(path)?;
+    let (mut f, tmp) = create_temp(dir, file_name).map_err(|e| crate::Error::io(path, e))?;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        drop(f);
         std::fs::rename(&tmp, path)
     })();
     result.map_err(|e| {
@@ -453,6 +525,42 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
         assert!(write_atomic(dir.join("missing_dir/x"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outputs_are_checked_before_work() {
+        let dir = std::env::temp_dir().join(format!("pgolf_check_out_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(check_writable(dir.join("a.ptz")).is_ok());
+        let e = check_writable(dir.join("missing/a.ptz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = check_writable(&dir).unwrap_err().to_string();
+        assert!(e.contains("is a folder"), "{e}");
+        // The probe leaves nothing behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_symlink_never_receives_the_artifact() {
+        let dir = std::env::temp_dir().join(format!("pgolf_symlink_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // The name the old writer used (pid-based) and any fixed name: never opened.
+        let planted = dir.join(format!(".a.ptz.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let e = create_exclusive(&planted).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        write_atomic(dir.join("a.ptz"), b"artifact").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(dir.join("a.ptz")).unwrap(), b"artifact");
+        // Random names differ from one file to the next.
+        assert_ne!(random_u64(), random_u64());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,8 +5,12 @@
 //! reading it needs nothing but the central directory, and a tiny reader keeps the crate
 //! wasm32-friendly (no mmap, no threads) and borrow-based (records are slices of the payload).
 //! Every entry's CRC-32 is verified, so a corrupted payload cannot load silently.
+//!
+//! Work is linear in the archive's size for any input: names are unique, entries (local header
+//! and data) may not overlap, so each byte is CRC-checked at most once, and the entry count is
+//! bounded by [`crate::limits::ZIP_ENTRIES`]. Names in messages are quoted and escaped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::err;
 use crate::Result;
@@ -16,8 +20,6 @@ const CENTRAL_SIG: u32 = 0x0201_4b50;
 const EOCD_SIG: u32 = 0x0605_4b50;
 const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
 const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
-/// Most entries accepted in one archive (torch writes one per storage plus a few).
-const MAX_ENTRIES: usize = 1 << 20;
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16> {
     b.get(at..at + 2)
@@ -106,10 +108,14 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
         ));
     }
     let count = to_usize(count)?;
-    if count > MAX_ENTRIES || count > cd_size / 46 {
+    crate::limits::ZIP_ENTRIES.check(count as u64, format!("zip: {count} entries"), err)?;
+    if count > cd_size / 46 {
         return Err(err(format!("zip: implausible entry count {count}")));
     }
+    // Pass 1: the central directory, checked against the local headers; no data is read.
     let mut entries = Vec::with_capacity(count);
+    let mut spans = Vec::with_capacity(count); // (local header offset, end of data, crc)
+    let mut names = HashSet::with_capacity(count);
     let mut p = cd_off;
     for _ in 0..count {
         if u32_at(bytes, p)? != CENTRAL_SIG {
@@ -133,12 +139,16 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
         let name = std::str::from_utf8(name_bytes)
             .map_err(|_| err("zip: entry name is not UTF-8"))?
             .to_string();
+        let shown = super::quoted(&name);
+        if !names.insert(name_bytes) {
+            return Err(err(format!("zip: entry {shown} appears twice")));
+        }
         if flags & 0x0001 != 0 {
-            return Err(err(format!("zip: entry {name} is encrypted")));
+            return Err(err(format!("zip: entry {shown} is encrypted")));
         }
         if method != 0 {
             return Err(err(format!(
-                "zip: entry {name} uses compression method {method}; torch.save writes stored entries only"
+                "zip: entry {shown} uses compression method {method}; torch.save writes stored entries only"
             )));
         }
         // ZIP64 extended information replaces the saturated 32-bit fields, in order.
@@ -166,38 +176,65 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
             }
             if !found {
                 return Err(err(format!(
-                    "zip: entry {name} lacks its ZIP64 extra field"
+                    "zip: entry {shown} lacks its ZIP64 extra field"
                 )));
             }
         }
         if csize != usize_ {
-            return Err(err(format!("zip: stored entry {name} has differing sizes")));
+            return Err(err(format!(
+                "zip: stored entry {shown} has differing sizes"
+            )));
         }
         let local = to_usize(local)?;
         if local >= cd_off || u32_at(bytes, local)? != LOCAL_SIG {
-            return Err(err(format!("zip: bad local header for {name}")));
+            return Err(err(format!("zip: bad local header for {shown}")));
         }
         let lname = u16_at(bytes, local + 26)? as usize;
         let lextra = u16_at(bytes, local + 28)? as usize;
         if bytes.get(local + 30..local + 30 + lname) != Some(name_bytes) {
-            return Err(err(format!("zip: local header name differs for {name}")));
+            return Err(err(format!("zip: local header name differs for {shown}")));
         }
         let start = local + 30 + lname + lextra;
         let end = start
             .checked_add(to_usize(csize)?)
             .filter(|&e| e <= cd_off)
-            .ok_or_else(|| err(format!("zip: entry {name} runs past the central directory")))?;
-        let data = &bytes[start..end];
-        if crc32fast::hash(data) != crc {
-            return Err(err(format!("zip: CRC-32 mismatch in entry {name}")));
-        }
-        entries.push(ZipEntry { name, data });
+            .ok_or_else(|| {
+                err(format!(
+                    "zip: entry {shown} runs past the central directory"
+                ))
+            })?;
+        spans.push((local, end, crc));
+        entries.push(ZipEntry {
+            name,
+            data: &bytes[start..end],
+        });
         p += 46 + name_len + extra_len + comment_len;
     }
     if p != cd_end {
         return Err(err(
             "zip: central directory size does not match its entries",
         ));
+    }
+    // Pass 2: entries may not share bytes, so the CRCs below read each byte at most once.
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by_key(|&i| spans[i].0);
+    for w in order.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if spans[a].1 > spans[b].0 {
+            return Err(err(format!(
+                "zip: entries {} and {} overlap",
+                super::quoted(&entries[a].name),
+                super::quoted(&entries[b].name)
+            )));
+        }
+    }
+    for (e, &(_, _, crc)) in entries.iter().zip(&spans) {
+        if crc32fast::hash(e.data) != crc {
+            return Err(err(format!(
+                "zip: CRC-32 mismatch in entry {}",
+                super::quoted(&e.name)
+            )));
+        }
     }
     Ok(entries)
 }
@@ -210,20 +247,32 @@ pub struct TorchArchive<'a> {
     /// `<prefix>/data.pkl`.
     pub pickle: &'a [u8],
     records: HashMap<String, &'a [u8]>,
+    /// Tensor elements handed out by [`TorchArchive::charge_elements`] so far, and the budget:
+    /// the archive's size in bytes (every element needs at least one stored byte, so only
+    /// storages shared by many tensors can pass it).
+    elements: std::cell::Cell<u64>,
+    element_budget: u64,
 }
 
 impl<'a> TorchArchive<'a> {
-    /// Parses a `torch.save` zip: finds `*/data.pkl`, checks `byteorder` (little only).
+    /// Parses a `torch.save` zip: finds the one `*/data.pkl`, checks `byteorder` (little only).
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         let entries = read_entries(bytes)?;
-        let pkl = entries
-            .iter()
-            .find(|e| {
-                e.name
-                    .strip_suffix("/data.pkl")
-                    .is_some_and(|p| !p.is_empty() && !p.contains('/'))
-            })
+        let mut pickles = entries.iter().filter(|e| {
+            e.name
+                .strip_suffix("/data.pkl")
+                .is_some_and(|p| !p.is_empty() && !p.contains('/'))
+        });
+        let pkl = pickles
+            .next()
             .ok_or_else(|| err("zip: no <prefix>/data.pkl entry (not a torch.save archive)"))?;
+        if let Some(other) = pickles.next() {
+            return Err(err(format!(
+                "zip: two pickles, {} and {} (a torch.save archive has one)",
+                super::quoted(&pkl.name),
+                super::quoted(&other.name)
+            )));
+        }
         let prefix = pkl.name[..pkl.name.len() - "/data.pkl".len()].to_string();
         let pickle = pkl.data;
         let data_dir = format!("{prefix}/data/");
@@ -231,7 +280,10 @@ impl<'a> TorchArchive<'a> {
         for e in &entries {
             if let Some(key) = e.name.strip_prefix(&data_dir) {
                 if records.insert(key.to_string(), e.data).is_some() {
-                    return Err(err(format!("zip: duplicate record {}", e.name)));
+                    return Err(err(format!(
+                        "zip: duplicate record {}",
+                        super::quoted(&e.name)
+                    )));
                 }
             } else if e.name == format!("{prefix}/byteorder") && e.data != b"little" {
                 return Err(err(format!(
@@ -244,15 +296,33 @@ impl<'a> TorchArchive<'a> {
             prefix,
             pickle,
             records,
+            elements: std::cell::Cell::new(0),
+            element_budget: bytes.len() as u64,
         })
+    }
+
+    /// Counts `n` more tensor elements against the archive's element budget (its size in
+    /// bytes): a pickle that references one storage from many tensors cannot make the loader
+    /// materialise more floats than the file holds bytes.
+    pub fn charge_elements(&self, n: usize) -> Result<()> {
+        let total = self.elements.get().saturating_add(n as u64);
+        if total > self.element_budget {
+            return Err(err(format!(
+                "tensor: the tensors hold {total} elements, more than the archive's {} bytes \
+                 (one storage referenced by many tensors?)",
+                self.element_budget
+            )));
+        }
+        self.elements.set(total);
+        Ok(())
     }
 
     /// Bytes of storage record `<prefix>/data/<key>`.
     pub fn record(&self, key: &str) -> Result<&'a [u8]> {
         self.records.get(key).copied().ok_or_else(|| {
             err(format!(
-                "zip: storage record {}/data/{key} is missing",
-                self.prefix
+                "zip: storage record {} is missing",
+                super::quoted(&format!("{}/data/{key}", self.prefix))
             ))
         })
     }
@@ -437,6 +507,76 @@ mod tests {
         for cut in 0..z.len() {
             assert!(read_entries(&z[..cut]).is_err(), "prefix {cut}");
         }
+    }
+
+    /// The archive with its first central-directory record listed `times` times in all.
+    fn repeat_first_record(z: &[u8], times: usize) -> Vec<u8> {
+        let eocd = z.len() - 22;
+        let cd_off = u32_at(z, eocd + 16).unwrap() as usize;
+        let name_len = u16_at(z, cd_off + 28).unwrap() as usize;
+        let rec = &z[cd_off..cd_off + 46 + name_len];
+        let mut out = z[..eocd].to_vec();
+        for _ in 1..times {
+            out.extend_from_slice(rec);
+        }
+        let count = u16_at(z, eocd + 10).unwrap() as usize + times - 1;
+        let cd_size = out.len() - cd_off;
+        out.extend_from_slice(&z[eocd..eocd + 8]);
+        out.extend_from_slice(&(count as u16).to_le_bytes());
+        out.extend_from_slice(&(count as u16).to_le_bytes());
+        out.extend_from_slice(&(cd_size as u32).to_le_bytes());
+        out.extend_from_slice(&(cd_off as u32).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn each_entry_is_read_once() {
+        let z = sample_archive();
+        let e = read_entries(&repeat_first_record(&z, 3))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"mystem/data.pkl\" appears twice"), "{e}");
+        // An entry whose data holds another entry's local header: both listed, overlapping.
+        let mut inner = ZipWriter::new();
+        inner.add("a/data/x", b"payload", 1).unwrap();
+        let inner = inner.finish().unwrap();
+        let local_len = 30 + "a/data/x".len() + 7;
+        let mut w = ZipWriter::new();
+        w.add("a/data.pkl", &inner[..local_len], 1).unwrap();
+        let outer = w.finish().unwrap();
+        // Append a central record for the inner entry, pointing into the outer one's data.
+        let eocd = outer.len() - 22;
+        let cd_off = u32_at(&outer, eocd + 16).unwrap() as usize;
+        let mut rec = inner[local_len..local_len + 46 + 8].to_vec();
+        rec[42..46].copy_from_slice(&((30 + "a/data.pkl".len()) as u32).to_le_bytes());
+        let mut z = outer[..eocd].to_vec();
+        z.extend_from_slice(&rec);
+        let cd_size = z.len() - cd_off;
+        z.extend_from_slice(&outer[eocd..eocd + 8]);
+        z.extend_from_slice(&2u16.to_le_bytes());
+        z.extend_from_slice(&2u16.to_le_bytes());
+        z.extend_from_slice(&(cd_size as u32).to_le_bytes());
+        z.extend_from_slice(&(cd_off as u32).to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        let e = read_entries(&z).unwrap_err().to_string();
+        assert!(e.contains("overlap"), "{e}");
+    }
+
+    #[test]
+    fn one_pickle_and_escaped_names() {
+        let mut w = ZipWriter::new();
+        w.add("a/data.pkl", b"N.", 64).unwrap();
+        w.add("b/data.pkl", b"N.", 64).unwrap();
+        let e = TorchArchive::parse(&w.finish().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two pickles"), "{e}");
+        let z = write_torch_archive("a", b"N.", &[]).unwrap();
+        let a = TorchArchive::parse(&z).unwrap();
+        let e = a.record("k\0\x1b[2J").unwrap_err().to_string();
+        assert!(e.contains(r#""a/data/k\0\u{1b}[2J""#), "{e}");
+        assert!(!e.contains('\0'), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::model_args::{
     load_weights, precision, with_model, with_train_backend, ArchArgs, BackendChoice, Precision,
 };
+use super::parse::{at_least_one, audit_count, check_forward, finite_f32, finite_f64};
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -28,17 +29,17 @@ pub struct EvalArgs {
     /// SentencePiece .model file (for the byte counts of bits per byte).
     #[arg(long)]
     tokenizer: PathBuf,
-    /// Window length.
-    #[arg(long, default_value_t = 1024)]
+    /// Window length (at most PGOLF_MAX_SEQ_LEN).
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
     seq_len: usize,
-    /// Sliding-window eval with this stride (omit for standard eval).
-    #[arg(long)]
+    /// Sliding-window eval with this stride (omit for standard eval; 1..=--seq-len).
+    #[arg(long, value_parser = at_least_one)]
     stride: Option<usize>,
     /// Sliding-window eval with the default stride of 64.
     #[arg(long)]
     sliding: bool,
-    /// Windows per forward pass.
-    #[arg(long, default_value_t = 8)]
+    /// Windows per forward pass (windows x --seq-len at most PGOLF_MAX_FORWARD_TOKENS).
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     batch: usize,
     /// Evaluate only the first N tokens of the stream.
     #[arg(long)]
@@ -58,19 +59,19 @@ pub struct EvalArgs {
     #[arg(long, value_parser = ["none", "hedge"], default_value = "none")]
     mix: String,
     /// Hedge learning rate per scored target (default 0.1).
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     mix_eta: Option<f64>,
     /// Fixed Share gamma: after each update w <- (1-gamma)w + gamma/K (default 0.003; 0 = plain Hedge).
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     mix_share: Option<f64>,
     /// Prior log-weights of neural,unigram,bigram,trigram,tempered (default 2,0,0,0,0).
-    #[arg(long, value_delimiter = ',', num_args = 5)]
+    #[arg(long, value_delimiter = ',', num_args = 5, value_parser = finite_f64)]
     mix_prior: Option<Vec<f64>>,
     /// Add-alpha smoothing of the unigram and bigram experts (default 0.1).
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     mix_alpha: Option<f64>,
     /// Add-alpha smoothing of the hashed-trigram expert (default 0.01).
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f64)]
     mix_trigram_alpha: Option<f64>,
     /// Experts in the mixture, comma-separated (default all five).
     #[arg(long, value_delimiter = ',')]
@@ -87,14 +88,14 @@ pub struct EvalArgs {
     #[arg(long)]
     audit: bool,
     /// Windows the audit covers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = audit_count)]
     audit_windows: usize,
     /// Perturbed positions the audit samples (each costs two re-runs of the sample; one with
     /// --ttt).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = audit_count)]
     audit_positions: usize,
     /// Documents the audit covers with --ttt lora (the first N of the stream).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = audit_count)]
     audit_docs: usize,
     #[command(flatten)]
     arch: ArchArgs,
@@ -111,17 +112,17 @@ pub struct TttArgs {
     #[arg(long, value_parser = ["lora", "full"])]
     ttt: Option<String>,
     /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     ttt_rank: usize,
     /// Learning rate (default: lora 0.01 with Adam betas 0.9/0.95, eps 1e-10; full 0.002 SGD
     /// peak of the cosine schedule).
-    #[arg(long)]
+    #[arg(long, value_parser = finite_f32)]
     ttt_lr: Option<f32>,
     /// Targets per chunk (default: lora 256; full 32768).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     ttt_chunk: Option<usize>,
     /// Forward window (tokens of context) per chunk (lora).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
     ttt_window: usize,
     /// Adapted linears: comma-separated q,k,v,o,mlp,head (lora).
     #[arg(long, default_value = "q,v,head")]
@@ -144,31 +145,31 @@ pub struct TttArgs {
     ttt_max_docs: Option<usize>,
     /// Documents advancing chunk by chunk together in one batched forward/backward, each with
     /// its own adapters and optimizer (lora; 1 = one document at a time).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     ttt_batch_docs: usize,
     /// Floor of the cosine learning-rate schedule over chunks (full).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = finite_f32)]
     ttt_lr_min: f32,
     /// Linear learning-rate warm-up over the first N optimizer steps (full; 0 = none).
     #[arg(long, default_value_t = 0)]
     ttt_warmup_steps: usize,
     /// SGD momentum (full).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = finite_f32)]
     ttt_momentum: f32,
     /// SGD weight decay (full).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = finite_f32)]
     ttt_weight_decay: f32,
     /// Global gradient-norm clip (full; 0 = none).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = finite_f32)]
     ttt_grad_clip: f32,
     /// Freeze the first N blocks (full; embeddings, head and later blocks train).
     #[arg(long, default_value_t = 0)]
     ttt_freeze_blocks: usize,
     /// Training sequence length (full; default --seq-len).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     ttt_train_seq: Option<usize>,
     /// Training sequences per optimizer step (full).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     ttt_train_batch: usize,
 }
 
@@ -212,10 +213,41 @@ fn mixer_config(a: &EvalArgs) -> Result<Option<MixerConfig>> {
     Ok(Some(c))
 }
 
+impl EvalArgs {
+    /// Checks the flags against each other before anything is read.
+    fn validate(&self) -> Result<()> {
+        if let Some(s) = self.stride {
+            anyhow::ensure!(
+                s <= self.seq_len,
+                "--stride {s} must be at most --seq-len {} (the window length)",
+                self.seq_len
+            );
+        }
+        check_forward(self.seq_len, self.batch, "--seq-len x --batch")?;
+        let t = &self.ttt;
+        match t.ttt.as_deref() {
+            Some("lora") => check_forward(
+                t.ttt_window,
+                t.ttt_batch_docs,
+                "--ttt-window x --ttt-batch-docs",
+            ),
+            Some(_) => check_forward(
+                t.ttt_train_seq.unwrap_or(self.seq_len),
+                t.ttt_train_batch,
+                "--ttt-train-seq x --ttt-train-batch",
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
 pub fn run(a: EvalArgs) -> Result<()> {
+    a.validate()?;
     let (_, weights) = load_weights(&a.artifact, &a.arch)?;
     let tokenizer = Tokenizer::load(&a.tokenizer)?;
-    let lut = tokenizer.byte_lut(weights.config.vocab_size);
+    let lut = tokenizer
+        .byte_lut_for_model(weights.config.vocab_size)
+        .with_context(|| format!("--tokenizer {}", a.tokenizer.display()))?;
     let mut tokens = load_tokens(&a.data)?;
     if let Some(n) = a.max_tokens {
         tokens.truncate(n);
@@ -249,7 +281,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 None
             };
             let (r, mixed) = evaluate(&model, &tokens, &lut, &a, stride, mix.as_ref())?;
-            (r, mixed, audit, model.backend_name())
+            (r.finite()?, mixed, audit, model.backend_name())
         });
     let mode = if stride.is_some() {
         "sliding"
@@ -490,6 +522,7 @@ fn run_ttt_on<B: TrainBackend + Clone>(
         run_lora_ttt(be, a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
     };
     pb.finish_and_clear();
+    let r = r.finite()?;
     print_result(&r, mixed.as_ref());
     if a.json {
         j["val_loss"] = r.val_loss.into();
@@ -582,7 +615,7 @@ fn run_ttt_audit<B: TrainBackend + Clone>(
     let stream = truncate_for_eval(tokens, a.seq_len)?;
     if a.ttt.ttt.as_deref() == Some("full") {
         let mut cfg = full_config(a);
-        let n = (a.audit_windows.max(2) * cfg.seq_len + 1).min(stream.len());
+        let n = (a.audit_windows.max(2).saturating_mul(cfg.seq_len) + 1).min(stream.len());
         let sample = truncate_for_eval(&stream[..n], cfg.seq_len)?;
         // Chunks no longer than a window, so the sample sees updates between chunks.
         cfg.chunk = cfg.chunk.min(cfg.seq_len);

@@ -4,6 +4,7 @@ mod devices;
 mod eval;
 mod inspect;
 mod model_args;
+mod parse;
 mod progress;
 mod score;
 mod train;
@@ -14,8 +15,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "pgolf-rt", version, about, long_about = None)]
 struct Cli {
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long, global = true)]
+    /// Worker threads for the CPU backend (default: all cores; at most PGOLF_MAX_THREADS).
+    #[arg(long, global = true, value_parser = parse::at_least_one)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -38,8 +39,9 @@ enum Command {
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        if n == 0 {
-            anyhow::bail!("--threads must be at least 1");
+        let limit = &pgolf_rt::limits::THREADS;
+        if n as u64 > limit.get() {
+            anyhow::bail!(limit.exceeded(format!("--threads {n}")));
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

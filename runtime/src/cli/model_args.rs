@@ -33,7 +33,7 @@ pub enum BackendChoice {
 #[derive(Args, Debug, Clone)]
 pub struct ArchArgs {
     /// RoPE base.
-    #[arg(long, default_value_t = 10000.0)]
+    #[arg(long, default_value_t = 10000.0, value_parser = super::parse::finite_f32)]
     pub rope_base: f32,
     /// Rotated dims per head (partial RoPE); default: the whole head.
     #[arg(long)]
@@ -42,7 +42,7 @@ pub struct ArchArgs {
     #[arg(long)]
     pub ntk_train_len: Option<usize>,
     /// Logit soft-cap (0 disables it).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = super::parse::finite_f32)]
     pub softcap: f32,
     /// MLP activation: relu2 or leaky_relu2.
     #[arg(long, default_value = "relu2")]

@@ -1,11 +1,11 @@
 //! `pgolf-rt score`: per-token log-probabilities and bits per byte of raw text.
 
 use super::model_args::{load_weights, precision, with_model, ArchArgs, BackendChoice, Precision};
+use super::parse;
 use anyhow::{Context, Result};
 use clap::Args;
-use pgolf_rt::eval::score_tokens;
+use pgolf_rt::eval::{score_tokens, score_window};
 use pgolf_rt::tokenizer::Tokenizer;
-use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -16,13 +16,13 @@ pub struct ScoreArgs {
     /// SentencePiece .model file.
     #[arg(long)]
     tokenizer: PathBuf,
-    /// Text to score; `-` or nothing reads standard input.
+    /// Text to score; `-` or nothing reads standard input (at most PGOLF_MAX_TEXT_BYTES).
     text: Option<String>,
-    /// Context window.
-    #[arg(long, default_value_t = 1024)]
+    /// Context window (a text that fits in one window runs at its own length).
+    #[arg(long, default_value_t = 1024, value_parser = parse::at_least_one)]
     seq_len: usize,
-    /// Stride of the scoring windows once the text is longer than the window.
-    #[arg(long, default_value_t = 64)]
+    /// Stride of the scoring windows once the text is longer than the window (1..=--seq-len).
+    #[arg(long, default_value_t = 64, value_parser = parse::at_least_one)]
     stride: usize,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -37,30 +37,46 @@ pub struct ScoreArgs {
     arch: ArchArgs,
 }
 
+impl ScoreArgs {
+    /// Checks the flags against each other before anything is read.
+    fn validate(&self) -> Result<()> {
+        if self.stride > self.seq_len {
+            anyhow::bail!(
+                "--stride {} must be at most --seq-len {} (the window length)",
+                self.stride,
+                self.seq_len
+            );
+        }
+        // The window is sized to the text below; the library bounds what runs
+        // (PGOLF_MAX_FORWARD_TOKENS), so a large --seq-len over a short text is fine.
+        Ok(())
+    }
+}
+
 pub fn run(a: ScoreArgs) -> Result<()> {
+    a.validate()?;
     let text = match a.text.as_deref() {
         Some("-") | None => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading standard input")?;
-            s
+            let bytes = pgolf_rt::limits::read_capped(
+                std::io::stdin().lock(),
+                &pgolf_rt::limits::TEXT_BYTES,
+                "standard input",
+            )?;
+            String::from_utf8(bytes).context("standard input is not UTF-8 text")?
         }
         Some(t) => t.to_string(),
     };
     let (_, weights) = load_weights(&a.artifact, &a.arch)?;
     let tok = Tokenizer::load(&a.tokenizer)?;
-    let lut = tok.byte_lut(weights.config.vocab_size);
+    let lut = tok
+        .byte_lut_for_model(weights.config.vocab_size)
+        .with_context(|| format!("--tokenizer {}", a.tokenizer.display()))?;
     let mut ids = vec![tok.bos_id()];
     ids.extend(tok.encode(&text));
-    if let Some(&bad) = ids
-        .iter()
-        .find(|&&t| t as usize >= weights.config.vocab_size)
-    {
-        anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary of {}: wrong tokenizer for this model?", weights.config.vocab_size);
-    }
+    // The window is sized to the text: a short text is not padded to --seq-len.
+    let seq = score_window(&weights.config, ids.len() - 1, a.seq_len);
     let s = with_model!(a.backend, precision(a.precision)?, &weights, |model| {
-        score_tokens(&model, &ids, &lut, a.seq_len, a.stride)?
+        score_tokens(&model, &ids, &lut, seq, a.stride.min(seq))?
     });
     println!(
         "{:>6} {:>6}  {:<16} {:>10} {:>8} {:>5}",

@@ -2,6 +2,7 @@
 //! its log lines, its artifact names; plus checkpoints, EMA, QAT and the int6 export.
 
 use super::model_args::{precision, with_train_backend, BackendChoice, Precision};
+use super::parse::{at_least_one, check_forward, finite_f32, finite_f64, switch};
 use super::progress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -53,7 +54,7 @@ pub struct TrainArgs {
     #[arg(long, env = "TRAIN_SEQ_LEN", default_value_t = 1024)]
     train_seq_len: usize,
     /// Wall-clock cap on training time in seconds (0: none; the schedule then follows ITERATIONS).
-    #[arg(long, env = "MAX_WALLCLOCK_SECONDS", default_value_t = 600.0)]
+    #[arg(long, env = "MAX_WALLCLOCK_SECONDS", default_value_t = 600.0, value_parser = finite_f64)]
     max_wallclock_seconds: f64,
     #[arg(long, env = "VAL_LOSS_EVERY", default_value_t = 1000)]
     val_loss_every: usize,
@@ -63,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long, env = "VAL_MAX_TOKENS")]
     val_max_tokens: Option<usize>,
     /// Windows per forward pass in validation.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     val_batch: usize,
     #[arg(long, env = "VOCAB_SIZE", default_value_t = 1024)]
     vocab_size: usize,
@@ -75,16 +76,16 @@ pub struct TrainArgs {
     num_heads: usize,
     #[arg(long, env = "NUM_KV_HEADS", default_value_t = 4)]
     num_kv_heads: usize,
-    #[arg(long, env = "MLP_MULT", default_value_t = 2.0)]
+    #[arg(long, env = "MLP_MULT", default_value_t = 2.0, value_parser = finite_f32)]
     mlp_mult: f32,
     /// 1: the head shares the token embedding.
-    #[arg(long, env = "TIE_EMBEDDINGS", default_value_t = 1)]
+    #[arg(long, env = "TIE_EMBEDDINGS", default_value_t = 1, value_parser = switch)]
     tie_embeddings: u8,
-    #[arg(long, env = "ROPE_BASE", default_value_t = 10000.0)]
+    #[arg(long, env = "ROPE_BASE", default_value_t = 10000.0, value_parser = finite_f32)]
     rope_base: f32,
-    #[arg(long, env = "LOGIT_SOFTCAP", default_value_t = 30.0)]
+    #[arg(long, env = "LOGIT_SOFTCAP", default_value_t = 30.0, value_parser = finite_f32)]
     logit_softcap: f32,
-    #[arg(long, env = "QK_GAIN_INIT", default_value_t = 1.5)]
+    #[arg(long, env = "QK_GAIN_INIT", default_value_t = 1.5, value_parser = finite_f32)]
     qk_gain_init: f32,
     /// MLP activation: relu2 or leaky_relu2.
     #[arg(long, env = "ACTIVATION", default_value = "relu2")]
@@ -96,7 +97,7 @@ pub struct TrainArgs {
     #[arg(long, env = "BIGRAM_DIM", default_value_t = 128)]
     bigram_dim: usize,
     /// 1: SmearGate on the embedding stream.
-    #[arg(long, env = "SMEAR_GATE", default_value_t = 0)]
+    #[arg(long, env = "SMEAR_GATE", default_value_t = 0, value_parser = switch)]
     smear_gate: u8,
     /// Value embeddings on the last N layers (0: none; LeakyReLU record: 2).
     #[arg(long, env = "VE_LAYERS", default_value_t = 0)]
@@ -110,55 +111,55 @@ pub struct TrainArgs {
     #[arg(long, env = "XSA_LAST_N", default_value_t = 0)]
     xsa_last_n: usize,
     /// 1: scale block norms by 1/sqrt(layer+1).
-    #[arg(long, env = "LN_SCALE", default_value_t = 0)]
+    #[arg(long, env = "LN_SCALE", default_value_t = 0, value_parser = switch)]
     ln_scale: u8,
-    #[arg(long, env = "TIED_EMBED_INIT_STD", default_value_t = 0.005)]
+    #[arg(long, env = "TIED_EMBED_INIT_STD", default_value_t = 0.005, value_parser = finite_f32)]
     tied_embed_init_std: f32,
     /// 1: orthogonal init of the block matrices (11-layer lineage, spec 4.4).
-    #[arg(long, env = "ORTHO_INIT", default_value_t = 0)]
+    #[arg(long, env = "ORTHO_INIT", default_value_t = 0, value_parser = switch)]
     ortho_init: u8,
     /// Optimizer of the BigramHash projection: `adam` (scalar group, LeakyReLU record) or
     /// `muon` (1.1271 record).
     #[arg(long, env = "BIGRAM_PROJ_OPTIMIZER", value_parser = ["adam", "muon"], default_value = "adam")]
     bigram_proj_optimizer: String,
-    #[arg(long, env = "EMBED_LR", default_value_t = 0.6)]
+    #[arg(long, env = "EMBED_LR", default_value_t = 0.6, value_parser = finite_f32)]
     embed_lr: f32,
-    #[arg(long, env = "HEAD_LR", default_value_t = 0.008)]
+    #[arg(long, env = "HEAD_LR", default_value_t = 0.008, value_parser = finite_f32)]
     head_lr: f32,
-    #[arg(long, env = "TIED_EMBED_LR", default_value_t = 0.05)]
+    #[arg(long, env = "TIED_EMBED_LR", default_value_t = 0.05, value_parser = finite_f32)]
     tied_embed_lr: f32,
-    #[arg(long, env = "MATRIX_LR", default_value_t = 0.04)]
+    #[arg(long, env = "MATRIX_LR", default_value_t = 0.04, value_parser = finite_f32)]
     matrix_lr: f32,
-    #[arg(long, env = "SCALAR_LR", default_value_t = 0.04)]
+    #[arg(long, env = "SCALAR_LR", default_value_t = 0.04, value_parser = finite_f32)]
     scalar_lr: f32,
-    #[arg(long, env = "MUON_MOMENTUM", default_value_t = 0.95)]
+    #[arg(long, env = "MUON_MOMENTUM", default_value_t = 0.95, value_parser = finite_f32)]
     muon_momentum: f32,
     #[arg(long, env = "MUON_BACKEND_STEPS", default_value_t = 5)]
     muon_backend_steps: usize,
-    #[arg(long, env = "MUON_MOMENTUM_WARMUP_START", default_value_t = 0.85)]
+    #[arg(long, env = "MUON_MOMENTUM_WARMUP_START", default_value_t = 0.85, value_parser = finite_f32)]
     muon_momentum_warmup_start: f32,
     #[arg(long, env = "MUON_MOMENTUM_WARMUP_STEPS", default_value_t = 500)]
     muon_momentum_warmup_steps: usize,
     /// Decoupled weight decay of Muon (11-layer lineage: 0.04).
-    #[arg(long, env = "MUON_WD", default_value_t = 0.0)]
+    #[arg(long, env = "MUON_WD", default_value_t = 0.0, value_parser = finite_f32)]
     muon_wd: f32,
     /// 1: Newton-Schulz in bf16 as the challenge runs it (emulated: each op's output rounded
     /// to bf16); 0: float32.
-    #[arg(long, env = "MUON_BF16", default_value_t = 0)]
+    #[arg(long, env = "MUON_BF16", default_value_t = 0, value_parser = switch)]
     muon_bf16: u8,
     /// Decoupled weight decay of the Adam groups (AdamW when > 0).
-    #[arg(long, env = "ADAM_WD", default_value_t = 0.0)]
+    #[arg(long, env = "ADAM_WD", default_value_t = 0.0, value_parser = finite_f32)]
     adam_wd: f32,
-    #[arg(long, env = "BETA1", default_value_t = 0.9)]
+    #[arg(long, env = "BETA1", default_value_t = 0.9, value_parser = finite_f32)]
     beta1: f32,
-    #[arg(long, env = "BETA2", default_value_t = 0.95)]
+    #[arg(long, env = "BETA2", default_value_t = 0.95, value_parser = finite_f32)]
     beta2: f32,
-    #[arg(long, env = "ADAM_EPS", default_value_t = 1e-8)]
+    #[arg(long, env = "ADAM_EPS", default_value_t = 1e-8, value_parser = finite_f32)]
     adam_eps: f32,
-    #[arg(long, env = "GRAD_CLIP_NORM", default_value_t = 0.0)]
+    #[arg(long, env = "GRAD_CLIP_NORM", default_value_t = 0.0, value_parser = finite_f32)]
     grad_clip_norm: f32,
     /// EMA decay of the weights exported at the end (0: no EMA; 11-layer lineage: 0.997).
-    #[arg(long, env = "EMA_DECAY", default_value_t = 0.0)]
+    #[arg(long, env = "EMA_DECAY", default_value_t = 0.0, value_parser = finite_f32)]
     ema_decay: f32,
     /// Int6 fake quantization: off, on, or late:T (on once the LR multiplier is below T).
     #[arg(long, env = "QAT", default_value = "off")]
@@ -308,7 +309,7 @@ fn validate<B: TrainBackend + Clone>(
     batch: usize,
 ) -> Result<EvalResult> {
     let model = DeviceModel::new(be.clone(), weights)?;
-    Ok(eval_standard(
+    let r = eval_standard(
         &model,
         val,
         lut,
@@ -317,7 +318,9 @@ fn validate<B: TrainBackend + Clone>(
             batch,
             progress: None,
         },
-    )?)
+    )
+    .context("validation failed")?;
+    Ok(r)
 }
 
 fn shard_glob(dir: &Path, split: &str) -> Result<String> {
@@ -333,6 +336,19 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let cfg = a.config()?;
     let export: ExportKind = a.export.parse()?;
+    check_forward(a.train_seq_len, a.val_batch, "TRAIN_SEQ_LEN x --val-batch")?;
+    // Every file the run writes is checked now, not after the last step.
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(export.file_name()));
+    pgolf_rt::artifact::check_writable(&out).context("--out")?;
+    if let Some(p) = &a.checkpoint {
+        pgolf_rt::artifact::check_writable(p).context("--checkpoint")?;
+    }
+    if let Some(p) = &a.log {
+        pgolf_rt::artifact::check_writable(p).context("--log")?;
+    }
     let arch = Architecture {
         vocab_size: a.vocab_size,
         num_layers: a.num_layers,
@@ -348,15 +364,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let overrides = a.overrides()?;
     let model_cfg = arch.config(&overrides)?;
     let tokenizer = Tokenizer::load(&a.tokenizer_path)?;
-    if tokenizer.vocab_size() != a.vocab_size {
-        bail!(
-            "VOCAB_SIZE {} does not match {} ({} pieces)",
-            a.vocab_size,
-            a.tokenizer_path.display(),
-            tokenizer.vocab_size()
-        );
-    }
-    let lut = tokenizer.byte_lut(a.vocab_size);
+    let lut = tokenizer
+        .byte_lut_for_model(a.vocab_size)
+        .with_context(|| {
+            format!(
+                "VOCAB_SIZE {} and TOKENIZER_PATH {}",
+                a.vocab_size,
+                a.tokenizer_path.display()
+            )
+        })?;
     if !a.data_path.is_dir() {
         bail!(
             "DATA_PATH {} is not a folder (it should hold fineweb_train_*.bin and fineweb_val_*.bin)",
@@ -394,6 +410,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         val: &val,
         train_spec: &train_spec,
         export,
+        out: &out,
     };
     with_train_backend!(a.backend, precision(a.precision)?, "train", |be| {
         run.train_on(be, weights, stream)
@@ -411,6 +428,7 @@ struct Run<'a> {
     val: &'a [u32],
     train_spec: &'a str,
     export: ExportKind,
+    out: &'a Path,
 }
 
 impl Run<'_> {
@@ -431,6 +449,7 @@ impl Run<'_> {
             val,
             train_spec,
             export,
+            out,
         } = *self;
         let backend_name = be.name();
         let mut t = Trainer::new(cfg.clone(), be.clone(), weights, stream)?;
@@ -500,6 +519,13 @@ impl Run<'_> {
         }
         while !t.finished() {
             let r = t.train_step()?;
+            if !r.train_loss.is_finite() {
+                bail!(
+                    "training diverged: train_loss {} at step {} (lower the learning rates)",
+                    r.train_loss,
+                    r.step
+                );
+            }
             log.bar.set_position(r.step as u64);
             let step_ms = r.train_time_ms - last_ms;
             last_ms = r.train_time_ms;
@@ -561,11 +587,7 @@ impl Run<'_> {
         }
         let start = Instant::now();
         let bytes = export_weights(t.final_weights(), export)?;
-        let out = a
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(export.file_name()));
-        pgolf_rt::artifact::write_atomic(&out, &bytes)?;
+        pgolf_rt::artifact::write_atomic(out, &bytes)?;
         log.line(&format!(
             "Serialized model {}: {} bytes to {} ({} the {} byte cap, {:.1}s)",
             export.label().replace('_', "+"),

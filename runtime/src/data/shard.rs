@@ -13,48 +13,29 @@ pub const SHARD_MAGIC: i32 = 20_240_520;
 pub const SHARD_VERSION: i32 = 1;
 const HEADER_BYTES: usize = 1024;
 
-/// A validated shard. On native targets the file is memory-mapped; tokens are decoded lazily.
+/// A validated shard, read into memory.
+///
+/// Shards are read, not memory-mapped: a mapped file that another process truncates kills the
+/// reader with SIGBUS, while a read either gets the bytes or an error (a file that shrinks
+/// while it is read fails the size check below). Reading is bounded by
+/// [`crate::limits::SHARD_FILE_BYTES`]; the challenge's shards are at most 200 MB.
 pub struct Shard {
-    bytes: ShardBytes,
+    bytes: Vec<u8>,
     num_tokens: usize,
 }
 
-enum ShardBytes {
-    #[cfg(not(target_arch = "wasm32"))]
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl ShardBytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            #[cfg(not(target_arch = "wasm32"))]
-            ShardBytes::Mapped(m) => m,
-            ShardBytes::Owned(v) => v,
-        }
-    }
-}
-
 impl Shard {
-    /// Opens and validates a shard file (memory-mapped on native targets).
+    /// Opens and validates a shard file: the header must be valid before the rest is read,
+    /// and the file must hold exactly the tokens it declares.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        #[cfg(not(target_arch = "wasm32"))]
-        let bytes = {
-            // SAFETY: the map is read-only; a shard modified while mapped is the user's problem
-            // and can only change token values, which are range-checked by consumers.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            ShardBytes::Mapped(map)
-        };
-        #[cfg(target_arch = "wasm32")]
-        let bytes = {
-            use std::io::Read;
-            let mut v = Vec::new();
-            let mut file = file;
-            file.read_to_end(&mut v).map_err(|e| Error::io(path, e))?;
-            ShardBytes::Owned(v)
-        };
+        let bytes = crate::limits::read_file(
+            path,
+            &crate::limits::SHARD_FILE_BYTES,
+            Error::Data,
+            HEADER_BYTES,
+            |head| check_header(head).map(|_| ()),
+        )?;
         Self::validate(bytes).map_err(|e| match e {
             Error::Data(m) => Error::Data(format!("{}: {m}", path.display())),
             other => other,
@@ -63,41 +44,19 @@ impl Shard {
 
     /// Validates a shard held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        Self::validate(ShardBytes::Owned(bytes))
+        Self::validate(bytes)
     }
 
-    fn validate(bytes: ShardBytes) -> Result<Self> {
-        let b = bytes.as_slice();
-        if b.len() < HEADER_BYTES {
-            return Err(Error::Data(format!(
-                "file is {} bytes, shorter than the 1024-byte header",
-                b.len()
-            )));
-        }
-        let word =
-            |i: usize| i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
-        if word(0) != SHARD_MAGIC {
-            return Err(Error::Data(format!(
-                "bad magic {} (expected {SHARD_MAGIC}); not a challenge shard",
-                word(0)
-            )));
-        }
-        if word(1) != SHARD_VERSION {
-            return Err(Error::Data(format!(
-                "unsupported shard version {} (expected {SHARD_VERSION})",
-                word(1)
-            )));
-        }
-        let n = word(2);
-        if n < 0 {
-            return Err(Error::Data(format!("negative token count {n}")));
-        }
-        let n = n as usize;
-        let expected = HEADER_BYTES + 2 * n;
-        if b.len() != expected {
+    fn validate(bytes: Vec<u8>) -> Result<Self> {
+        let n = check_header(&bytes)?;
+        let expected = n
+            .checked_mul(2)
+            .and_then(|b| b.checked_add(HEADER_BYTES))
+            .ok_or_else(|| Error::Data(format!("token count {n} overflows")))?;
+        if bytes.len() != expected {
             return Err(Error::Data(format!(
                 "header says {n} tokens ({expected} bytes) but the file is {} bytes",
-                b.len()
+                bytes.len()
             )));
         }
         Ok(Shard {
@@ -118,17 +77,41 @@ impl Shard {
 
     /// Token `i` (panics if out of range, like slice indexing).
     pub fn token(&self, i: usize) -> u32 {
-        let b = &self.bytes.as_slice()[HEADER_BYTES + 2 * i..];
+        let b = &self.bytes[HEADER_BYTES + 2 * i..];
         u16::from_le_bytes([b[0], b[1]]) as u32
     }
 
     /// All tokens, decoded.
     pub fn tokens(&self) -> Vec<u32> {
-        self.bytes.as_slice()[HEADER_BYTES..]
+        self.bytes[HEADER_BYTES..]
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
             .collect()
     }
+}
+
+/// Checks the 1024-byte header (magic, version, a non-negative count) and returns the count.
+fn check_header(b: &[u8]) -> Result<usize> {
+    if b.len() < HEADER_BYTES {
+        return Err(Error::Data(format!(
+            "file is {} bytes, shorter than the 1024-byte header",
+            b.len()
+        )));
+    }
+    let word = |i: usize| i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    if word(0) != SHARD_MAGIC {
+        return Err(Error::Data(format!(
+            "bad magic {} (expected {SHARD_MAGIC}); not a challenge shard",
+            word(0)
+        )));
+    }
+    if word(1) != SHARD_VERSION {
+        return Err(Error::Data(format!(
+            "unsupported shard version {} (expected {SHARD_VERSION})",
+            word(1)
+        )));
+    }
+    usize::try_from(word(2)).map_err(|_| Error::Data(format!("negative token count {}", word(2))))
 }
 
 /// Expands a file path, a directory (all `*.bin` inside) or a glob pattern (`*` and `?` in the
@@ -243,6 +226,26 @@ mod tests {
         let mut neg = good;
         neg[8..12].copy_from_slice(&(-5i32).to_le_bytes());
         assert!(Shard::from_bytes(neg).is_err());
+    }
+
+    #[test]
+    fn a_shard_truncated_after_opening_stays_readable_and_reopening_fails() {
+        let dir = std::env::temp_dir().join(format!("pgolf_shard_trunc_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s.bin");
+        std::fs::write(&p, shard_bytes(&[1, 2, 3, 4])).unwrap();
+        let s = Shard::open(&p).unwrap();
+        // Another process cuts the file: with a mapping, the next read would be SIGBUS.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(HEADER_BYTES as u64 + 2)
+            .unwrap();
+        assert_eq!(s.tokens(), vec![1, 2, 3, 4]);
+        let e = Shard::open(&p).err().unwrap().to_string();
+        assert!(e.contains("header says 4 tokens"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -20,6 +20,28 @@ pub struct EvalResult {
     pub seconds: f64,
 }
 
+impl EvalResult {
+    /// `Ok(self)` when `val_loss` and `val_bpb` are finite numbers. A NaN or infinite loss
+    /// (non-finite weights, a broken flag or backend) or a metric over zero bytes is an error:
+    /// it must never be printed as a score.
+    pub fn finite(self) -> crate::Result<Self> {
+        if self.tokens == 0 || self.bytes == 0 {
+            return Err(crate::Error::Numeric(format!(
+                "nothing was scored ({} targets, {} bytes)",
+                self.tokens, self.bytes
+            )));
+        }
+        if !self.val_loss.is_finite() || !self.val_bpb.is_finite() {
+            return Err(crate::Error::Numeric(format!(
+                "val_loss {} and val_bpb {} over {} targets: the model's losses are not finite \
+                 (NaN or infinite weights, or a broken setting such as the soft-cap)",
+                self.val_loss, self.val_bpb, self.tokens
+            )));
+        }
+        Ok(self)
+    }
+}
+
 impl BpbAccumulator {
     /// Adds one scored target.
     pub fn add(&mut self, nll: f32, bytes: u32) {
@@ -60,6 +82,10 @@ mod tests {
         a.add(std::f32::consts::LN_2 * 3.0, 2);
         let r = a.result(0.0);
         assert!((r.val_bpb - 4.0 / 3.0).abs() < 1e-6);
+        assert!(r.finite().is_ok());
+        a.add(f32::NAN, 1);
+        assert!(a.result(0.0).finite().is_err());
+        assert!(BpbAccumulator::default().result(0.0).finite().is_err());
         assert!((r.val_loss - 2.0 * std::f64::consts::LN_2).abs() < 1e-6);
     }
 }

@@ -17,7 +17,7 @@ pub mod ttt_full;
 mod windows;
 
 pub use metric::{BpbAccumulator, EvalResult};
-pub use score::{score_tokens, TextScore, TokenScore};
+pub use score::{score_tokens, score_window, TextScore, TokenScore};
 pub use stream::{AuditLog, StreamScorer};
 pub use ttt::{eval_lora_ttt, eval_lora_ttt_mixed, eval_per_document, TttConfig};
 pub use ttt_full::{eval_full_ttt, FullTttConfig};
@@ -77,5 +77,5 @@ fn accumulate<B: Backend>(
     run_windows(model, stream, windows, opts, |target, nll| {
         acc.add(nll, lut.bytes_for(stream[target], stream[target + 1]));
     })?;
-    Ok(acc.result(start.elapsed().as_secs_f64()))
+    acc.result(start.elapsed().as_secs_f64()).finite()
 }

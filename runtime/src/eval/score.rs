@@ -4,9 +4,9 @@
 use super::windows::{run_windows, sliding_windows};
 use super::EvalOptions;
 use crate::backend::Backend;
-use crate::model::DeviceModel;
+use crate::model::{DeviceModel, ModelConfig};
 use crate::tokenizer::ByteLut;
-use crate::Result;
+use crate::{Error, Result};
 
 /// One scored token.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,12 +26,28 @@ pub struct TextScore {
     /// Sum of `-logprob / ln 2`.
     pub total_bits: f64,
     pub total_bytes: u64,
-    /// `total_bits / total_bytes` (NaN when there are no bytes).
+    /// `total_bits / total_bytes` (always finite: a text without bytes is an error).
     pub bits_per_byte: f64,
 }
 
+/// The window length that scores `targets` targets with at most `seq_len` tokens of context:
+/// the text's own length when it fits in one window (the same log-probabilities as a padded
+/// window, without the padding's cost), unless that changes the RoPE base (NTK scaling depends
+/// on the window length); else `seq_len`.
+pub fn score_window(cfg: &ModelConfig, targets: usize, seq_len: usize) -> usize {
+    if targets > 0 && targets < seq_len && cfg.rope_base_for(targets) == cfg.rope_base_for(seq_len)
+    {
+        targets
+    } else {
+        seq_len
+    }
+}
+
 /// Scores `ids` (which should start with BOS): every token after the first is predicted from at
-/// most `seq_len` tokens of context, windows advancing by `stride`.
+/// most `seq_len` tokens of context, windows advancing by `stride` (in `1..=seq_len`).
+///
+/// Errors when there is nothing to score (no token after BOS, or no byte: bits per byte would
+/// be NaN or infinite) and when the model gives a token a non-finite log-probability.
 pub fn score_tokens<B: Backend>(
     model: &DeviceModel<B>,
     ids: &[u32],
@@ -40,8 +56,13 @@ pub fn score_tokens<B: Backend>(
     stride: usize,
 ) -> Result<TextScore> {
     let mut nll = vec![0.0f32; ids.len().saturating_sub(1)];
-    if !nll.is_empty() {
-        let windows = sliding_windows(ids.len(), seq_len, stride.min(seq_len))?;
+    if nll.is_empty() {
+        return Err(Error::Usage(
+            "nothing to score: the text is empty (no token after BOS)".into(),
+        ));
+    }
+    {
+        let windows = sliding_windows(ids.len(), seq_len, stride)?;
         let opts = EvalOptions {
             seq_len,
             batch: 4,
@@ -58,8 +79,22 @@ pub fn score_tokens<B: Backend>(
             bytes: lut.bytes_for(ids[t], ids[t + 1]),
         })
         .collect();
+    if let Some(i) = nll.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Numeric(format!(
+            "the model gave token {} (id {}) a non-finite log-probability ({})",
+            i + 1,
+            ids[i + 1],
+            -nll[i]
+        )));
+    }
     let total_bits = nll.iter().map(|&v| v as f64).sum::<f64>() / std::f64::consts::LN_2;
     let total_bytes = tokens.iter().map(|t| t.bytes as u64).sum::<u64>();
+    if total_bytes == 0 {
+        return Err(Error::Usage(format!(
+            "nothing to score: the text's {} tokens hold no bytes (bits per byte undefined)",
+            tokens.len()
+        )));
+    }
     Ok(TextScore {
         tokens,
         total_bits,

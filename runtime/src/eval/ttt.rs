@@ -133,6 +133,22 @@ pub(crate) fn check_config(cfg: &TttConfig) -> Result<()> {
             "TTT batch of documents must be at least 1".into(),
         ));
     }
+    if cfg.rank == 0 {
+        return Err(Error::Usage("TTT LoRA rank must be at least 1".into()));
+    }
+    let o = &cfg.optimizer;
+    if !(o.lr.is_finite() && o.lr >= 0.0 && o.eps.is_finite() && o.eps > 0.0) {
+        return Err(Error::Usage(format!(
+            "TTT learning rate {} must be a finite number >= 0 (and eps {} > 0)",
+            o.lr, o.eps
+        )));
+    }
+    if !((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2)) {
+        return Err(Error::Usage(format!(
+            "TTT Adam betas {} and {} must be in [0, 1)",
+            o.beta1, o.beta2
+        )));
+    }
     Ok(())
 }
 

@@ -98,7 +98,11 @@ impl FullTttConfig {
         if self.train_seq() == 0 || self.train_batch == 0 {
             return bad("training sequence length and batch must be positive".into());
         }
-        if !(self.lr.is_finite() && self.lr >= 0.0 && self.lr_min >= 0.0 && self.lr_min <= self.lr)
+        if !(self.lr.is_finite()
+            && self.lr >= 0.0
+            && self.lr_min.is_finite()
+            && self.lr_min >= 0.0
+            && self.lr_min <= self.lr)
         {
             return bad(format!(
                 "need 0 <= lr_min {} <= lr {}",

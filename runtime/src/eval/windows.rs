@@ -84,6 +84,21 @@ pub fn run_windows<B: Backend>(
 ) -> Result<()> {
     let seq = opts.seq_len;
     let batch = opts.batch.max(1);
+    // Sizes come from user flags: checked before anything is allocated.
+    crate::limits::SEQ_LEN.check(
+        seq as u64,
+        format!("a window of {seq} tokens"),
+        Error::Usage,
+    )?;
+    let widest = batch.min(windows.len()).max(1);
+    let tokens = widest
+        .checked_mul(seq)
+        .ok_or_else(|| Error::Usage(format!("{widest} windows of {seq} tokens overflow")))?;
+    crate::limits::FORWARD_TOKENS.check(
+        tokens as u64,
+        format!("a forward pass of {widest} windows x {seq} tokens ({tokens} tokens)"),
+        Error::Usage,
+    )?;
     let total: usize = windows.iter().map(|w| w.len - w.score_from).sum();
     let mut done = 0;
     for group in windows.chunks(batch) {

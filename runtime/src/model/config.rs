@@ -208,14 +208,16 @@ impl ModelConfig {
             )));
         }
         let softcap = ov.logit_softcap.unwrap_or(30.0);
-        if softcap.is_nan() || softcap < 0.0 {
+        if !softcap.is_finite() || softcap < 0.0 {
             return Err(Error::Usage(format!(
-                "softcap {softcap} must be >= 0 (0 disables it)"
+                "softcap {softcap} must be a finite number >= 0 (0 disables it)"
             )));
         }
         let rope_base = ov.rope_base.unwrap_or(10_000.0);
-        if rope_base.is_nan() || rope_base <= 1.0 {
-            return Err(Error::Usage(format!("rope base {rope_base} must be > 1")));
+        if !rope_base.is_finite() || rope_base <= 1.0 {
+            return Err(Error::Usage(format!(
+                "rope base {rope_base} must be a finite number > 1"
+            )));
         }
         let cfg = ModelConfig {
             vocab_size,

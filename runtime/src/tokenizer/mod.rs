@@ -62,17 +62,33 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Reads and parses a `.model` file.
+    /// Reads and parses a `.model` file (at most [`crate::limits::TOKENIZER_FILE_BYTES`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::limits::read_file(
+            path,
+            &crate::limits::TOKENIZER_FILE_BYTES,
+            Error::Tokenizer,
+            0,
+            |_| Ok(()),
+        )?;
         Self::from_bytes(&bytes)
             .map_err(|e| Error::Tokenizer(format!("{}: {}", path.display(), strip_prefix(e))))
     }
 
     /// Parses a serialized `ModelProto`. Only BPE models are supported.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(Error::Tokenizer(
+                "the file is empty (0 bytes): not a SentencePiece model".into(),
+            ));
+        }
         let model = ModelProto::parse(bytes)?;
+        if model.pieces.is_empty() {
+            return Err(Error::Tokenizer(
+                "no vocabulary pieces: not a SentencePiece model".into(),
+            ));
+        }
         let trainer_spec = model.trainer_spec;
         if trainer_spec.model_type != ModelType::Bpe {
             return Err(Error::Tokenizer(format!(
@@ -170,6 +186,28 @@ impl Tokenizer {
     /// Byte accounting tables of length `max(vocab_size(), vocab_size)` (spec §2.2).
     pub fn byte_lut(&self, vocab_size: usize) -> ByteLut {
         ByteLut::build(&self.vocab.pieces, vocab_size)
+    }
+
+    /// The byte tables for a model with `vocab_size` outputs, after checking that this is the
+    /// model's tokenizer: as many pieces as the model has outputs (another tokenizer gives a
+    /// plausible but wrong bits per byte, not an error), and tables that can credit bytes (not
+    /// every piece a control piece).
+    pub fn byte_lut_for_model(&self, vocab_size: usize) -> Result<ByteLut> {
+        if self.vocab_size() != vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {} pieces but the model's vocabulary is {vocab_size}: it is \
+                 not this model's tokenizer (its bits per byte would be wrong)",
+                self.vocab_size()
+            )));
+        }
+        let lut = self.byte_lut(vocab_size);
+        // (Empty pieces, which would be scored without bytes, are refused when loading.)
+        if lut.is_boundary.iter().all(|&b| b) {
+            return Err(Error::Tokenizer(
+                "every piece is a control piece: no token would be worth a byte".into(),
+            ));
+        }
+        Ok(lut)
     }
 
     /// Trainer options read from the model.

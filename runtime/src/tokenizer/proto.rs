@@ -265,7 +265,12 @@ impl ModelProto {
             match (field, value) {
                 (1, Value::Bytes(b)) => {
                     let index = model.pieces.len();
-                    model.pieces.push(parse_piece(b, index)?);
+                    let piece = parse_piece(b, index)?;
+                    // Refused here, not after millions of 2-byte records were stored.
+                    if piece.piece.is_empty() {
+                        return Err(err(format!("piece {index} is empty")));
+                    }
+                    model.pieces.push(piece);
                 }
                 (2, Value::Bytes(b)) => merge_trainer(&mut model.trainer_spec, b)?,
                 (3, Value::Bytes(b)) => merge_normalizer(&mut model.normalizer_spec, b)?,

@@ -158,7 +158,13 @@ fn read_buffers(
 /// Restores a checkpoint into `t`, a trainer built with the same configuration and model
 /// architecture. Refuses a checkpoint written by a different configuration.
 pub fn load_checkpoint<B: TrainBackend + Clone>(t: &mut Trainer<B>, path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::limits::read_file(
+        path,
+        &crate::limits::ARTIFACT_FILE_BYTES,
+        Error::Artifact,
+        0,
+        |_| Ok(()),
+    )?;
     let root = load_state(&bytes).map_err(|e| err(path, e))?;
     match get(&root, "format", path)? {
         StateValue::Str(s) if s == FORMAT => {}
