@@ -83,8 +83,8 @@ fn whole_model_gradients_match_finite_differences() {
             ),
             (
                 "skip_weights".into(),
-                |w| &mut w.skip_weights.data,
-                g.skip_weights.data.clone(),
+                |w| &mut w.skip_weights.as_mut().unwrap().data,
+                g.skip_weights.as_ref().unwrap().data.clone(),
             ),
         ];
         if untied {
@@ -100,11 +100,11 @@ fn whole_model_gradients_match_finite_differences() {
             ("c_k", |w, i| &mut w.blocks[i].c_k.data),
             ("c_v", |w, i| &mut w.blocks[i].c_v.data),
             ("attn_proj", |w, i| &mut w.blocks[i].attn_proj.data),
-            ("q_gain", |w, i| &mut w.blocks[i].q_gain),
+            ("q_gain", |w, i| &mut w.blocks[i].q_gain.data),
             ("mlp_fc", |w, i| &mut w.blocks[i].mlp_fc.data),
             ("mlp_proj", |w, i| &mut w.blocks[i].mlp_proj.data),
-            ("attn_scale", |w, i| &mut w.blocks[i].attn_scale),
-            ("mlp_scale", |w, i| &mut w.blocks[i].mlp_scale),
+            ("attn_scale", |w, i| &mut w.blocks[i].attn_scale.data),
+            ("mlp_scale", |w, i| &mut w.blocks[i].mlp_scale.data),
             ("resid_mix", |w, i| &mut w.blocks[i].resid_mix.data),
         ];
         for (pname, get, grad) in picks.drain(..) {

@@ -258,16 +258,17 @@ fn eleven_layer_lineage_modules_train() {
     // Every module received updates.
     let bg = t.weights.bigram.as_ref().unwrap();
     assert_ne!(bg.proj.as_ref().unwrap().data, proj0);
-    assert!(bg.scale != 0.05);
+    assert!(bg.scale.value() != 0.05);
     assert!(t
         .weights
         .smear_gate
         .as_ref()
         .unwrap()
+        .data
         .iter()
         .any(|&g| g != 0.0));
     let ve = t.weights.value_embed.as_ref().unwrap();
-    assert!(ve.proj.data.iter().any(|&v| v != 0.0) && ve.scale != 0.1);
+    assert!(ve.proj.data.iter().any(|&v| v != 0.0) && ve.scale.value() != 0.1);
     let bytes = export_weights(t.final_weights(), ExportKind::Int6Zstd).unwrap();
     let art = Artifact::from_bytes(&bytes).unwrap();
     let back = ModelWeights::from_artifact(&art, &ov).unwrap();

@@ -13,36 +13,12 @@
 
 use super::adapters::{lora_linear, DeviceLora};
 use super::config::ModelConfig;
+use super::params::{Dims, Params};
 use super::weights::{Matrix, ModelWeights};
+use crate::artifact::quant::is_control;
 use crate::backend::{AttnGeometry, Backend, RopeSpec};
 use crate::train::Proj;
 use crate::{Error, Result};
-
-pub(crate) struct DeviceBlock<T> {
-    pub(crate) c_q: T,
-    pub(crate) c_k: T,
-    pub(crate) c_v: T,
-    pub(crate) attn_proj: T,
-    pub(crate) q_gain: T,
-    pub(crate) mlp_fc: T,
-    pub(crate) mlp_proj: T,
-    pub(crate) attn_scale: T,
-    pub(crate) mlp_scale: T,
-    pub(crate) resid_mix: T,
-}
-
-pub(crate) struct DeviceBigram<T> {
-    pub(crate) embed: T,
-    pub(crate) proj: Option<T>,
-    pub(crate) scale: f32,
-}
-
-pub(crate) struct DeviceValueEmbed<T> {
-    pub(crate) embed: T,
-    pub(crate) proj: T,
-    pub(crate) scale: f32,
-    pub(crate) layer_scales: Vec<f32>,
-}
 
 /// What the BigramHash backward needs.
 pub(crate) struct BigramTape<T> {
@@ -141,73 +117,61 @@ struct Pass<'a, T> {
     record: bool,
 }
 
+/// The scalar parameters the forward multiplies by, on the host (the backend's ops take them as
+/// plain factors); refreshed whenever the parameters change.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scalars {
+    pub(crate) bigram_scale: f32,
+    pub(crate) ve_scale: f32,
+    pub(crate) ve_layer_scales: Vec<f32>,
+}
+
+impl Scalars {
+    fn of(p: &Params<Matrix>) -> Scalars {
+        Scalars {
+            bigram_scale: p.bigram.as_ref().map_or(0.0, |b| b.scale.value()),
+            ve_scale: p.value_embed.as_ref().map_or(0.0, |v| v.scale.value()),
+            ve_layer_scales: p.value_embed.as_ref().map_or(Vec::new(), |v| {
+                v.layer_scales.iter().map(Matrix::value).collect()
+            }),
+        }
+    }
+}
+
 /// A model whose weights live on a backend, ready to run forward passes.
 pub struct DeviceModel<B: Backend> {
     pub config: ModelConfig,
     backend: B,
-    tok_emb: B::Tensor,
-    head: Option<B::Tensor>,
-    pub(crate) skip_weights: Vec<B::Tensor>,
-    pub(crate) blocks: Vec<DeviceBlock<B::Tensor>>,
-    pub(crate) bigram: Option<DeviceBigram<B::Tensor>>,
-    pub(crate) smear_gate: Option<B::Tensor>,
-    pub(crate) value_embed: Option<DeviceValueEmbed<B::Tensor>>,
+    /// Every parameter on the backend.
+    pub(crate) params: Params<B::Tensor>,
+    /// Row `j` of `skip_weights` as a `[1, d]` tensor (what `add_scaled` takes).
+    pub(crate) skip_rows: Vec<B::Tensor>,
+    pub(crate) scalars: Scalars,
 }
 
 impl<B: Backend> DeviceModel<B> {
-    /// Uploads `weights` to `backend`.
+    /// Uploads `weights` to `backend`: matrices only read by linear/embedding/head ops through
+    /// [`Backend::upload_weight`] (which may store them in reduced precision), everything else
+    /// (control tensors) through [`Backend::upload`].
     pub fn new(backend: B, weights: &ModelWeights) -> Result<Self> {
-        let up = |m: &Matrix| backend.upload(&m.data, m.rows, m.cols);
-        // Matrices only read by linear/embedding/head ops (may be stored in reduced precision).
-        let w = |m: &Matrix| backend.upload_weight(&m.data, m.rows, m.cols);
-        let vec = |v: &[f32]| backend.upload(v, 1, v.len());
-        let blocks = weights
-            .blocks
-            .iter()
-            .map(|b| {
-                Ok(DeviceBlock {
-                    c_q: w(&b.c_q)?,
-                    c_k: w(&b.c_k)?,
-                    c_v: w(&b.c_v)?,
-                    attn_proj: w(&b.attn_proj)?,
-                    q_gain: vec(&b.q_gain)?,
-                    mlp_fc: w(&b.mlp_fc)?,
-                    mlp_proj: w(&b.mlp_proj)?,
-                    attn_scale: vec(&b.attn_scale)?,
-                    mlp_scale: vec(&b.mlp_scale)?,
-                    resid_mix: up(&b.resid_mix)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let skip_weights = (0..weights.skip_weights.rows)
-            .map(|r| vec(weights.skip_weights.row(r)))
-            .collect::<Result<_>>()?;
-        let bigram = match &weights.bigram {
-            Some(b) => Some(DeviceBigram {
-                embed: w(&b.embed)?,
-                proj: b.proj.as_ref().map(w).transpose()?,
-                scale: b.scale,
-            }),
-            None => None,
-        };
-        let value_embed = match &weights.value_embed {
-            Some(v) => Some(DeviceValueEmbed {
-                embed: w(&v.embed)?,
-                proj: w(&v.proj)?,
-                scale: v.scale,
-                layer_scales: v.layer_scales.clone(),
-            }),
-            None => None,
+        let params = weights.params.try_map(|name, dims, m| {
+            if dims == Dims::Matrix && !is_control(name) {
+                backend.upload_weight(&m.data, m.rows, m.cols)
+            } else {
+                backend.upload(&m.data, m.rows, m.cols)
+            }
+        })?;
+        let skip_rows = match &weights.skip_weights {
+            Some(s) => (0..s.rows)
+                .map(|r| backend.upload(s.row(r), 1, s.cols))
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
         };
         Ok(DeviceModel {
             config: weights.config.clone(),
-            tok_emb: w(&weights.tok_emb)?,
-            head: weights.lm_head.as_ref().map(w).transpose()?,
-            skip_weights,
-            blocks,
-            bigram,
-            smear_gate: weights.smear_gate.as_deref().map(vec).transpose()?,
-            value_embed,
+            scalars: Scalars::of(&weights.params),
+            params,
+            skip_rows,
             backend,
         })
     }
@@ -224,7 +188,7 @@ impl<B: Backend> DeviceModel<B> {
 
     /// The output head (the token embedding when tied).
     pub(crate) fn head(&self) -> &B::Tensor {
-        self.head.as_ref().unwrap_or(&self.tok_emb)
+        self.params.head()
     }
 
     /// Final normalised hidden states `[batch*seq, d]` for `batch` windows of `seq` tokens
@@ -256,13 +220,17 @@ impl<B: Backend> DeviceModel<B> {
                 ids.len()
             )));
         }
-        let mut x_emb = be.embedding(&self.tok_emb, ids)?;
+        let mut x_emb = be.embedding(&self.params.tok_emb, ids)?;
         let mut bigram = None;
-        if let Some(bg) = &self.bigram {
+        if let Some(bg) = &self.params.bigram {
             let idx = bigram_indices(ids, seq, bg_buckets(cfg));
             let e = be.embedding(&bg.embed, &idx)?;
             let p = bg.proj.as_ref().map(|w| be.linear(&e, w)).transpose()?;
-            be.add_scalar_scaled(&mut x_emb, p.as_ref().unwrap_or(&e), bg.scale)?;
+            be.add_scalar_scaled(
+                &mut x_emb,
+                p.as_ref().unwrap_or(&e),
+                self.scalars.bigram_scale,
+            )?;
             if record {
                 bigram = Some(BigramTape { idx, e, p });
             }
@@ -270,7 +238,7 @@ impl<B: Backend> DeviceModel<B> {
         let mut x = be.rms_norm(&x_emb, cfg.norm_eps, 1.0)?;
         let x_emb = record.then_some(x_emb);
         let mut x_smear_in = None;
-        if let Some(g) = &self.smear_gate {
+        if let Some(g) = &self.params.smear_gate {
             let y = be.smear(&x, g, seq)?;
             let pre = std::mem::replace(&mut x, y);
             if record {
@@ -303,9 +271,9 @@ impl<B: Backend> DeviceModel<B> {
         for i in 0..layers {
             if i >= enc {
                 let j = i - enc;
-                if j < self.skip_weights.len() {
+                if j < self.skip_rows.len() {
                     if let Some(src) = pending.pop() {
-                        be.add_scaled(&mut x, &skip_vals[src], &self.skip_weights[j])?;
+                        be.add_scaled(&mut x, &skip_vals[src], &self.skip_rows[j])?;
                         skip_src[j] = Some(src);
                     }
                 }
@@ -346,7 +314,7 @@ impl<B: Backend> DeviceModel<B> {
         x0: &B::Tensor,
         pass: &Pass<'_, B::Tensor>,
     ) -> Result<BlockOut<B::Tensor>> {
-        let (cfg, be, w) = (&self.config, &self.backend, &self.blocks[i]);
+        let (cfg, be, w) = (&self.config, &self.backend, &self.params.blocks[i]);
         let (eps, s) = (cfg.norm_eps, ln_scale(cfg, i));
         let ad = |p: Proj| pass.adapters.and_then(|l| l.block_slot(i, p.index()));
         // A copy of a value an in-place op is about to overwrite, when recording.
@@ -358,11 +326,12 @@ impl<B: Backend> DeviceModel<B> {
         let (mut k, uk) = lora_linear(be, &n1, &w.c_k, ad(Proj::K))?;
         let (mut v, uv) = lora_linear(be, &n1, &w.c_v, ad(Proj::V))?;
         let mut ve_tape = None;
-        if let (Some(ve), Some(cv)) = (&self.value_embed, &cfg.value_embed) {
+        if let (Some(ve), Some(cv)) = (&self.params.value_embed, &cfg.value_embed) {
             if let Some(slot) = cv.layers.iter().position(|&l| l == i) {
                 let e = be.embedding(&ve.embed, pass.ids)?;
                 let p = be.linear(&e, &ve.proj)?;
-                be.add_scalar_scaled(&mut v, &p, ve.layer_scales[slot] * ve.scale)?;
+                let c = self.scalars.ve_layer_scales[slot] * self.scalars.ve_scale;
+                be.add_scalar_scaled(&mut v, &p, c)?;
                 if pass.record {
                     ve_tape = Some(VeTape { slot, e, p });
                 }

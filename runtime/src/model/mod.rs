@@ -1,14 +1,17 @@
-//! The model: architecture inferred from an artifact, typed weights, and the forward pass
-//! written once against the [`crate::backend::Backend`] trait (optionally with LoRA adapters and
-//! recording the activations training needs).
+//! The model: architecture inferred from an artifact, its parameters as one generic tree
+//! ([`Params`]: host weights, device weights, gradients and optimizer state alike), and the
+//! forward pass written once against the [`crate::backend::Backend`] trait (optionally with
+//! LoRA adapters and recording the activations training needs).
 
 pub(crate) mod adapters;
 mod config;
 mod forward;
+pub mod params;
 mod weights;
 
 pub use adapters::DeviceLora;
 pub use config::{Activation, BigramConfig, ConfigOverrides, ModelConfig, ValueEmbedConfig};
 pub(crate) use forward::{ln_scale, BlockTape, Forward};
 pub use forward::{DeviceModel, Tape};
+pub use params::{BigramParams, BlockParams, Dims, Params, ValueEmbedParams};
 pub use weights::{BigramWeights, BlockWeights, Matrix, ModelWeights, Param, ValueEmbedWeights};

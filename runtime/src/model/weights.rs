@@ -4,6 +4,7 @@
 //! silently ignoring a module we do not implement would give a wrong score, not an error.
 
 use super::config::{ConfigOverrides, ModelConfig};
+use super::params::{layout, BigramParams, BlockParams, Params, ValueEmbedParams};
 use crate::artifact::Artifact;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -41,55 +42,57 @@ impl Matrix {
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
     }
+
+    /// A `[1, 1]` matrix holding `v` (a scalar parameter).
+    pub fn scalar(v: f32) -> Self {
+        Matrix {
+            rows: 1,
+            cols: 1,
+            data: vec![v],
+        }
+    }
+
+    /// A `[1, n]` matrix holding `v` (a vector parameter).
+    pub fn vector(v: Vec<f32>) -> Self {
+        Matrix {
+            rows: 1,
+            cols: v.len(),
+            data: v,
+        }
+    }
+
+    /// The value of a `[1, 1]` matrix (its first value).
+    pub fn value(&self) -> f32 {
+        self.data.first().copied().unwrap_or(0.0)
+    }
 }
 
-/// Weights of one transformer block.
-#[derive(Debug, Clone)]
-pub struct BlockWeights {
-    pub c_q: Matrix,
-    pub c_k: Matrix,
-    pub c_v: Matrix,
-    pub attn_proj: Matrix,
-    pub q_gain: Vec<f32>,
-    pub mlp_fc: Matrix,
-    pub mlp_proj: Matrix,
-    pub attn_scale: Vec<f32>,
-    pub mlp_scale: Vec<f32>,
-    /// `[2, d]`: row 0 scales the stream, row 1 the embedding stream `x0`.
-    pub resid_mix: Matrix,
-}
+/// One block's host weights.
+pub type BlockWeights = BlockParams<Matrix>;
+/// BigramHash's host weights.
+pub type BigramWeights = BigramParams<Matrix>;
+/// The value embedding's host weights.
+pub type ValueEmbedWeights = ValueEmbedParams<Matrix>;
 
-/// BigramHash weights.
-#[derive(Debug, Clone)]
-pub struct BigramWeights {
-    pub embed: Matrix,
-    /// Projection to the model width; absent when the table is already that wide.
-    pub proj: Option<Matrix>,
-    pub scale: f32,
-}
-
-/// Value-embedding weights.
-#[derive(Debug, Clone)]
-pub struct ValueEmbedWeights {
-    pub embed: Matrix,
-    pub proj: Matrix,
-    pub scale: f32,
-    pub layer_scales: Vec<f32>,
-}
-
-/// All weights of a model.
+/// All weights of a model: its config and its parameters as host float32 matrices (every
+/// field of [`Params`] is reachable as `weights.field` through `Deref`).
 #[derive(Debug, Clone)]
 pub struct ModelWeights {
     pub config: ModelConfig,
-    pub tok_emb: Matrix,
-    /// Untied output head; `None` when tied to `tok_emb`.
-    pub lm_head: Option<Matrix>,
-    /// `[num_skips, d]`.
-    pub skip_weights: Matrix,
-    pub blocks: Vec<BlockWeights>,
-    pub bigram: Option<BigramWeights>,
-    pub smear_gate: Option<Vec<f32>>,
-    pub value_embed: Option<ValueEmbedWeights>,
+    pub params: Params<Matrix>,
+}
+
+impl std::ops::Deref for ModelWeights {
+    type Target = Params<Matrix>;
+    fn deref(&self) -> &Params<Matrix> {
+        &self.params
+    }
+}
+
+impl std::ops::DerefMut for ModelWeights {
+    fn deref_mut(&mut self) -> &mut Params<Matrix> {
+        &mut self.params
+    }
 }
 
 struct Named(BTreeMap<String, (Vec<usize>, Vec<f32>)>);
@@ -151,7 +154,7 @@ impl ModelWeights {
 
     /// The output head matrix (`tok_emb` when tied).
     pub fn head(&self) -> &Matrix {
-        self.lm_head.as_ref().unwrap_or(&self.tok_emb)
+        self.params.head()
     }
 }
 
@@ -168,129 +171,24 @@ impl ModelWeights {
     /// All-zero weights of the shape `config` describes (a gradient accumulator, or a blank to
     /// fill by name).
     pub fn zeros(config: &ModelConfig) -> Self {
-        let (d, v, kv, hid) = (
-            config.model_dim,
-            config.vocab_size,
-            config.kv_dim(),
-            config.mlp_hidden,
-        );
-        let block = || BlockWeights {
-            c_q: Matrix::zeros(d, d),
-            c_k: Matrix::zeros(kv, d),
-            c_v: Matrix::zeros(kv, d),
-            attn_proj: Matrix::zeros(d, d),
-            q_gain: vec![0.0; config.num_heads],
-            mlp_fc: Matrix::zeros(hid, d),
-            mlp_proj: Matrix::zeros(d, hid),
-            attn_scale: vec![0.0; d],
-            mlp_scale: vec![0.0; d],
-            resid_mix: Matrix::zeros(2, d),
-        };
         ModelWeights {
             config: config.clone(),
-            tok_emb: Matrix::zeros(v, d),
-            lm_head: (!config.tied_embeddings).then(|| Matrix::zeros(v, d)),
-            skip_weights: Matrix::zeros(config.num_skips, d),
-            blocks: (0..config.num_layers).map(|_| block()).collect(),
-            bigram: config.bigram.map(|b| BigramWeights {
-                embed: Matrix::zeros(b.buckets, b.dim),
-                proj: (b.dim != d).then(|| Matrix::zeros(d, b.dim)),
-                scale: 0.0,
-            }),
-            smear_gate: config.smear_gate.then(|| vec![0.0; d]),
-            value_embed: config.value_embed.as_ref().map(|ve| ValueEmbedWeights {
-                embed: Matrix::zeros(v, ve.dim),
-                proj: Matrix::zeros(kv, ve.dim),
-                scale: 0.0,
-                layer_scales: vec![0.0; ve.layers.len()],
-            }),
+            params: layout(config).map(|_, _, &(r, c)| Matrix::zeros(r, c)),
         }
     }
 
     /// Every parameter under its state-dict name, in the order `train_gpt.py`'s module tree
-    /// registers them. The one place that maps names to fields for export, checkpoints and the
-    /// optimizer groups.
+    /// registers them ([`Params::leaves_mut`]), as flat slices with their state-dict shapes:
+    /// what export, checkpoints and the optimizer groups take.
     pub fn params_mut(&mut self) -> Vec<Param<'_>> {
-        fn push<'a>(out: &mut Vec<Param<'a>>, name: String, shape: Vec<usize>, v: &'a mut [f32]) {
-            out.push(Param {
+        self.params
+            .leaves_mut()
+            .into_iter()
+            .map(|(name, dims, m)| Param {
                 name,
-                shape,
-                values: v,
-            });
-        }
-        fn mat<'a>(out: &mut Vec<Param<'a>>, name: String, m: &'a mut Matrix) {
-            push(out, name, vec![m.rows, m.cols], &mut m.data);
-        }
-        let mut out = Vec::new();
-        let o = &mut out;
-        mat(o, "tok_emb.weight".into(), &mut self.tok_emb);
-        if let Some(b) = &mut self.bigram {
-            mat(o, "bigram.embed.weight".into(), &mut b.embed);
-            if let Some(p) = &mut b.proj {
-                mat(o, "bigram.proj.weight".into(), p);
-            }
-            push(
-                o,
-                "bigram.scale".into(),
-                vec![],
-                std::slice::from_mut(&mut b.scale),
-            );
-        }
-        if let Some(g) = &mut self.smear_gate {
-            push(o, "smear.gate".into(), vec![g.len()], g);
-        }
-        if self.skip_weights.rows > 0 {
-            mat(o, "skip_weights".into(), &mut self.skip_weights);
-        }
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            let p = format!("blocks.{i}.");
-            mat(o, format!("{p}attn.c_q.weight"), &mut b.c_q);
-            mat(o, format!("{p}attn.c_k.weight"), &mut b.c_k);
-            mat(o, format!("{p}attn.c_v.weight"), &mut b.c_v);
-            mat(o, format!("{p}attn.proj.weight"), &mut b.attn_proj);
-            push(
-                o,
-                format!("{p}attn.q_gain"),
-                vec![b.q_gain.len()],
-                &mut b.q_gain,
-            );
-            mat(o, format!("{p}mlp.fc.weight"), &mut b.mlp_fc);
-            mat(o, format!("{p}mlp.proj.weight"), &mut b.mlp_proj);
-            push(
-                o,
-                format!("{p}attn_scale"),
-                vec![b.attn_scale.len()],
-                &mut b.attn_scale,
-            );
-            push(
-                o,
-                format!("{p}mlp_scale"),
-                vec![b.mlp_scale.len()],
-                &mut b.mlp_scale,
-            );
-            mat(o, format!("{p}resid_mix"), &mut b.resid_mix);
-        }
-        if let Some(ve) = &mut self.value_embed {
-            mat(o, "ve_shared.embed.weight".into(), &mut ve.embed);
-            mat(o, "ve_shared.proj.weight".into(), &mut ve.proj);
-            push(
-                o,
-                "ve_shared.scale".into(),
-                vec![],
-                std::slice::from_mut(&mut ve.scale),
-            );
-            for (k, x) in ve.layer_scales.iter_mut().enumerate() {
-                push(
-                    o,
-                    format!("ve_layer_scales.{k}"),
-                    vec![1],
-                    std::slice::from_mut(x),
-                );
-            }
-        }
-        if let Some(h) = &mut self.lm_head {
-            mat(o, "lm_head.weight".into(), h);
-        }
-        out
+                shape: dims.shape(m.rows, m.cols),
+                values: &mut m.data,
+            })
+            .collect()
     }
 }

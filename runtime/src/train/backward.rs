@@ -6,12 +6,15 @@
 //! SmearGate and value embeddings only feed base gradients (the adapters sit after them or
 //! beside them), so their backward runs only with base gradients.
 
-use super::base_grads::{download_matrix, BaseGrads, BlockGradTensors, VeGradTensors};
+use super::base_grads::BaseGrads;
 use super::lora::{LoraGrads, Proj};
 use super::tape::TrainModel;
 use crate::backend::train::TrainBackend;
 use crate::model::adapters::LoraSlot;
-use crate::model::{ln_scale, BigramWeights, BlockTape, DeviceLora, Matrix, ModelWeights, Tape};
+use crate::model::{
+    ln_scale, BigramParams, BlockParams, BlockTape, DeviceLora, ModelWeights, Params, Tape,
+    ValueEmbedParams,
+};
 use crate::{Error, Result};
 
 /// What a backward produced.
@@ -25,7 +28,7 @@ pub struct Gradients {
 
 /// One block's base-weight gradients, and its value-embedding term's (summed over layers later).
 struct BlockGrads<T> {
-    weights: BlockGradTensors<T>,
+    weights: BlockParams<T>,
     ve: Option<VeGrads<T>>,
 }
 
@@ -185,7 +188,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let mut dx0 = be.zeros(total, d)?;
         let mut dskip: Vec<Option<B::Tensor>> = (0..enc).map(|_| None).collect();
         let mut dskip_w: Vec<Option<B::Tensor>> =
-            (0..self.model.skip_weights.len()).map(|_| None).collect();
+            (0..self.model.skip_rows.len()).map(|_| None).collect();
         let mut bgrads: Vec<Option<BlockGrads<B::Tensor>>> = (0..layers).map(|_| None).collect();
         for i in (0..layers).rev() {
             if i < enc {
@@ -203,7 +206,7 @@ impl<B: TrainBackend> TrainModel<B> {
                 if let Some(src) = tape.skip_src.get(j).copied().flatten() {
                     let (ds, dsw) = be.add_scaled_backward(
                         &tape.skip_vals[src],
-                        &self.model.skip_weights[j],
+                        &self.model.skip_rows[j],
                         &dx,
                     )?;
                     dskip[src] = Some(ds);
@@ -220,10 +223,10 @@ impl<B: TrainBackend> TrainModel<B> {
 
         // Embedding: block 0's input is x0 itself.
         self.add(&mut dx0, &dx)?;
-        let (dx_rms, smear_gate) = match (&self.model.smear_gate, &tape.x_smear_in) {
+        let (dx_rms, smear_gate) = match (&self.model.params.smear_gate, &tape.x_smear_in) {
             (Some(g), Some(x)) => {
                 let (dx, dg) = be.smear_backward(x, g, &dx0, tape.geom.seq)?;
-                (dx, Some(be.download(&dg)?))
+                (dx, Some(dg))
             }
             (None, None) => (dx0, None),
             _ => return Err(Error::Backend("backward: SmearGate tape mismatch".into())),
@@ -238,18 +241,20 @@ impl<B: TrainBackend> TrainModel<B> {
         } else {
             Some(d_head)
         };
-        let mut skip = Matrix::zeros(self.model.skip_weights.len(), d);
-        for (j, g) in dskip_w.iter().enumerate() {
-            if let Some(g) = g {
-                skip.data[j * d..(j + 1) * d].copy_from_slice(&be.download(g)?);
+        // The skip weights' rows, stacked into the `[num_skips, d]` parameter's gradient.
+        let skip_weights = if dskip_w.is_empty() {
+            None
+        } else {
+            let mut skip = vec![0.0f32; dskip_w.len() * d];
+            for (j, g) in dskip_w.iter().enumerate() {
+                if let Some(g) = g {
+                    skip[j * d..(j + 1) * d].copy_from_slice(&be.download(g)?);
+                }
             }
-        }
+            Some(be.upload(&skip, dskip_w.len(), d)?)
+        };
         let mut blocks = Vec::with_capacity(layers);
-        let n_ve = self
-            .model
-            .value_embed
-            .as_ref()
-            .map_or(0, |v| v.layer_scales.len());
+        let n_ve = self.model.scalars.ve_layer_scales.len();
         // Value embeddings: (Σ d proj, Σ de) over layers and `dc` per slot.
         let mut ve_sum: Option<(B::Tensor, B::Tensor)> = None;
         let mut ve_dc = vec![0.0f64; n_ve];
@@ -269,7 +274,7 @@ impl<B: TrainBackend> TrainModel<B> {
             }
             blocks.push(bg.weights);
         }
-        let value_embed = match &self.model.value_embed {
+        let value_embed = match &self.model.params.value_embed {
             None => None,
             Some(ve) => {
                 let (embed, proj) = match ve_sum {
@@ -283,19 +288,20 @@ impl<B: TrainBackend> TrainModel<B> {
                     }
                 };
                 // c_k = ls_k · s: d ls_k = dc_k · s, d s = Σ_k dc_k · ls_k.
+                let sc = &self.model.scalars;
                 let scale = ve_dc
                     .iter()
-                    .zip(&ve.layer_scales)
+                    .zip(&sc.ve_layer_scales)
                     .map(|(dc, &l)| dc * l as f64)
                     .sum::<f64>() as f32;
                 let layer_scales = ve_dc
                     .iter()
-                    .map(|dc| (dc * ve.scale as f64) as f32)
-                    .collect();
-                Some(VeGradTensors {
+                    .map(|dc| be.upload(&[(dc * sc.ve_scale as f64) as f32], 1, 1))
+                    .collect::<Result<_>>()?;
+                Some(ValueEmbedParams {
                     embed,
                     proj,
-                    scale,
+                    scale: be.upload(&[scale], 1, 1)?,
                     layer_scales,
                 })
             }
@@ -303,13 +309,15 @@ impl<B: TrainBackend> TrainModel<B> {
         Ok((
             Some(BaseGrads {
                 config: cfg.clone(),
-                tok_emb: d_tok,
-                lm_head,
-                skip_weights: skip,
-                blocks,
-                bigram,
-                smear_gate,
-                value_embed,
+                params: Params {
+                    tok_emb: d_tok,
+                    bigram,
+                    smear_gate,
+                    skip_weights,
+                    blocks,
+                    value_embed,
+                    lm_head,
+                },
             }),
             lora_grads,
         ))
@@ -320,32 +328,29 @@ impl<B: TrainBackend> TrainModel<B> {
         &self,
         tape: &Tape<B::Tensor>,
         dx_emb: &B::Tensor,
-    ) -> Result<Option<BigramWeights>> {
+    ) -> Result<Option<BigramParams<B::Tensor>>> {
         let be = self.backend();
-        let (bg, bt) = match (&self.model.bigram, &tape.bigram) {
+        let (bg, bt) = match (&self.model.params.bigram, &tape.bigram) {
             (Some(bg), Some(bt)) => (bg, bt),
             (None, None) => return Ok(None),
             _ => return Err(Error::Backend("backward: BigramHash tape mismatch".into())),
         };
         let term = bt.p.as_ref().unwrap_or(&bt.e);
         let d_scale = be.dot(dx_emb, term)?;
-        let dterm = be.scaled(dx_emb, bg.scale)?;
+        let dterm = be.scaled(dx_emb, self.model.scalars.bigram_scale)?;
         let (de, proj) = match &bg.proj {
             Some(w) => (
                 be.linear_backward_input(&dterm, w)?,
-                Some(download_matrix(
-                    be,
-                    &be.linear_backward_weight(&dterm, &bt.e)?,
-                )?),
+                Some(be.linear_backward_weight(&dterm, &bt.e)?),
             ),
             None => (dterm, None),
         };
         let rows = be.shape(&bg.embed).0;
         let d_embed = be.embedding_backward(&de, &bt.idx, rows)?;
-        Ok(Some(BigramWeights {
-            embed: download_matrix(be, &d_embed)?,
+        Ok(Some(BigramParams {
+            embed: d_embed,
             proj,
-            scale: d_scale as f32,
+            scale: be.upload(&[d_scale as f32], 1, 1)?,
         }))
     }
 
@@ -361,7 +366,7 @@ impl<B: TrainBackend> TrainModel<B> {
         want_base: bool,
         slots: &mut Slots<B::Tensor>,
     ) -> Result<(B::Tensor, B::Tensor, Option<BlockGrads<B::Tensor>>)> {
-        let (cfg, be, w) = (self.config(), self.backend(), &self.model.blocks[i]);
+        let (cfg, be, w) = (self.config(), self.backend(), &self.model.params.blocks[i]);
         let (eps, s) = (cfg.norm_eps, ln_scale(cfg, i));
         let ad = |p: Proj| {
             lora.and_then(|l| l.block_slot(i, p.index()).zip(l.index_blocks[i][p.index()]))
@@ -384,9 +389,10 @@ impl<B: TrainBackend> TrainModel<B> {
         let (dy, d_wo) = lin_back(&d_o, &t.y, &w.attn_proj, Proj::O)?;
         let xsa = cfg.xsa_layers.contains(&i);
         let (dq, dk, dv) = be.attention_backward(&t.q, &t.k, &t.v, &dy, &tape.geom, xsa)?;
-        let ve = match (&t.ve, &self.model.value_embed) {
+        let ve = match (&t.ve, &self.model.params.value_embed) {
             (Some(vt), Some(ve)) if want_base => {
-                let c = ve.layer_scales[vt.slot] * ve.scale;
+                let sc = &self.model.scalars;
+                let c = sc.ve_layer_scales[vt.slot] * sc.ve_scale;
                 let dp = be.scaled(&dv, c)?;
                 Some(VeGrads {
                     slot: vt.slot,
@@ -413,7 +419,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let dw = |t: Option<B::Tensor>| {
             t.ok_or_else(|| Error::Backend("missing weight gradient".into()))
         };
-        let weights = BlockGradTensors {
+        let weights = BlockParams {
             c_q: dw(d_wq)?,
             c_k: dw(d_wk)?,
             c_v: dw(d_wv)?,

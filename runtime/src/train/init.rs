@@ -278,7 +278,7 @@ mod tests {
         assert!(b.attn_proj.data.iter().all(|&v| v == 0.0));
         assert!(b.c_q.data.iter().all(|v| v.abs() <= 1.0 / 512f32.sqrt()));
         assert!(b.c_q.data.iter().any(|&v| v != 0.0));
-        assert_eq!(b.q_gain, vec![1.5; 8]);
+        assert_eq!(b.q_gain.data, vec![1.5; 8]);
         assert_eq!(b.resid_mix.row(1), &[0.0; 512][..]);
         let std = (w.tok_emb.data.iter().map(|v| v * v).sum::<f32>() / w.tok_emb.data.len() as f32)
             .sqrt();
@@ -298,11 +298,18 @@ mod tests {
         assert_eq!(cfg.value_embed.as_ref().unwrap().layers, vec![2, 3]);
         let w = init_weights(&cfg, &InitConfig::default());
         let bg = w.bigram.as_ref().unwrap();
-        assert_eq!((bg.scale, bg.proj.as_ref().unwrap().rows), (0.05, 512));
+        assert_eq!(
+            (bg.scale.value(), bg.proj.as_ref().unwrap().rows),
+            (0.05, 512)
+        );
         assert!(bg.embed.data.iter().all(|&v| v == 0.0));
-        assert_eq!(w.smear_gate.as_deref(), Some(&[0.0; 512][..]));
+        assert_eq!(
+            w.smear_gate.as_ref().map(|g| &g.data[..]),
+            Some(&[0.0; 512][..])
+        );
         let ve = w.value_embed.as_ref().unwrap();
-        assert_eq!((ve.scale, ve.layer_scales.clone()), (0.1, vec![1.0, 1.0]));
+        let ls: Vec<f32> = ve.layer_scales.iter().map(|m| m.value()).collect();
+        assert_eq!((ve.scale.value(), ls), (0.1, vec![1.0, 1.0]));
         assert!(ve.embed.data.iter().any(|&v| v != 0.0));
         assert_eq!(w.clone().params_mut().len(), 2 + 4 * 10 + 3 + 1 + 5);
     }
