@@ -22,6 +22,135 @@ use pgolf_rt::model::{Activation, ConfigOverrides, ModelWeights};
 use pgolf_rt::train::lora::SplitMix64;
 use pgolf_rt::train::{Lora, LoraTargets, TrainModel};
 
+/// Every optimizer op of the device step (`cuda/optim.cu`) against its oracle
+/// (`backend/cpu/optim.rs`, what the CPU backend runs), on shapes that are not multiples of the
+/// block size: Muon's momentum and update (f32 and bf16), Adam and AdamW, the EMA, QAT's fake
+/// quantization, the squared norm over several tensors, and the trainer's copies.
+fn optimizer_ops<G: Gpu>(p: &Pair<G>) {
+    use pgolf_rt::backend::cpu::optim::AdamStep;
+    let (r, c) = (37, 70);
+    let n = r * c;
+    let g = data(n, 0.41, 0.7);
+    let w = data(n, 0.83, 1.3);
+    for nesterov in [true, false] {
+        let (mut bc, mut bg) = p.up(&data(n, 0.29, 0.5), r, c);
+        let (gc, gg) = p.up(&g, r, c);
+        let uc = p.cpu.muon_momentum(&mut bc, &gc, 0.95, nesterov).unwrap();
+        let ug = p.gpu.muon_momentum(&mut bg, &gg, 0.95, nesterov).unwrap();
+        p.check(
+            &format!("muon_momentum buf (nesterov {nesterov})"),
+            &bc,
+            &bg,
+        );
+        p.check(&format!("muon_momentum u (nesterov {nesterov})"), &uc, &ug);
+    }
+    for bf16 in [false, true] {
+        let (mut wc, mut wg) = p.up(&w, r, c);
+        let (oc, og) = p.up(&g, r, c);
+        p.cpu
+            .muon_apply(&mut wc, &oc, 0.99, 0.04, 1.7, bf16)
+            .unwrap();
+        p.gpu
+            .muon_apply(&mut wg, &og, 0.99, 0.04, 1.7, bf16)
+            .unwrap();
+        p.check(&format!("muon_apply (bf16 {bf16})"), &wc, &wg);
+    }
+    for decay in [1.0, 0.996] {
+        let s = AdamStep {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            step_size: 0.05 / (1.0 - 0.9f32.powi(3)),
+            bc2_sqrt: (1.0 - 0.95f32.powi(3)).sqrt(),
+            decay,
+        };
+        let (mut wc, mut wg) = p.up(&w, r, c);
+        let (gc, gg) = p.up(&g, r, c);
+        let (mut mc, mut mg) = p.up(&data(n, 0.17, 0.1), r, c);
+        let v0: Vec<f32> = data(n, 0.61, 0.3).iter().map(|x| x * x).collect();
+        let (mut vc, mut vg) = p.up(&v0, r, c);
+        p.cpu
+            .adam_update(&mut wc, &gc, &mut mc, &mut vc, &s)
+            .unwrap();
+        p.gpu
+            .adam_update(&mut wg, &gg, &mut mg, &mut vg, &s)
+            .unwrap();
+        p.check(&format!("adam_update w (decay {decay})"), &wc, &wg);
+        p.check("adam_update m", &mc, &mg);
+        p.check("adam_update v", &vc, &vg);
+    }
+    let (mut ec, mut eg) = p.up(&w, r, c);
+    let (gc, gg) = p.up(&g, r, c);
+    p.cpu.ema_update(&mut ec, &gc, 0.997).unwrap();
+    p.gpu.ema_update(&mut eg, &gg, 0.997).unwrap();
+    p.check("ema_update", &ec, &eg);
+    // Fake quantization rounds the same divisions the same way: equal values, a zero row kept.
+    let mut wq = w.clone();
+    wq[c..2 * c].fill(0.0);
+    let (qc, qg) = p.up(&wq, r, c);
+    let (fc, fg) = (
+        p.cpu.fake_quant_rows(&qc).unwrap(),
+        p.gpu.fake_quant_rows(&qg).unwrap(),
+    );
+    assert_eq!(
+        p.cpu.download(&fc).unwrap(),
+        p.gpu.download(&fg).unwrap(),
+        "fake_quant_rows"
+    );
+    let tensors: Vec<Vec<f32>> = [(5, 3), (1, 1), (300, 257)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, b))| data(a * b, 0.3 + i as f32, 2.0))
+        .collect();
+    let up: Vec<_> = tensors.iter().map(|t| p.up(t, 1, t.len())).collect();
+    let (sc, sg) = (
+        p.cpu
+            .sum_squares(&up.iter().map(|x| &x.0).collect::<Vec<_>>())
+            .unwrap(),
+        p.gpu
+            .sum_squares(&up.iter().map(|x| &x.1).collect::<Vec<_>>())
+            .unwrap(),
+    );
+    println!(
+        "sum_squares: cpu {sc} gpu {sg} (rel {:.2e})",
+        (sc - sg).abs() / sc
+    );
+    assert!((sc - sg).abs() <= 1e-12 * sc, "sum_squares {sg} vs {sc}");
+    // Rows, stacked rows, a dot as a tensor, and values read back together.
+    let (xc, xg) = p.up(&w[..5 * c], 5, c);
+    p.check(
+        "row 3",
+        &p.cpu.row(&xc, 3).unwrap(),
+        &p.gpu.row(&xg, 3).unwrap(),
+    );
+    assert!(p.gpu.row(&xg, 5).is_err());
+    let rows_c: Vec<_> = (0..5).map(|i| p.cpu.row(&xc, i).unwrap()).collect();
+    let rows_g: Vec<_> = (0..5).map(|i| p.gpu.row(&xg, i).unwrap()).collect();
+    let sc: Vec<_> = (0..5).map(|i| (i != 2).then(|| &rows_c[i])).collect();
+    let sg: Vec<_> = (0..5).map(|i| (i != 2).then(|| &rows_g[i])).collect();
+    p.check(
+        "stack_rows (row 2 left zero)",
+        &p.cpu.stack_rows(&sc, c).unwrap(),
+        &p.gpu.stack_rows(&sg, c).unwrap(),
+    );
+    let (yc, yg) = p.up(&g[..5 * c], 5, c);
+    p.check(
+        "dot_tensor",
+        &p.cpu.dot_tensor(&xc, &yc).unwrap(),
+        &p.gpu.dot_tensor(&xg, &yg).unwrap(),
+    );
+    let firsts_c = p
+        .cpu
+        .read_values(&rows_c.iter().collect::<Vec<_>>())
+        .unwrap();
+    let firsts_g = p
+        .gpu
+        .read_values(&rows_g.iter().collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(firsts_c, firsts_g);
+    assert_eq!(firsts_c, (0..5).map(|i| w[i * c]).collect::<Vec<_>>());
+}
+
 fn linear_backward<G: Gpu>(p: &Pair<G>) {
     for &(m, k, n) in &[(1, 1, 1), (7, 33, 19), (130, 64, 96)] {
         let (xc, xg) = p.up(&data(m * k, 0.37, 1.0), m, k);
@@ -578,6 +707,7 @@ fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
 
 on_both_devices!(
     ops: linear_backward,
+        optimizer_ops,
         newton_schulz,
         scatter_backward,
         norm_resid_smear_activation_backward,

@@ -6,6 +6,7 @@
 //! same shapes as those inputs. Ops that the forward runs in place (`add_scaled`,
 //! `qk_norm_rope`) take the values *before* the op where the backward needs them.
 
+use super::cpu::optim;
 use super::{AttnGeometry, Backend, RopeSpec};
 use crate::model::Activation;
 use crate::Result;
@@ -177,12 +178,149 @@ pub trait TrainBackend: Backend {
 
     /// Muon's Newton-Schulz orthogonalisation of `u` `[rows, cols]`: `steps` quintic
     /// iterations in float32, or with every intermediate rounded to bf16 as the challenge's
-    /// bf16 run does when `bf16` ([`crate::train::muon::newton_schulz`] and `_bf16`, the
-    /// oracles). The default runs the oracle on the host (the CPU backend keeps it).
+    /// bf16 run does when `bf16` ([`optim::newton_schulz`] and [`optim::newton_schulz_bf16`],
+    /// the oracles). The default runs the oracle on the host (the CPU backend keeps it).
     fn newton_schulz(&self, u: &Self::Tensor, steps: usize, bf16: bool) -> Result<Self::Tensor> {
         let (rows, cols) = self.shape(u);
-        use crate::train::muon::{HostNs, NewtonSchulz};
-        let o = HostNs.orthogonalize(&self.download(u)?, rows, cols, steps, bf16)?;
+        let x = self.download(u)?;
+        let o = if bf16 {
+            optim::newton_schulz_bf16(&x, rows, cols, steps)
+        } else {
+            optim::newton_schulz(&x, rows, cols, steps)
+        };
         self.upload(&o, rows, cols)
+    }
+
+    // ---- Optimizer ops. Each default downloads, runs the float32 oracle of
+    // `backend::cpu::optim` and uploads: a new backend works from day one, and the device
+    // backends replace them with kernels.
+
+    /// Muon's momentum in place and the update's input ([`optim::muon_momentum`]).
+    fn muon_momentum(
+        &self,
+        buf: &mut Self::Tensor,
+        g: &Self::Tensor,
+        mu: f32,
+        nesterov: bool,
+    ) -> Result<Self::Tensor> {
+        let (r, c) = self.shape(buf);
+        let mut b = self.download(buf)?;
+        let u = optim::muon_momentum(&mut b, &self.download(g)?, mu, nesterov);
+        *buf = self.upload(&b, r, c)?;
+        self.upload(&u, r, c)
+    }
+
+    /// Muon's update of `w` by the orthogonalised `o` ([`optim::muon_apply`]).
+    fn muon_apply(
+        &self,
+        w: &mut Self::Tensor,
+        o: &Self::Tensor,
+        decay: f32,
+        lr: f32,
+        shape_scale: f32,
+        bf16: bool,
+    ) -> Result<()> {
+        let (r, c) = self.shape(w);
+        let mut x = self.download(w)?;
+        optim::muon_apply(&mut x, &self.download(o)?, decay, lr, shape_scale, bf16);
+        *w = self.upload(&x, r, c)?;
+        Ok(())
+    }
+
+    /// One Adam/AdamW update of `w` and its moments ([`optim::adam_update`]).
+    fn adam_update(
+        &self,
+        w: &mut Self::Tensor,
+        g: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        s: &optim::AdamStep,
+    ) -> Result<()> {
+        let (r, c) = self.shape(w);
+        let (mut x, mut mm, mut vv) = (self.download(w)?, self.download(m)?, self.download(v)?);
+        optim::adam_update(&mut x, &self.download(g)?, &mut mm, &mut vv, s);
+        *w = self.upload(&x, r, c)?;
+        *m = self.upload(&mm, r, c)?;
+        *v = self.upload(&vv, r, c)?;
+        Ok(())
+    }
+
+    /// The EMA of `w` in `e` ([`optim::ema_update`]).
+    fn ema_update(&self, e: &mut Self::Tensor, w: &Self::Tensor, decay: f32) -> Result<()> {
+        let (r, c) = self.shape(e);
+        let mut x = self.download(e)?;
+        optim::ema_update(&mut x, &self.download(w)?, decay);
+        *e = self.upload(&x, r, c)?;
+        Ok(())
+    }
+
+    /// `Σ_t Σ_i t[i]²` over the tensors, in f64 ([`optim::sum_squares`]): the squared global
+    /// gradient norm, with one wait for the device at most.
+    fn sum_squares(&self, ts: &[&Self::Tensor]) -> Result<f64> {
+        let host = ts
+            .iter()
+            .map(|t| self.download(t))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[f32]> = host.iter().map(Vec::as_slice).collect();
+        Ok(optim::sum_squares(&refs))
+    }
+
+    /// QAT's fake quantization of every row of `w` ([`optim::fake_quant_row`]), into a new
+    /// tensor.
+    fn fake_quant_rows(&self, w: &Self::Tensor) -> Result<Self::Tensor> {
+        let (r, c) = self.shape(w);
+        let mut x = self.download(w)?;
+        if c > 0 {
+            x.chunks_mut(c).for_each(optim::fake_quant_row);
+        }
+        self.upload(&x, r, c)
+    }
+
+    /// `[1, cols]` tensors stacked into one `[n, cols]` (`None` rows are zeros).
+    fn stack_rows(&self, rows: &[Option<&Self::Tensor>], cols: usize) -> Result<Self::Tensor> {
+        let mut out = vec![0.0f32; rows.len() * cols];
+        for (j, r) in rows.iter().enumerate() {
+            if let Some(r) = r {
+                let v = self.download(r)?;
+                if v.len() != cols {
+                    return Err(crate::Error::Backend(format!(
+                        "stack_rows: row {j} has {} values, expected {cols}",
+                        v.len()
+                    )));
+                }
+                out[j * cols..(j + 1) * cols].copy_from_slice(&v);
+            }
+        }
+        self.upload(&out, rows.len(), cols)
+    }
+
+    /// Row `r` of `t` as a `[1, cols]` tensor.
+    fn row(&self, t: &Self::Tensor, r: usize) -> Result<Self::Tensor> {
+        let (rows, cols) = self.shape(t);
+        if r >= rows {
+            return Err(crate::Error::Backend(format!(
+                "row {r} of a {rows}x{cols} tensor"
+            )));
+        }
+        let v = self.download(t)?;
+        self.upload(&v[r * cols..(r + 1) * cols], 1, cols)
+    }
+
+    /// `Σ_i a[i]·b[i]` as a `[1, 1]` tensor (where [`TrainBackend::dot`] returns it to the host).
+    fn dot_tensor(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        let d = self.dot(a, b)?;
+        self.upload(&[d as f32], 1, 1)
+    }
+
+    /// The first value of each tensor, read back together (one wait for the device).
+    fn read_values(&self, ts: &[&Self::Tensor]) -> Result<Vec<f32>> {
+        ts.iter()
+            .map(|t| {
+                self.download(t)?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| crate::Error::Backend("read_values: empty tensor".into()))
+            })
+            .collect()
     }
 }

@@ -2,6 +2,7 @@
 //! `v ← β2 v + (1−β2) g²`, `p ← p − lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + eps)`, as
 //! `torch.optim.Adam`), AdamW (decoupled decay `p ← p (1 − lr·wd)` first) and plain SGD.
 
+use crate::backend::cpu::optim::{adam_update, AdamStep};
 use crate::{Error, Result};
 
 /// Which update rule.
@@ -75,6 +76,25 @@ impl Adam {
         self.v.clear();
     }
 
+    /// The factors of the current step (`self.step` already counted): bias corrections in f64
+    /// as `torch.optim.Adam` computes them, then rounded to f32.
+    pub fn factors(&self) -> AdamStep {
+        let c = self.cfg;
+        let bc1 = 1.0 - (c.beta1 as f64).powi(self.step as i32);
+        let bc2 = 1.0 - (c.beta2 as f64).powi(self.step as i32);
+        AdamStep {
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            step_size: (c.lr as f64 / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            decay: match c.kind {
+                OptimizerKind::AdamW { weight_decay } => 1.0 - c.lr * weight_decay,
+                _ => 1.0,
+            },
+        }
+    }
+
     /// One update of `params` with `grads` (same lengths, same order every call).
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<()> {
         if params.len() != grads.len() || params.iter().zip(grads).any(|(p, g)| p.len() != g.len())
@@ -87,7 +107,6 @@ impl Adam {
         }
         self.step += 1;
         let c = self.cfg;
-        let lr = c.lr as f64;
         match c.kind {
             OptimizerKind::Sgd => {
                 for (p, g) in params.iter_mut().zip(grads) {
@@ -95,26 +114,13 @@ impl Adam {
                 }
             }
             OptimizerKind::Adam | OptimizerKind::AdamW { .. } => {
-                let bc1 = 1.0 - (c.beta1 as f64).powi(self.step as i32);
-                let bc2 = 1.0 - (c.beta2 as f64).powi(self.step as i32);
-                let step_size = (lr / bc1) as f32;
-                let bc2_sqrt = bc2.sqrt() as f32;
-                let decay = match c.kind {
-                    OptimizerKind::AdamW { weight_decay } => 1.0 - c.lr * weight_decay,
-                    _ => 1.0,
-                };
+                let s = self.factors();
                 for ((p, g), (m, v)) in params
                     .iter_mut()
                     .zip(grads)
                     .zip(self.m.iter_mut().zip(self.v.iter_mut()))
                 {
-                    for i in 0..p.len() {
-                        let gi = g[i];
-                        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
-                        v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
-                        let denom = v[i].sqrt() / bc2_sqrt + c.eps;
-                        p[i] = p[i] * decay - step_size * m[i] / denom;
-                    }
+                    adam_update(p, g, m, v, &s);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Exponential moving average of the weights (spec 4.9): after every optimizer step
 //! `ema ← d·ema + (1−d)·param`, in f32; at the end the EMA replaces the weights before export.
 
-use crate::backend::cpu::par::zip_apply;
+use crate::backend::cpu::optim::ema_update;
 use crate::model::ModelWeights;
 
 /// EMA shadow of every parameter.
@@ -29,7 +29,7 @@ impl Ema {
             .into_iter()
             .zip(weights.params_mut())
         {
-            zip_apply(s.values, p.values, |s, p| *s = d * *s + (1.0 - d) * p);
+            ema_update(s.values, p.values, d);
         }
     }
 

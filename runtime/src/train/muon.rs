@@ -11,13 +11,10 @@
 //! the order `train_gpt.py`'s `zeropower_via_newtonschulz5` computes them (products accumulate
 //! in f32, as bf16 tensor-core and CPU matmuls do, then round).
 
-use crate::backend::cpu::matmul::{gemm_into, View};
-use crate::backend::cpu::par::{gemm_parallelism, zip_apply, zip_map};
+use crate::backend::cpu::optim::{muon_apply, muon_momentum};
+pub use crate::backend::cpu::optim::{newton_schulz, newton_schulz_bf16, NS_COEFFS};
 use crate::backend::train::TrainBackend;
 use crate::{Error, Result};
-
-/// The quintic's coefficients `(a, b, c)`.
-pub const NS_COEFFS: (f32, f32, f32) = (3.4445, -4.7750, 2.0315);
 
 /// Hyper-parameters (baseline: lr 0.04, momentum 0.95 warmed from 0.85, 5 steps, no decay).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,132 +53,6 @@ pub struct MatrixParam<'a> {
     pub values: &'a mut [f32],
     pub rows: usize,
     pub cols: usize,
-}
-
-fn view(data: &[f32], rs: usize, cs: usize) -> View<'_> {
-    View {
-        data,
-        offset: 0,
-        rs,
-        cs,
-    }
-}
-
-/// `out[m×n] = a[m×k] · b[k×n]` with row-major or transposed operands given by strides.
-fn mm(m: usize, n: usize, k: usize, a: View, b: View) -> Vec<f32> {
-    let mut out = vec![0.0; m * n];
-    gemm_into(m, n, k, a, b, &mut out, 0, n, false, gemm_parallelism());
-    out
-}
-
-/// Rounds every value to the nearest bf16 (ties to even), as a PyTorch bf16 op writes its output.
-fn round_bf16(v: &mut [f32]) {
-    v.iter_mut()
-        .for_each(|x| *x = half::bf16::from_f32(*x).to_f32());
-}
-
-/// Newton-Schulz orthogonalisation of a `rows × cols` matrix (row-major), `steps` iterations,
-/// in float32.
-pub fn newton_schulz(g: &[f32], rows: usize, cols: usize, steps: usize) -> Vec<f32> {
-    let (a, b, c) = NS_COEFFS;
-    let norm = g
-        .iter()
-        .map(|&v| (v as f64) * (v as f64))
-        .sum::<f64>()
-        .sqrt() as f32;
-    let inv = 1.0 / (norm + 1e-7);
-    // Work on the wide orientation (r ≤ c) so X·Xᵀ is the small r×r product.
-    let transposed = rows > cols;
-    let (r, c_) = if transposed {
-        (cols, rows)
-    } else {
-        (rows, cols)
-    };
-    let mut x: Vec<f32> = if transposed {
-        let mut t = vec![0.0; r * c_];
-        for i in 0..rows {
-            for j in 0..cols {
-                t[j * rows + i] = g[i * cols + j] * inv;
-            }
-        }
-        t
-    } else {
-        g.iter().map(|&v| v * inv).collect()
-    };
-    for _ in 0..steps {
-        // A = X·Xᵀ  [r×r]
-        let am = mm(r, r, c_, view(&x, c_, 1), view(&x, 1, c_));
-        // A² (A is symmetric)
-        let a2 = mm(r, r, r, view(&am, r, 1), view(&am, r, 1));
-        let bm: Vec<f32> = am.iter().zip(&a2).map(|(&p, &q)| b * p + c * q).collect();
-        // X = a·X + B·X
-        let bx = mm(r, c_, r, view(&bm, r, 1), view(&x, c_, 1));
-        x.iter_mut().zip(&bx).for_each(|(xv, &d)| *xv = a * *xv + d);
-    }
-    if transposed {
-        transpose(&x, r, c_)
-    } else {
-        x
-    }
-}
-
-/// `m [r×c]` transposed to `[c×r]`.
-fn transpose(m: &[f32], r: usize, c: usize) -> Vec<f32> {
-    let mut t = vec![0.0; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            t[j * r + i] = m[i * c + j];
-        }
-    }
-    t
-}
-
-/// Newton-Schulz as `train_gpt.py` runs it in bf16: `X = G.bfloat16(); X /= X.norm() + eps;`
-/// then `A = X@X.T; B = b*A + c*A@A; X = a*X + B@X` (so `(c·A)·A`), every tensor op's output
-/// rounded to bf16 and every product accumulated in f32.
-pub fn newton_schulz_bf16(g: &[f32], rows: usize, cols: usize, steps: usize) -> Vec<f32> {
-    let (a, b, c) = NS_COEFFS;
-    let mut x = g.to_vec();
-    round_bf16(&mut x);
-    let norm = x.iter().map(|&v| v * v).sum::<f32>().sqrt();
-    let denom = half::bf16::from_f32(half::bf16::from_f32(norm).to_f32() + 1e-7).to_f32();
-    x.iter_mut().for_each(|v| *v /= denom);
-    round_bf16(&mut x);
-    let transposed = rows > cols;
-    let (r, k) = if transposed {
-        (cols, rows)
-    } else {
-        (rows, cols)
-    };
-    if transposed {
-        x = transpose(&x, rows, cols);
-    }
-    let scaled = |m: &[f32], s: f32| -> Vec<f32> {
-        let mut o: Vec<f32> = m.iter().map(|&v| s * v).collect();
-        round_bf16(&mut o);
-        o
-    };
-    let sum = |p: &[f32], q: &[f32]| -> Vec<f32> {
-        let mut o: Vec<f32> = p.iter().zip(q).map(|(u, v)| u + v).collect();
-        round_bf16(&mut o);
-        o
-    };
-    for _ in 0..steps {
-        let mut am = mm(r, r, k, view(&x, k, 1), view(&x, 1, k));
-        round_bf16(&mut am);
-        let ca = scaled(&am, c);
-        let mut ca_a = mm(r, r, r, view(&ca, r, 1), view(&am, r, 1));
-        round_bf16(&mut ca_a);
-        let bm = sum(&scaled(&am, b), &ca_a);
-        let mut bx = mm(r, k, r, view(&bm, r, 1), view(&x, k, 1));
-        round_bf16(&mut bx);
-        x = sum(&scaled(&x, a), &bx);
-    }
-    if transposed {
-        transpose(&x, r, k)
-    } else {
-        x
-    }
 }
 
 /// Where [`Muon::step_with`] runs Newton-Schulz: on the host ([`HostNs`]) or on a training
@@ -237,6 +108,11 @@ impl<B: TrainBackend> NewtonSchulz for OnBackend<'_, B> {
     }
 }
 
+/// Muon's update scale `sqrt(max(1, rows/cols))`.
+pub fn shape_scale(rows: usize, cols: usize) -> f32 {
+    (rows as f32 / cols as f32).max(1.0).sqrt()
+}
+
 impl Muon {
     pub fn new(cfg: MuonConfig) -> Self {
         Muon {
@@ -277,25 +153,18 @@ impl Muon {
             bf16,
         } = self.cfg;
         for ((p, g), buf) in params.iter_mut().zip(grads).zip(&mut self.bufs) {
-            zip_apply(buf, g, |b, g| *b = mu * *b + g);
-            let u: Vec<f32> = if nesterov {
-                zip_map(g, buf, |g, b| g + mu * b)
-            } else {
-                buf.clone()
-            };
-            let shape_scale = (p.rows as f32 / p.cols as f32).max(1.0).sqrt();
-            let decay = 1.0 - lr * weight_decay;
-            if bf16 {
-                // `g *= sqrt(max(1, rows/cols))` on the bf16 NS output, then `p -= lr·g` in f32.
-                let mut o = ns.orthogonalize(&u, p.rows, p.cols, ns_steps, true)?;
-                o.iter_mut().for_each(|v| *v *= shape_scale);
-                round_bf16(&mut o);
-                zip_apply(p.values, &o, |w, o| *w = *w * decay - lr * o);
-            } else {
-                let o = ns.orthogonalize(&u, p.rows, p.cols, ns_steps, false)?;
-                let scale = lr * shape_scale;
-                zip_apply(p.values, &o, |w, o| *w = *w * decay - scale * o);
-            }
+            let u = muon_momentum(buf, g, mu, nesterov);
+            // With bf16, `g *= sqrt(max(1, rows/cols))` on the bf16 NS output is rounded to bf16,
+            // then `p -= lr·g` in f32.
+            let o = ns.orthogonalize(&u, p.rows, p.cols, ns_steps, bf16)?;
+            muon_apply(
+                p.values,
+                &o,
+                1.0 - lr * weight_decay,
+                lr,
+                shape_scale(p.rows, p.cols),
+                bf16,
+            );
         }
         Ok(())
     }

@@ -30,19 +30,7 @@ impl QatMode {
     }
 }
 
-/// Fake-quantizes one row in place (int6 values on a multiple-of-4 int8 grid).
-pub fn fake_quant_row(row: &mut [f32]) {
-    let amax = row.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
-    if amax == 0.0 {
-        return;
-    }
-    let scale = amax / 127.0;
-    for v in row.iter_mut() {
-        let q = (*v / scale).round_ties_even();
-        let q = ((q / 4.0).round_ties_even() * 4.0).clamp(-128.0, 124.0);
-        *v = q * scale;
-    }
-}
+pub use crate::backend::cpu::optim::fake_quant_row;
 
 /// A copy of `weights` whose block matrices are fake-quantized (what the forward sees).
 pub fn fake_quantized(weights: &ModelWeights) -> ModelWeights {

@@ -52,17 +52,7 @@ impl Sgd {
 
 /// Global L2 norm of all gradient slices, summed in f64.
 pub fn global_norm(grads: &[&[f32]]) -> f64 {
-    // One f64 sum per tensor (in parallel when available), then their sum in tensor order:
-    // the same value on any number of threads.
-    crate::backend::cpu::par::map_range(grads.len(), |i| {
-        grads[i]
-            .iter()
-            .map(|&x| (x as f64) * (x as f64))
-            .sum::<f64>()
-    })
-    .iter()
-    .sum::<f64>()
-    .sqrt()
+    crate::backend::cpu::optim::sum_squares(grads).sqrt()
 }
 
 /// `torch.nn.utils.clip_grad_norm_`'s factor for a gradient of global norm `norm`:

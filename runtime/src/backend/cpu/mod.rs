@@ -8,6 +8,7 @@ mod head;
 mod math;
 pub(crate) mod matmul;
 mod norm;
+pub mod optim;
 pub(crate) mod par;
 mod rope;
 mod segments;

@@ -38,6 +38,7 @@ mod newton_schulz;
 #[cfg(feature = "cuda-emu")]
 pub mod null;
 mod ops;
+mod optim;
 mod train;
 
 use super::{AttnGeometry, Backend, Precision, RopeSpec, Traffic, TrafficCounters};
@@ -323,7 +324,7 @@ impl<G: Gpu> CudaBackend<G> {
     }
 }
 
-fn same_shape<G: Gpu>(a: &CudaTensor<G>, b: &CudaTensor<G>, op: &str) -> Result<()> {
+pub(super) fn same_shape<G: Gpu>(a: &CudaTensor<G>, b: &CudaTensor<G>, op: &str) -> Result<()> {
     if (a.rows, a.cols) != (b.rows, b.cols) {
         return Err(Error::Backend(format!(
             "{op}: shapes {}x{} and {}x{} differ",

@@ -60,6 +60,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         "newton_schulz.cu",
         include_str!("../../../../cuda/newton_schulz.cu"),
     ),
+    ("optim.cu", include_str!("../../../../cuda/optim.cu")),
 ];
 
 /// Head dims the attention kernel is instantiated for (`attention_hd{N}` entry points).
@@ -420,6 +421,15 @@ pub struct Kernels<F> {
     pub attention_bwd_dkv: Vec<(usize, F)>,
     // Optimizer entry points.
     pub ns_axpby: F,
+    pub muon_momentum: F,
+    pub muon_apply: F,
+    pub adam_update: F,
+    pub ema_update: F,
+    pub fake_quant_rows: F,
+    pub sum_squares_partial: F,
+    pub sum_pairs: F,
+    pub sum_columns: F,
+    pub copy_f32: F,
 }
 
 impl<F> Kernels<F> {
@@ -481,6 +491,15 @@ impl<F> Kernels<F> {
             attention_bwd_dq: per_hd("attention_backward.cu", "attention_bwd_dq_hd")?,
             attention_bwd_dkv: per_hd("attention_backward.cu", "attention_bwd_dkv_hd")?,
             ns_axpby: f("newton_schulz.cu", "ns_axpby")?,
+            muon_momentum: f("optim.cu", "muon_momentum")?,
+            muon_apply: f("optim.cu", "muon_apply")?,
+            adam_update: f("optim.cu", "adam_update")?,
+            ema_update: f("optim.cu", "ema_update")?,
+            fake_quant_rows: f("optim.cu", "fake_quant_rows")?,
+            sum_squares_partial: f("optim.cu", "sum_squares_partial")?,
+            sum_pairs: f("optim.cu", "sum_pairs")?,
+            sum_columns: f("optim.cu", "sum_columns")?,
+            copy_f32: f("optim.cu", "copy_f32")?,
         })
     }
 }

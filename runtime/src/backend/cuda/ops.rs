@@ -13,7 +13,7 @@ use cudarc::driver::LaunchConfig;
 
 /// Block size of the element-wise and one-block-per-row kernels: a multiple of 32 (the block
 /// reductions in rms_norm.cu and head.cu use full-mask warp shuffles and 32 shared slots).
-const THREADS: u32 = 256;
+pub(super) const THREADS: u32 = 256;
 const _: () = assert!(THREADS.is_multiple_of(32) && THREADS <= 1024);
 /// Queries per attention block (one thread each); must equal `BR` in cuda/attention.cu.
 pub(super) const ATTN_QUERIES_PER_BLOCK: usize = 64;
@@ -24,7 +24,7 @@ const ATTN_TC_THREADS: u32 = 128;
 /// Warps (one per `(row, head)`) per qk_norm_rope block.
 const QK_WARPS_PER_BLOCK: usize = 4;
 
-fn config(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
+pub(super) fn config(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: grid,
         block_dim: (block, 1, 1),

@@ -58,7 +58,7 @@ impl<G: Gpu> CudaBackend<G> {
     /// `out[c] = Σ_rows a[r, c] (· b[r, c])` in fp64, rounded to f32; with `lo` (for `dot`),
     /// products in fp64 and the rounding error of the sum too (see `col_dot` in
     /// cuda/elementwise.cu).
-    fn col_dot_into(
+    pub(super) fn col_dot_into(
         &self,
         a: &G::F32,
         b: Option<&G::F32>,
@@ -813,6 +813,69 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
 
     fn newton_schulz(&self, u: &CudaTensor<G>, steps: usize, bf16: bool) -> Result<CudaTensor<G>> {
         self.newton_schulz_device(u, steps, bf16)
+    }
+
+    // The optimizer step and the trainer's copies: `cuda/optim.cu` (launchers in optim.rs).
+
+    fn muon_momentum(
+        &self,
+        buf: &mut CudaTensor<G>,
+        g: &CudaTensor<G>,
+        mu: f32,
+        nesterov: bool,
+    ) -> Result<CudaTensor<G>> {
+        self.muon_momentum_device(buf, g, mu, nesterov)
+    }
+
+    fn muon_apply(
+        &self,
+        w: &mut CudaTensor<G>,
+        o: &CudaTensor<G>,
+        decay: f32,
+        lr: f32,
+        shape_scale: f32,
+        bf16: bool,
+    ) -> Result<()> {
+        self.muon_apply_device(w, o, decay, lr, shape_scale, bf16)
+    }
+
+    fn adam_update(
+        &self,
+        w: &mut CudaTensor<G>,
+        g: &CudaTensor<G>,
+        m: &mut CudaTensor<G>,
+        v: &mut CudaTensor<G>,
+        s: &crate::backend::cpu::optim::AdamStep,
+    ) -> Result<()> {
+        self.adam_update_device(w, g, m, v, s)
+    }
+
+    fn ema_update(&self, e: &mut CudaTensor<G>, w: &CudaTensor<G>, decay: f32) -> Result<()> {
+        self.ema_update_device(e, w, decay)
+    }
+
+    fn sum_squares(&self, ts: &[&CudaTensor<G>]) -> Result<f64> {
+        self.sum_squares_device(ts)
+    }
+
+    fn fake_quant_rows(&self, w: &CudaTensor<G>) -> Result<CudaTensor<G>> {
+        self.fake_quant_rows_device(w)
+    }
+
+    fn stack_rows(&self, rows: &[Option<&CudaTensor<G>>], cols: usize) -> Result<CudaTensor<G>> {
+        self.stack_rows_device(rows, cols)
+    }
+
+    fn row(&self, t: &CudaTensor<G>, r: usize) -> Result<CudaTensor<G>> {
+        self.row_device(t, r)
+    }
+
+    fn dot_tensor(&self, a: &CudaTensor<G>, b: &CudaTensor<G>) -> Result<CudaTensor<G>> {
+        self.dot_tensor_device(a, b)
+    }
+
+    fn read_values(&self, ts: &[&CudaTensor<G>]) -> Result<Vec<f32>> {
+        self.read_values_device(ts)
     }
 }
 

@@ -13,6 +13,7 @@ mod resid;
 mod rope;
 mod smear;
 
+use super::optim;
 use super::{same_shape, vector_len, CpuBackend, CpuTensor, RopeTable};
 use crate::backend::train::TrainBackend;
 use crate::backend::{AttnGeometry, Backend, RopeSpec};
@@ -359,5 +360,88 @@ impl TrainBackend for CpuBackend {
                 dnll,
             ),
         ))
+    }
+
+    // The optimizer ops on host memory: the oracles in place, without the default's copies.
+
+    fn muon_momentum(
+        &self,
+        buf: &mut CpuTensor,
+        g: &CpuTensor,
+        mu: f32,
+        nesterov: bool,
+    ) -> Result<CpuTensor> {
+        same_shape(buf, g, "muon_momentum")?;
+        let u = optim::muon_momentum(&mut buf.data, &g.data, mu, nesterov);
+        Ok(t(buf.rows, buf.cols, u))
+    }
+
+    fn muon_apply(
+        &self,
+        w: &mut CpuTensor,
+        o: &CpuTensor,
+        decay: f32,
+        lr: f32,
+        shape_scale: f32,
+        bf16: bool,
+    ) -> Result<()> {
+        same_shape(w, o, "muon_apply")?;
+        optim::muon_apply(&mut w.data, &o.data, decay, lr, shape_scale, bf16);
+        Ok(())
+    }
+
+    fn adam_update(
+        &self,
+        w: &mut CpuTensor,
+        g: &CpuTensor,
+        m: &mut CpuTensor,
+        v: &mut CpuTensor,
+        s: &optim::AdamStep,
+    ) -> Result<()> {
+        same_shape(w, g, "adam_update")?;
+        same_shape(w, m, "adam_update")?;
+        same_shape(w, v, "adam_update")?;
+        optim::adam_update(&mut w.data, &g.data, &mut m.data, &mut v.data, s);
+        Ok(())
+    }
+
+    fn ema_update(&self, e: &mut CpuTensor, w: &CpuTensor, decay: f32) -> Result<()> {
+        same_shape(e, w, "ema_update")?;
+        optim::ema_update(&mut e.data, &w.data, decay);
+        Ok(())
+    }
+
+    fn sum_squares(&self, ts: &[&CpuTensor]) -> Result<f64> {
+        let refs: Vec<&[f32]> = ts.iter().map(|t| t.data.as_slice()).collect();
+        Ok(optim::sum_squares(&refs))
+    }
+
+    fn fake_quant_rows(&self, w: &CpuTensor) -> Result<CpuTensor> {
+        let mut out = w.clone();
+        if w.cols > 0 {
+            out.data.chunks_mut(w.cols).for_each(optim::fake_quant_row);
+        }
+        Ok(out)
+    }
+
+    fn row(&self, x: &CpuTensor, r: usize) -> Result<CpuTensor> {
+        if r >= x.rows {
+            return Err(Error::Backend(format!(
+                "row {r} of a {}x{} tensor",
+                x.rows, x.cols
+            )));
+        }
+        Ok(t(1, x.cols, x.data[r * x.cols..(r + 1) * x.cols].to_vec()))
+    }
+
+    fn read_values(&self, ts: &[&CpuTensor]) -> Result<Vec<f32>> {
+        ts.iter()
+            .map(|x| {
+                x.data
+                    .first()
+                    .copied()
+                    .ok_or_else(|| Error::Backend("read_values: empty tensor".into()))
+            })
+            .collect()
     }
 }
