@@ -77,17 +77,26 @@ extern "C" __global__ void softcap_log_softmax(float* __restrict__ logits, int r
 // place on z = h·headᵀ (+ delta) [rows, vocab], for per-row loss weights dnll:
 //   l = c*tanh(z/c),  p = exp(l - lse),  dl = dnll[r] * (p - [j == target]),
 //   dz = c > 0 ? dl * (1 - (l/c)^2) : dl
+// With nll_out, the row's NLL lse - l[target] is written there too (the training loss from
+// the same pass); with dnll null, every row's weight is g_uniform.
 // Launch: grid (rows), block 256.
 extern "C" __global__ void softcap_nll_backward(float* __restrict__ logits,
                                                 const unsigned int* __restrict__ targets,
-                                                const float* __restrict__ dnll, int rows,
-                                                int vocab, float cap) {
+                                                const float* __restrict__ dnll, float g_uniform,
+                                                float* __restrict__ nll_out, int rows, int vocab,
+                                                float cap) {
     const int r = blockIdx.x;
     if (r >= rows) return;
     float* z = logits + (size_t)r * vocab;
     const float lse = capped_lse(z, vocab, cap);
-    const float g = dnll[r];
+    const float g = dnll ? dnll[r] : g_uniform;
     const int t = (int)targets[r];
+    if (nll_out) {
+        // Read before any thread overwrites z[t] below.
+        const float zt = z[t];
+        __syncthreads();
+        if (threadIdx.x == 0) nll_out[r] = lse - zt;
+    }
     for (int c = threadIdx.x; c < vocab; c += blockDim.x) {
         const float l = z[c];
         const float p = expf(l - lse);

@@ -27,3 +27,18 @@ extern "C" __global__ void ns_axpby(float* __restrict__ out, const float* __rest
     }
     out[i] = v;
 }
+
+// out = R(inv * x), inv = 1 / (sqrt(s) + 1e-7) for the squared norm s = pairs[0] + pairs[1] (a
+// (hi, lo) pair summed on the device, see `sum_squares_partial` in cuda/optim.cu); in the bf16
+// run inv = 1 / bf16(bf16(sqrt(s)) + 1e-7) and R rounds to bf16. Every thread derives the same
+// inv from the pair: no read back to the host.
+extern "C" __global__ void ns_normalize(float* __restrict__ out, const float* __restrict__ x,
+                                        const float* __restrict__ pairs, long long n, int bf16) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float norm = (float)sqrt((double)pairs[0] + (double)pairs[1]);
+    float inv = bf16 ? 1.0f / round_bf16(round_bf16(norm) + 1e-7f) : 1.0f / (norm + 1e-7f);
+    float v = inv * x[i];
+    if (bf16) v = round_bf16(v);
+    out[i] = v;
+}

@@ -96,17 +96,17 @@ extern "C" __global__ void fake_quant_rows(const float* __restrict__ w, float* _
     }
 }
 
-// Block b sums x[i]^2 over its grid-strided share in double, and writes the sum as the pair
-// (hi, lo) = (float(s), float(s - hi)) to partial[2b], partial[2b+1]. Fixed grid, fixed order:
-// the result does not depend on scheduling.
+// Block b sums x[i]^2 (x[i] when square == 0) over its grid-strided share in double, and
+// writes the sum as the pair (hi, lo) = (float(s), float(s - hi)) to partial[2b], partial[2b+1].
+// Fixed grid, fixed order: the result does not depend on scheduling.
 extern "C" __global__ void sum_squares_partial(const float* __restrict__ x, long long n,
-                                               float* __restrict__ partial) {
+                                               float* __restrict__ partial, int square) {
     __shared__ double red[SS_THREADS];
     double s = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         double v = (double)x[i];
-        s += v * v;
+        s += square ? v * v : v;
     }
     red[threadIdx.x] = s;
     __syncthreads();
@@ -132,6 +132,15 @@ extern "C" __global__ void sum_pairs(const float* __restrict__ pairs, int n,
     float hi = (float)t;
     out[2 * slot] = hi;
     out[2 * slot + 1] = (float)(t - (double)hi);
+}
+
+// One thread: out[0] = float(the sum, in order, of the n (hi, lo) pairs of `pairs`).
+extern "C" __global__ void pairs_total(const float* __restrict__ pairs, int n,
+                                       float* __restrict__ out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double t = 0.0;
+    for (int i = 0; i < n; i++) t += (double)pairs[2 * i] + (double)pairs[2 * i + 1];
+    out[0] = (float)t;
 }
 
 // One thread: out[0] = the sum, in order, of hi[i] + lo[i] over n columns (a column dot's

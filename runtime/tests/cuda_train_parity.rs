@@ -572,7 +572,9 @@ fn whole_model_gradients<G: Gpu>(gpu: CudaBackend<G>) {
 }
 
 /// Four optimizer steps of a tiny model on the training shards (Muon + Adam groups, clipping,
-/// EMA, late QAT, two accumulation micro-steps): the same losses and weights as on the CPU.
+/// EMA, late QAT, two accumulation micro-steps): the same losses and weights as on the CPU, and
+/// every step within the device-residency budget: no weight or optimizer-state upload (at most
+/// 16 bytes per token + 4 KiB host to device), at most 1 KiB back, at most two waits.
 fn trainer_steps<G: Gpu>(gpu: CudaBackend<G>) {
     use pgolf_rt::data::TokenStream;
     use pgolf_rt::train::{
@@ -626,14 +628,42 @@ fn trainer_steps<G: Gpu>(gpu: CudaBackend<G>) {
         &InitConfig::default(),
     );
     let stream = || TokenStream::open(&glob).unwrap();
+    let cfg_tokens = cfg.train_batch_tokens;
     let mut c = Trainer::new(cfg.clone(), CpuBackend::new(), w.clone(), stream()).unwrap();
     let mut g = Trainer::new(cfg, gpu, w, stream()).unwrap();
+    // What one step may move between host and device once the model is there: token ids,
+    // targets and the index lists the ops need (16 bytes per token), plus 4 KiB; back, the
+    // squared gradient norm, the loss and the scalar parameters (1 KiB); two waits.
+    let tokens = cfg_tokens;
+    let h2d_budget = 16 * tokens as u64 + 4096;
     for _ in 0..n {
         let (rc, rg) = (c.train_step().unwrap(), g.train_step().unwrap());
+        let t = rg.traffic.expect("the CUDA backend counts traffic");
         println!(
-            "step {}: train_loss cpu {:.7} cuda {:.7}, grad_norm cpu {:.6} cuda {:.6}, qat {}",
-            rc.step, rc.train_loss, rg.train_loss, rc.grad_norm, rg.grad_norm, rc.qat
+            "step {}: train_loss cpu {:.7} cuda {:.7}, grad_norm cpu {:.6} cuda {:.6}, qat {}; \
+             h2d {} B ({:.1}/token), d2h {} B, syncs {}, launches {}",
+            rc.step,
+            rc.train_loss,
+            rg.train_loss,
+            rc.grad_norm,
+            rg.grad_norm,
+            rc.qat,
+            t.h2d_bytes,
+            t.h2d_bytes as f64 / tokens as f64,
+            t.d2h_bytes,
+            t.syncs,
+            t.launches
         );
+        // The first step also pays for what is cached afterwards (RoPE tables).
+        if rc.step > 1 {
+            assert!(
+                t.h2d_bytes <= h2d_budget,
+                "h2d {} > {h2d_budget}",
+                t.h2d_bytes
+            );
+            assert!(t.d2h_bytes <= 1024, "d2h {}", t.d2h_bytes);
+            assert!(t.syncs <= 2, "syncs {}", t.syncs);
+        }
         assert_eq!(rc.qat, rg.qat);
         assert!(
             (rc.train_loss - rg.train_loss).abs() < 1e-4,
@@ -642,7 +672,10 @@ fn trainer_steps<G: Gpu>(gpu: CudaBackend<G>) {
         );
         assert!((rc.grad_norm - rg.grad_norm).abs() < 1e-3 * rc.grad_norm.max(1.0));
     }
-    for ((name, wc), (_, wg)) in flat(c.final_weights()).iter().zip(&flat(g.final_weights())) {
+    for ((name, wc), (_, wg)) in flat(&c.final_weights().unwrap())
+        .iter()
+        .zip(&flat(&g.final_weights().unwrap()))
+    {
         assert_close(&format!("after {n} steps: {name}"), wg, wc, 1e-3);
     }
 }

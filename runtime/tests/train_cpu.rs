@@ -132,7 +132,10 @@ fn loss_falls_and_resume_follows_the_same_curve() {
     for (i, (x, y)) in losses[8..].iter().zip(&resumed).enumerate() {
         assert!((x - y).abs() < 1e-9, "step {}: {x} vs resumed {y}", i + 9);
     }
-    let (wa, wc) = (flat(a.final_weights()), flat(c.final_weights()));
+    let (wa, wc) = (
+        flat(&a.final_weights().unwrap()),
+        flat(&c.final_weights().unwrap()),
+    );
     let max = common::max_abs_diff(&wa, &wc);
     assert!(max < 1e-6, "resumed weights differ by {max}");
 
@@ -154,7 +157,7 @@ fn two_ranks_match_one_rank_accumulating_the_same_global_batch() {
         dp.train_step().unwrap();
         acc.train_step().unwrap();
     }
-    let (x, y) = (flat(&dp.weights), flat(&acc.weights));
+    let (x, y) = (flat(&dp.weights().unwrap()), flat(&acc.weights().unwrap()));
     let max = common::max_abs_diff(&x, &y);
     println!("max |w_dp - w_accum| = {max:e}");
     assert!(max < 1e-5, "data-parallel update differs by {max}");
@@ -163,7 +166,7 @@ fn two_ranks_match_one_rank_accumulating_the_same_global_batch() {
     for _ in 0..3 {
         single.train_step().unwrap();
     }
-    let z = flat(&single.weights);
+    let z = flat(&single.weights().unwrap());
     let diff = common::max_abs_diff(&x, &z);
     assert!(diff > 1e-4, "half the batch gave the same update ({diff})");
 }
@@ -176,7 +179,7 @@ fn exports_round_trip_through_the_loader() {
     let mut t = trainer(&shared, config(2, 1, 1));
     t.train_step().unwrap();
     t.train_step().unwrap();
-    let w = t.final_weights().clone();
+    let w = t.final_weights().unwrap();
     for kind in [ExportKind::Int8Zlib, ExportKind::Int6Zstd] {
         let bytes = export_weights(&w, kind).unwrap();
         let art = Artifact::from_bytes(&bytes).unwrap();
@@ -242,11 +245,13 @@ fn eleven_layer_lineage_modules_train() {
     // Table and projection both start at zero (spec 4.2), which leaves the bigram path without
     // gradient until the orthogonal init of full-size models re-draws the projection; seed the
     // table here so the path trains.
-    let bg = t.weights.bigram.as_mut().unwrap();
+    let mut w0 = t.weights().unwrap();
+    let bg = w0.bigram.as_mut().unwrap();
     for (i, v) in bg.embed.data.iter_mut().enumerate() {
         *v = 0.01 * ((i * 37 % 17) as f32 - 8.0);
     }
     let proj0 = bg.proj.as_ref().unwrap().data.clone();
+    t.set_weights(&w0).unwrap();
     let losses: Vec<f64> = (0..12)
         .map(|_| t.train_step().unwrap().train_loss)
         .collect();
@@ -256,23 +261,23 @@ fn eleven_layer_lineage_modules_train() {
         "{losses:?}"
     );
     // Every module received updates.
-    let bg = t.weights.bigram.as_ref().unwrap();
+    let tw = t.weights().unwrap();
+    let bg = tw.bigram.as_ref().unwrap();
     assert_ne!(bg.proj.as_ref().unwrap().data, proj0);
     assert!(bg.scale.value() != 0.05);
-    assert!(t
-        .weights
+    assert!(tw
         .smear_gate
         .as_ref()
         .unwrap()
         .data
         .iter()
         .any(|&g| g != 0.0));
-    let ve = t.weights.value_embed.as_ref().unwrap();
+    let ve = tw.value_embed.as_ref().unwrap();
     assert!(ve.proj.data.iter().any(|&v| v != 0.0) && ve.scale.value() != 0.1);
-    let bytes = export_weights(t.final_weights(), ExportKind::Int6Zstd).unwrap();
+    let bytes = export_weights(&t.final_weights().unwrap(), ExportKind::Int6Zstd).unwrap();
     let art = Artifact::from_bytes(&bytes).unwrap();
     let back = ModelWeights::from_artifact(&art, &ov).unwrap();
-    assert_eq!(back.config, t.weights.config);
+    assert_eq!(back.config, tw.config);
 }
 
 /// Spec 4.2: `bigram.proj` is optimized by Muon in the 1.1271 record and by the scalar Adam
@@ -292,14 +297,16 @@ fn bigram_projection_trains_with_muon_or_adam() {
         cfg.qat = QatMode::Off;
         cfg.optim.bigram_proj_muon = muon;
         let mut t = trainer_for(&shared, cfg, a, &ConfigOverrides::default());
-        let bg = t.weights.bigram.as_mut().unwrap();
+        let mut w = t.weights().unwrap();
+        let bg = w.bigram.as_mut().unwrap();
         for (i, v) in bg.embed.data.iter_mut().enumerate() {
             *v = 0.01 * ((i * 37 % 17) as f32 - 8.0);
         }
+        t.set_weights(&w).unwrap();
         t
     };
     let params = |t: &Trainer<CpuBackend>| {
-        let mut w = t.weights.clone();
+        let mut w = t.weights().unwrap();
         w.params_mut()
             .into_iter()
             .map(|p| (p.name, p.values.to_vec()))
@@ -406,4 +413,77 @@ fn micro_step_sums_on_the_backend_equal_host_sums() {
     let mut g = dev(b1).1;
     let e = g.add_scaled(&be, g_other, 1.0).unwrap_err().to_string();
     assert!(e.contains("different models"), "{e}");
+}
+
+/// The trainer keeps every tensor on its backend and steps with the backend's optimizer ops;
+/// on the CPU those are the host optimizers' own oracles. So a run equals, weight for weight,
+/// the host loop it replaced: per step a model built from the host weights (fake-quantized
+/// under QAT), loss and gradients of each micro-step summed on the host, then
+/// `Optimizers::step` (clipping, Muon, Adam groups) and the host EMA. With the lineage's
+/// modules, two micro-steps, late QAT, clipping and EMA.
+#[test]
+fn device_resident_trainer_equals_the_host_loop() {
+    use pgolf_rt::train::{fake_quantized, Ema, Optimizers};
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let a = lineage_modules();
+    let mut cfg = config(5, 1, 2);
+    cfg.qat = QatMode::Late(0.9);
+    let ov = ConfigOverrides::default();
+    let mcfg = a.config(&ov).unwrap();
+    let w0 = init_weights(&mcfg, &InitConfig::default());
+    let mut t = trainer_for(&shared, cfg.clone(), a, &ov);
+
+    let mut w = w0.clone();
+    let mut opt = Optimizers::new(cfg.optim, mcfg.tied_embeddings);
+    let mut ema = Ema::new(0.9, &w);
+    let mut stream = TokenStream::open(&train_glob(&shared)).unwrap();
+    let mut elapsed = 0.0;
+    for step in 0..5 {
+        let r = t.train_step().unwrap();
+        let lr_mul = cfg.schedule.lr_mul(step, elapsed);
+        elapsed = r.train_time_ms;
+        let seen = if cfg.qat.active(lr_mul) {
+            fake_quantized(&w)
+        } else {
+            w.clone()
+        };
+        let m = TrainModel::new(CpuBackend::new(), &seen).unwrap();
+        let mut sum = ModelWeights::zeros(&mcfg);
+        let mut loss = 0.0;
+        for _ in 0..2 {
+            let b = &stream.next_batch(1024, 64, 1, 2).unwrap()[0];
+            let rows: Vec<usize> = (0..b.inputs.len()).collect();
+            let (l, g) = m
+                .loss_and_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets, None, true)
+                .unwrap();
+            loss += l / 2.0;
+            let mut g = g.base.unwrap();
+            for (s, x) in sum.params_mut().into_iter().zip(g.params_mut()) {
+                s.values
+                    .iter_mut()
+                    .zip(x.values.iter())
+                    .for_each(|(s, &x)| *s += 0.5 * x);
+            }
+        }
+        let norm = opt
+            .step(&mut w, &mut sum, lr_mul, cfg.schedule.muon_momentum(step))
+            .unwrap();
+        ema.update(&mut w);
+        assert!(
+            (r.train_loss - loss).abs() < 1e-6,
+            "step {step}: loss {} vs host {loss}",
+            r.train_loss
+        );
+        assert!(
+            (r.grad_norm - norm).abs() < 1e-5 * norm,
+            "step {step}: norm {} vs host {norm}",
+            r.grad_norm
+        );
+    }
+    let live = common::max_abs_diff(&flat(&t.weights().unwrap()), &flat(&w));
+    let avg = common::max_abs_diff(&flat(&t.final_weights().unwrap()), &flat(ema.weights()));
+    println!("after 5 steps: weights differ by {live:.2e}, EMA by {avg:.2e}");
+    assert!(live < 1e-6 && avg < 1e-6, "{live} {avg}");
 }

@@ -312,6 +312,37 @@ pub trait TrainBackend: Backend {
         self.upload(&[d as f32], 1, 1)
     }
 
+    /// `Σ_r nll(h[r], targets[r])` (no adapters) as a `[1, 1]` tensor left on the backend: the
+    /// training loss without a wait per micro-step. The sum is taken in f64 and rounded once.
+    fn nll_sum(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<Self::Tensor> {
+        let nll = self.nll_delta(h, head, None, targets, softcap)?;
+        let s: f64 = nll.iter().map(|&v| v as f64).sum();
+        self.upload(&[s as f32], 1, 1)
+    }
+
+    /// [`TrainBackend::nll_backward_logits`] with the same weight `weight` for every row and no
+    /// logit delta, and the summed NLL of those rows as a `[1, 1]` tensor from the same pass:
+    /// the training step's head, which then uploads no weights and reads back no loss.
+    fn nll_backward_logits_uniform(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        targets: &[u32],
+        softcap: f32,
+        weight: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let loss = self.nll_sum(h, head, targets, softcap)?;
+        let dnll = vec![weight; targets.len()];
+        let dz = self.nll_backward_logits(h, head, None, targets, softcap, &dnll)?;
+        Ok((dz, loss))
+    }
+
     /// The first value of each tensor, read back together (one wait for the device).
     fn read_values(&self, ts: &[&Self::Tensor]) -> Result<Vec<f32>> {
         ts.iter()

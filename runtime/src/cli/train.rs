@@ -309,8 +309,19 @@ fn validate<B: TrainBackend + Clone>(
     batch: usize,
 ) -> Result<EvalResult> {
     let model = DeviceModel::new(be.clone(), weights)?;
-    let r = eval_standard(
-        &model,
+    validate_on(&model, val, lut, seq, batch)
+}
+
+/// Standard eval of `val` on a model already on its backend (the trainer's own).
+fn validate_on<B: TrainBackend>(
+    model: &DeviceModel<B>,
+    val: &[u32],
+    lut: &ByteLut,
+    seq: usize,
+    batch: usize,
+) -> Result<EvalResult> {
+    Ok(eval_standard(
+        model,
         val,
         lut,
         EvalOptions {
@@ -318,9 +329,7 @@ fn validate<B: TrainBackend + Clone>(
             batch,
             progress: None,
         },
-    )
-    .context("validation failed")?;
-    Ok(r)
+    )?)
 }
 
 fn shard_glob(dir: &Path, split: &str) -> Result<String> {
@@ -514,7 +523,7 @@ impl Run<'_> {
         let mut steps: Vec<(usize, f64, f64)> = Vec::new(); // (step, loss, step ms)
         let mut last_ms = t.elapsed_ms;
         if !resumed && t.should_validate() {
-            let r = validate(&be, &t.weights, val, lut, val_seq, a.val_batch)?;
+            let r = validate_on(t.model(), val, lut, val_seq, a.val_batch)?;
             log.line(&t.val_line(r.val_loss, r.val_bpb));
         }
         while !t.finished() {
@@ -560,7 +569,7 @@ impl Run<'_> {
                 }
             }
             if t.should_validate() {
-                let v = validate(&be, &t.weights, val, lut, val_seq, a.val_batch)?;
+                let v = validate_on(t.model(), val, lut, val_seq, a.val_batch)?;
                 log.line(&t.val_line(v.val_loss, v.val_bpb));
             }
             if let Some(p) = &a.checkpoint {
@@ -579,14 +588,14 @@ impl Run<'_> {
 
         if cfg.ema_decay.is_some() {
             // The EMA replaces the weights before export (spec 4.9); say what it scores.
-            let v = validate(&be, t.final_weights(), val, lut, val_seq, a.val_batch)?;
+            let v = validate_on(&t.final_model()?, val, lut, val_seq, a.val_batch)?;
             log.line(&format!(
                 "ema:applied val_loss:{:.4} val_bpb:{:.4}",
                 v.val_loss, v.val_bpb
             ));
         }
         let start = Instant::now();
-        let bytes = export_weights(t.final_weights(), export)?;
+        let bytes = export_weights(&t.final_weights()?, export)?;
         pgolf_rt::artifact::write_atomic(out, &bytes)?;
         log.line(&format!(
             "Serialized model {}: {} bytes to {} ({} the {} byte cap, {:.1}s)",

@@ -127,6 +127,36 @@ pub(crate) struct Scalars {
 }
 
 impl Scalars {
+    /// The scalar parameters of `p` (which go to the forward as plain factors), in the order
+    /// [`Scalars::from_values`] takes them back.
+    pub(crate) fn tensors<T>(p: &Params<T>) -> Vec<&T> {
+        let mut out = Vec::new();
+        if let Some(b) = &p.bigram {
+            out.push(&b.scale);
+        }
+        if let Some(v) = &p.value_embed {
+            out.push(&v.scale);
+            out.extend(v.layer_scales.iter());
+        }
+        out
+    }
+
+    /// [`Scalars`] from the values of [`Scalars::tensors`], in that order.
+    pub(crate) fn from_values<T>(p: &Params<T>, vals: &[f32]) -> Scalars {
+        let mut it = vals.iter().copied();
+        let mut s = Scalars::default();
+        if p.bigram.is_some() {
+            s.bigram_scale = it.next().unwrap_or(0.0);
+        }
+        if let Some(v) = &p.value_embed {
+            s.ve_scale = it.next().unwrap_or(0.0);
+            s.ve_layer_scales = (0..v.layer_scales.len())
+                .map(|_| it.next().unwrap_or(0.0))
+                .collect();
+        }
+        s
+    }
+
     fn of(p: &Params<Matrix>) -> Scalars {
         Scalars {
             bigram_scale: p.bigram.as_ref().map_or(0.0, |b| b.scale.value()),
@@ -174,6 +204,24 @@ impl<B: Backend> DeviceModel<B> {
             skip_rows,
             backend,
         })
+    }
+
+    /// A model from parameters already on `backend`, with the skip weights' rows and the host
+    /// copies of the scalar parameters they imply (what [`DeviceModel::new`] derives itself).
+    pub(crate) fn assemble(
+        backend: B,
+        config: ModelConfig,
+        params: Params<B::Tensor>,
+        skip_rows: Vec<B::Tensor>,
+        scalars: Scalars,
+    ) -> Self {
+        DeviceModel {
+            config,
+            backend,
+            params,
+            skip_rows,
+            scalars,
+        }
     }
 
     /// The backend the weights live on.

@@ -11,7 +11,7 @@ mod weights;
 
 pub use adapters::DeviceLora;
 pub use config::{Activation, BigramConfig, ConfigOverrides, ModelConfig, ValueEmbedConfig};
-pub(crate) use forward::{ln_scale, BlockTape, Forward};
+pub(crate) use forward::{ln_scale, BlockTape, Forward, Scalars};
 pub use forward::{DeviceModel, Tape};
 pub use params::{BigramParams, BlockParams, Dims, Params, ValueEmbedParams};
 pub use weights::{BigramWeights, BlockWeights, Matrix, ModelWeights, Param, ValueEmbedWeights};

@@ -4,7 +4,7 @@
 //! oracle), `Params<B::Tensor>` the weights of a [`super::DeviceModel`] or the gradients of a
 //! backward, and the optimizers' state is the same tree again. [`Params::leaves`] /
 //! [`Params::leaves_mut`] give every parameter under its state-dict name in `train_gpt.py`'s
-//! registration order (the one place that maps names to fields, [`walk!`]), and
+//! registration order (the one place that maps names to fields, the `walk!` macro), and
 //! [`Params::try_map`] builds the same tree over another type. Adding a parameter to the model
 //! means adding one field here, its line in `walk!` and `try_map`, and its forward and
 //! backward.

@@ -17,6 +17,13 @@ use crate::model::{
 };
 use crate::{Error, Result};
 
+/// The head's loss weights: one per row, or one for every row (the mean of a training loss).
+#[derive(Clone, Copy)]
+enum Loss<'a> {
+    PerRow(&'a [f32]),
+    Uniform(f32),
+}
+
 /// What a backward produced.
 #[derive(Debug, Clone)]
 pub struct Gradients {
@@ -40,8 +47,8 @@ struct VeGrads<T> {
     proj: T,
     /// Gradient of the gathered rows `e = ve_shared.embed[ids]`.
     de: T,
-    /// `dc = Σ dv ⊙ p`.
-    dc: f64,
+    /// `dc = Σ dv ⊙ p` (`[1, 1]`).
+    dc: T,
 }
 
 /// Adapter gradients `(dA, dB)` by member, then by index in [`super::Lora::adapters`].
@@ -145,8 +152,35 @@ impl<B: TrainBackend> TrainModel<B> {
         lora: Option<&DeviceLora<B::Tensor>>,
         want_base: bool,
     ) -> Result<(Option<BaseGrads<B::Tensor>>, Vec<LoraGrads>)> {
+        let (base, lora, _) =
+            self.backward_with(tape, rows, targets, Loss::PerRow(dnll), lora, want_base)?;
+        Ok((base, lora))
+    }
+
+    /// The backward with the head's loss weights given per row, or one weight for every row
+    /// (then the summed NLL of the rows comes back too, as a `[1, 1]` tensor from the same
+    /// head pass). When `rows` is every position in order and there are no adapters, the head
+    /// reads the tape's hidden states directly (no gather, no scatter back).
+    #[allow(clippy::type_complexity)]
+    fn backward_with(
+        &self,
+        tape: &Tape<B::Tensor>,
+        rows: &[usize],
+        targets: &[u32],
+        loss: Loss<'_>,
+        lora: Option<&DeviceLora<B::Tensor>>,
+        want_base: bool,
+    ) -> Result<(
+        Option<BaseGrads<B::Tensor>>,
+        Vec<LoraGrads>,
+        Option<B::Tensor>,
+    )> {
         let (be, cfg) = (self.backend(), self.config());
-        if rows.len() != targets.len() || rows.len() != dnll.len() {
+        let per_row = match loss {
+            Loss::PerRow(d) => d.len(),
+            Loss::Uniform(_) => rows.len(),
+        };
+        if rows.len() != targets.len() || rows.len() != per_row {
             return Err(Error::Usage(
                 "backward: rows/targets/dnll lengths differ".into(),
             ));
@@ -158,15 +192,48 @@ impl<B: TrainBackend> TrainModel<B> {
             .unwrap_or_default();
 
         // Head.
-        let (hs, u, delta) = self.head_inputs(tape, rows, lora)?;
-        let dz = be.nll_backward_logits(
-            &hs,
-            self.model.head(),
-            delta.as_ref(),
-            targets,
-            cfg.logit_softcap,
-            dnll,
-        )?;
+        let identity =
+            lora.is_none() && rows.len() == total && rows.iter().enumerate().all(|(i, &r)| i == r);
+        let (hs, u, delta) = if identity {
+            (be.copy(&tape.h)?, None, None)
+        } else {
+            self.head_inputs(tape, rows, lora)?
+        };
+        let (dz, loss_sum) = match loss {
+            Loss::Uniform(w) if delta.is_none() => {
+                let (dz, l) = be.nll_backward_logits_uniform(
+                    &hs,
+                    self.model.head(),
+                    targets,
+                    cfg.logit_softcap,
+                    w,
+                )?;
+                (dz, Some(l))
+            }
+            Loss::Uniform(w) => {
+                let dnll = vec![w; rows.len()];
+                let dz = be.nll_backward_logits(
+                    &hs,
+                    self.model.head(),
+                    delta.as_ref(),
+                    targets,
+                    cfg.logit_softcap,
+                    &dnll,
+                )?;
+                (dz, None)
+            }
+            Loss::PerRow(dnll) => {
+                let dz = be.nll_backward_logits(
+                    &hs,
+                    self.model.head(),
+                    delta.as_ref(),
+                    targets,
+                    cfg.logit_softcap,
+                    dnll,
+                )?;
+                (dz, None)
+            }
+        };
         let head_ad = match lora {
             Some(l) => l.head_slot(rows)?.zip(l.index_head),
             None => None,
@@ -180,7 +247,11 @@ impl<B: TrainBackend> TrainModel<B> {
             want_base,
             &mut slots,
         )?;
-        let dh = be.gather_rows_backward(&dhs, rows, total)?;
+        let dh = if identity {
+            dhs
+        } else {
+            be.gather_rows_backward(&dhs, rows, total)?
+        };
         let mut dx = be.rms_norm_backward(&tape.x_final, &dh, eps, 1.0)?;
 
         // Blocks, last to first.
@@ -218,7 +289,7 @@ impl<B: TrainBackend> TrainModel<B> {
         let members = lora.map_or(0, |l| l.members);
         let lora_grads = split_members(be, slots, members)?;
         if !want_base {
-            return Ok((None, lora_grads));
+            return Ok((None, lora_grads, loss_sum));
         }
 
         // Embedding: block 0's input is x0 itself.
@@ -245,25 +316,24 @@ impl<B: TrainBackend> TrainModel<B> {
         let skip_weights = if dskip_w.is_empty() {
             None
         } else {
-            let mut skip = vec![0.0f32; dskip_w.len() * d];
-            for (j, g) in dskip_w.iter().enumerate() {
-                if let Some(g) = g {
-                    skip[j * d..(j + 1) * d].copy_from_slice(&be.download(g)?);
-                }
-            }
-            Some(be.upload(&skip, dskip_w.len(), d)?)
+            let rows: Vec<Option<&B::Tensor>> = dskip_w.iter().map(Option::as_ref).collect();
+            Some(be.stack_rows(&rows, d)?)
         };
         let mut blocks = Vec::with_capacity(layers);
         let n_ve = self.model.scalars.ve_layer_scales.len();
         // Value embeddings: (Σ d proj, Σ de) over layers and `dc` per slot.
         let mut ve_sum: Option<(B::Tensor, B::Tensor)> = None;
-        let mut ve_dc = vec![0.0f64; n_ve];
+        let mut ve_dc: Vec<Option<B::Tensor>> = (0..n_ve).map(|_| None).collect();
         for bg in bgrads {
             let bg = bg.ok_or_else(|| Error::Backend("missing block gradient".into()))?;
             if let Some(v) = bg.ve {
-                *ve_dc
+                let slot = ve_dc
                     .get_mut(v.slot)
-                    .ok_or_else(|| Error::Backend("backward: bad VE slot".into()))? += v.dc;
+                    .ok_or_else(|| Error::Backend("backward: bad VE slot".into()))?;
+                match slot {
+                    Some(acc) => be.add_scalar_scaled(acc, &v.dc, 1.0)?,
+                    None => *slot = Some(v.dc),
+                }
                 match &mut ve_sum {
                     None => ve_sum = Some((v.proj, v.de)),
                     Some((p, de)) => {
@@ -287,21 +357,23 @@ impl<B: TrainBackend> TrainModel<B> {
                         (be.zeros(er, ec)?, be.zeros(pr, pc)?)
                     }
                 };
-                // c_k = ls_k · s: d ls_k = dc_k · s, d s = Σ_k dc_k · ls_k.
+                // c_k = ls_k · s: d ls_k = dc_k · s, d s = Σ_k dc_k · ls_k (on the backend).
                 let sc = &self.model.scalars;
-                let scale = ve_dc
-                    .iter()
-                    .zip(&sc.ve_layer_scales)
-                    .map(|(dc, &l)| dc * l as f64)
-                    .sum::<f64>() as f32;
-                let layer_scales = ve_dc
-                    .iter()
-                    .map(|dc| be.upload(&[(dc * sc.ve_scale as f64) as f32], 1, 1))
-                    .collect::<Result<_>>()?;
+                let mut scale = be.zeros(1, 1)?;
+                let mut layer_scales = Vec::with_capacity(n_ve);
+                for (dc, &l) in ve_dc.iter().zip(&sc.ve_layer_scales) {
+                    match dc {
+                        Some(dc) => {
+                            be.add_scalar_scaled(&mut scale, dc, l)?;
+                            layer_scales.push(be.scaled(dc, sc.ve_scale)?);
+                        }
+                        None => layer_scales.push(be.zeros(1, 1)?),
+                    }
+                }
                 Some(ValueEmbedParams {
                     embed,
                     proj,
-                    scale: be.upload(&[scale], 1, 1)?,
+                    scale,
                     layer_scales,
                 })
             }
@@ -320,6 +392,7 @@ impl<B: TrainBackend> TrainModel<B> {
                 },
             }),
             lora_grads,
+            loss_sum,
         ))
     }
 
@@ -336,7 +409,7 @@ impl<B: TrainBackend> TrainModel<B> {
             _ => return Err(Error::Backend("backward: BigramHash tape mismatch".into())),
         };
         let term = bt.p.as_ref().unwrap_or(&bt.e);
-        let d_scale = be.dot(dx_emb, term)?;
+        let d_scale = be.dot_tensor(dx_emb, term)?;
         let dterm = be.scaled(dx_emb, self.model.scalars.bigram_scale)?;
         let (de, proj) = match &bg.proj {
             Some(w) => (
@@ -350,7 +423,7 @@ impl<B: TrainBackend> TrainModel<B> {
         Ok(Some(BigramParams {
             embed: d_embed,
             proj,
-            scale: be.upload(&[d_scale as f32], 1, 1)?,
+            scale: d_scale,
         }))
     }
 
@@ -398,7 +471,7 @@ impl<B: TrainBackend> TrainModel<B> {
                     slot: vt.slot,
                     proj: be.linear_backward_weight(&dp, &vt.e)?,
                     de: be.linear_backward_input(&dp, &ve.proj)?,
-                    dc: be.dot(&dv, &vt.p)?,
+                    dc: be.dot_tensor(&dv, &vt.p)?,
                 })
             }
             _ => None,
@@ -483,6 +556,34 @@ impl<B: TrainBackend> TrainModel<B> {
         let (base, _) = self.backward_all(&tape, rows, targets, &dnll, None, true)?;
         let base =
             base.ok_or_else(|| Error::Backend("backward returned no weight gradients".into()))?;
+        Ok((loss, base))
+    }
+}
+
+impl<B: TrainBackend> TrainModel<B> {
+    /// [`TrainModel::loss_and_base_grads`] with nothing read back: the summed NLL over `rows`
+    /// as a `[1, 1]` tensor and the base gradients of its mean, all on the backend.
+    pub fn loss_sum_and_base_grads(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        rows: &[usize],
+        targets: &[u32],
+    ) -> Result<(B::Tensor, BaseGrads<B::Tensor>)> {
+        let tape = self.forward(ids, batch, seq, None)?;
+        let n = rows.len().max(1);
+        let (base, _, loss) = self.backward_with(
+            &tape,
+            rows,
+            targets,
+            Loss::Uniform(1.0 / n as f32),
+            None,
+            true,
+        )?;
+        let base =
+            base.ok_or_else(|| Error::Backend("backward returned no weight gradients".into()))?;
+        let loss = loss.ok_or_else(|| Error::Backend("backward returned no loss".into()))?;
         Ok((loss, base))
     }
 }

@@ -81,20 +81,22 @@ pub fn save_checkpoint<B: TrainBackend + Clone>(t: &Trainer<B>, path: &Path) -> 
         ),
         ("stream_file".into(), int(pos.file)),
         ("stream_token".into(), int(pos.token)),
-        ("model".into(), weights_dict(&t.weights)?),
     ];
-    if let Some(e) = &t.ema {
+    // The state lives on the backend: download it once for the file.
+    let st = t.host_state()?;
+    root.push(("model".into(), weights_dict(&st.weights)?));
+    if let Some(e) = &st.ema {
         root.push(("ema".into(), weights_dict(e.weights())?));
     }
-    let proj_muon = t.opt.cfg.bigram_proj_muon;
-    let mats = group_names(&t.weights, Group::Matrix, proj_muon);
-    root.push(("muon".into(), buffers(&mats, &t.opt.muon.bufs)?));
+    let proj_muon = st.opt.cfg.bigram_proj_muon;
+    let mats = group_names(&st.weights, Group::Matrix, proj_muon);
+    root.push(("muon".into(), buffers(&mats, &st.opt.muon.bufs)?));
     for (g, label) in ADAM_GROUPS {
-        let names = group_names(&t.weights, g, proj_muon);
+        let names = group_names(&st.weights, g, proj_muon);
         let a = match g {
-            Group::Embed => &t.opt.embed,
-            Group::Head => &t.opt.head,
-            _ => &t.opt.scalar,
+            Group::Embed => &st.opt.embed,
+            Group::Head => &st.opt.head,
+            _ => &st.opt.scalar,
         };
         root.push((
             format!("adam_{label}"),
@@ -184,24 +186,24 @@ pub fn load_checkpoint<B: TrainBackend + Clone>(t: &mut Trainer<B>, path: &Path)
         }
         _ => return Err(err(path, "`config` is not a string")),
     }
-    let mut weights = t.weights.clone();
-    fill_weights(&mut weights, get(&root, "model", path)?, path)?;
-    if let Some(e) = &mut t.ema {
+    let mut st = t.host_state()?;
+    fill_weights(&mut st.weights, get(&root, "model", path)?, path)?;
+    if let Some(e) = &mut st.ema {
         fill_weights(&mut e.shadow, get(&root, "ema", path)?, path)?;
     }
-    let proj_muon = t.opt.cfg.bigram_proj_muon;
-    let mats = group_names(&weights, Group::Matrix, proj_muon);
-    t.opt.muon.bufs = read_buffers(get(&root, "muon", path)?, &mats, path)?;
+    let proj_muon = st.opt.cfg.bigram_proj_muon;
+    let mats = group_names(&st.weights, Group::Matrix, proj_muon);
+    st.opt.muon.bufs = read_buffers(get(&root, "muon", path)?, &mats, path)?;
     for (g, label) in ADAM_GROUPS {
-        let names = group_names(&weights, g, proj_muon);
+        let names = group_names(&st.weights, g, proj_muon);
         let d = get(&root, &format!("adam_{label}"), path)?;
         let step = get_int(d, "step", path)? as u64;
         let m = read_buffers(get(d, "m", path)?, &names, path)?;
         let v = read_buffers(get(d, "v", path)?, &names, path)?;
-        let a = t.opt.adam_mut(g);
+        let a = st.opt.adam_mut(g);
         (a.step, a.m, a.v) = (step, m, v);
     }
-    t.weights = weights;
+    t.set_host_state(&st)?;
     t.step = get_usize(&root, "step", path)?;
     t.elapsed_ms = get_int(&root, "elapsed_us", path)? as f64 / 1e3;
     t.stream.seek(StreamPos {

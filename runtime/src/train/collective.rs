@@ -4,10 +4,59 @@
 //! the same arithmetic on the host, so CI can prove that N workers give the update of one
 //! worker with the same global batch.
 
-use crate::model::ModelWeights;
+use crate::backend::train::TrainBackend;
+use crate::model::{ModelWeights, Params};
 use crate::{Error, Result};
 
-/// An all-reduce over the ranks of one data-parallel group.
+/// An all-reduce of gradients that live on a training backend: every rank's tree of gradient
+/// tensors is replaced by the mean over ranks. The trainer calls this; an NCCL implementation
+/// (one all-reduce of each rank's tensors across GPUs) fits it unchanged.
+pub trait DeviceCollective<B: TrainBackend> {
+    /// Number of ranks.
+    fn world_size(&self) -> usize;
+    /// Replaces every rank's gradients by the mean over ranks.
+    fn all_reduce_mean(&self, be: &B, grads: &mut [Params<B::Tensor>]) -> Result<()>;
+}
+
+/// All ranks on one backend in this process: the mean is summed in rank order on the backend.
+#[derive(Debug, Clone, Copy)]
+pub struct InProcess {
+    pub world: usize,
+}
+
+impl<B: TrainBackend> DeviceCollective<B> for InProcess {
+    fn world_size(&self) -> usize {
+        self.world
+    }
+
+    fn all_reduce_mean(&self, be: &B, grads: &mut [Params<B::Tensor>]) -> Result<()> {
+        if grads.len() != self.world || grads.is_empty() {
+            return Err(Error::Usage(format!(
+                "all-reduce: {} gradient sets for {} ranks",
+                grads.len(),
+                self.world
+            )));
+        }
+        let n = grads.len();
+        if n == 1 {
+            return Ok(());
+        }
+        let (first, rest) = grads.split_at_mut(1);
+        for g in rest.iter() {
+            first[0].zip_mut(g, |_, a, b| be.add_scalar_scaled(a, b, 1.0))?;
+        }
+        for t in first[0].values_mut() {
+            *t = be.scaled(t, 1.0 / n as f32)?;
+        }
+        for g in rest.iter_mut() {
+            *g = first[0].try_map(|_, _, t| be.copy(t))?;
+        }
+        Ok(())
+    }
+}
+
+/// An all-reduce over the ranks of one data-parallel group, of gradients on the host: the
+/// reference the device collective is tested against.
 pub trait Collective {
     /// Number of ranks.
     fn world_size(&self) -> usize;

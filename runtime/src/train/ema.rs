@@ -20,6 +20,11 @@ impl Ema {
         }
     }
 
+    /// An EMA whose shadow is `shadow` (a checkpoint's, or a device run's downloaded).
+    pub fn from_shadow(decay: f32, shadow: ModelWeights) -> Self {
+        Ema { decay, shadow }
+    }
+
     /// Folds the current weights into the average.
     pub fn update(&mut self, weights: &mut ModelWeights) {
         let d = self.decay;

@@ -125,6 +125,16 @@ impl Optimizers {
         }
     }
 
+    /// Every group's learning rate at multiplier `lr_mul`, and Muon's momentum.
+    pub(crate) fn set_schedule(&mut self, lr_mul: f32, muon_momentum: f32) {
+        let lrs = self.cfg.lrs;
+        self.muon.cfg.lr = lrs.matrix * lr_mul;
+        self.muon.cfg.momentum = muon_momentum;
+        self.embed.cfg.lr = if self.tied { lrs.tied_embed } else { lrs.embed } * lr_mul;
+        self.head.cfg.lr = lrs.head * lr_mul;
+        self.scalar.cfg.lr = lrs.scalar * lr_mul;
+    }
+
     pub(crate) fn adam_mut(&mut self, g: Group) -> &mut Adam {
         match g {
             Group::Embed => &mut self.embed,
@@ -168,12 +178,7 @@ impl Optimizers {
                 p.values.iter_mut().for_each(|g| *g *= coef);
             }
         }
-        let lrs = self.cfg.lrs;
-        self.muon.cfg.lr = lrs.matrix * lr_mul;
-        self.muon.cfg.momentum = muon_momentum;
-        self.embed.cfg.lr = if self.tied { lrs.tied_embed } else { lrs.embed } * lr_mul;
-        self.head.cfg.lr = lrs.head * lr_mul;
-        self.scalar.cfg.lr = lrs.scalar * lr_mul;
+        self.set_schedule(lr_mul, muon_momentum);
 
         let mut params = weights.params_mut();
         let grads = grads.params_mut();

@@ -10,8 +10,18 @@
 use super::lora::{Lora, Site};
 use crate::backend::train::TrainBackend;
 use crate::model::adapters::lora_delta;
-use crate::model::{DeviceLora, DeviceModel, Forward, ModelConfig, ModelWeights, Tape};
+use crate::model::{
+    DeviceLora, DeviceModel, Forward, ModelConfig, ModelWeights, Params, Scalars, Tape,
+};
 use crate::{Error, Result};
+
+/// Each row of the skip weights as a `[1, d]` tensor, copied on the backend.
+fn skip_rows<B: TrainBackend>(be: &B, p: &Params<B::Tensor>) -> Result<Vec<B::Tensor>> {
+    match &p.skip_weights {
+        Some(s) => (0..be.shape(s).0).map(|r| be.row(s, r)).collect(),
+        None => Ok(Vec::new()),
+    }
+}
 
 /// Model weights on a training backend: a [`DeviceModel`] plus the backward.
 pub struct TrainModel<B: TrainBackend> {
@@ -24,6 +34,56 @@ impl<B: TrainBackend> TrainModel<B> {
         Ok(TrainModel {
             model: DeviceModel::new(backend, weights)?,
         })
+    }
+
+    /// A model from parameters already on `backend`. Its skip rows are copied on the device;
+    /// the scalar parameters the forward multiplies by are read back in one download (or taken
+    /// from `scalars` when the caller already has them).
+    pub(crate) fn from_params(
+        backend: B,
+        config: ModelConfig,
+        params: Params<B::Tensor>,
+        scalars: Option<Scalars>,
+    ) -> Result<Self> {
+        let scalars = match scalars {
+            Some(s) => s,
+            None => {
+                let t = Scalars::tensors(&params);
+                let v = if t.is_empty() {
+                    Vec::new()
+                } else {
+                    backend.read_values(&t)?
+                };
+                Scalars::from_values(&params, &v)
+            }
+        };
+        let skip_rows = skip_rows(&backend, &params)?;
+        Ok(TrainModel {
+            model: DeviceModel::assemble(backend, config, params, skip_rows, scalars),
+        })
+    }
+
+    /// The parameters on the backend, to update in place; [`TrainModel::refresh`] afterwards.
+    pub(crate) fn params_mut(&mut self) -> &mut Params<B::Tensor> {
+        &mut self.model.params
+    }
+
+    /// The parameters on the backend.
+    pub(crate) fn params(&self) -> &Params<B::Tensor> {
+        &self.model.params
+    }
+
+    /// After an in-place update of the parameters: the skip rows copied again on the device,
+    /// and the scalar factors set to `scalars`.
+    pub(crate) fn refresh(&mut self, scalars: Scalars) -> Result<()> {
+        self.model.skip_rows = skip_rows(self.model.backend(), &self.model.params)?;
+        self.model.scalars = scalars;
+        Ok(())
+    }
+
+    /// The host copies of the scalar factors the forward uses.
+    pub(crate) fn scalars(&self) -> &Scalars {
+        &self.model.scalars
     }
 
     pub fn backend(&self) -> &B {

@@ -6,21 +6,25 @@
 //!           ∇ ← mean over micro-steps, all-reduce mean over ranks
 //!           clip → Muon + Adam groups → EMA
 //! ```
-//! The optimizer runs on host f32 weights (the oracle), except Muon's Newton-Schulz products,
-//! which run on the backend with the forward/backward.
+//! Everything runs on the backend, whose float32 oracles (`backend/cpu/optim.rs`) are the
+//! host optimizers' own arithmetic: weights, gradients, optimizer state and EMA stay there for
+//! the whole run, and a step reads back only its squared gradient norm and its loss.
 //! Training time excludes validation, as the reference's timer does.
 
 use super::base_grads::BaseGrads;
-use super::collective::{Collective, HostCollective};
+use super::collective::{DeviceCollective, InProcess};
 use super::ema::Ema;
-use super::muon::OnBackend;
-use super::optimizers::{OptimizerConfig, Optimizers};
-use super::qat::{fake_quantized, QatMode};
+use super::groups::{optimizer_group, Group};
+use super::muon::shape_scale;
+use super::optimizers::{OptimizerConfig, Optimizers, ADAM_GROUPS};
+use super::qat::QatMode;
 use super::schedule::Schedule;
+use super::sgd::clip_coef;
 use super::tape::TrainModel;
+use crate::backend::cpu::optim::AdamStep;
 use crate::backend::train::TrainBackend;
-use crate::data::{Batch, TokenStream};
-use crate::model::ModelWeights;
+use crate::data::TokenStream;
+use crate::model::{DeviceModel, Matrix, ModelWeights, Params, Scalars};
 use crate::{Error, Result};
 use std::time::Instant;
 
@@ -106,13 +110,37 @@ pub struct StepReport {
     pub traffic: Option<crate::backend::Traffic>,
 }
 
-/// A run in progress: weights, optimizer state, EMA, data position, step and clock.
+/// The optimizers' state on the backend: one Muon momentum buffer per matrix, Adam's two
+/// moments per parameter of each group (zeros until the first step).
+struct DeviceOptState<T> {
+    muon: Vec<T>,
+    adam: [(Vec<T>, Vec<T>); 3],
+}
+
+/// A run's state downloaded to the host: what checkpoints and warm-up save and restore.
+pub struct HostState {
+    pub weights: ModelWeights,
+    pub opt: Optimizers,
+    pub ema: Option<Ema>,
+}
+
+/// A run in progress. Weights, gradients, the optimizers' state and the EMA live on the
+/// backend for the whole run: uploaded once ([`Trainer::new`], or a resume), downloaded only
+/// for export and checkpoints ([`Trainer::weights`], [`Trainer::host_state`]). Per step the host
+/// receives two small reads: the squared gradient norm (the clip factor needs it before the
+/// update) and, after it, the loss with the scalar parameters the forward multiplies by.
 pub struct Trainer<B: TrainBackend + Clone> {
     pub cfg: TrainConfig,
     backend: B,
-    pub weights: ModelWeights,
+    /// The live weights.
+    model: TrainModel<B>,
+    /// Hyper-parameters and step counts (the moments are in `dev`).
     pub(crate) opt: Optimizers,
-    pub(crate) ema: Option<Ema>,
+    dev: DeviceOptState<B::Tensor>,
+    /// Decay and shadow weights of the EMA.
+    ema: Option<(f32, Params<B::Tensor>)>,
+    /// Each parameter's optimizer group and its index in the group, in the tree's order.
+    groups: Vec<(Group, usize)>,
     pub(crate) stream: TokenStream,
     /// Optimizer steps completed.
     pub step: usize,
@@ -120,8 +148,16 @@ pub struct Trainer<B: TrainBackend + Clone> {
     pub elapsed_ms: f64,
 }
 
+/// The index in `ADAM_GROUPS` of an Adam group.
+fn adam_slot(g: Group) -> usize {
+    ADAM_GROUPS
+        .iter()
+        .position(|(x, _)| *x == g)
+        .unwrap_or(ADAM_GROUPS.len() - 1)
+}
+
 impl<B: TrainBackend + Clone> Trainer<B> {
-    /// A run from step 0.
+    /// A run from step 0 (uploads `weights` once).
     pub fn new(
         cfg: TrainConfig,
         backend: B,
@@ -130,22 +166,191 @@ impl<B: TrainBackend + Clone> Trainer<B> {
     ) -> Result<Self> {
         cfg.validate()?;
         let opt = Optimizers::new(cfg.optim, weights.config.tied_embeddings);
-        let ema = cfg.ema_decay.map(|d| Ema::new(d, &weights));
-        Ok(Trainer {
+        let mut counts = [0usize; 4];
+        let mut groups = Vec::new();
+        let mut w = weights.clone();
+        for p in w.params_mut() {
+            let g = optimizer_group(&p.name, &p.shape, cfg.optim.bigram_proj_muon);
+            let k = match g {
+                Group::Matrix => 3,
+                g => adam_slot(g),
+            };
+            groups.push((g, counts[k]));
+            counts[k] += 1;
+        }
+        let model = TrainModel::new(backend.clone(), &weights)?;
+        let mut t = Trainer {
+            dev: DeviceOptState {
+                muon: Vec::new(),
+                adam: Default::default(),
+            },
+            ema: None,
             cfg,
             backend,
-            weights,
+            model,
             opt,
-            ema,
+            groups,
             stream,
             step: 0,
             elapsed_ms: 0.0,
+        };
+        t.dev = t.zero_opt_state()?;
+        t.ema = match t.cfg.ema_decay {
+            Some(d) => Some((d, t.copy_params(t.model.params())?)),
+            None => None,
+        };
+        Ok(t)
+    }
+
+    /// Zeros of every moment buffer, on the backend.
+    fn zero_opt_state(&self) -> Result<DeviceOptState<B::Tensor>> {
+        let be = &self.backend;
+        let mut st = DeviceOptState {
+            muon: Vec::new(),
+            adam: Default::default(),
+        };
+        for ((_, _, w), (g, _)) in self.model.params().leaves().into_iter().zip(&self.groups) {
+            let (r, c) = be.shape(w);
+            match g {
+                Group::Matrix => st.muon.push(be.zeros(r, c)?),
+                g => {
+                    let slot = &mut st.adam[adam_slot(*g)];
+                    slot.0.push(be.zeros(r, c)?);
+                    slot.1.push(be.zeros(r, c)?);
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// A device copy of every parameter of `p`.
+    fn copy_params(&self, p: &Params<B::Tensor>) -> Result<Params<B::Tensor>> {
+        p.try_map(|_, _, t| self.backend.copy(t))
+    }
+
+    /// The live weights, downloaded.
+    pub fn weights(&self) -> Result<ModelWeights> {
+        self.download(self.model.params())
+    }
+
+    fn download(&self, p: &Params<B::Tensor>) -> Result<ModelWeights> {
+        Ok(ModelWeights {
+            config: self.model.config().clone(),
+            params: p.try_map(|_, _, t| {
+                let (r, c) = self.backend.shape(t);
+                Matrix::new(r, c, self.backend.download(t)?)
+            })?,
         })
     }
 
-    /// The weights to export: the EMA when enabled, else the live weights.
-    pub fn final_weights(&self) -> &ModelWeights {
-        self.ema.as_ref().map_or(&self.weights, |e| e.weights())
+    /// The weights to export, downloaded: the EMA when enabled, else the live weights.
+    pub fn final_weights(&self) -> Result<ModelWeights> {
+        match &self.ema {
+            Some((_, e)) => self.download(e),
+            None => self.weights(),
+        }
+    }
+
+    /// The live model, to evaluate without copying its weights anywhere.
+    pub fn model(&self) -> &DeviceModel<B> {
+        self.model.model()
+    }
+
+    /// The model [`Trainer::final_weights`] describes, on the backend (the EMA's shadow copied on
+    /// the device, or the live weights copied).
+    pub fn final_model(&self) -> Result<DeviceModel<B>> {
+        let src = self.ema.as_ref().map_or(self.model.params(), |(_, e)| e);
+        let m = TrainModel::from_params(
+            self.backend.clone(),
+            self.model.config().clone(),
+            self.copy_params(src)?,
+            None,
+        )?;
+        Ok(m.model)
+    }
+
+    /// Replaces the live weights (uploaded; optimizer state and EMA unchanged).
+    pub fn set_weights(&mut self, weights: &ModelWeights) -> Result<()> {
+        self.model = TrainModel::new(self.backend.clone(), weights)?;
+        Ok(())
+    }
+
+    /// The run's state on the host (weights, optimizer moments, EMA), for checkpoints.
+    pub fn host_state(&self) -> Result<HostState> {
+        let be = &self.backend;
+        let mut opt = self.opt.clone();
+        opt.muon.bufs = self
+            .dev
+            .muon
+            .iter()
+            .map(|t| be.download(t))
+            .collect::<Result<_>>()?;
+        for (k, (g, _)) in ADAM_GROUPS.iter().enumerate() {
+            let (m, v) = &self.dev.adam[k];
+            let a = opt.adam_mut(*g);
+            a.m = m.iter().map(|t| be.download(t)).collect::<Result<_>>()?;
+            a.v = v.iter().map(|t| be.download(t)).collect::<Result<_>>()?;
+        }
+        let ema = match &self.ema {
+            Some((d, e)) => Some(Ema::from_shadow(*d, self.download(e)?)),
+            None => None,
+        };
+        Ok(HostState {
+            weights: self.weights()?,
+            opt,
+            ema,
+        })
+    }
+
+    /// Uploads a state [`Trainer::host_state`] gave (or a checkpoint holds). Moment buffers a
+    /// state does not have yet (no step taken) start at zero.
+    pub fn set_host_state(&mut self, s: &HostState) -> Result<()> {
+        let be = self.backend.clone();
+        self.set_weights(&s.weights)?;
+        let mut dev = self.zero_opt_state()?;
+        let up = |dst: &mut Vec<B::Tensor>, src: &[Vec<f32>]| -> Result<()> {
+            if src.is_empty() {
+                return Ok(());
+            }
+            if src.len() != dst.len() {
+                return Err(Error::Usage("optimizer state of another model".into()));
+            }
+            for (d, v) in dst.iter_mut().zip(src) {
+                let (r, c) = be.shape(d);
+                *d = be.upload(v, r, c)?;
+            }
+            Ok(())
+        };
+        up(&mut dev.muon, &s.opt.muon.bufs)?;
+        for (k, (g, _)) in ADAM_GROUPS.iter().enumerate() {
+            let a = match g {
+                Group::Embed => &s.opt.embed,
+                Group::Head => &s.opt.head,
+                _ => &s.opt.scalar,
+            };
+            up(&mut dev.adam[k].0, &a.m)?;
+            up(&mut dev.adam[k].1, &a.v)?;
+        }
+        self.dev = dev;
+        // Hyper-parameters and step counts; the host buffers stay empty (the moments are on
+        // the backend).
+        let mut opt = s.opt.clone();
+        opt.muon.bufs.clear();
+        for (g, _) in ADAM_GROUPS {
+            let a = opt.adam_mut(g);
+            a.m.clear();
+            a.v.clear();
+        }
+        self.opt = opt;
+        self.ema = match (&s.ema, self.cfg.ema_decay) {
+            (Some(e), Some(d)) => {
+                let m = TrainModel::new(be.clone(), e.weights())?;
+                Some((d, m.model.params))
+            }
+            (None, Some(d)) => Some((d, self.copy_params(self.model.params())?)),
+            _ => None,
+        };
+        Ok(())
     }
 
     /// The backend the forward and backward run on.
@@ -153,89 +358,110 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         &self.backend
     }
 
-    /// Loss and (backend-resident) gradients of one rank's micro-batch.
-    fn rank_grads(model: &TrainModel<B>, b: &Batch) -> Result<(f64, BaseGrads<B::Tensor>)> {
-        let rows: Vec<usize> = (0..b.inputs.len()).collect();
-        model.loss_and_base_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets)
+    /// The model the forward sees this step: under QAT a copy whose block matrices are
+    /// fake-quantized on the device (the gradient then flows to the live weights unchanged).
+    fn quantized_model(&self) -> Result<TrainModel<B>> {
+        let be = &self.backend;
+        let mut i = 0;
+        let groups = &self.groups;
+        let params = self.model.params().try_map(|_, _, t| {
+            let g = groups[i].0;
+            i += 1;
+            if g == Group::Matrix {
+                be.fake_quant_rows(t)
+            } else {
+                be.copy(t)
+            }
+        })?;
+        TrainModel::from_params(
+            be.clone(),
+            self.model.config().clone(),
+            params,
+            Some(self.model.scalars().clone()),
+        )
     }
 
     /// Runs one optimizer step.
     pub fn train_step(&mut self) -> Result<StepReport> {
         let t0 = Instant::now();
         let traffic0 = self.backend.traffic();
-        let c = &self.cfg;
+        let be = self.backend.clone();
+        let c = self.cfg.clone();
         let lr_mul = c.schedule.lr_mul(self.step, self.elapsed_ms);
         let qat = c.qat.active(lr_mul);
-        // The forward sees fake-quantized weights under QAT, the live weights otherwise.
-        let model = if qat {
-            TrainModel::new(self.backend.clone(), &fake_quantized(&self.weights))?
+        let quantized = if qat {
+            Some(self.quantized_model()?)
         } else {
-            TrainModel::new(self.backend.clone(), &self.weights)?
+            None
         };
-        let world = c.world_size;
-        let accum = c.grad_accum_steps;
-        // Each rank's mean gradient over its micro-steps, summed on the backend.
+        let model = quantized.as_ref().unwrap_or(&self.model);
+        let (world, accum) = (c.world_size, c.grad_accum_steps);
+        // Each rank's mean gradient over its micro-steps, summed on the backend, and rank 0's
+        // mean loss (a [1, 1] tensor: nothing is read back per micro-step).
         let mut rank_sums: Vec<Option<BaseGrads<B::Tensor>>> = (0..world).map(|_| None).collect();
         let s = 1.0 / accum as f32;
-        let mut loss0 = 0.0;
+        let mut loss0 = be.zeros(1, 1)?;
         for _ in 0..accum {
             let batches =
                 self.stream
                     .next_batch(c.train_batch_tokens, c.train_seq_len, world, accum)?;
             for (r, b) in batches.iter().enumerate() {
-                let (loss, mut g) = Self::rank_grads(&model, b)?;
-                if !loss.is_finite() {
-                    return Err(Error::Backend(format!(
-                        "step {}: train loss is {loss} (diverged)",
-                        self.step + 1
-                    )));
-                }
+                let rows: Vec<usize> = (0..b.inputs.len()).collect();
+                let (loss, mut g) =
+                    model.loss_sum_and_base_grads(&b.inputs, b.rows, b.seq, &rows, &b.targets)?;
                 if r == 0 {
-                    loss0 += loss / accum as f64;
+                    be.add_scalar_scaled(&mut loss0, &loss, s / rows.len().max(1) as f32)?;
                 }
                 match &mut rank_sums[r] {
-                    Some(sum) => sum.add_scaled(&self.backend, g, s)?,
+                    Some(sum) => sum.add_scaled(&be, g, s)?,
                     None => {
-                        g.scale(&self.backend, s)?;
+                        g.scale(&be, s)?;
                         rank_sums[r] = Some(g);
                     }
                 }
             }
         }
-        drop(model);
-        let mut rank_grads = rank_sums
+        drop(quantized);
+        let mut ranks = rank_sums
             .into_iter()
             .map(|g| {
-                g.ok_or_else(|| Error::Backend("no micro-step ran".into()))?
-                    .download(&self.backend)
+                g.map(|g| g.params)
+                    .ok_or_else(|| Error::Backend("no micro-step ran".into()))
             })
-            .collect::<Result<Vec<ModelWeights>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let grads_ms = ms(t0);
         let t1 = Instant::now();
-        HostCollective { world }.all_reduce_mean(&mut rank_grads)?;
+        InProcess { world }.all_reduce_mean(&be, &mut ranks)?;
         let reduce_ms = ms(t1);
         let t2 = Instant::now();
-        let mut grads = rank_grads.swap_remove(0);
+        let mut grads = ranks.swap_remove(0);
         let momentum = c.schedule.muon_momentum(self.step);
-        let grad_norm = self.opt.step_with(
-            &OnBackend(&self.backend),
-            &mut self.weights,
-            &mut grads,
-            lr_mul,
-            momentum,
-        )?;
+        let grad_norm = self.optimizer_step(&mut grads, lr_mul, momentum)?;
         let optim_ms = ms(t2);
         let t3 = Instant::now();
-        if let Some(e) = &mut self.ema {
-            e.update(&mut self.weights);
+        if let Some((d, e)) = &mut self.ema {
+            e.zip_mut(self.model.params(), |_, e, w| be.ema_update(e, w, *d))?;
         }
         let ema_ms = ms(t3);
+        // The second read of the step: the loss and the scalar factors of the new weights.
+        let mut read = vec![&loss0];
+        read.extend(Scalars::tensors(self.model.params()));
+        let vals = be.read_values(&read)?;
+        let scalars = Scalars::from_values(self.model.params(), &vals[1..]);
+        self.model.refresh(scalars)?;
+        let loss = vals[0] as f64;
+        if !loss.is_finite() {
+            return Err(Error::Backend(format!(
+                "step {}: train loss is {loss} (diverged)",
+                self.step + 1
+            )));
+        }
         self.step += 1;
         self.elapsed_ms += ms(t0);
         Ok(StepReport {
             step: self.step,
-            train_loss: loss0,
+            train_loss: loss,
             grad_norm,
             lr_mul,
             qat,
@@ -250,6 +476,71 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         })
     }
 
+    /// Clipping, Muon and the Adam groups on the backend (as [`Optimizers::step_with`] does on
+    /// the host, op by op). Returns the gradient norm before clipping.
+    fn optimizer_step(
+        &mut self,
+        grads: &mut Params<B::Tensor>,
+        lr_mul: f32,
+        momentum: f32,
+    ) -> Result<f64> {
+        let be = self.backend.clone();
+        let norm = be
+            .sum_squares(
+                &grads
+                    .leaves()
+                    .into_iter()
+                    .map(|(_, _, g)| g)
+                    .collect::<Vec<_>>(),
+            )?
+            .sqrt();
+        let coef = clip_coef(norm, self.cfg.optim.grad_clip_norm);
+        if coef < 1.0 {
+            for g in grads.values_mut() {
+                *g = be.scaled(g, coef)?;
+            }
+        }
+        self.opt.set_schedule(lr_mul, momentum);
+        let muon = self.opt.muon.cfg;
+        // Each Adam group that has parameters counts one more step.
+        let mut factors: [Option<AdamStep>; 3] = [None, None, None];
+        for (k, (g, _)) in ADAM_GROUPS.iter().enumerate() {
+            if self.groups.iter().any(|(x, _)| x == g) {
+                let a = self.opt.adam_mut(*g);
+                a.step += 1;
+                factors[k] = Some(a.factors());
+            }
+        }
+        let leaves = self.model.params_mut().leaves_mut();
+        let gl = grads.leaves();
+        for (((_, _, w), (_, _, g)), &(grp, idx)) in leaves.into_iter().zip(gl).zip(&self.groups) {
+            match grp {
+                Group::Matrix => {
+                    let (r, c) = be.shape(w);
+                    let u =
+                        be.muon_momentum(&mut self.dev.muon[idx], g, muon.momentum, muon.nesterov)?;
+                    let o = be.newton_schulz(&u, muon.ns_steps, muon.bf16)?;
+                    be.muon_apply(
+                        w,
+                        &o,
+                        1.0 - muon.lr * muon.weight_decay,
+                        muon.lr,
+                        shape_scale(r, c),
+                        muon.bf16,
+                    )?;
+                }
+                g_ => {
+                    let k = adam_slot(g_);
+                    let f = factors[k]
+                        .ok_or_else(|| Error::Backend("Adam group without factors".into()))?;
+                    let (m, v) = &mut self.dev.adam[k];
+                    be.adam_update(w, g, &mut m[idx], &mut v[idx], &f)?;
+                }
+            }
+        }
+        Ok(norm)
+    }
+
     /// Runs and discards `cfg.warmup_steps` steps: afterwards weights, optimizers, EMA, data and
     /// clock are back where they started. `log` receives `warmup_step:i/N` lines.
     pub fn warm_up(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
@@ -257,18 +548,14 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         if n == 0 {
             return Ok(());
         }
-        let weights = self.weights.clone();
-        let opt = self.opt.clone();
-        let ema = self.ema.clone();
+        let state = self.host_state()?;
         let pos = self.stream.position();
         let (step, elapsed) = (self.step, self.elapsed_ms);
         for i in 1..=n {
             self.train_step()?;
             log(&format!("warmup_step:{i}/{n}"));
         }
-        self.weights = weights;
-        self.opt = opt;
-        self.ema = ema;
+        self.set_host_state(&state)?;
         self.stream.seek(pos)?;
         self.step = step;
         self.elapsed_ms = elapsed;

@@ -421,6 +421,7 @@ pub struct Kernels<F> {
     pub attention_bwd_dkv: Vec<(usize, F)>,
     // Optimizer entry points.
     pub ns_axpby: F,
+    pub ns_normalize: F,
     pub muon_momentum: F,
     pub muon_apply: F,
     pub adam_update: F,
@@ -428,6 +429,7 @@ pub struct Kernels<F> {
     pub fake_quant_rows: F,
     pub sum_squares_partial: F,
     pub sum_pairs: F,
+    pub pairs_total: F,
     pub sum_columns: F,
     pub copy_f32: F,
 }
@@ -491,6 +493,7 @@ impl<F> Kernels<F> {
             attention_bwd_dq: per_hd("attention_backward.cu", "attention_bwd_dq_hd")?,
             attention_bwd_dkv: per_hd("attention_backward.cu", "attention_bwd_dkv_hd")?,
             ns_axpby: f("newton_schulz.cu", "ns_axpby")?,
+            ns_normalize: f("newton_schulz.cu", "ns_normalize")?,
             muon_momentum: f("optim.cu", "muon_momentum")?,
             muon_apply: f("optim.cu", "muon_apply")?,
             adam_update: f("optim.cu", "adam_update")?,
@@ -498,6 +501,7 @@ impl<F> Kernels<F> {
             fake_quant_rows: f("optim.cu", "fake_quant_rows")?,
             sum_squares_partial: f("optim.cu", "sum_squares_partial")?,
             sum_pairs: f("optim.cu", "sum_pairs")?,
+            pairs_total: f("optim.cu", "pairs_total")?,
             sum_columns: f("optim.cu", "sum_columns")?,
             copy_f32: f("optim.cu", "copy_f32")?,
         })

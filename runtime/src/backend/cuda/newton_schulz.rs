@@ -12,7 +12,6 @@
 use super::gpu::{Gpu, KArg, RowGemm};
 use super::ops::grid_1d;
 use super::{CudaBackend, CudaTensor};
-use crate::backend::train::TrainBackend;
 use crate::train::muon::NS_COEFFS;
 use crate::Result;
 
@@ -25,10 +24,6 @@ fn gemm(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> RowGemm {
         b_t,
         accumulate: false,
     }
-}
-
-fn bf16(v: f32) -> f32 {
-    half::bf16::from_f32(v).to_f32()
 }
 
 impl<G: Gpu> CudaBackend<G> {
@@ -98,13 +93,28 @@ impl<G: Gpu> CudaBackend<G> {
         } else {
             u
         };
-        let norm = self.dot(g, g)?.sqrt();
-        let inv = if round {
-            1.0 / bf16(bf16(norm as f32) + 1e-7)
-        } else {
-            1.0 / (norm as f32 + 1e-7)
-        };
-        let mut x = self.ns_axpby(&g.buf, inv, None, n, round)?;
+        // ‖G‖² summed on the device (f64, fixed order) and X = G·inv there too: nothing is
+        // read back to the host.
+        let mut pairs = self.gpu.zeros(2)?;
+        let mut partial = self.alloc(2 * super::optim::SS_BLOCKS)?;
+        self.sum_into_pair(&g.buf, n, true, &mut partial, &mut pairs, 0)?;
+        let mut x = self.alloc(n)?;
+        // SAFETY: matches `ns_normalize` in cuda/newton_schulz.cu; `x` and `g` hold n values,
+        // `pairs` one (hi, lo) pair.
+        unsafe {
+            self.run(
+                &self.kernels.ns_normalize,
+                "ns_normalize",
+                grid_1d(n)?,
+                &mut [
+                    KArg::F32Mut(&mut x),
+                    KArg::F32(&g.buf),
+                    KArg::F32(&pairs),
+                    KArg::I64(n as i64),
+                    KArg::I32(round as i32),
+                ],
+            )?;
+        }
         // The wide orientation is r × k with r ≤ k; `tall` keeps X as its transpose Y.
         let tall = rows > cols;
         let (r, k) = if tall { (cols, rows) } else { (rows, cols) };

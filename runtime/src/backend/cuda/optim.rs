@@ -9,7 +9,7 @@ use crate::backend::cpu::optim::AdamStep;
 use crate::{Error, Result};
 
 /// Blocks of `sum_squares_partial` (each writes one (hi, lo) pair).
-const SS_BLOCKS: usize = 128;
+pub(super) const SS_BLOCKS: usize = 128;
 
 impl<G: Gpu> CudaBackend<G> {
     /// `muon_momentum`: `buf` updated in place, the update's input returned.
@@ -166,37 +166,113 @@ impl<G: Gpu> CudaBackend<G> {
         let mut pairs = self.gpu.zeros(2 * ts.len())?;
         let mut partial = self.alloc(2 * SS_BLOCKS)?;
         for (slot, t) in ts.iter().enumerate() {
-            let n = t.len();
-            let blocks = n.div_ceil(THREADS as usize).clamp(1, SS_BLOCKS);
-            // SAFETY: matches `sum_squares_partial` in cuda/optim.cu: `blocks` blocks each write
-            // one pair of `partial` (2 * SS_BLOCKS values); `x` holds n values.
-            unsafe {
-                self.run(
-                    &self.kernels.sum_squares_partial,
-                    "sum_squares_partial",
-                    config((blocks as u32, 1, 1), THREADS),
-                    &mut [
-                        KArg::F32(&t.buf),
-                        KArg::I64(n as i64),
-                        KArg::F32Mut(&mut partial),
-                    ],
-                )?;
-                // One thread sums the `blocks` pairs into slot `slot` of `pairs`.
-                self.run(
-                    &self.kernels.sum_pairs,
-                    "sum_pairs",
-                    config((1, 1, 1), 1),
-                    &mut [
-                        KArg::F32(&partial),
-                        KArg::I32(blocks as i32),
-                        KArg::F32Mut(&mut pairs),
-                        KArg::I32(int(slot, "tensors")?),
-                    ],
-                )?;
-            }
+            self.sum_into_pair(&t.buf, t.len(), true, &mut partial, &mut pairs, slot)?;
         }
         let v = self.d2h(&pairs, 0..2 * ts.len())?;
         Ok(v.chunks(2).map(|p| p[0] as f64 + p[1] as f64).sum())
+    }
+
+    /// `Σ x[i]²` (or `Σ x[i]`) of the first `n` values of `x`, a fixed-order f64 sum, as the
+    /// (hi, lo) pair `slot` of `pairs`; `partial` is scratch of 2·SS_BLOCKS values.
+    pub(super) fn sum_into_pair(
+        &self,
+        x: &G::F32,
+        n: usize,
+        square: bool,
+        partial: &mut G::F32,
+        pairs: &mut G::F32,
+        slot: usize,
+    ) -> Result<()> {
+        let blocks = n.div_ceil(THREADS as usize).clamp(1, SS_BLOCKS);
+        // SAFETY: matches `sum_squares_partial` and `sum_pairs` in cuda/optim.cu: `blocks`
+        // blocks each write one pair of `partial` (2 * SS_BLOCKS values); `x` holds at least n
+        // values; `pairs` holds slot `slot`.
+        unsafe {
+            self.run(
+                &self.kernels.sum_squares_partial,
+                "sum_squares_partial",
+                config((blocks as u32, 1, 1), THREADS),
+                &mut [
+                    KArg::F32(x),
+                    KArg::I64(n as i64),
+                    KArg::F32Mut(partial),
+                    KArg::I32(square as i32),
+                ],
+            )?;
+            self.run(
+                &self.kernels.sum_pairs,
+                "sum_pairs",
+                config((1, 1, 1), 1),
+                &mut [
+                    KArg::F32(partial),
+                    KArg::I32(blocks as i32),
+                    KArg::F32Mut(pairs),
+                    KArg::I32(int(slot, "sums")?),
+                ],
+            )
+        }
+    }
+
+    /// `Σ x[i]` over the first `n` values of `x` (fixed-order f64) as a `[1, 1]` tensor.
+    pub(super) fn sum_to_scalar(&self, x: &G::F32, n: usize) -> Result<CudaTensor<G>> {
+        let mut pairs = self.gpu.zeros(2)?;
+        let mut partial = self.alloc(2 * SS_BLOCKS)?;
+        self.sum_into_pair(x, n, false, &mut partial, &mut pairs, 0)?;
+        let mut out = self.alloc(1)?;
+        // SAFETY: matches `pairs_total` in cuda/optim.cu; `pairs` holds one pair.
+        unsafe {
+            self.run(
+                &self.kernels.pairs_total,
+                "pairs_total",
+                config((1, 1, 1), 1),
+                &mut [KArg::F32(&pairs), KArg::I32(1), KArg::F32Mut(&mut out)],
+            )?;
+        }
+        Ok(self.tensor(out, 1, 1))
+    }
+
+    /// `Σ_r nll(h[r], targets[r])` as a `[1, 1]` tensor that stays on the device: the head in
+    /// chunks of rows, each chunk's NLLs summed in f64 on the device, the chunks' sums added in
+    /// order (the training loss without a download per micro-step).
+    pub(super) fn nll_sum_device(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<CudaTensor<G>> {
+        crate::backend::check_head(
+            (h.rows, h.cols),
+            (head.rows, head.cols),
+            Some(targets),
+            "nll_sum",
+        )?;
+        let chunks = h.rows.div_ceil(super::HEAD_ROWS_PER_CHUNK).max(1);
+        let mut pairs = self.gpu.zeros(2 * chunks)?;
+        let mut partial = self.alloc(2 * SS_BLOCKS)?;
+        for (c, r0) in (0..h.rows).step_by(super::HEAD_ROWS_PER_CHUNK).enumerate() {
+            let r1 = (r0 + super::HEAD_ROWS_PER_CHUNK).min(h.rows);
+            let mut logits = self.head_logits(h, head, r0, r1)?;
+            let t = self.h2d_u32(&targets[r0..r1])?;
+            let mut nll = self.alloc(r1 - r0)?;
+            self.launch_softcap_nll(&mut logits, &t, &mut nll, r1 - r0, head.rows, softcap)?;
+            self.sum_into_pair(&nll, r1 - r0, false, &mut partial, &mut pairs, c)?;
+        }
+        let mut out = self.alloc(1)?;
+        // SAFETY: matches `pairs_total` in cuda/optim.cu; `pairs` holds `chunks` pairs.
+        unsafe {
+            self.run(
+                &self.kernels.pairs_total,
+                "pairs_total",
+                config((1, 1, 1), 1),
+                &mut [
+                    KArg::F32(&pairs),
+                    KArg::I32(int(chunks, "chunks")?),
+                    KArg::F32Mut(&mut out),
+                ],
+            )?;
+        }
+        Ok(self.tensor(out, 1, 1))
     }
 
     /// `n` values of `src` from element `src_off` into `dst` from element `dst_off`.

@@ -781,34 +781,41 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         softcap: f32,
         dnll: &[f32],
     ) -> Result<CudaTensor<G>> {
-        head_checks(h, head, delta, Some(targets))?;
         if dnll.len() != targets.len() {
             return Err(Error::Backend("nll backward: dnll length".into()));
         }
-        let (rows, vocab) = (h.rows, head.rows);
-        let mut dz = self.logits_with_delta(h, head, delta, 0, rows)?;
-        if rows > 0 {
-            let t = self.h2d_u32(targets)?;
-            let g = self.h2d(dnll)?;
-            // SAFETY: matches `softcap_nll_backward` in cuda/head.cu; dz holds rows * vocab,
-            // targets (< vocab, checked by head_checks) and dnll rows.
-            unsafe {
-                self.run(
-                    &self.kernels.softcap_nll_backward,
-                    "softcap_nll_backward",
-                    grid_rows(rows)?,
-                    &mut [
-                        KArg::F32Mut(&mut dz),
-                        KArg::U32(&t),
-                        KArg::F32(&g),
-                        KArg::I32(int(rows, "rows")?),
-                        KArg::I32(int(vocab, "vocab")?),
-                        KArg::Float(softcap),
-                    ],
-                )?;
-            }
-        }
-        Ok(self.tensor(dz, rows, vocab))
+        Ok(self
+            .softcap_backward(
+                h,
+                head,
+                delta,
+                targets,
+                softcap,
+                Weights::PerRow(dnll),
+                false,
+            )?
+            .0)
+    }
+
+    fn nll_backward_logits_uniform(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        targets: &[u32],
+        softcap: f32,
+        weight: f32,
+    ) -> Result<(CudaTensor<G>, CudaTensor<G>)> {
+        let (dz, loss) = self.softcap_backward(
+            h,
+            head,
+            None,
+            targets,
+            softcap,
+            Weights::Uniform(weight),
+            true,
+        )?;
+        let loss = loss.ok_or_else(|| Error::Backend("nll backward: no loss".into()))?;
+        Ok((dz, loss))
     }
 
     fn newton_schulz(&self, u: &CudaTensor<G>, steps: usize, bf16: bool) -> Result<CudaTensor<G>> {
@@ -876,6 +883,75 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
 
     fn read_values(&self, ts: &[&CudaTensor<G>]) -> Result<Vec<f32>> {
         self.read_values_device(ts)
+    }
+
+    fn nll_sum(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<CudaTensor<G>> {
+        self.nll_sum_device(h, head, targets, softcap)
+    }
+}
+
+/// The loss weights of the head backward: one per row, or one for all rows.
+enum Weights<'a> {
+    PerRow(&'a [f32]),
+    Uniform(f32),
+}
+
+impl<G: Gpu> CudaBackend<G> {
+    /// `softcap_nll_backward` over every row of `h`: `dz` and, with `loss`, the summed NLL as a
+    /// `[1, 1]` tensor (per-row NLLs summed on the device).
+    #[allow(clippy::too_many_arguments)]
+    fn softcap_backward(
+        &self,
+        h: &CudaTensor<G>,
+        head: &CudaTensor<G>,
+        delta: Option<&CudaTensor<G>>,
+        targets: &[u32],
+        softcap: f32,
+        weights: Weights<'_>,
+        loss: bool,
+    ) -> Result<(CudaTensor<G>, Option<CudaTensor<G>>)> {
+        head_checks(h, head, delta, Some(targets))?;
+        let (rows, vocab) = (h.rows, head.rows);
+        let mut dz = self.logits_with_delta(h, head, delta, 0, rows)?;
+        let mut nll = if loss { Some(self.alloc(rows)?) } else { None };
+        if rows > 0 {
+            let t = self.h2d_u32(targets)?;
+            let (g, gu) = match weights {
+                Weights::PerRow(d) => (Some(self.h2d(d)?), 0.0),
+                Weights::Uniform(w) => (None, w),
+            };
+            // SAFETY: matches `softcap_nll_backward` in cuda/head.cu; dz holds rows * vocab,
+            // targets (< vocab, checked by head_checks) rows, dnll (when given) and nll_out
+            // (when given) rows.
+            unsafe {
+                self.run(
+                    &self.kernels.softcap_nll_backward,
+                    "softcap_nll_backward",
+                    grid_rows(rows)?,
+                    &mut [
+                        KArg::F32Mut(&mut dz),
+                        KArg::U32(&t),
+                        g.as_ref().map_or(KArg::Null, KArg::F32),
+                        KArg::Float(gu),
+                        nll.as_mut().map_or(KArg::Null, KArg::F32Mut),
+                        KArg::I32(int(rows, "rows")?),
+                        KArg::I32(int(vocab, "vocab")?),
+                        KArg::Float(softcap),
+                    ],
+                )?;
+            }
+        }
+        let loss = match nll {
+            Some(n) => Some(self.sum_to_scalar(&n, rows)?),
+            None => None,
+        };
+        Ok((self.tensor(dz, rows, vocab), loss))
     }
 }
 
