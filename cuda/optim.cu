@@ -58,6 +58,19 @@ extern "C" __global__ void adam_update(float* __restrict__ w, const float* __res
     w[i] = w[i] * decay - step_size * mi / denom;
 }
 
+// SGD with momentum and coupled weight decay (torch.optim.SGD): d = g scale + wd w;
+// b = d on the first step (or with mu == 0), else mu b + d; w -= lr b.
+extern "C" __global__ void sgd_update(float* __restrict__ w, const float* __restrict__ g,
+                                      float* __restrict__ b, float lr, float mu, float wd,
+                                      float scale, int restart, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float d = g[i] * scale + wd * w[i];
+    float bi = restart ? d : mu * b[i] + d;
+    b[i] = bi;
+    w[i] -= lr * bi;
+}
+
 // e = d * e + (1 - d) * w.
 extern "C" __global__ void ema_update(float* __restrict__ e, const float* __restrict__ w, float d,
                                       long long n) {

@@ -105,7 +105,7 @@ fn full_ttt_passes_the_audit() {
         Some(&MixerConfig::default()),
         &audit_cfg(),
         s.len() - 1,
-        &mut |sink| full_ttt_into(CpuBackend::new, &w, &c, sink, None),
+        &mut |sink| full_ttt_into(CpuBackend::new(), &w, &c, sink, None),
     )
     .unwrap();
     show(&r);

@@ -1,7 +1,8 @@
 //! The CUDA backend's training ops ([`TrainBackend`]) against the CPU oracle: every backward op
 //! on small shapes, whole-model gradients of tiny models (base weights and LoRA adapters, with
-//! every optional module), a few optimizer steps of the trainer, and LoRA test-time training on
-//! the first documents of the val shard (the same bpb).
+//! every optional module), a few optimizer steps of the trainer, full-model TTT on a tiny model
+//! (the same scores, and no weight upload per step), and LoRA test-time training on the first
+//! documents of the val shard (the same bpb).
 //!
 //! Each check runs on a real GPU (`gpu::*`, skipped without one) and on the host emulator of
 //! the kernels (`emu::*`, feature `cuda-emu`): see `common/devices.rs`.
@@ -84,6 +85,23 @@ fn optimizer_ops<G: Gpu>(p: &Pair<G>) {
     p.cpu.ema_update(&mut ec, &gc, 0.997).unwrap();
     p.gpu.ema_update(&mut eg, &gg, 0.997).unwrap();
     p.check("ema_update", &ec, &eg);
+    for (first, momentum, wd) in [(true, 0.9, 0.0), (false, 0.9, 0.01), (false, 0.0, 0.0)] {
+        let s = pgolf_rt::backend::cpu::optim::SgdStep {
+            lr: 0.03,
+            momentum,
+            weight_decay: wd,
+            grad_scale: 0.7,
+            first,
+        };
+        let (mut wc, mut wg) = p.up(&w, r, c);
+        let (gc, gg) = p.up(&g, r, c);
+        let (mut bc, mut bg) = p.up(&data(n, 0.23, 0.4), r, c);
+        p.cpu.sgd_update(&mut wc, &gc, &mut bc, &s).unwrap();
+        p.gpu.sgd_update(&mut wg, &gg, &mut bg, &s).unwrap();
+        let what = format!("sgd_update (first {first}, momentum {momentum}, wd {wd})");
+        p.check(&format!("{what} w"), &wc, &wg);
+        p.check(&format!("{what} buf"), &bc, &bg);
+    }
     // Fake quantization rounds the same divisions the same way: equal values, a zero row kept.
     let mut wq = w.clone();
     wq[c..2 * c].fill(0.0);
@@ -738,6 +756,118 @@ fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
     );
 }
 
+/// Full-model score-first TTT (`--ttt full`) of a tiny model with every optional module: the
+/// same per-target scores as on the CPU, and the weights stay on the device: a pass with more
+/// training steps moves at most a step's batch (16 B/token + 4 KiB) and 1 KiB back per extra
+/// step, in 2 waits (one upload of the tiny model's weights, ~20 KB, would exceed that).
+fn full_ttt_tiny<G: Gpu>(gpu: CudaBackend<G>) {
+    use pgolf_rt::data::BOS_ID;
+    use pgolf_rt::eval::ttt_full::full_ttt_into;
+    use pgolf_rt::eval::{FullTttConfig, StreamScorer};
+    use pgolf_rt::tokenizer::ByteLut;
+    let w = tiny_with_modules(
+        11,
+        true,
+        4,
+        &ConfigOverrides {
+            xsa_last: Some(1),
+            rope_dims: Some(2),
+            ..Default::default()
+        },
+    );
+    let lut = ByteLut {
+        base_bytes: (0..V as u16).map(|i| 1 + i % 3).collect(),
+        has_leading_space: (0..V).map(|i| i % 2 == 0).collect(),
+        is_boundary: (0..V).map(|i| i == BOS_ID as usize).collect(),
+    };
+    let mut r = SplitMix64(5);
+    let s: Vec<u32> = (0..4 * 32 + 1)
+        .map(|i| match i {
+            0 => BOS_ID,
+            _ if r.next_u64().is_multiple_of(4) => 2 + (r.next_u64() % 30) as u32,
+            _ => [3, 9, 4, 17, 8, 25][i % 6],
+        })
+        .collect();
+    let cfg = |epochs| FullTttConfig {
+        chunk: 32,
+        seq_len: 16,
+        stride: Some(8),
+        batch: 3,
+        train_seq: Some(8),
+        train_batch: 2,
+        epochs,
+        lr: 0.05,
+        lr_min: 0.005,
+        warmup_steps: 2,
+        momentum: 0.9,
+        weight_decay: 0.01,
+        grad_clip: 1.0,
+        freeze_blocks: 1,
+    };
+    let run = |be: &dyn Fn(&mut StreamScorer, &FullTttConfig), c: &FullTttConfig| {
+        let mut sink = StreamScorer::new(&s, &lut, V, None).unwrap().recording();
+        be(&mut sink, c);
+        sink.recorded()
+            .iter()
+            .map(|&(_, v)| v)
+            .collect::<Vec<f64>>()
+    };
+    let c2 = cfg(2);
+    let on_cpu = run(
+        &|sink, c| full_ttt_into(CpuBackend::new(), &w, c, sink, None).unwrap(),
+        &c2,
+    );
+    let mut traffic = Vec::new();
+    for epochs in [1, 3] {
+        let t0 = gpu.traffic().expect("the CUDA backend counts traffic");
+        run(
+            &|sink, c| full_ttt_into(gpu.clone(), &w, c, sink, None).unwrap(),
+            &cfg(epochs),
+        );
+        traffic.push(gpu.traffic().unwrap().since(t0));
+    }
+    let on_gpu = run(
+        &|sink, c| full_ttt_into(gpu.clone(), &w, c, sink, None).unwrap(),
+        &c2,
+    );
+    let d = on_cpu
+        .iter()
+        .zip(&on_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, |m, x| if x.is_nan() { f64::NAN } else { m.max(x) });
+    println!("full TTT, tiny model with modules, 2 epochs: max |ΔNLL| cuda vs cpu {d:.2e}");
+    assert_eq!(on_cpu.len(), on_gpu.len());
+    assert!(d < 1e-4, "full TTT scores differ from the CPU by {d}");
+    // 3 trained chunks × 2 steps per epoch: 12 more steps with 3 epochs than with 1.
+    let extra_steps = 12u64;
+    let tokens_per_step = 2 * 8u64;
+    let weights_bytes: u64 = w
+        .leaves()
+        .iter()
+        .map(|(_, _, m)| 4 * m.data.len() as u64)
+        .sum();
+    let (a, b) = (&traffic[0], &traffic[1]);
+    let per_step = (b.h2d_bytes - a.h2d_bytes) as f64 / extra_steps as f64;
+    let d2h_per_step = (b.d2h_bytes - a.d2h_bytes) as f64 / extra_steps as f64;
+    let syncs_per_step = (b.syncs - a.syncs) as f64 / extra_steps as f64;
+    println!(
+        "full TTT per extra training step: h2d {per_step:.0} B, d2h {d2h_per_step:.0} B, \
+         syncs {syncs_per_step:.1} (weights {weights_bytes} B)"
+    );
+    assert!(
+        per_step <= (16 * tokens_per_step + 4096) as f64,
+        "h2d per training step {per_step} B (the weights are {weights_bytes} B)"
+    );
+    assert!(
+        d2h_per_step <= 1024.0,
+        "d2h per training step {d2h_per_step} B"
+    );
+    assert!(
+        syncs_per_step <= 2.0,
+        "syncs per training step {syncs_per_step}"
+    );
+}
+
 on_both_devices!(
     ops: linear_backward,
         optimizer_ops,
@@ -750,5 +880,6 @@ on_both_devices!(
     backends: attention_backward_on_tensor_cores,
         whole_model_gradients,
         trainer_steps,
+        full_ttt_tiny,
         lora_ttt_first_documents,
 );

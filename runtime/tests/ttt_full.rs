@@ -1,6 +1,7 @@
 //! Full-model score-first chunked TTT (`--ttt full`) on a tiny random model: causality under
 //! perturbation, chunk k scored by the weights trained on chunks < k only, lr 0 is plain eval,
-//! and the mixer on top stays normalised.
+//! the mixer on top stays normalised, and the device-resident pass equals the host loop it
+//! replaced.
 
 mod common;
 
@@ -62,10 +63,128 @@ fn cfg(stride: Option<usize>) -> FullTttConfig {
 fn scores(w: &ModelWeights, s: &[u32], c: &FullTttConfig, mix: Option<&MixerConfig>) -> Vec<f64> {
     let lut = lut();
     let mut sink = StreamScorer::new(s, &lut, V, mix).unwrap().recording();
-    full_ttt_into(CpuBackend::new, w, c, &mut sink, None).unwrap();
+    full_ttt_into(CpuBackend::new(), w, c, &mut sink, None).unwrap();
     let r = sink.recorded();
     assert!(r.iter().enumerate().all(|(i, &(t, _))| i == t));
     r.iter().map(|&(_, v)| v).collect()
+}
+
+/// The host loop `full_ttt_into` replaced (weights on the host, re-uploaded for every chunk's
+/// scoring and every training step, SGD on the host): per-target NLLs.
+fn host_loop_scores(w0: &ModelWeights, s: &[u32], c: &FullTttConfig) -> Vec<f64> {
+    use pgolf_rt::eval::run_windows;
+    use pgolf_rt::eval::ttt_full::chunk_windows;
+    use pgolf_rt::eval::{sliding_windows, standard_windows};
+    use pgolf_rt::train::params::trainable_mut;
+    use pgolf_rt::train::sgd::{clip_factor, Sgd};
+    use pgolf_rt::train::TrainModel;
+    let n_targets = s.len() - 1;
+    let windows = match c.stride {
+        Some(st) => sliding_windows(s.len(), c.seq_len, st).unwrap(),
+        None => standard_windows(s.len(), c.seq_len),
+    };
+    let n_chunks = n_targets.div_ceil(c.chunk);
+    let per_chunk = chunk_windows(&windows, c.chunk, n_chunks);
+    let mut w = w0.clone();
+    let mut sgd = Sgd::new(c.momentum, c.weight_decay);
+    let mut step = 0;
+    let mut out = vec![f64::NAN; n_targets];
+    for (k, cw) in per_chunk.iter().enumerate() {
+        let scorer = DeviceModel::new(CpuBackend::new(), &w).unwrap();
+        let opts = EvalOptions {
+            seq_len: c.seq_len,
+            batch: c.batch,
+            progress: None,
+        };
+        run_windows(&scorer, s, cw, opts, |t, nll| out[t] = nll as f64).unwrap();
+        if k + 1 == n_chunks {
+            continue;
+        }
+        let ts = c.train_seq();
+        let (cs, ce) = (k * c.chunk, ((k + 1) * c.chunk).min(n_targets));
+        let seqs: Vec<usize> = (0..(ce - cs) / ts).map(|i| cs + i * ts).collect();
+        for _ in 0..c.epochs {
+            for group in seqs.chunks(c.train_batch) {
+                let ids: Vec<u32> = group.iter().flat_map(|&q| s[q..q + ts].to_vec()).collect();
+                let tg: Vec<u32> = group
+                    .iter()
+                    .flat_map(|&q| s[q + 1..q + ts + 1].to_vec())
+                    .collect();
+                let rows: Vec<usize> = (0..ids.len()).collect();
+                let model = TrainModel::new(CpuBackend::new(), &w).unwrap();
+                let (_, g) = model
+                    .loss_and_grads(&ids, group.len(), ts, &rows, &tg, None, true)
+                    .unwrap();
+                let mut g = g.base.unwrap();
+                let gs: Vec<&[f32]> = trainable_mut(&mut g, c.freeze_blocks)
+                    .into_iter()
+                    .map(|x| &*x)
+                    .collect();
+                let scale = clip_factor(&gs, c.grad_clip);
+                let lr = c.lr_at(k, n_chunks, step);
+                sgd.step(&mut trainable_mut(&mut w, c.freeze_blocks), &gs, lr, scale)
+                    .unwrap();
+                step += 1;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn device_resident_pass_equals_the_host_loop() {
+    use pgolf_rt::train::{init_weights, Architecture, InitConfig};
+    // The tiny model tied and untied, and one with the 11-layer lineage's modules (BigramHash,
+    // SmearGate, value embeddings: scalar factors the pass must refresh after each step);
+    // standard and sliding windows; block 0 frozen.
+    let lineage = Architecture {
+        vocab_size: V,
+        num_layers: 2,
+        model_dim: 16,
+        num_heads: 2,
+        num_kv_heads: 1,
+        mlp_mult: 2.0,
+        tie_embeddings: true,
+        bigram: Some((64, 8)),
+        smear_gate: true,
+        value_embed: Some((8, 1)),
+    };
+    let ov = ConfigOverrides::default();
+    let models = [
+        ("tiny tied", tiny(41, false, &ov)),
+        ("tiny untied", tiny(42, true, &ov)),
+        (
+            "lineage modules",
+            init_weights(&lineage.config(&ov).unwrap(), &InitConfig::default()),
+        ),
+    ];
+    for (name, w) in &models {
+        let s = stream(4 * 32 + 1, 43);
+        for stride in [None, Some(4)] {
+            let c = cfg(stride);
+            let got = scores(w, &s, &c, None);
+            let want = host_loop_scores(w, &s, &c);
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "target {i} ({name}, stride {stride:?}): device-resident {a} vs host {b}"
+                );
+            }
+            // Training changed something (the comparison is not of two plain evals).
+            let plain = scores(
+                w,
+                &s,
+                &FullTttConfig {
+                    lr: 0.0,
+                    lr_min: 0.0,
+                    ..c.clone()
+                },
+                None,
+            );
+            assert_ne!(&plain[32..], &got[32..], "{name}: training had no effect");
+        }
+    }
 }
 
 #[test]
@@ -147,7 +266,7 @@ fn lr_zero_equals_plain_eval() {
         lr_min: 0.0,
         ..cfg(None)
     };
-    let (r, mixed) = eval_full_ttt(CpuBackend::new, &w, &s, &lut, &c, None, None).unwrap();
+    let (r, mixed) = eval_full_ttt(CpuBackend::new(), &w, &s, &lut, &c, None, None).unwrap();
     assert!(mixed.is_none());
     let dm = DeviceModel::new(CpuBackend::new(), &w).unwrap();
     let opts = EvalOptions {
@@ -169,7 +288,7 @@ fn mixture_on_full_ttt_sums_to_one_everywhere() {
     let mut sink = StreamScorer::new(&s, &lut, V, Some(&MixerConfig::default()))
         .unwrap()
         .checking_normalisation();
-    full_ttt_into(CpuBackend::new, &w, &cfg(Some(4)), &mut sink, None).unwrap();
+    full_ttt_into(CpuBackend::new(), &w, &cfg(Some(4)), &mut sink, None).unwrap();
     let err = sink.max_sum_error().unwrap();
     assert!(err < 1e-9, "mixture sum off by {err}");
     let (r, m) = sink.finish();
@@ -179,7 +298,7 @@ fn mixture_on_full_ttt_sums_to_one_everywhere() {
     // expert is the same pass without a mixer, run separately (to float32 rounding: the mixer
     // reads log-softmax rows, the plain pass the NLL kernel).
     let mut plain = StreamScorer::new(&s, &lut, V, None).unwrap();
-    full_ttt_into(CpuBackend::new, &w, &cfg(Some(4)), &mut plain, None).unwrap();
+    full_ttt_into(CpuBackend::new(), &w, &cfg(Some(4)), &mut plain, None).unwrap();
     let (p, _) = plain.finish();
     assert_eq!((m.neural().tokens, m.neural().bytes), (p.tokens, p.bytes));
     assert!(
@@ -215,7 +334,7 @@ fn bad_settings_are_errors() {
             ..cfg(None)
         },
     ] {
-        assert!(eval_full_ttt(CpuBackend::new, &w, &s, &lut, &c, None, None).is_err());
+        assert!(eval_full_ttt(CpuBackend::new(), &w, &s, &lut, &c, None, None).is_err());
     }
 }
 
@@ -237,7 +356,7 @@ fn full_ttt_gains_on_a_real_artifact_prefix() {
         train_batch: 4,
         ..FullTttConfig::default()
     };
-    let (r, _) = eval_full_ttt(CpuBackend::new, &w, &toks, &lut, &c, None, None).unwrap();
+    let (r, _) = eval_full_ttt(CpuBackend::new(), &w, &toks, &lut, &c, None, None).unwrap();
     let dm = DeviceModel::new(CpuBackend::new(), &w).unwrap();
     let opts = EvalOptions {
         seq_len: 1024,

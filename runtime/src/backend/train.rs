@@ -245,6 +245,22 @@ pub trait TrainBackend: Backend {
         Ok(())
     }
 
+    /// One SGD update of `w` and its momentum buffer `b` ([`optim::sgd_update`]).
+    fn sgd_update(
+        &self,
+        w: &mut Self::Tensor,
+        g: &Self::Tensor,
+        b: &mut Self::Tensor,
+        s: &optim::SgdStep,
+    ) -> Result<()> {
+        let (r, c) = self.shape(w);
+        let (mut x, mut bb) = (self.download(w)?, self.download(b)?);
+        optim::sgd_update(&mut x, &self.download(g)?, &mut bb, s);
+        *w = self.upload(&x, r, c)?;
+        *b = self.upload(&bb, r, c)?;
+        Ok(())
+    }
+
     /// The EMA of `w` in `e` ([`optim::ema_update`]).
     fn ema_update(&self, e: &mut Self::Tensor, w: &Self::Tensor, decay: f32) -> Result<()> {
         let (r, c) = self.shape(e);

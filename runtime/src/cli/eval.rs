@@ -633,7 +633,7 @@ fn run_ttt_audit<B: TrainBackend + Clone>(
             &audit,
             sample.len() - 1,
             &mut |sink| {
-                pgolf_rt::eval::ttt_full::full_ttt_into(|| be.clone(), weights, &cfg, sink, None)
+                pgolf_rt::eval::ttt_full::full_ttt_into(be.clone(), weights, &cfg, sink, None)
             },
         )
         .context("audit could not run")
@@ -717,7 +717,7 @@ fn run_full_ttt<B: TrainBackend + Clone>(
     use pgolf_rt::eval::eval_full_ttt;
     let cfg = full_config(a);
     let (r, mixed) = eval_full_ttt(
-        || be.clone(),
+        be.clone(),
         weights,
         tokens,
         lut,

@@ -13,9 +13,12 @@
 //!    times an optional linear warm-up over the first optimiser steps.
 //!
 //! A target of chunk `c` is thus scored by weights built from the artifact and chunks `< c`
-//! only, and each token trains the model only after it was scored: legal by construction. The
-//! host keeps the weights; the scoring model and the training model are re-uploaded after each
-//! step (cheap on the CPU backend).
+//! only, and each token trains the model only after it was scored: legal by construction.
+//!
+//! The weights and the SGD momentum live on the backend for the whole pass: uploaded once,
+//! scored and trained in place (the step is backend ops: `sum_squares` for the clip factor,
+//! `sgd_update` per trainable tensor). Per training step the host reads the squared gradient
+//! norm and the model's few scalar factors; nothing is re-uploaded.
 
 use super::mixer::{for_each_target, MixedEval, MixerConfig};
 use super::stream::StreamScorer;
@@ -23,11 +26,12 @@ use super::{
     run_windows, sliding_windows, standard_windows, truncate_for_eval, EvalOptions, EvalResult,
     Window,
 };
+use crate::backend::cpu::optim::SgdStep;
 use crate::backend::train::TrainBackend;
-use crate::model::{DeviceModel, ModelWeights};
+use crate::model::{ModelWeights, Scalars};
 use crate::tokenizer::ByteLut;
-use crate::train::params::trainable_mut;
-use crate::train::sgd::{clip_factor, Sgd};
+use crate::train::params::frozen;
+use crate::train::sgd::clip_coef;
 use crate::train::TrainModel;
 use crate::{Error, Result};
 
@@ -85,7 +89,8 @@ impl Default for FullTttConfig {
 }
 
 impl FullTttConfig {
-    fn train_seq(&self) -> usize {
+    /// The training sequence length (the eval window unless set).
+    pub fn train_seq(&self) -> usize {
         self.train_seq.unwrap_or(self.seq_len)
     }
 
@@ -160,9 +165,9 @@ pub fn chunk_windows(windows: &[Window], chunk: usize, n_chunks: usize) -> Vec<V
 }
 
 /// Full-model score-first TTT eval of `tokens` (truncated to whole windows as in spec 1.2),
-/// optionally through an online mixer. `make_backend` builds a backend for each re-upload.
-pub fn eval_full_ttt<B: TrainBackend>(
-    make_backend: impl Fn() -> B,
+/// optionally through an online mixer, on `backend`.
+pub fn eval_full_ttt<B: TrainBackend + Clone>(
+    backend: B,
     weights: &ModelWeights,
     tokens: &[u32],
     lut: &ByteLut,
@@ -172,14 +177,14 @@ pub fn eval_full_ttt<B: TrainBackend>(
 ) -> Result<(EvalResult, Option<MixedEval>)> {
     let stream = truncate_for_eval(tokens, cfg.seq_len)?;
     let mut sink = StreamScorer::new(stream, lut, weights.config.vocab_size, mix)?;
-    full_ttt_into(make_backend, weights, cfg, &mut sink, progress)?;
+    full_ttt_into(backend, weights, cfg, &mut sink, progress)?;
     Ok(sink.finish())
 }
 
 /// The pass of [`eval_full_ttt`] into a caller's [`StreamScorer`]; its stream is used as is
 /// (its length minus one must be a multiple of `cfg.seq_len`).
-pub fn full_ttt_into<B: TrainBackend>(
-    make_backend: impl Fn() -> B,
+pub fn full_ttt_into<B: TrainBackend + Clone>(
+    backend: B,
     weights: &ModelWeights,
     cfg: &FullTttConfig,
     sink: &mut StreamScorer,
@@ -202,25 +207,40 @@ pub fn full_ttt_into<B: TrainBackend>(
     };
     let n_chunks = n_targets.div_ceil(cfg.chunk);
     let per_chunk = chunk_windows(&windows, cfg.chunk, n_chunks);
-    let mut w = weights.clone();
-    let mut sgd = Sgd::new(cfg.momentum, cfg.weight_decay);
+    // The weights go up once; the momentum buffers start as zeros (the first step replaces
+    // them, as torch's SGD does).
+    let mut model = TrainModel::new(backend, weights)?;
+    let be = model.backend().clone();
+    let trainable: Vec<bool> = model
+        .params()
+        .leaves()
+        .iter()
+        .map(|(name, _, _)| !frozen(name, cfg.freeze_blocks))
+        .collect();
+    let mut bufs = Vec::new();
+    for ((_, _, w), &t) in model.params().leaves().into_iter().zip(&trainable) {
+        if t {
+            let (r, c) = be.shape(w);
+            bufs.push(be.zeros(r, c)?);
+        }
+    }
     let mut step = 0usize;
     for (c, cw) in per_chunk.iter().enumerate() {
         // 1. Score the chunk with the weights trained on chunks < c only.
-        let scorer = DeviceModel::new(make_backend(), &w)?;
+        let scorer = model.model();
         let opts = EvalOptions {
             seq_len: cfg.seq_len,
             batch: cfg.batch,
             progress: None,
         };
         if sink.wants_log_probs() {
-            for_each_target(&scorer, stream, cw, opts, |t| {
+            for_each_target(scorer, stream, cw, opts, |t| {
                 let nll = -t.neural[t.y as usize];
                 sink.score(t.index, nll, Some(t.neural))
             })?;
         } else {
             let mut err = None;
-            run_windows(&scorer, stream, cw, opts, |t, nll| {
+            run_windows(scorer, stream, cw, opts, |t, nll| {
                 if err.is_none() {
                     err = sink.score(t, nll, None).err();
                 }
@@ -229,7 +249,6 @@ pub fn full_ttt_into<B: TrainBackend>(
                 return Err(e);
             }
         }
-        drop(scorer);
         if let Some(p) = progress.as_mut() {
             p(c + 1, n_chunks, sink.totals());
         }
@@ -250,25 +269,42 @@ pub fn full_ttt_into<B: TrainBackend>(
                     targets.extend_from_slice(&stream[s + 1..s + ts + 1]);
                 }
                 let rows: Vec<usize> = (0..ids.len()).collect();
-                let model = TrainModel::new(make_backend(), &w)?;
                 let (_, g) =
-                    model.loss_and_grads(&ids, group.len(), ts, &rows, &targets, None, true)?;
-                drop(model);
-                let mut g = g
-                    .base
-                    .ok_or_else(|| Error::Backend("full TTT: no weight gradients".into()))?;
-                let gs: Vec<&[f32]> = trainable_mut(&mut g, cfg.freeze_blocks)
+                    model.loss_sum_and_base_grads(&ids, group.len(), ts, &rows, &targets)?;
+                let g = g.params;
+                let grads: Vec<&B::Tensor> = g
+                    .leaves()
                     .into_iter()
-                    .map(|s| &*s)
+                    .zip(&trainable)
+                    .filter(|(_, &t)| t)
+                    .map(|((_, _, g), _)| g)
                     .collect();
-                let scale = clip_factor(&gs, cfg.grad_clip);
-                let lr = cfg.lr_at(c, n_chunks, step);
-                sgd.step(
-                    &mut trainable_mut(&mut w, cfg.freeze_blocks),
-                    &gs,
-                    lr,
-                    scale,
-                )?;
+                let norm = be.sum_squares(&grads)?.sqrt();
+                let s = SgdStep {
+                    lr: cfg.lr_at(c, n_chunks, step),
+                    momentum: cfg.momentum,
+                    weight_decay: cfg.weight_decay,
+                    grad_scale: clip_coef(norm, cfg.grad_clip),
+                    first: step == 0,
+                };
+                let weights = model
+                    .params_mut()
+                    .leaves_mut()
+                    .into_iter()
+                    .zip(&trainable)
+                    .filter(|(_, &t)| t)
+                    .map(|((_, _, w), _)| w);
+                for ((w, g), b) in weights.zip(grads).zip(&mut bufs) {
+                    be.sgd_update(w, g, b, &s)?;
+                }
+                let held = Scalars::tensors(model.params());
+                let vals = if held.is_empty() {
+                    Vec::new()
+                } else {
+                    be.read_values(&held)?
+                };
+                let scalars = Scalars::from_values(model.params(), &vals);
+                model.refresh(scalars)?;
                 step += 1;
             }
         }

@@ -6,7 +6,7 @@
 use crate::model::ModelWeights;
 
 /// Whether `name` belongs to one of the first `freeze_blocks` blocks.
-fn frozen(name: &str, freeze_blocks: usize) -> bool {
+pub(crate) fn frozen(name: &str, freeze_blocks: usize) -> bool {
     name.strip_prefix("blocks.")
         .and_then(|rest| rest.split('.').next())
         .and_then(|i| i.parse::<usize>().ok())

@@ -2,6 +2,7 @@
 //! `g ← g + wd·p`, `buf ← μ·buf + g` (`buf = g` at the first step), `p ← p − lr·buf`; plus
 //! global gradient-norm clipping, as `torch.nn.utils.clip_grad_norm_`.
 
+use crate::backend::cpu::optim::{sgd_update, SgdStep};
 use crate::{Error, Result};
 
 /// Optimiser state over a fixed list of parameter slices.
@@ -38,13 +39,15 @@ impl Sgd {
         if first {
             self.buf = grads.iter().map(|g| vec![0.0; g.len()]).collect();
         }
-        let (mu, wd) = (self.momentum, self.weight_decay);
+        let s = SgdStep {
+            lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            grad_scale,
+            first,
+        };
         for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.buf) {
-            for ((p, &g), b) in p.iter_mut().zip(g.iter()).zip(b.iter_mut()) {
-                let d = g * grad_scale + wd * *p;
-                *b = if first || mu == 0.0 { d } else { mu * *b + d };
-                *p -= lr * *b;
-            }
+            sgd_update(p, g, b, &s);
         }
         Ok(())
     }

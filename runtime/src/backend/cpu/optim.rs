@@ -12,6 +12,7 @@
 //! adam_update   : m ← β1 m + (1−β1) g ; v ← β2 v + (1−β2) g² ;
 //!                 w ← w·decay − step_size · m / (sqrt(v)/sqrt(bc2) + eps)
 //! ema_update    : e ← d·e + (1−d)·w
+//! sgd_update    : d = g·scale + wd·w ; b ← d (first step, or μ = 0) else μ·b + d ; w ← w − lr·b
 //! sum_squares   : Σ over tensors (in order) of Σ g² in f64
 //! fake_quant    : per row s = amax/127, q = clamp(4·round(round(w/s)/4), −128, 124), w' = q·s
 //! ```
@@ -195,6 +196,28 @@ pub fn adam_update(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &A
         v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * gi * gi;
         let denom = v[i].sqrt() / s.bc2_sqrt + s.eps;
         w[i] = w[i] * s.decay - s.step_size * m[i] / denom;
+    }
+}
+
+/// One SGD step's settings (`torch.optim.SGD` with momentum and coupled weight decay; the
+/// gradient is multiplied by `grad_scale`, the clip factor, first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub grad_scale: f32,
+    /// The first step: the momentum buffer starts as the step's `d` (torch's rule).
+    pub first: bool,
+}
+
+/// One SGD update of `w` and its momentum buffer `b` (same lengths as `g`).
+pub fn sgd_update(w: &mut [f32], g: &[f32], b: &mut [f32], s: &SgdStep) {
+    let restart = s.first || s.momentum == 0.0;
+    for i in 0..w.len() {
+        let d = g[i] * s.grad_scale + s.weight_decay * w[i];
+        b[i] = if restart { d } else { s.momentum * b[i] + d };
+        w[i] -= s.lr * b[i];
     }
 }
 

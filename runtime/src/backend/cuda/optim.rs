@@ -5,7 +5,7 @@
 use super::gpu::{Gpu, KArg};
 use super::ops::{config, grid_1d, grid_rows, int, THREADS};
 use super::{same_shape, CudaBackend, CudaTensor};
-use crate::backend::cpu::optim::AdamStep;
+use crate::backend::cpu::optim::{AdamStep, SgdStep};
 use crate::{Error, Result};
 
 /// Blocks of `sum_squares_partial` (each writes one (hi, lo) pair).
@@ -104,6 +104,39 @@ impl<G: Gpu> CudaBackend<G> {
                     KArg::Float(s.step_size),
                     KArg::Float(s.bc2_sqrt),
                     KArg::Float(s.decay),
+                    KArg::I64(n as i64),
+                ],
+            )
+        }
+    }
+
+    /// `sgd_update` of `w` and its momentum buffer `b` in place.
+    pub(super) fn sgd_update_device(
+        &self,
+        w: &mut CudaTensor<G>,
+        g: &CudaTensor<G>,
+        b: &mut CudaTensor<G>,
+        s: &SgdStep,
+    ) -> Result<()> {
+        same_shape(w, g, "sgd_update")?;
+        same_shape(w, b, "sgd_update")?;
+        let n = w.len();
+        let restart = s.first || s.momentum == 0.0;
+        // SAFETY: matches `sgd_update` in cuda/optim.cu; all three hold n values.
+        unsafe {
+            self.run(
+                &self.kernels.sgd_update,
+                "sgd_update",
+                grid_1d(n)?,
+                &mut [
+                    KArg::F32Mut(&mut w.buf),
+                    KArg::F32(&g.buf),
+                    KArg::F32Mut(&mut b.buf),
+                    KArg::Float(s.lr),
+                    KArg::Float(s.momentum),
+                    KArg::Float(s.weight_decay),
+                    KArg::Float(s.grad_scale),
+                    KArg::I32(restart as i32),
                     KArg::I64(n as i64),
                 ],
             )

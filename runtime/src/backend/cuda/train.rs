@@ -857,6 +857,16 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         self.adam_update_device(w, g, m, v, s)
     }
 
+    fn sgd_update(
+        &self,
+        w: &mut CudaTensor<G>,
+        g: &CudaTensor<G>,
+        b: &mut CudaTensor<G>,
+        s: &crate::backend::cpu::optim::SgdStep,
+    ) -> Result<()> {
+        self.sgd_update_device(w, g, b, s)
+    }
+
     fn ema_update(&self, e: &mut CudaTensor<G>, w: &CudaTensor<G>, decay: f32) -> Result<()> {
         self.ema_update_device(e, w, decay)
     }
