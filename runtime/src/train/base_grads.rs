@@ -1,10 +1,8 @@
 //! Base-weight gradients where the backward leaves them: the tree of the model's parameters
-//! ([`Params`]) over backend tensors. The few gradients the backward still reduces on the host
-//! (the skip weights' rows, the BigramHash and value-embedding scalars) are uploaded into it.
-//! The trainer sums its micro-steps here, on the device, and downloads once per optimizer step
-//! instead of once per micro-step (the 9-layer baseline on one GPU has 8 micro-steps of ~68 MB
-//! of gradients each).
-
+//! ([`Params`]) over backend tensors, every gradient included (the skip weights' rows are
+//! stacked and the BigramHash and value-embedding scalars reduced on the device). The trainer
+//! sums its micro-steps here and hands the sum to the optimizer ops without a download; only
+//! export, checkpoints and tests bring gradients to the host ([`BaseGrads::download`]).
 use crate::backend::train::TrainBackend;
 use crate::backend::Backend;
 use crate::model::{Matrix, ModelConfig, ModelWeights, Params};
