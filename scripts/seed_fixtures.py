@@ -12,7 +12,7 @@ The reference forward runs in float32 on CPU: the weights are exactly those the 
 holds (bf16 embedding tables included), the arithmetic is float32 instead of bf16 autocast, which
 is what pgolf-rt's CPU engine computes.
 
-    python scripts/seed_fixtures.py --pr 489 --code /tmp/pg/489/train_gpt.py \
+    python scripts/seed_fixtures.py --pr 489 --code PR489/train_gpt.py \
         --val DATA/fineweb_val_000000.bin --train DATA/fineweb_train_000000.bin \
         --out runtime/tests/fixtures/seeds --name pr489_tiny
 
