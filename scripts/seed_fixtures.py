@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Seed-submission fixtures: a tiny model of a public submission, written by its own code.
+
+Imports a submission's `train_gpt.py` from the path given with `--code` (nothing of it is kept in
+this repository), builds a small configuration of its own `GPT` class with the same features on,
+trains it a few steps with its own Muon optimizer (and torch Adam for embeddings and control
+tensors, as its `main()` groups them), exports it with its own quantizer and compressor, reads the
+file back with its own loader into a fresh model built the way its eval builds one, and records
+that model's per-position NLL on the first tokens of a val shard.
+
+The reference forward runs in float32 on CPU: the weights are exactly those the submission's eval
+holds (bf16 embedding tables included), the arithmetic is float32 instead of bf16 autocast, which
+is what pgolf-rt's CPU engine computes.
+
+    python scripts/seed_fixtures.py --pr 489 --code PR489/train_gpt.py \
+        --val DATA/fineweb_val_000000.bin --train DATA/fineweb_train_000000.bin \
+        --out runtime/tests/fixtures/seeds --name pr489_tiny
+
+Writes `<name>.ptz` (the submission's own bytes) and `<name>.json`.
+"""
+
+import argparse
+import hashlib
+import importlib.util
+import io
+import json
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# Tiny configurations: same features as the submission, small widths. `mlp_mult` for the
+# int5 preset of #687 is widened so that its MLP matrices exceed the 65,536-element threshold
+# below which the submission's quantizer keeps a tensor as fp16 (the GPTQ int5/int6 path runs).
+PRESETS = {
+    ("489", "tiny"): dict(
+        num_layers=4, model_dim=64, num_heads=2, num_kv_heads=1, mlp_mult=3,
+        logit_softcap=15.0, rope_dims=16, bigram_hash_buckets=512, bigram_dim=32,
+        qk_gain_init=1.0,
+    ),
+    ("687", "tiny"): dict(
+        num_layers=4, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=3.5,
+        logit_softcap=30.0, rope_dims=8, bigram_vocab_size=256, bigram_dim=16,
+        xsa_last_n=4, ln_scale=True, ve_enabled=True, ve_dim=8, ve_layers="2,3",
+        qk_gain_init=1.5,
+    ),
+    ("687", "int5"): dict(
+        num_layers=2, model_dim=72, num_heads=2, num_kv_heads=1, mlp_mult=14.5,
+        logit_softcap=30.0, rope_dims=16, bigram_vocab_size=128, bigram_dim=16,
+        xsa_last_n=2, ln_scale=True, ve_enabled=True, ve_dim=16, ve_layers="1",
+        qk_gain_init=1.5,
+    ),
+}
+
+
+def import_pr(path: str):
+    spec = importlib.util.spec_from_file_location("pr_train_gpt", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["pr_train_gpt"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build(mod, pr: str, cfg: dict, hp):
+    common = dict(
+        vocab_size=1024, tie_embeddings=True, tied_embed_init_std=hp.tied_embed_init_std,
+        rope_base=10000.0,
+    )
+    return mod.GPT(**common, **cfg)
+
+
+def as_submission_dtypes(mod, model):
+    """The dtype layout of the submission's models: bf16, CastedLinear and control params fp32."""
+    model = model.bfloat16()
+    for m in model.modules():
+        if isinstance(m, mod.CastedLinear):
+            m.float()
+    mod.restore_low_dim_params_to_fp32(model)
+    return model
+
+
+def fill_zero_matrices(model, gen, std=0.02):
+    """Zero-initialised matrices (output projections, BigramHash) would leave whole features
+    untested (a zero table times a zero projection never gets a gradient): give them noise."""
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.ndim == 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+def train(mod, model, hp, tokens, steps: int, batch: int, seq: int):
+    """A few steps with the submission's Muon for block matrices and Adam for the rest."""
+    ctrl = tuple(mod.CONTROL_TENSOR_NAME_PATTERNS)
+    embed, matrix, scalar = [], [], []
+    for name, p in model.named_parameters():
+        if name.endswith("embed.weight") or name == "tok_emb.weight":
+            embed.append(p)
+        elif p.ndim == 2 and not any(c in name for c in ctrl):
+            matrix.append(p)
+        else:
+            scalar.append(p)
+    opts = [
+        torch.optim.Adam(embed, lr=hp.tied_embed_lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps),
+        mod.Muon(matrix, lr=hp.matrix_lr, momentum=hp.muon_momentum,
+                 backend_steps=hp.muon_backend_steps),
+        torch.optim.Adam(scalar, lr=hp.scalar_lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps),
+    ]
+    losses = []
+    for step in range(steps):
+        off = step * batch * seq
+        chunk = tokens[off: off + batch * seq + 1].to(torch.int64)
+        x = chunk[:-1].reshape(batch, seq)
+        y = chunk[1:].reshape(batch, seq)
+        loss = model(x, y)
+        loss.backward()
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def export_489(mod, model, args):
+    if args.keep_float_max_numel is not None:
+        mod.INT8_KEEP_FLOAT_MAX_NUMEL = args.keep_float_max_numel
+    obj, _ = mod.quantize_state_dict_int8(model.state_dict())
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return zlib.compress(buf.getvalue(), level=9)
+
+
+def load_489(mod, blob, fresh):
+    state = torch.load(io.BytesIO(zlib.decompress(blob)), map_location="cpu")
+    fresh.load_state_dict(mod.dequantize_state_dict_int8(state), strict=True)
+    return fresh
+
+
+def export_687(mod, model, args, calib_tokens):
+    import zstandard
+
+    # The submission calibrates GPTQ with its own hook code on training sequences; its
+    # TokenStream reads shards by glob, so the calibration shard is handed in as a pattern.
+    hessians = mod.gptq_calibrate(model, args.train, torch.device("cpu"),
+                                  n_samples=args.calib_samples, seq_len=args.seq)
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # Magnitude pruning of the large matrices before quantisation, as the submission's main().
+    for v in sd.values():
+        if v.ndim == 2 and v.numel() > 65536:
+            v[v.abs() < torch.quantile(v.abs().float(), args.prune_pct)] = 0.0
+    result, meta = mod.mixed_quantize_int6_gptq(
+        sd, {"mlp", "attn"}, hessians, num_layers=len(model.blocks), int6_last_n=args.int6_last_n)
+    buf = io.BytesIO()
+    torch.save({"w": result, "m": meta}, buf)
+    return zstandard.ZstdCompressor(level=22).compress(buf.getvalue()), sd, meta
+
+
+def load_687(mod, blob, fresh, template):
+    import zstandard
+
+    state = torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), map_location="cpu")
+    fresh.load_state_dict(mod.dequantize_mixed_int6(state["w"], state["m"], template), strict=True)
+    return fresh
+
+
+@torch.no_grad()
+def per_position_nll(model, tokens, rope_from=None):
+    """float32 forward of the loaded model's exact weights; NLL of token t+1 at position t.
+
+    The submissions' eval models are `.bfloat16()`, which also rounds each Rotary's `inv_freq`
+    buffer to bf16 (only parameters are restored to fp32). With `rope_from` (a model never cast
+    to bf16), its float32 `inv_freq` buffers are used instead: RoPE as pgolf-rt computes it."""
+    m32 = model.float().eval()
+    for m in m32.modules():
+        if hasattr(m, "inv_freq"):
+            m._cos_cached = m._sin_cached = None
+            m._seq_len_cached = 0
+    if rope_from is not None:
+        src = [m for m in rope_from.modules() if hasattr(m, "inv_freq")]
+        dst = [m for m in m32.modules() if hasattr(m, "inv_freq")]
+        for a, b in zip(src, dst, strict=True):
+            b.inv_freq = a.inv_freq.clone()
+    x = tokens[:-1].to(torch.int64)[None]
+    y = tokens[1:].to(torch.int64)
+    logits = m32.forward_logits(x)[0].float()
+    return F.cross_entropy(logits, y, reduction="none").tolist()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pr", required=True, choices=["489", "687"])
+    ap.add_argument("--code", required=True, help="the PR's train_gpt.py")
+    ap.add_argument("--commit", default="", help="the PR head commit the code came from")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--val", required=True, help="a fineweb_val_*.bin shard (sp1024)")
+    ap.add_argument("--train", required=True, help="a fineweb_train_*.bin shard (sp1024)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--tokens", type=int, default=256, help="scored positions per window")
+    ap.add_argument("--long-tokens", type=int, default=0,
+                    help="also score one window this long (past #687's 1024-token NTK threshold)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--keep-float-max-numel", type=int, default=None,
+                    help="#489: lower its fp16-passthrough threshold so small matrices go int8")
+    ap.add_argument("--calib-samples", type=int, default=8)
+    ap.add_argument("--prune-pct", type=float, default=0.03)
+    ap.add_argument("--int6-last-n", type=int, default=0)
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    mod = import_pr(args.code)
+    hp = mod.Hyperparameters()
+    cfg = PRESETS[(args.pr, args.preset)]
+
+    model = build(mod, args.pr, cfg, hp).float()
+    fill_zero_matrices(model, gen)
+    train_tokens = mod.load_data_shard(Path(args.train))
+    losses = train(mod, model, hp, train_tokens, args.steps, args.batch, args.seq)
+    model = as_submission_dtypes(mod, model)
+
+    fresh = as_submission_dtypes(mod, build(mod, args.pr, cfg, hp))
+    extra = {}
+    if args.pr == "489":
+        blob = export_489(mod, model, args)
+        loaded = load_489(mod, blob, fresh)
+        extra["keep_float_max_numel"] = mod.INT8_KEEP_FLOAT_MAX_NUMEL
+        fmt = "int8_clean_per_row_v1 + zlib 9"
+    else:
+        blob, template, meta = export_687(mod, model, args, train_tokens)
+        loaded = load_687(mod, blob, fresh, template)
+        extra.update(calib_samples=args.calib_samples, prune_pct=args.prune_pct,
+                     int6_last_n=args.int6_last_n,
+                     quant_types=sorted({m if isinstance(m, str) else m["type"] for m in meta.values()}))
+        fmt = "{w,m} mixed int5/int6 GPTQ + zstd 22"
+
+    val = mod.load_data_shard(Path(args.val))
+    windows = []
+    lengths = [args.tokens] + ([args.long_tokens] if args.long_tokens else [])
+    for n in lengths:
+        toks = val[: n + 1]
+        nll = per_position_nll(loaded, toks)
+        nll_fp32_rope = per_position_nll(loaded, toks, rope_from=build(mod, args.pr, cfg, hp))
+        windows.append(dict(tokens=[int(t) for t in toks], nll=nll, mean_nll=sum(nll) / len(nll),
+                            nll_fp32_rope=nll_fp32_rope,
+                            mean_nll_fp32_rope=sum(nll_fp32_rope) / len(nll_fp32_rope)))
+        loaded = as_submission_dtypes(mod, loaded)  # per_position_nll cast it to fp32
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.ptz").write_bytes(blob)
+    code_sha = hashlib.sha256(Path(args.code).read_bytes()).hexdigest()
+    hidden = int(cfg["mlp_mult"] * cfg["model_dim"])
+    doc = dict(
+        pr=int(args.pr), pr_commit=args.commit, code_sha256=code_sha, preset=args.preset,
+        format=fmt, artifact_bytes=len(blob), seed=args.seed,
+        init="the PR's init; all-zero matrices filled with N(0, 0.02^2)",
+        train=dict(steps=args.steps, batch=args.batch, seq=args.seq, losses=losses,
+                   optimizers="PR Muon (block matrices) + torch Adam (embeddings, control)"),
+        config=dict(cfg, vocab_size=1024, mlp_hidden=hidden,
+                    num_params=sum(p.numel() for p in loaded.parameters())),
+        reference="PR loader + fresh PR GPT in the PR's eval dtypes; forward in float32 on CPU. "
+                  "nll: as that model holds its weights and buffers (Rotary inv_freq bf16-rounded "
+                  "by .bfloat16()); nll_fp32_rope: the same with float32 inv_freq",
+        windows=windows, **extra,
+    )
+    (out / f"{args.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"{args.name}: {len(blob)} bytes, mean nll {[round(w['mean_nll'], 4) for w in windows]}, "
+          f"train losses {[round(l, 3) for l in losses]}")
+
+
+if __name__ == "__main__":
+    main()
