@@ -2,9 +2,9 @@
 //!
 //! [`Model`] bundles the weights (on the CPU backend) with their SentencePiece tokenizer.
 //! [`Model::score`] gives per-token log-probabilities and the text's bits per byte, exactly as
-//! `pgolf-rt score` computes them; [`Model::generate`] continues a prompt (over a KV cache;
-//! [`Model::generate_with`] streams it). The same API runs in a
-//! browser through `bindings/wasm` (build the runtime with `default-features = false`).
+//! `pgolf-rt score` computes them; [`Model::generate`] continues a prompt over a KV cache
+//! ([`Model::generate_with`] streams it). The same API runs in a browser through
+//! `bindings/wasm` (build the runtime with `default-features = false`).
 //!
 //! The examples run as doctests against the reference artifact in `../shared` when it is there
 //! (they do nothing otherwise):

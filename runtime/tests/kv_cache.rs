@@ -245,3 +245,43 @@ fn reference_artifacts_decode_like_the_full_forward() {
     }
     assert!(failed.is_empty(), "over {REAL_TOL:e}: {failed:?}");
 }
+
+/// `Model::generate_with` on the committed default model: sampled text is the same with the
+/// cache and with the full recompute while it fits the window; past a small window the cache
+/// restarts from the window's last half, so the two agree up to the token that fills it.
+#[test]
+fn generation_picks_what_the_full_recompute_picks_within_the_window() {
+    use pgolf_rt::{Decoding, Model, Sampling};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/");
+    let mut model = Model::load(
+        format!("{dir}pg-tiny-4L128.int8.ptz"),
+        format!("{dir}pg_sp1024_bpe.model"),
+    )
+    .unwrap();
+    let prompt = "The history of the town";
+    let run = |m: &Model, d: Decoding, seed: u64| {
+        let s = Sampling {
+            temperature: 0.9,
+            top_k: 0,
+            seed,
+        };
+        m.generate_with(prompt, 40, &s, d, |_| true).unwrap()
+    };
+    for seed in 0..4 {
+        let (c, r) = (
+            run(&model, Decoding::Cached, seed),
+            run(&model, Decoding::Recompute, seed),
+        );
+        assert_eq!(c, r, "seed {seed}");
+        assert_eq!(c.tokens.len(), 40);
+    }
+    model.context = 12;
+    let g = run(&model, Decoding::Cached, 1);
+    let r = run(&model, Decoding::Recompute, 1);
+    assert_eq!(g, run(&model, Decoding::Cached, 1), "deterministic");
+    assert!(g.prompt_tokens < model.context);
+    // Token s is picked from a context of prompt_tokens + s tokens: equal up to a full window.
+    let same = model.context - g.prompt_tokens + 1;
+    assert_eq!(g.tokens[..same], r.tokens[..same]);
+    assert_eq!(g.tokens.len(), 40);
+}
