@@ -2,8 +2,9 @@
 //!
 //! [`Model`] bundles the weights (on the CPU backend) with their SentencePiece tokenizer.
 //! [`Model::score`] gives per-token log-probabilities and the text's bits per byte, exactly as
-//! `pgolf-rt score` computes them; [`Model::generate`] continues a prompt. The same API runs in a
-//! browser through `bindings/wasm` (build the runtime with `default-features = false`).
+//! `pgolf-rt score` computes them; [`Model::generate`] continues a prompt over a KV cache
+//! ([`Model::generate_with`] streams it). The same API runs in a browser through
+//! `bindings/wasm` (build the runtime with `default-features = false`).
 //!
 //! The examples run as doctests against the reference artifact in `../shared` when it is there
 //! (they do nothing otherwise):
@@ -26,7 +27,7 @@
 use crate::artifact::Artifact;
 use crate::backend::cpu::CpuBackend;
 use crate::eval::{score_tokens, score_window, TextScore};
-use crate::model::{ConfigOverrides, DeviceModel, ModelConfig, ModelWeights};
+use crate::model::{ConfigOverrides, Decoder, DeviceModel, ModelConfig, ModelWeights};
 use crate::tokenizer::{ByteLut, PieceType, Tokenizer};
 use crate::{Error, Result};
 use std::path::Path;
@@ -112,6 +113,15 @@ impl Model {
             Tokenizer::load(tokenizer)?,
             &ConfigOverrides::default(),
         )
+    }
+
+    /// Like [`Model::load`], with architecture overrides (what an artifact's shapes cannot tell).
+    pub fn load_with(
+        artifact: impl AsRef<Path>,
+        tokenizer: impl AsRef<Path>,
+        ov: &ConfigOverrides,
+    ) -> Result<Self> {
+        Self::build(Artifact::load(artifact)?, Tokenizer::load(tokenizer)?, ov)
     }
 
     /// Builds a model from the bytes of an artifact and of a tokenizer (e.g. fetched in a browser).
@@ -216,47 +226,10 @@ impl Model {
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
     pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
-        let tok = &self.tokenizer;
-        let spec = tok.normalizer_spec();
-        let strip_first = spec.add_dummy_prefix || spec.remove_extra_whitespaces;
-        let mut out = Vec::with_capacity(ids.len());
-        let mut pending: Vec<u8> = Vec::new();
-        let mut started = false;
-        for &id in ids {
-            let piece = tok.piece(id).unwrap_or("");
-            match tok.piece_type(id) {
-                Some(PieceType::Byte) => {
-                    if let Some(b) = piece
-                        .strip_prefix("<0x")
-                        .and_then(|p| p.strip_suffix('>'))
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        pending.push(b);
-                    }
-                }
-                Some(PieceType::Control) | None => {}
-                Some(PieceType::Unknown) => {
-                    pending.extend_from_slice(tok.trainer_spec().unk_surface.as_bytes())
-                }
-                _ => {
-                    let mut text = piece.replace('\u{2581}', " ");
-                    if !started && strip_first && text.starts_with(' ') {
-                        text.remove(0);
-                    }
-                    pending.extend_from_slice(text.as_bytes());
-                }
-            }
-            let mut s = String::new();
-            drain_utf8(&mut pending, &mut s);
-            started |= !s.is_empty();
-            out.push(s);
-        }
-        if !pending.is_empty() {
-            // Trailing bytes of an unfinished character: SentencePiece prints U+FFFD for each.
-            let n = pending.len();
-            if let Some(last) = out.last_mut() {
-                last.extend(std::iter::repeat_n('\u{FFFD}', n));
-            }
+        let mut d = Detokenizer::new(&self.tokenizer);
+        let mut out: Vec<String> = ids.iter().map(|&id| d.push(id)).collect();
+        if let Some(last) = out.last_mut() {
+            last.push_str(&d.finish());
         }
         out
     }
@@ -265,8 +238,10 @@ impl Model {
     /// `prompt + continuation` reads as the model's text (a continuation that starts a new word
     /// starts with its space).
     ///
-    /// Each token runs the model over the whole context (up to [`Model::context`] tokens): fine
-    /// for short continuations.
+    /// The prompt (after BOS) runs once through the model, then each new token costs one
+    /// position's forward over a KV cache ([`crate::model::Decoder`]), up to
+    /// [`Model::context`] tokens; [`Decoding`] says what happens past that, and
+    /// [`Model::generate_with`] streams the text and can run the full recompute instead.
     ///
     /// ```
     /// use pgolf_rt::{Model, Sampling};
@@ -282,23 +257,183 @@ impl Model {
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
     pub fn generate(&self, prompt: &str, n: usize, sampling: &Sampling) -> Result<String> {
+        let g = self.generate_with(prompt, n, sampling, Decoding::Cached, |_| true)?;
+        Ok(g.text)
+    }
+
+    /// [`Model::generate`], streaming: `on_piece` gets the text of each new token as soon as it
+    /// is picked (an empty string while a character spans several byte tokens; once more at the
+    /// end with U+FFFD per byte of a character left unfinished) and stops the generation by
+    /// returning `false`. The pieces concatenate to [`Generation::text`].
+    ///
+    /// `decoding` chooses the forward per token: [`Decoding::Cached`] (one position over a KV
+    /// cache) or [`Decoding::Recompute`] (the whole window again, the reference). Both pick the
+    /// same tokens for the same seed while the text fits in [`Model::context`] tokens.
+    ///
+    /// ```
+    /// use pgolf_rt::{Decoding, Model, Sampling};
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let model = Model::load(artifact, tokenizer)?;
+    ///     let mut pieces = Vec::new();
+    ///     let g = model.generate_with("It was a bright cold day", 6, &Sampling::greedy(), Decoding::Cached, |p| {
+    ///         pieces.push(p.to_string());
+    ///         pieces.len() < 4 // stop after four tokens
+    ///     })?;
+    ///     assert_eq!((g.tokens.len(), pieces.concat()), (4, g.text.clone()));
+    ///     let full = model.generate_with("It was a bright cold day", 4, &Sampling::greedy(), Decoding::Recompute, |_| true)?;
+    ///     assert_eq!(full.tokens, g.tokens);
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn generate_with(
+        &self,
+        prompt: &str,
+        n: usize,
+        sampling: &Sampling,
+        decoding: Decoding,
+        mut on_piece: impl FnMut(&str) -> bool,
+    ) -> Result<Generation> {
         if !sampling.temperature.is_finite() || sampling.temperature < 0.0 {
             return Err(Error::Usage(format!(
                 "temperature {} must be a finite number >= 0",
                 sampling.temperature
             )));
         }
+        let context = self.context.max(1);
         let mut ids = vec![self.tokenizer.bos_id()];
         ids.extend(self.tokenizer.encode(prompt));
-        let first_new = ids.len();
-        let mut rng = SplitMix64(sampling.seed);
-        for _ in 0..n {
-            let ctx = &ids[ids.len().saturating_sub(self.context.max(1))..];
-            let last = ctx.len() - 1;
-            let lp = self.model.log_probs(ctx, 1, ctx.len(), Some(&[last]))?;
-            ids.push(pick(&lp, sampling, &mut rng));
+        let prompt_tokens = ids.len();
+        let mut detok = Detokenizer::new(&self.tokenizer);
+        for &id in &ids {
+            detok.push(id);
         }
-        Ok(self.token_texts(&ids)[first_new..].concat())
+        let mut dec = Decoder::new(&self.model);
+        let mut rng = SplitMix64(sampling.seed);
+        let mut text = String::new();
+        for _ in 0..n {
+            let lp = match decoding {
+                Decoding::Recompute => {
+                    let ctx = &ids[ids.len().saturating_sub(context)..];
+                    let last = ctx.len() - 1;
+                    self.model.log_probs(ctx, 1, ctx.len(), Some(&[last]))?
+                }
+                // The first token, or a full window: prefill the last `context` (first) or
+                // `context / 2` (full window) tokens.
+                Decoding::Cached if dec.is_empty() => {
+                    dec.prefill(&ids[ids.len().saturating_sub(context)..])?
+                }
+                Decoding::Cached if dec.len() >= context => {
+                    dec.prefill(&ids[ids.len().saturating_sub((context / 2).max(1))..])?
+                }
+                Decoding::Cached => dec.step(ids[ids.len() - 1])?,
+            };
+            let id = pick(&lp, sampling, &mut rng);
+            ids.push(id);
+            let piece = detok.push(id);
+            text.push_str(&piece);
+            if !on_piece(&piece) {
+                break;
+            }
+        }
+        let rest = detok.finish();
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            on_piece(&rest);
+        }
+        Ok(Generation {
+            text,
+            tokens: ids.split_off(prompt_tokens),
+            prompt_tokens,
+        })
+    }
+}
+
+/// The forward [`Model::generate_with`] runs for each new token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decoding {
+    /// A KV cache ([`crate::model::Decoder`]): the prompt's forward once, then one position per
+    /// token. When the window is full ([`Model::context`] tokens), the cache restarts from the
+    /// last `context / 2` tokens (one prefill), so each token sees between `context / 2` and
+    /// `context` tokens of context. The full recompute slides instead: past the window, every
+    /// token sees exactly the last `context` tokens. Within the window both give the same
+    /// log-probabilities (to about 1e-6) and so the same tokens.
+    #[default]
+    Cached,
+    /// The whole window (the last [`Model::context`] tokens, from position 0) through the model
+    /// for every new token: the reference, quadratic in the context.
+    Recompute,
+}
+
+/// What [`Model::generate_with`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The continuation's text (the streamed pieces, concatenated).
+    pub text: String,
+    /// The generated token ids, in order.
+    pub tokens: Vec<u32>,
+    /// Tokens of the prompt as the model saw them (BOS included).
+    pub prompt_tokens: usize,
+}
+
+/// Token ids to text one at a time: what [`Model::token_texts`] gives for a whole sequence.
+struct Detokenizer<'t> {
+    tok: &'t Tokenizer,
+    /// Drop the space of the first piece (the SentencePiece dummy prefix).
+    strip_first: bool,
+    /// Bytes of a character not yet complete.
+    pending: Vec<u8>,
+    started: bool,
+}
+
+impl<'t> Detokenizer<'t> {
+    fn new(tok: &'t Tokenizer) -> Self {
+        let spec = tok.normalizer_spec();
+        Detokenizer {
+            tok,
+            strip_first: spec.add_dummy_prefix || spec.remove_extra_whitespaces,
+            pending: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// The text token `id` completes.
+    fn push(&mut self, id: u32) -> String {
+        let tok = self.tok;
+        let piece = tok.piece(id).unwrap_or("");
+        match tok.piece_type(id) {
+            Some(PieceType::Byte) => {
+                if let Some(b) = piece
+                    .strip_prefix("<0x")
+                    .and_then(|p| p.strip_suffix('>'))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    self.pending.push(b);
+                }
+            }
+            Some(PieceType::Control) | None => {}
+            Some(PieceType::Unknown) => self
+                .pending
+                .extend_from_slice(tok.trainer_spec().unk_surface.as_bytes()),
+            _ => {
+                let mut text = piece.replace('\u{2581}', " ");
+                if !self.started && self.strip_first && text.starts_with(' ') {
+                    text.remove(0);
+                }
+                self.pending.extend_from_slice(text.as_bytes());
+            }
+        }
+        let mut s = String::new();
+        drain_utf8(&mut self.pending, &mut s);
+        self.started |= !s.is_empty();
+        s
+    }
+
+    /// Trailing bytes of an unfinished character: SentencePiece prints U+FFFD for each.
+    fn finish(&mut self) -> String {
+        let n = std::mem::take(&mut self.pending).len();
+        std::iter::repeat_n('\u{FFFD}', n).collect()
     }
 }
 

@@ -1,6 +1,6 @@
-//! The `score`, `inspect` and `eval --mix hedge` commands through the binary, each against the
-//! library computing the same thing another way (the embedding API, the artifact reader, the
-//! mixer and the plain eval), on the committed default model.
+//! The `score`, `inspect`, `generate` and `eval --mix hedge` commands through the binary, each
+//! against the library computing the same thing another way (the embedding API, the artifact
+//! reader, the mixer and the plain eval), on the committed default model.
 
 mod common;
 
@@ -235,4 +235,61 @@ fn eval_mix_hedge_matches_the_library_and_the_plain_eval() {
         .sum();
     assert!((wsum - 1.0).abs() < 1e-9, "weights sum to {wsum}");
     assert_eq!(j["tokens"].as_u64().unwrap(), 4096);
+}
+
+#[test]
+fn generate_streams_deterministic_text_with_and_without_the_kv_cache() {
+    let gen = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--artifact",
+            MODEL,
+            "--tokenizer",
+            TOKENIZER,
+            "--tokens",
+            "24",
+        ];
+        args.extend_from_slice(extra);
+        args.push("The quick brown fox");
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            err.contains("generated 24 tokens") && err.contains("tokens/s"),
+            "{err}"
+        );
+        out
+    };
+    // Sampling: the same seed gives the same text, and it is the library's.
+    let sampled = gen(&["--seed", "5", "--temperature", "0.9"]);
+    assert_eq!(sampled, gen(&["--seed", "5", "--temperature", "0.9"]));
+    let model = pgolf_rt::Model::load(MODEL, TOKENIZER).unwrap();
+    let s = pgolf_rt::Sampling {
+        temperature: 0.9,
+        top_k: 40,
+        seed: 5,
+    };
+    let lib = model.generate("The quick brown fox", 24, &s).unwrap();
+    assert_eq!(sampled, format!("{lib}\n"));
+    // Greedy: the KV cache and the full recompute write the same text within the window.
+    let greedy = gen(&["--temperature", "0"]);
+    assert!(!greedy.trim().is_empty(), "{greedy:?}");
+    assert_eq!(greedy, gen(&["--temperature", "0", "--no-kv-cache"]));
+    // Past a small window the cache restarts from its last half: still deterministic.
+    let short = gen(&["--context", "12", "--seed", "2"]);
+    assert_eq!(short, gen(&["--context", "12", "--seed", "2"]));
+    // Bad flags are refused before anything is loaded.
+    for bad in [
+        ["--temperature", "-1"],
+        ["--temperature", "NaN"],
+        ["--tokens", "0"],
+        ["--tokens", "1000000"],
+        ["--context", "0"],
+    ] {
+        let mut args = vec!["generate", "--artifact", MODEL, "--tokenizer", TOKENIZER];
+        args.extend_from_slice(&bad);
+        args.push("x");
+        let (code, _, err) = run(&args, None);
+        assert_eq!(code, Some(2), "{bad:?} accepted: {err}");
+        assert!(err.contains(bad[0]), "{bad:?}: {err}");
+    }
 }

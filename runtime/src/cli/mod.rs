@@ -2,6 +2,7 @@
 
 mod devices;
 mod eval;
+mod generate;
 mod inspect;
 mod model_args;
 mod parse;
@@ -11,7 +12,7 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
-/// Run OpenAI parameter-golf language models: evaluate, score text, inspect, train.
+/// Run OpenAI parameter-golf language models: evaluate, score text, generate, inspect, train.
 #[derive(Parser)]
 #[command(name = "pgolf-rt", version, about, long_about = None)]
 struct Cli {
@@ -28,6 +29,8 @@ enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Score raw text: per-token log-probabilities and bits per byte.
     Score(score::ScoreArgs),
+    /// Continue a prompt, streaming the generated text to standard output.
+    Generate(generate::GenerateArgs),
     /// Print an artifact's inferred architecture, tensors and byte budget.
     Inspect(inspect::InspectArgs),
     /// Train a model on challenge shards (train_gpt.py's settings) and export an artifact.
@@ -51,6 +54,7 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(a) => eval::run(*a),
         Command::Score(a) => score::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(*a),
         Command::Devices(a) => devices::run(a),

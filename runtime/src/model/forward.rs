@@ -476,7 +476,7 @@ pub(crate) fn ln_scale(cfg: &ModelConfig, i: usize) -> f32 {
     }
 }
 
-fn bg_buckets(cfg: &ModelConfig) -> usize {
+pub(super) fn bg_buckets(cfg: &ModelConfig) -> usize {
     cfg.bigram.map_or(1, |b| b.buckets)
 }
 

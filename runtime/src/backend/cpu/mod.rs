@@ -4,6 +4,8 @@
 
 mod attention;
 mod backward;
+mod decode;
+pub(crate) use decode::Heads;
 mod head;
 mod math;
 pub(crate) mod matmul;
@@ -75,6 +77,30 @@ fn vector_len(v: &CpuTensor, n: usize, op: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `qk_norm_rope` on one of `q`, `k`: each `hd`-wide head of row `i` is RMS-normalised, rotated
+/// at position `pos(i)` and, with `gain`, multiplied by `gain[head]`.
+fn norm_rope_heads<P>(
+    t: &mut CpuTensor,
+    hd: usize,
+    table: &RopeTable,
+    pos: P,
+    gain: Option<&[f32]>,
+    eps: f32,
+) where
+    P: Fn(usize) -> usize + Sync + Send,
+{
+    let cols = t.cols;
+    par::for_each_row(&mut t.data, cols, |i, r| {
+        for (h, head) in r.chunks_exact_mut(hd).enumerate() {
+            norm::rms_norm_in_place(head, eps, 1.0);
+            table.apply(head, pos(i));
+            if let Some(g) = gain {
+                head.iter_mut().for_each(|v| *v *= g[h]);
+            }
+        }
+    });
 }
 
 impl Backend for CpuBackend {
@@ -247,20 +273,8 @@ impl Backend for CpuBackend {
         vector_len(q_gain, geom.heads, "qk_norm_rope")?;
         let table = RopeTable::new(geom.seq, rope.dims, rope.base);
         let seq = geom.seq;
-        let prep = |t: &mut CpuTensor, gain: Option<&[f32]>| {
-            let cols = t.cols;
-            par::for_each_row(&mut t.data, cols, |i, r| {
-                for (h, head) in r.chunks_exact_mut(hd).enumerate() {
-                    norm::rms_norm_in_place(head, eps, 1.0);
-                    table.apply(head, i % seq);
-                    if let Some(g) = gain {
-                        head.iter_mut().for_each(|v| *v *= g[h]);
-                    }
-                }
-            });
-        };
-        prep(q, Some(&q_gain.data));
-        prep(k, None);
+        norm_rope_heads(q, hd, &table, |i| i % seq, Some(&q_gain.data), eps);
+        norm_rope_heads(k, hd, &table, |i| i % seq, None, eps);
         Ok(())
     }
 
