@@ -223,3 +223,24 @@ fn cuda_emu_backend_gives_the_cpu_results_through_the_cli() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `pgolf-rt devices` on a machine without NVRTC or a driver (the loader path emptied) reports
+/// CUDA as unavailable, with the missing libraries named, instead of panicking inside cudarc.
+#[test]
+fn devices_without_cuda_libraries_reports_instead_of_panicking() {
+    let o = Command::new(env!("CARGO_BIN_EXE_pgolf-rt"))
+        .args(["devices", "--json"])
+        .env("LD_LIBRARY_PATH", "")
+        .env("PGOLF_CUDA_LIB_DIRS", "/nonexistent")
+        .env_remove("PGOLF_REQUIRE_CUDA")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "devices panicked: {err}");
+    assert!(o.status.success(), "devices failed: {err}");
+    let v = last_json(&o);
+    println!("devices without libraries: cuda = {}", v["cuda"]);
+    if v["cuda"]["nvrtc_version"].is_null() {
+        assert_eq!(v["cuda"]["available"], false, "{}", v["cuda"]);
+    }
+}

@@ -153,6 +153,14 @@ pub fn compile_cubin(name: &str, src: &str, arch: &str) -> Result<Vec<u8>> {
 
 /// NVRTC's version, e.g. `(13, 0)`.
 pub fn nvrtc_version() -> Result<(i32, i32)> {
+    // SAFETY: only tries to dlopen libnvrtc by its candidate names. Without this check the
+    // first NVRTC call on a machine without the library panics inside cudarc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::Backend(
+            "libnvrtc not found on the loader path (install CUDA's NVRTC or set LD_LIBRARY_PATH)"
+                .into(),
+        ));
+    }
     let (mut major, mut minor) = (0, 0);
     // SAFETY: two valid out-pointers; the call only writes them.
     unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
