@@ -53,8 +53,28 @@ function drawLegend() {
   el.append(`${MAX_BITS}+ bits`);
 }
 
+// A number field's value, checked against its own min, max and step (integers where the step
+// is 1): a RangeError naming the field and its range otherwise, never a silent clamp.
+function field(id, name) {
+  const el = $(id);
+  const v = Number(el.value);
+  const lo = el.min === "" ? -Infinity : Number(el.min);
+  const hi = el.max === "" ? Infinity : Number(el.max);
+  const integer = el.step === "" || el.step === "1";
+  if (el.value.trim() === "" || !Number.isFinite(v) || v < lo || v > hi || (integer && !Number.isInteger(v))) {
+    const range = `${integer ? "an integer" : "a number"} from ${el.min || "-∞"} to ${el.max || "∞"}`;
+    throw new RangeError(`${name} must be ${range} (got "${el.value}")`);
+  }
+  return v;
+}
+
 function score() {
   const text = $("text").value;
+  if (text.length === 0) {
+    $("score-ms").textContent = "nothing to score: the text is empty";
+    $("tokens").replaceChildren();
+    return;
+  }
   const t0 = performance.now();
   let s;
   try {
@@ -91,10 +111,16 @@ function score() {
 
 async function generate() {
   const prompt = $("prompt").value;
-  const n = Math.max(1, Math.min(1024, parseInt($("gen-n").value, 10) || 32));
-  const temp = Math.max(0, parseFloat($("gen-temp").value) || 0);
-  const topk = Math.max(0, parseInt($("gen-topk").value, 10) || 0);
-  const seed = BigInt(Math.max(0, parseInt($("gen-seed").value, 10) || 0));
+  let n, temp, topk, seed;
+  try {
+    n = field("gen-n", "tokens");
+    temp = field("gen-temp", "temperature");
+    topk = field("gen-topk", "top-k");
+    seed = BigInt(field("gen-seed", "seed"));
+  } catch (e) {
+    $("gen-ms").textContent = e.message;
+    return;
+  }
   $("gen-btn").disabled = true;
   $("gen-ms").textContent = "generating…";
   await nextFrame();
@@ -144,6 +170,8 @@ async function main() {
     `${info.num_layers} layers, d=${info.model_dim}, ${info.num_heads} heads / ${info.num_kv_heads} KV, ` +
     `MLP ${info.mlp_hidden}, vocab ${info.vocab_size}${info.tied_embeddings ? ", tied" : ""}`;
   $("arch").title = info.summary;
+  $("footer-model").textContent =
+    `${info.num_layers}-layer GPT (${info.param_count.toLocaleString("en-US")} parameters)`;
   for (const id of ["text", "prompt", "score-btn", "gen-btn"]) $(id).disabled = false;
   $("text").value = sample;
   setStatus("Ready.", "ready");

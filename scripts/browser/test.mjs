@@ -57,6 +57,23 @@ try {
   await page.click("#score-btn");
   await page.waitForFunction(() => window.pgolf.scores.length >= 2 || window.pgolf.error, null, { timeout });
   loaded.secondScore = await page.evaluate(() => window.pgolf.scores[1] || null);
+  // Out-of-range fields are refused with a message naming the field (no silent clamp, no run).
+  for (const [id, bad, name] of [
+    ["#gen-n", "100000", "tokens"],
+    ["#gen-n", "-5", "tokens"],
+    ["#gen-temp", "7", "temperature"],
+  ]) {
+    await page.fill("#gen-n", "16");
+    await page.fill("#gen-temp", "0");
+    await page.fill(id, bad);
+    await page.click("#gen-btn");
+    const msg = await page.textContent("#gen-ms");
+    const ran = await page.evaluate(() => Boolean(window.pgolf.lastGeneration));
+    if (ran || !msg.startsWith(`${name} must be`)) {
+      throw new Error(`${id} = ${bad}: expected a refusal naming ${name}, got "${msg}" (ran: ${ran})`);
+    }
+  }
+  loaded.refusals = "tokens 100000, tokens -5, temperature 7 refused";
   // A continuation through the UI (greedy, so it is deterministic).
   await page.fill("#gen-n", "16");
   await page.fill("#gen-temp", "0");
