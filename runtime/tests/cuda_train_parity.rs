@@ -764,7 +764,6 @@ fn full_ttt_tiny<G: Gpu>(gpu: CudaBackend<G>) {
     use pgolf_rt::data::BOS_ID;
     use pgolf_rt::eval::ttt_full::full_ttt_into;
     use pgolf_rt::eval::{FullTttConfig, StreamScorer};
-    use pgolf_rt::tokenizer::ByteLut;
     let w = tiny_with_modules(
         11,
         true,
@@ -775,11 +774,7 @@ fn full_ttt_tiny<G: Gpu>(gpu: CudaBackend<G>) {
             ..Default::default()
         },
     );
-    let lut = ByteLut {
-        base_bytes: (0..V as u16).map(|i| 1 + i % 3).collect(),
-        has_leading_space: (0..V).map(|i| i % 2 == 0).collect(),
-        is_boundary: (0..V).map(|i| i == BOS_ID as usize).collect(),
-    };
+    let lut = common::tiny::tiny_lut();
     let mut r = SplitMix64(5);
     let s: Vec<u32> = (0..4 * 32 + 1)
         .map(|i| match i {

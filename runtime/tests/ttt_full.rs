@@ -16,11 +16,7 @@ use pgolf_rt::tokenizer::ByteLut;
 use pgolf_rt::train::lora::SplitMix64;
 
 fn lut() -> ByteLut {
-    ByteLut {
-        base_bytes: (0..V as u16).map(|i| 1 + i % 3).collect(),
-        has_leading_space: (0..V).map(|i| i % 2 == 0).collect(),
-        is_boundary: (0..V).map(|i| i == BOS_ID as usize).collect(),
-    }
+    common::tiny::tiny_lut()
 }
 
 /// A stream with some repetition (so training changes the scores visibly).

@@ -65,16 +65,7 @@ fn temperature(s: &str) -> Result<f32, String> {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     parse::check_forward(a.context, 1, "--context")?;
-    let prompt = if a.prompt == "-" {
-        let bytes = pgolf_rt::limits::read_capped(
-            std::io::stdin().lock(),
-            &pgolf_rt::limits::TEXT_BYTES,
-            "standard input",
-        )?;
-        String::from_utf8(bytes).context("standard input is not UTF-8 text")?
-    } else {
-        a.prompt.clone()
-    };
+    let prompt = parse::text_or_stdin(Some(&a.prompt))?;
     // The library's errors name the file.
     let mut model = Model::load_with(&a.artifact, &a.tokenizer, &a.arch.overrides()?)?;
     model.context = a.context;

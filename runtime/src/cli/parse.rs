@@ -2,7 +2,7 @@
 //! silently wrong number (NaN learning rates, zero batches, `TIE_EMBEDDINGS=7`) is refused when
 //! the command line is parsed, before any file is read.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pgolf_rt::limits::{FORWARD_TOKENS, SEQ_LEN};
 
 /// A finite `f32` (`NaN`, `inf` and friends are refused).
@@ -70,6 +70,22 @@ pub fn check_forward(seq_len: usize, windows: usize, what: &str) -> Result<()> {
         _ => anyhow::bail!(FORWARD_TOKENS.exceeded(format!(
             "{what} ({windows} x {seq_len} tokens per forward pass)"
         ))),
+    }
+}
+
+/// The text of a `TEXT` argument: `-` (or no argument) reads standard input, capped at
+/// [`pgolf_rt::limits::TEXT_BYTES`].
+pub fn text_or_stdin(arg: Option<&str>) -> Result<String> {
+    match arg {
+        Some("-") | None => {
+            let bytes = pgolf_rt::limits::read_capped(
+                std::io::stdin().lock(),
+                &pgolf_rt::limits::TEXT_BYTES,
+                "standard input",
+            )?;
+            String::from_utf8(bytes).context("standard input is not UTF-8 text")
+        }
+        Some(t) => Ok(t.to_string()),
     }
 }
 

@@ -55,17 +55,7 @@ impl ScoreArgs {
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     a.validate()?;
-    let text = match a.text.as_deref() {
-        Some("-") | None => {
-            let bytes = pgolf_rt::limits::read_capped(
-                std::io::stdin().lock(),
-                &pgolf_rt::limits::TEXT_BYTES,
-                "standard input",
-            )?;
-            String::from_utf8(bytes).context("standard input is not UTF-8 text")?
-        }
-        Some(t) => t.to_string(),
-    };
+    let text = parse::text_or_stdin(a.text.as_deref())?;
     let (_, weights) = load_weights(&a.artifact, &a.arch)?;
     let tok = Tokenizer::load(&a.tokenizer)?;
     let lut = tok

@@ -1,13 +1,25 @@
 //! A tiny random model (2 layers, d 16, 4 heads / 2 KV heads, vocab 32) for CPU tests of the
 //! training and TTT paths: seeded, so every test sees the same weights for the same seed.
 
+use pgolf_rt::data::BOS_ID;
 use pgolf_rt::model::{ConfigOverrides, ModelWeights};
+use pgolf_rt::tokenizer::ByteLut;
 use pgolf_rt::train::lora::SplitMix64;
 
 pub const V: usize = 32;
 pub const D: usize = 16;
 pub const KV: usize = 8;
 pub const HID: usize = 32;
+
+/// A byte table for the tiny vocabulary: 1-3 bytes per token, every other token with a leading
+/// space, BOS the only boundary.
+pub fn tiny_lut() -> ByteLut {
+    ByteLut {
+        base_bytes: (0..V as u16).map(|i| 1 + i % 3).collect(),
+        has_leading_space: (0..V).map(|i| i % 2 == 0).collect(),
+        is_boundary: (0..V).map(|i| i == BOS_ID as usize).collect(),
+    }
+}
 
 pub fn tiny_tensors(seed: u64, untied: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut r = SplitMix64(seed);
