@@ -210,19 +210,15 @@ impl<B: TrainBackend> TrainModel<B> {
                 )?;
                 (dz, Some(l))
             }
-            Loss::Uniform(w) => {
-                let dnll = vec![w; rows.len()];
-                let dz = be.nll_backward_logits(
-                    &hs,
-                    self.model.head(),
-                    delta.as_ref(),
-                    targets,
-                    cfg.logit_softcap,
-                    &dnll,
-                )?;
-                (dz, None)
-            }
-            Loss::PerRow(dnll) => {
+            _ => {
+                let uniform;
+                let dnll = match loss {
+                    Loss::Uniform(w) => {
+                        uniform = vec![w; rows.len()];
+                        &uniform
+                    }
+                    Loss::PerRow(d) => d,
+                };
                 let dz = be.nll_backward_logits(
                     &hs,
                     self.model.head(),
