@@ -15,7 +15,7 @@ fn rand(rng: &mut SplitMix64, n: usize, scale: f32) -> Vec<f32> {
 
 fn t(rows: usize, cols: usize, data: Vec<f32>) -> CpuTensor {
     assert_eq!(data.len(), rows * cols);
-    CpuTensor { rows, cols, data }
+    CpuTensor::new(rows, cols, data)
 }
 
 fn dot(w: &[f32], y: &[f32]) -> f64 {

@@ -1,6 +1,7 @@
 //! The precision of a run: how matrix products round their operands. A property of the run
-//! (`--precision`, or `PGOLF_PRECISION`), offered per backend: the CPU backend is float32 only
-//! (it is the oracle); the CUDA backend offers `f32` (the parity path) and `tf32`.
+//! (`--precision`, or `PGOLF_PRECISION`), offered per backend: the CPU backend offers `f32` (the
+//! oracle) and, on CPUs with AMX-BF16 or AVX512-BF16, `bf16`; the CUDA backend offers `f32` (the
+//! parity path) and `tf32`.
 
 use crate::{Error, Result};
 
@@ -13,21 +14,26 @@ pub enum Precision {
     F32,
     /// Operands rounded to TF32 (10-bit mantissa) on tensor cores, fp32 accumulation.
     Tf32,
+    /// Operands rounded to bfloat16 (8-bit significand, nearest even), fp32 accumulation: what
+    /// PyTorch's bf16 autocast does to `F.linear`. On the CPU the weights' linear products and
+    /// the output head are bf16; attention's products stay float32.
+    Bf16,
 }
 
 impl Precision {
     /// Every precision any backend offers, by name.
-    pub const ALL: &'static [Precision] = &[Precision::F32, Precision::Tf32];
+    pub const ALL: &'static [Precision] = &[Precision::F32, Precision::Tf32, Precision::Bf16];
 
     /// Its name as `--precision` takes it.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
         }
     }
 
-    /// `PGOLF_PRECISION` (`f32` or `tf32`) if set, else `tf32` when the older
+    /// `PGOLF_PRECISION` (`f32`, `tf32` or `bf16`) if set, else `tf32` when the older
     /// `PGOLF_CUDA_TF32=1` is set, else `f32`. A value that names no precision is an error.
     pub fn from_env() -> Result<Precision> {
         match std::env::var("PGOLF_PRECISION") {

@@ -57,7 +57,11 @@ fn cpu() -> Value {
         "model": model,
         "threads": rayon::current_num_threads(),
         "simd": simd,
-        "precisions": [Precision::F32.name()],
+        "bf16_kernel": pgolf_rt::backend::cpu::bf16::Kernel::detect().map(|k| k.name()),
+        "precisions": pgolf_rt::backend::cpu::CpuBackend::precisions()
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -184,11 +188,21 @@ fn print_human(r: &Value) {
             .unwrap_or_default()
     );
     let c = &r["cpu"];
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|p| p.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
     println!(
-        "cpu: {}, {} threads, {}; precisions: f32",
+        "cpu: {}, {} threads, {}{}; precisions: {}",
         s(&c["model"]),
         c["threads"],
-        s(&c["simd"])
+        s(&c["simd"]),
+        match c["bf16_kernel"].as_str() {
+            Some(k) => format!(", bf16 on {k}"),
+            None => String::new(),
+        },
+        list(&c["precisions"])
     );
     let cu = &r["cuda"];
     if !cu.is_null() {

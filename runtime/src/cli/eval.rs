@@ -47,8 +47,9 @@ pub struct EvalArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
-    /// Precision of the matrix products: f32 (the parity path) or tf32 (CUDA: TF32 tensor
-    /// cores, fp32 accumulation). Default: $PGOLF_PRECISION, else f32.
+    /// Precision of the matrix products: f32 (the parity path), tf32 (CUDA: TF32 tensor cores,
+    /// fp32 accumulation) or bf16 (CPU with AMX-BF16 / AVX512-BF16, without --ttt).
+    /// Default: $PGOLF_PRECISION, else f32.
     #[arg(long)]
     precision: Option<Precision>,
     /// Print one JSON object as the last line of stdout.

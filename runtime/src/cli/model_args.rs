@@ -86,13 +86,25 @@ pub fn precision(flag: Option<Precision>) -> Result<Precision> {
     }
 }
 
-/// The CPU backend, which is float32 only (the oracle every other backend is checked against).
-pub fn cpu_backend(p: Precision) -> Result<pgolf_rt::backend::cpu::CpuBackend> {
-    anyhow::ensure!(
-        p == Precision::F32,
-        "--precision {p}: the CPU backend is float32 only (use --precision f32, or --backend cuda)"
-    );
-    Ok(pgolf_rt::backend::cpu::CpuBackend::new())
+/// The CPU backend in precision `p`, for a command that trains (`trains`: `train`, `eval
+/// --ttt`) or only runs forward passes. `f32` is the oracle; `bf16` multiplies in bf16 where the
+/// CPU has AMX-BF16 or AVX512-BF16 and falls back to float32 with one line saying so where it
+/// has neither. The CPU's backward is float32, so commands that train refuse `bf16` there.
+pub fn cpu_backend(p: Precision, trains: bool) -> Result<pgolf_rt::backend::cpu::CpuBackend> {
+    use pgolf_rt::backend::cpu::{bf16, CpuBackend};
+    match p {
+        Precision::Bf16 if trains => anyhow::bail!(
+            "--precision bf16: the CPU backend trains in float32 only (use --precision f32)"
+        ),
+        Precision::Bf16 if bf16::Kernel::detect().is_none() => {
+            eprintln!(
+                "note: --precision bf16: {}; running in float32",
+                bf16::unavailable_reason()
+            );
+            Ok(CpuBackend::new())
+        }
+        p => Ok(CpuBackend::with_precision(p)?),
+    }
 }
 
 /// The CUDA backend on device 0 in precision `p`.
@@ -107,7 +119,10 @@ pub fn cuda_backend(
 /// precision `$prec`: what `train` and `eval --ttt` need. `auto` is CUDA when a device opens,
 /// else the CPU; wgpu has no backward ops, so asking for it is an error naming `$what`.
 macro_rules! with_train_backend {
-    ($choice:expr, $prec:expr, $what:expr, |$be:ident| $body:expr) => {{
+    ($choice:expr, $prec:expr, $what:expr, |$be:ident| $body:expr) => {
+        $crate::cli::model_args::with_train_backend!(@trains true, $choice, $prec, $what, |$be| $body)
+    };
+    (@trains $trains:expr, $choice:expr, $prec:expr, $what:expr, |$be:ident| $body:expr) => {{
         use $crate::cli::model_args::{cpu_backend, BackendChoice};
         let prec: pgolf_rt::backend::Precision = $prec;
         match $choice {
@@ -119,17 +134,17 @@ macro_rules! with_train_backend {
                         "note: not using CUDA ({}); running on the CPU",
                         pgolf_rt::backend::cuda::reason(&e)
                     );
-                    let $be = cpu_backend(prec)?;
+                    let $be = cpu_backend(prec, $trains)?;
                     $body
                 }
             },
             #[cfg(not(feature = "cuda"))]
             BackendChoice::Auto => {
-                let $be = cpu_backend(prec)?;
+                let $be = cpu_backend(prec, $trains)?;
                 $body
             }
             BackendChoice::Cpu => {
-                let $be = cpu_backend(prec)?;
+                let $be = cpu_backend(prec, $trains)?;
                 $body
             }
             #[cfg(feature = "cuda")]
@@ -190,7 +205,7 @@ macro_rules! with_model {
             BackendChoice::Wgpu => anyhow::bail!(
                 "--backend wgpu: this pgolf-rt was built without the `wgpu` feature (rebuild with `--features wgpu`)"
             ),
-            other => $crate::cli::model_args::with_train_backend!(other, prec, "this command", |be| {
+            other => $crate::cli::model_args::with_train_backend!(@trains false, other, prec, "this command", |be| {
                 let $model = pgolf_rt::model::DeviceModel::new(be, $weights)?;
                 $body
             }),

@@ -201,7 +201,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
     /// Precision of the matrix products: f32 (the parity path) or tf32 (CUDA: TF32 tensor
-    /// cores, fp32 accumulation and master weights). Default: $PGOLF_PRECISION, else f32.
+    /// cores, fp32 accumulation and master weights); bf16 is for forward-only commands on the
+    /// CPU. Default: $PGOLF_PRECISION, else f32.
     #[arg(long)]
     precision: Option<Precision>,
 }

@@ -69,11 +69,7 @@ impl<'m> Decoder<'m> {
     /// An empty decoder for `model`.
     pub fn new(model: &'m DeviceModel<CpuBackend>) -> Self {
         let kv = model.config.kv_dim();
-        let empty = || CpuTensor {
-            rows: 0,
-            cols: kv,
-            data: Vec::new(),
-        };
+        let empty = || CpuTensor::new(0, kv, Vec::new());
         Decoder {
             model,
             ids: Vec::new(),
@@ -305,20 +301,12 @@ fn stack(a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
     let mut data = Vec::with_capacity(a.data.len() + b.data.len());
     data.extend_from_slice(&a.data);
     data.extend_from_slice(&b.data);
-    CpuTensor {
-        rows: a.rows + b.rows,
-        cols: a.cols,
-        data,
-    }
+    CpuTensor::new(a.rows + b.rows, a.cols, data)
 }
 
 /// Rows `from..` of `t`.
 fn tail(t: &CpuTensor, from: usize) -> CpuTensor {
-    CpuTensor {
-        rows: t.rows - from,
-        cols: t.cols,
-        data: t.data[from * t.cols..].to_vec(),
-    }
+    CpuTensor::new(t.rows - from, t.cols, t.data[from * t.cols..].to_vec())
 }
 
 /// Appends the rows of `new` to `cache`.

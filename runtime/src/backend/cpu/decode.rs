@@ -127,11 +127,7 @@ impl CpuBackend {
                 y.iter_mut().zip(vt).for_each(|(a, b)| *a -= dot * b / norm);
             }
         });
-        Ok(CpuTensor {
-            rows: q.rows,
-            cols: qw,
-            data: out,
-        })
+        Ok(CpuTensor::new(q.rows, qw, out))
     }
 }
 
@@ -144,15 +140,11 @@ mod tests {
         let data = (0..rows * cols)
             .map(|i| (i as f32 * s).sin() * 2.0)
             .collect();
-        CpuTensor { rows, cols, data }
+        CpuTensor::new(rows, cols, data)
     }
 
     fn rows(t: &CpuTensor, from: usize) -> CpuTensor {
-        CpuTensor {
-            rows: t.rows - from,
-            cols: t.cols,
-            data: t.data[from * t.cols..].to_vec(),
-        }
+        CpuTensor::new(t.rows - from, t.cols, t.data[from * t.cols..].to_vec())
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {

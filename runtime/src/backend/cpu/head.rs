@@ -6,6 +6,7 @@
 //! what training passes; the backward in `backward/head.rs` reuses these loops so its forward
 //! values are bit for bit those of inference.
 
+use super::bf16::{Kernel, PackedWeight};
 use super::matmul::{gemm_into, View};
 use super::par::gemm_parallelism;
 
@@ -31,6 +32,9 @@ pub(super) fn log_sum_exp(row: &[f32]) -> f32 {
     mx + lanes.iter().sum::<f64>().ln() as f32
 }
 
+/// The head's bf16 kernel and packed copy, when its products are bf16 (`None`: float32).
+pub(super) type Bf16Head<'a> = Option<(Kernel, &'a PackedWeight)>;
+
 /// Calls `f(first_row, logits_block)` with soft-capped logits (`delta` added before the cap)
 /// for consecutive row blocks.
 #[allow(clippy::too_many_arguments)]
@@ -42,34 +46,39 @@ pub(super) fn for_each_logit_block(
     vocab: usize,
     delta: Option<&[f32]>,
     softcap: f32,
+    bf16: Bf16Head<'_>,
     mut f: impl FnMut(usize, &mut [f32]),
 ) {
     let mut buf = vec![0.0f32; ROWS_PER_BLOCK.min(rows) * vocab];
     for r0 in (0..rows).step_by(ROWS_PER_BLOCK) {
         let m = ROWS_PER_BLOCK.min(rows - r0);
         let block = &mut buf[..m * vocab];
-        gemm_into(
-            m,
-            vocab,
-            dim,
-            View {
-                data: h,
-                offset: r0 * dim,
-                rs: dim,
-                cs: 1,
-            },
-            View {
-                data: head,
-                offset: 0,
-                rs: 1,
-                cs: dim,
-            },
-            block,
-            0,
-            vocab,
-            false,
-            gemm_parallelism(),
-        );
+        if let Some((kernel, packed)) = bf16 {
+            super::bf16::linear_into(&h[r0 * dim..(r0 + m) * dim], m, packed, kernel, block);
+        } else {
+            gemm_into(
+                m,
+                vocab,
+                dim,
+                View {
+                    data: h,
+                    offset: r0 * dim,
+                    rs: dim,
+                    cs: 1,
+                },
+                View {
+                    data: head,
+                    offset: 0,
+                    rs: 1,
+                    cs: dim,
+                },
+                block,
+                0,
+                vocab,
+                false,
+                gemm_parallelism(),
+            );
+        }
         if let Some(d) = delta {
             block
                 .iter_mut()
@@ -82,6 +91,7 @@ pub(super) fn for_each_logit_block(
 }
 
 /// Per-row negative log-likelihood of `targets` (`targets.len() == rows`, ids < vocab).
+#[allow(clippy::too_many_arguments)]
 pub fn nll(
     h: &[f32],
     dim: usize,
@@ -90,14 +100,25 @@ pub fn nll(
     delta: Option<&[f32]>,
     targets: &[u32],
     softcap: f32,
+    bf16: Bf16Head<'_>,
 ) -> Vec<f32> {
     let rows = targets.len();
     let mut out = vec![0.0f32; rows];
-    for_each_logit_block(h, rows, dim, head, vocab, delta, softcap, |r0, block| {
-        for (i, row) in block.chunks_exact(vocab).enumerate() {
-            out[r0 + i] = log_sum_exp(row) - row[targets[r0 + i] as usize];
-        }
-    });
+    for_each_logit_block(
+        h,
+        rows,
+        dim,
+        head,
+        vocab,
+        delta,
+        softcap,
+        bf16,
+        |r0, block| {
+            for (i, row) in block.chunks_exact(vocab).enumerate() {
+                out[r0 + i] = log_sum_exp(row) - row[targets[r0 + i] as usize];
+            }
+        },
+    );
     out
 }
 
@@ -112,15 +133,26 @@ pub fn log_probs(
     vocab: usize,
     delta: Option<&[f32]>,
     softcap: f32,
+    bf16: Bf16Head<'_>,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * vocab];
-    for_each_logit_block(h, rows, dim, head, vocab, delta, softcap, |r0, block| {
-        for (i, row) in block.chunks_exact(vocab).enumerate() {
-            let lse = log_sum_exp(row);
-            let dst = &mut out[(r0 + i) * vocab..(r0 + i + 1) * vocab];
-            dst.iter_mut().zip(row).for_each(|(d, z)| *d = z - lse);
-        }
-    });
+    for_each_logit_block(
+        h,
+        rows,
+        dim,
+        head,
+        vocab,
+        delta,
+        softcap,
+        bf16,
+        |r0, block| {
+            for (i, row) in block.chunks_exact(vocab).enumerate() {
+                let lse = log_sum_exp(row);
+                let dst = &mut out[(r0 + i) * vocab..(r0 + i + 1) * vocab];
+                dst.iter_mut().zip(row).for_each(|(d, z)| *d = z - lse);
+            }
+        },
+    );
     out
 }
 
@@ -138,8 +170,8 @@ mod tests {
             .map(|i| (i as f32 * 0.77).cos() * 4.0)
             .collect();
         let t: Vec<u32> = (0..rows as u32).map(|i| i * 7 % vocab as u32).collect();
-        let lp = log_probs(&h, rows, dim, &w, vocab, None, 30.0);
-        let n = nll(&h, dim, &w, vocab, None, &t, 30.0);
+        let lp = log_probs(&h, rows, dim, &w, vocab, None, 30.0, None);
+        let n = nll(&h, dim, &w, vocab, None, &t, 30.0, None);
         for r in 0..rows {
             let row = &lp[r * vocab..(r + 1) * vocab];
             let total: f64 = row.iter().map(|&x| (x as f64).exp()).sum();

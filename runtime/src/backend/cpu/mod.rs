@@ -4,6 +4,7 @@
 
 mod attention;
 mod backward;
+pub mod bf16;
 mod decode;
 pub(crate) use decode::Heads;
 mod head;
@@ -18,7 +19,7 @@ mod segments;
 pub use matmul::linear;
 pub use rope::RopeTable;
 
-use super::{AttnGeometry, Backend, RopeSpec};
+use super::{AttnGeometry, Backend, Precision, RopeSpec};
 use crate::model::Activation;
 use crate::{Error, Result};
 
@@ -28,16 +29,96 @@ pub struct CpuTensor {
     pub rows: usize,
     pub cols: usize,
     pub data: Vec<f32>,
+    /// The weight's bf16 packed copy, made by a bf16 backend's `upload_weight` (`None`
+    /// elsewhere). Derived from `data`: the backend's in-place ops drop it, and a product
+    /// checks it against `data` before use ([`bf16::PackedWeight::matches`]).
+    pub(crate) packed: bf16::Packed,
 }
 
-/// The float32 CPU backend.
+impl CpuTensor {
+    /// A tensor of `rows x cols` values (`data.len()` must be `rows * cols`).
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> CpuTensor {
+        debug_assert_eq!(data.len(), rows * cols);
+        CpuTensor {
+            rows,
+            cols,
+            data,
+            packed: bf16::Packed::default(),
+        }
+    }
+
+    /// The values, for writing in place: drops the bf16 copy, which would be stale.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        self.packed = bf16::Packed::default();
+        &mut self.data
+    }
+}
+
+/// The CPU backend: float32 (the oracle), or with bf16 matrix products on CPUs that have a
+/// bf16 kernel ([`bf16::Kernel`]).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    bf16: Option<bf16::Kernel>,
+}
 
 impl CpuBackend {
-    /// A CPU backend using the global thread pool.
+    /// The float32 CPU backend, using the global thread pool.
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend { bf16: None }
+    }
+
+    /// The CPU backend in precision `p`: `f32`, or `bf16` where this CPU has a bf16 kernel
+    /// (an error naming what is missing where it has none; `tf32` is a GPU format).
+    pub fn with_precision(p: Precision) -> Result<Self> {
+        match p {
+            Precision::F32 => Ok(CpuBackend::new()),
+            Precision::Bf16 => match bf16::Kernel::detect() {
+                Some(k) => Ok(CpuBackend { bf16: Some(k) }),
+                None => Err(Error::Backend(format!(
+                    "--precision bf16: {}",
+                    bf16::unavailable_reason()
+                ))),
+            },
+            Precision::Tf32 => Err(Error::Backend(format!(
+                "--precision tf32: the CPU backend offers {}",
+                Precision::list(&CpuBackend::precisions())
+            ))),
+        }
+    }
+
+    /// The fastest CPU path here: bf16 products where the CPU has a kernel, else float32.
+    pub fn fastest() -> Self {
+        CpuBackend {
+            bf16: bf16::Kernel::detect(),
+        }
+    }
+
+    /// The precision of its matrix products.
+    pub fn precision(&self) -> Precision {
+        if self.bf16.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// The precisions this CPU offers.
+    pub fn precisions() -> Vec<Precision> {
+        let mut p = vec![Precision::F32];
+        if bf16::Kernel::detect().is_some() {
+            p.push(Precision::Bf16);
+        }
+        p
+    }
+
+    /// The bf16 kernel and `w`'s packed copy (packed now if it has none or a stale one), when
+    /// this backend multiplies in bf16.
+    fn bf16_weight<'w>(
+        &self,
+        w: &'w CpuTensor,
+    ) -> Option<(bf16::Kernel, std::borrow::Cow<'w, bf16::PackedWeight>)> {
+        let k = self.bf16?;
+        Some((k, w.packed.get_or_pack(&w.data, w.rows, w.cols)))
     }
 }
 
@@ -62,11 +143,7 @@ where
     par::for_each_row(&mut data, cols, |i, r| {
         f(i, &x.data[i * cols..(i + 1) * cols], r)
     });
-    CpuTensor {
-        rows: x.rows,
-        cols,
-        data,
-    }
+    CpuTensor::new(x.rows, cols, data)
 }
 
 fn vector_len(v: &CpuTensor, n: usize, op: &str) -> Result<()> {
@@ -107,7 +184,22 @@ impl Backend for CpuBackend {
     type Tensor = CpuTensor;
 
     fn name(&self) -> String {
-        format!("cpu (float32, {} threads)", par::threads())
+        match self.bf16 {
+            Some(k) => format!(
+                "cpu (bf16 products on {}, {} threads)",
+                k.name(),
+                par::threads()
+            ),
+            None => format!("cpu (float32, {} threads)", par::threads()),
+        }
+    }
+
+    fn upload_weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuTensor> {
+        let mut t = self.upload(data, rows, cols)?;
+        if self.bf16.is_some() && rows * cols > 0 {
+            t.packed = bf16::Packed::new(bf16::PackedWeight::pack(data, rows, cols));
+        }
+        Ok(t)
     }
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuTensor> {
@@ -117,11 +209,7 @@ impl Backend for CpuBackend {
                 data.len()
             )));
         }
-        Ok(CpuTensor {
-            rows,
-            cols,
-            data: data.to_vec(),
-        })
+        Ok(CpuTensor::new(rows, cols, data.to_vec()))
     }
 
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
@@ -149,11 +237,7 @@ impl Backend for CpuBackend {
             }
             data.extend_from_slice(&table.data[id * d..(id + 1) * d]);
         }
-        Ok(CpuTensor {
-            rows: ids.len(),
-            cols: d,
-            data,
-        })
+        Ok(CpuTensor::new(ids.len(), d, data))
     }
 
     fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
@@ -168,11 +252,11 @@ impl Backend for CpuBackend {
                 x.cols, w.rows, w.cols
             )));
         }
-        Ok(CpuTensor {
-            rows: x.rows,
-            cols: w.rows,
-            data: matmul::linear(&x.data, x.rows, &w.data, w.rows, w.cols),
-        })
+        let data = match self.bf16_weight(w) {
+            Some((k, p)) => bf16::linear(&x.data, x.rows, &p, k),
+            None => matmul::linear(&x.data, x.rows, &w.data, w.rows, w.cols),
+        };
+        Ok(CpuTensor::new(x.rows, w.rows, data))
     }
 
     fn linear_segments(
@@ -188,11 +272,11 @@ impl Backend for CpuBackend {
             segs,
             "linear_segments",
         )?;
-        Ok(CpuTensor {
-            rows: x.rows,
-            cols: out,
-            data: segments::forward(&x.data, x.rows, x.cols, &w.data, out, segs),
-        })
+        Ok(CpuTensor::new(
+            x.rows,
+            out,
+            segments::forward(&x.data, x.rows, x.cols, &w.data, out, segs),
+        ))
     }
 
     fn rms_norm(&self, x: &CpuTensor, eps: f32, scale: f32) -> Result<CpuTensor> {
@@ -293,11 +377,11 @@ impl Backend for CpuBackend {
             (v.rows, v.cols),
             "attention",
         )?;
-        Ok(CpuTensor {
+        Ok(CpuTensor::new(
             rows,
-            cols: q.cols,
-            data: attention::attention(&q.data, &k.data, &v.data, geom, xsa),
-        })
+            q.cols,
+            attention::attention(&q.data, &k.data, &v.data, geom, xsa),
+        ))
     }
 
     fn activation(&self, h: &CpuTensor, act: Activation) -> Result<CpuTensor> {
@@ -331,15 +415,19 @@ impl Backend for CpuBackend {
             Some(targets),
             "nll",
         )?;
+        let bf16 = self.bf16_weight(head);
+        let bf16 = bf16.as_ref().map(|(k, p)| (*k, &**p));
         Ok(head::nll(
-            &h.data, h.cols, &head.data, head.rows, None, targets, softcap,
+            &h.data, h.cols, &head.data, head.rows, None, targets, softcap, bf16,
         ))
     }
 
     fn log_probs(&self, h: &CpuTensor, head: &CpuTensor, softcap: f32) -> Result<Vec<f32>> {
         super::check_head((h.rows, h.cols), (head.rows, head.cols), None, "log_probs")?;
+        let bf16 = self.bf16_weight(head);
+        let bf16 = bf16.as_ref().map(|(k, p)| (*k, &**p));
         Ok(head::log_probs(
-            &h.data, h.rows, h.cols, &head.data, head.rows, None, softcap,
+            &h.data, h.rows, h.cols, &head.data, head.rows, None, softcap, bf16,
         ))
     }
 }

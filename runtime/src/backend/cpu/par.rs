@@ -23,9 +23,10 @@ where
 
 /// Calls `f(chunk_index, chunk)` for every `len`-long chunk of `data` (the last may be shorter),
 /// one task per chunk: for few, uneven pieces of work, where [`for_each_row`] would group them.
-pub fn for_each_chunk<F>(data: &mut [f32], len: usize, f: F)
+pub fn for_each_chunk<T, F>(data: &mut [T], len: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync + Send,
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
 {
     if len == 0 {
         return;

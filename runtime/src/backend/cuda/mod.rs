@@ -157,6 +157,8 @@ impl<G: Gpu> CudaBackend<G> {
         match self.precision {
             Precision::F32 => GemmMath::F32,
             Precision::Tf32 => GemmMath::Tf32,
+            // `with_precision` refuses what `PRECISIONS` does not list.
+            Precision::Bf16 => unreachable!("bf16 is not in CudaBackend::PRECISIONS"),
         }
     }
 
@@ -358,6 +360,7 @@ impl<G: Gpu> Backend for CudaBackend<G> {
             (Precision::F32, true) => "float32 gemm + tensor-core attention",
             (Precision::Tf32, true) => "tf32 gemm + tensor-core attention",
             (Precision::Tf32, false) => "tf32 gemm",
+            (Precision::Bf16, _) => "bf16 gemm",
         };
         match d.strip_suffix(')') {
             Some(head) => format!("{head}, {math})"),

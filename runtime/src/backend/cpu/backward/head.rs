@@ -24,25 +24,35 @@ pub fn nll_backward_logits(
 ) -> Vec<f32> {
     let rows = targets.len();
     let mut dz = vec![0.0f32; rows * vocab];
-    for_each_logit_block(h, rows, dim, head, vocab, delta, softcap, |r0, block| {
-        let dst = &mut dz[r0 * vocab..r0 * vocab + block.len()];
-        dst.copy_from_slice(block);
-        for_each_row(dst, vocab, |i, row| {
-            let r = r0 + i;
-            let lse = log_sum_exp(row);
-            let g = dnll[r];
-            let t = targets[r] as usize;
-            for (j, l) in row.iter_mut().enumerate() {
-                let p = math::exp(*l - lse);
-                let dl = g * (p - if j == t { 1.0 } else { 0.0 });
-                *l = if softcap > 0.0 {
-                    let th = *l / softcap;
-                    dl * (1.0 - th * th)
-                } else {
-                    dl
-                };
-            }
-        });
-    });
+    for_each_logit_block(
+        h,
+        rows,
+        dim,
+        head,
+        vocab,
+        delta,
+        softcap,
+        None,
+        |r0, block| {
+            let dst = &mut dz[r0 * vocab..r0 * vocab + block.len()];
+            dst.copy_from_slice(block);
+            for_each_row(dst, vocab, |i, row| {
+                let r = r0 + i;
+                let lse = log_sum_exp(row);
+                let g = dnll[r];
+                let t = targets[r] as usize;
+                for (j, l) in row.iter_mut().enumerate() {
+                    let p = math::exp(*l - lse);
+                    let dl = g * (p - if j == t { 1.0 } else { 0.0 });
+                    *l = if softcap > 0.0 {
+                        let th = *l / softcap;
+                        dl * (1.0 - th * th)
+                    } else {
+                        dl
+                    };
+                }
+            });
+        },
+    );
     dz
 }

@@ -21,7 +21,7 @@ use crate::model::Activation;
 use crate::{Error, Result};
 
 fn t(rows: usize, cols: usize, data: Vec<f32>) -> CpuTensor {
-    CpuTensor { rows, cols, data }
+    CpuTensor::new(rows, cols, data)
 }
 
 fn head_checks(
@@ -303,6 +303,7 @@ impl TrainBackend for CpuBackend {
                     head.rows,
                     Some(&d.data),
                     softcap,
+                    None,
                 ))
             }
         }
@@ -328,6 +329,7 @@ impl TrainBackend for CpuBackend {
                     Some(&d.data),
                     targets,
                     softcap,
+                    None,
                 ))
             }
         }
@@ -386,7 +388,7 @@ impl TrainBackend for CpuBackend {
         bf16: bool,
     ) -> Result<()> {
         same_shape(w, o, "muon_apply")?;
-        optim::muon_apply(&mut w.data, &o.data, decay, lr, shape_scale, bf16);
+        optim::muon_apply(w.data_mut(), &o.data, decay, lr, shape_scale, bf16);
         Ok(())
     }
 
@@ -401,13 +403,13 @@ impl TrainBackend for CpuBackend {
         same_shape(w, g, "adam_update")?;
         same_shape(w, m, "adam_update")?;
         same_shape(w, v, "adam_update")?;
-        optim::adam_update(&mut w.data, &g.data, &mut m.data, &mut v.data, s);
+        optim::adam_update(w.data_mut(), &g.data, &mut m.data, &mut v.data, s);
         Ok(())
     }
 
     fn ema_update(&self, e: &mut CpuTensor, w: &CpuTensor, decay: f32) -> Result<()> {
         same_shape(e, w, "ema_update")?;
-        optim::ema_update(&mut e.data, &w.data, decay);
+        optim::ema_update(e.data_mut(), &w.data, decay);
         Ok(())
     }
 
