@@ -9,7 +9,9 @@
 # Env: VENV (default <repo>/venv), PYTHON (python used to create the venv, default python3),
 #      PGOLF_SHARED (folder holding reference/ and data/, default <repo>/shared or <repo>/../shared).
 #
-# The Rust benchmark must print lines `rust_cpu_tokens_per_s <batch> <tokens/s>` (stdout or stderr).
+# The Rust benchmark must print lines `rust_cpu_tokens_per_s <batch> <tokens/s>` (stdout or stderr),
+# and `rust_cpu_bf16_tokens_per_s <batch> <tokens/s>` for --precision bf16 where the CPU has a bf16
+# kernel (AMX-BF16 or AVX512-BF16; the table then has a bf16 column, else says why not).
 
 set -euo pipefail
 
@@ -39,6 +41,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-cpu.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 : > "$WORK/torch.txt"
 : > "$WORK/rust.txt"
+: > "$WORK/bf16.txt"
 
 # ---------------------------------------------------------------- PyTorch
 if [[ $RUN_TORCH -eq 1 ]]; then
@@ -83,6 +86,8 @@ if [[ $RUN_RUST -eq 1 ]]; then
   # last value printed for each batch size wins
   awk '{ for (i = 1; i + 2 <= NF; i++) if ($i == "rust_cpu_tokens_per_s") v[$(i+1)] = $(i+2) }
        END { for (b in v) print b, v[b] }' "$WORK/rust.out" | sort -n > "$WORK/rust.txt"
+  awk '{ for (i = 1; i + 2 <= NF; i++) if ($i == "rust_cpu_bf16_tokens_per_s") v[$(i+1)] = $(i+2) }
+       END { for (b in v) print b, v[b] }' "$WORK/rust.out" | sort -n > "$WORK/bf16.txt"
   if [[ ! -s "$WORK/rust.txt" ]]; then
     note "the Rust benchmark printed no 'rust_cpu_tokens_per_s <batch> <value>' lines"
     RUST_FAILED=1
@@ -91,11 +96,14 @@ fi
 
 # ---------------------------------------------------------------- table
 echo
-echo "CPU forward throughput, seq 1024, float32 (tokens/s; threads: ${THREADS:-default})"
-join -a1 -a2 -e NA -o 0,1.2,2.2 <(sort -k1,1 "$WORK/torch.txt") <(sort -k1,1 "$WORK/rust.txt") | sort -n \
-  | awk 'BEGIN { printf "%-6s %16s %16s %14s\n", "batch", "pytorch", "rust", "rust/pytorch" }
-         { r = ($2 != "NA" && $3 != "NA" && $2 > 0) ? sprintf("%.2fx", $3 / $2) : "n/a"
-           printf "%-6s %16s %16s %14s\n", $1, $2, $3, r }'
+echo "CPU forward throughput, seq 1024 (tokens/s; threads: ${THREADS:-default})"
+echo "CPU: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
+grep -h 'rust_cpu_backend\|rust_cpu_bf16_unavailable' "$WORK/rust.out" 2>/dev/null | sed 's/^/  /' || true
+join -a1 -a2 -e NA -o 0,1.2,2.2 <(sort -k1,1 "$WORK/torch.txt") <(sort -k1,1 "$WORK/rust.txt") \
+  | sort -k1,1 | join -a1 -e NA -o 0,1.2,1.3,2.2 - <(sort -k1,1 "$WORK/bf16.txt") | sort -n \
+  | awk 'function ratio(a, b) { return (a != "NA" && b != "NA" && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
+         BEGIN { printf "%-6s %14s %14s %14s %12s %12s\n", "batch", "pytorch f32", "rust f32", "rust bf16", "f32/torch", "bf16/torch" }
+         { printf "%-6s %14s %14s %14s %12s %12s\n", $1, $2, $3, $4, ratio($3, $2), ratio($4, $2) }'
 
 if [[ $RUST_FAILED -eq 1 ]]; then
   die "Rust benchmark failed or produced no numbers (table shows NA)"

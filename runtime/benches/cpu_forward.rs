@@ -2,12 +2,15 @@
 //!
 //! Besides criterion's report it prints `rust_cpu_tokens_per_s <batch> <value>` (median of 5
 //! timed runs after 2 warm-ups) so `scripts/bench-cpu.sh` can set it beside PyTorch's figure,
+//! the same as `rust_cpu_bf16_tokens_per_s <batch> <value>` for `--precision bf16` where the
+//! CPU has a bf16 kernel (else a line `rust_cpu_bf16_unavailable <why>`),
 //! and per-op times at the same shapes (`rust_cpu_op_ms <op> <ms>`). Like the CLI, it first
 //! tunes the allocator to keep freed memory ([`pgolf_rt::alloc::retain_freed_memory`]).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pgolf_rt::artifact::Artifact;
-use pgolf_rt::backend::cpu::CpuBackend;
+use pgolf_rt::backend::cpu::{bf16, CpuBackend};
+use pgolf_rt::backend::Precision;
 use pgolf_rt::data::Shard;
 use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
 use std::path::PathBuf;
@@ -31,32 +34,45 @@ fn bench(c: &mut Criterion) {
     };
     let art = Artifact::load(s.join("reference/baseline9L_int8_zlib.ptz")).expect("artifact");
     let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).expect("weights");
-    let model = DeviceModel::new(CpuBackend::new(), &w).expect("model");
     let shard = Shard::open(s.join("data/text_sp1024/fineweb_val_000000.bin")).expect("shard");
     let toks = shard.tokens();
     let mut group = c.benchmark_group("cpu_forward_baseline9L");
     group.sample_size(10);
-    for batch in [1usize, 4] {
-        let n = batch * SEQ;
-        let (ids, tgt) = (&toks[..n], &toks[1..n + 1]);
-        let run = || model.nll(ids, tgt, batch, SEQ, None).expect("forward");
-        for _ in 0..2 {
-            run();
-        }
-        let mut times: Vec<f64> = (0..5)
-            .map(|_| {
-                let t = Instant::now();
+    let mut precisions = vec![Precision::F32];
+    match bf16::Kernel::detect() {
+        Some(_) => precisions.push(Precision::Bf16),
+        None => println!("rust_cpu_bf16_unavailable {}", bf16::unavailable_reason()),
+    }
+    for precision in precisions {
+        let be = CpuBackend::with_precision(precision).expect("backend");
+        eprintln!("rust_cpu_backend {}", pgolf_rt::backend::Backend::name(&be));
+        let model = DeviceModel::new(be, &w).expect("model");
+        let (tag, label) = match precision {
+            Precision::Bf16 => ("rust_cpu_bf16_tokens_per_s", "_bf16"),
+            _ => ("rust_cpu_tokens_per_s", ""),
+        };
+        for batch in [1usize, 4] {
+            let n = batch * SEQ;
+            let (ids, tgt) = (&toks[..n], &toks[1..n + 1]);
+            let run = || model.nll(ids, tgt, batch, SEQ, None).expect("forward");
+            for _ in 0..2 {
                 run();
-                t.elapsed().as_secs_f64()
-            })
-            .collect();
-        times.sort_by(|a, b| a.total_cmp(b));
-        println!("rust_cpu_tokens_per_s {batch} {:.0}", n as f64 / times[2]);
-        if batch == 1 {
-            ops();
+            }
+            let mut times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    run();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(|a, b| a.total_cmp(b));
+            println!("{tag} {batch} {:.0}", n as f64 / times[2]);
+            if batch == 1 && precision == Precision::F32 {
+                ops();
+            }
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(format!("seq{SEQ}_batch{batch}{label}"), |b| b.iter(run));
         }
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(format!("seq{SEQ}_batch{batch}"), |b| b.iter(run));
     }
     group.finish();
 }

@@ -14,6 +14,7 @@
 
 use super::par::{for_each_chunk, map_range};
 use crate::backend::AttnGeometry;
+pub(super) use kernel::softmax_row_wide;
 
 /// Query positions per task (times the group size in rows).
 const TILE: usize = 32;
@@ -211,20 +212,40 @@ mod kernel {
                 return unsafe { softmax_row_avx2(x, scale) };
             }
         }
-        softmax_row_body(x, scale)
+        softmax_row_body::<8>(x, scale)
+    }
+
+    /// [`softmax_row`] with 16 lanes on AVX-512 (another order of the sum): what the bf16
+    /// attention uses, whose own rounding is far larger than the order's.
+    pub fn softmax_row_wide(x: &mut [f32], scale: f32) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature was just detected.
+                return unsafe { softmax_row_avx512(x, scale) };
+            }
+        }
+        softmax_row(x, scale)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn softmax_row_avx2(x: &mut [f32], scale: f32) -> f32 {
-        softmax_row_body(x, scale)
+        softmax_row_body::<8>(x, scale)
     }
 
-    /// Same arithmetic either way (no FMA contraction); only the vector width differs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn softmax_row_avx512(x: &mut [f32], scale: f32) -> f32 {
+        softmax_row_body::<16>(x, scale)
+    }
+
+    /// Same arithmetic on every path with `L` lanes (no FMA contraction); only the vector width
+    /// differs.
     #[inline(always)]
-    fn softmax_row_body(x: &mut [f32], scale: f32) -> f32 {
-        let mut lanes = [f32::NEG_INFINITY; 8];
-        let mut chunks = x.chunks_exact_mut(8);
+    fn softmax_row_body<const L: usize>(x: &mut [f32], scale: f32) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; L];
+        let mut chunks = x.chunks_exact_mut(L);
         for c in &mut chunks {
             for (l, v) in lanes.iter_mut().zip(c.iter_mut()) {
                 *v *= scale;
@@ -237,8 +258,8 @@ mod kernel {
             *v *= scale;
             mx = mx.max(*v);
         }
-        let mut sum = [0.0f32; 8];
-        let mut chunks = x.chunks_exact_mut(8);
+        let mut sum = [0.0f32; L];
+        let mut chunks = x.chunks_exact_mut(L);
         for c in &mut chunks {
             for (l, v) in sum.iter_mut().zip(c.iter_mut()) {
                 *v = exp(*v - mx);

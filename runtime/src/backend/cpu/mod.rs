@@ -377,11 +377,11 @@ impl Backend for CpuBackend {
             (v.rows, v.cols),
             "attention",
         )?;
-        Ok(CpuTensor::new(
-            rows,
-            q.cols,
-            attention::attention(&q.data, &k.data, &v.data, geom, xsa),
-        ))
+        let data = match self.bf16 {
+            Some(kern) => bf16::attention::attention(&q.data, &k.data, &v.data, geom, xsa, kern),
+            None => attention::attention(&q.data, &k.data, &v.data, geom, xsa),
+        };
+        Ok(CpuTensor::new(rows, q.cols, data))
     }
 
     fn activation(&self, h: &CpuTensor, act: Activation) -> Result<CpuTensor> {

@@ -6,7 +6,7 @@
 //! tile registers are invisible to the compiler, which never emits AMX code of its own, so the
 //! tiles keep their values from one `asm!` block to the next within a task.
 
-use super::{OutPtr, PackedWeight, BLOCK, KB, NB};
+use super::{Job, OutPtr, PackedWeight, BLOCK, KB, NB};
 use std::arch::asm;
 use std::ops::Range;
 
@@ -66,27 +66,26 @@ fn os_permits() -> bool {
 }
 
 /// Output rows `rows` (a multiple of 32 from the start, at most 32 of them) by the columns of
-/// packed column-block pairs `pairs`, into `out [m, n]`.
+/// packed column-block pairs `pairs` (those below `job.ncols`), `job.kbs` depth blocks deep.
 ///
 /// # Safety
-/// [`available`] returned true; `a` holds `m_pad` rows of `k_pad` bf16 values with
-/// `rows.start + 32 <= m_pad`; `out` points at `m x n` floats with `rows.end <= m`, and no other
-/// thread writes these rows x columns meanwhile.
+/// [`available`] returned true; `a` holds `rows.start + 32` rows of `job.lda` bf16 values
+/// (`job.lda >= 32 * job.kbs`); `job.kbs` is at most the weight's depth blocks; `out` points at
+/// rows of `job.ldo >= job.ncols` floats, at least `rows.end` of them, and no other thread
+/// writes these rows x columns meanwhile.
 pub(super) unsafe fn strip(
     a: &[u16],
-    k_pad: usize,
+    job: &Job,
     rows: Range<usize>,
     pairs: Range<usize>,
     w: &PackedWeight,
     out: OutPtr,
-    m_pad: usize,
 ) {
-    debug_assert!(rows.start + 32 <= m_pad && rows.start.is_multiple_of(32));
-    debug_assert!(a.len() >= m_pad * k_pad);
-    let n = w.n;
+    debug_assert!(rows.start.is_multiple_of(32));
+    debug_assert!(a.len() >= (rows.start + 32) * job.lda);
+    let (n, ldo, kbs, k_pad) = (job.ncols, job.ldo, job.kbs, job.lda);
     let cfg = config();
     let lda = k_pad * 2;
-    let kbs = k_pad / KB;
     let full_rows = rows.len() == 32;
     let mut scratch = Scratch([0.0; 32 * 32]);
     // SAFETY (all blocks): tile loads read 16 rows of 64 bytes at the given stride, inside `a`
@@ -128,8 +127,8 @@ pub(super) unsafe fn strip(
                 );
             }
             if full_rows && c0 + 2 * NB <= n {
-                let o = out.0.add(rows.start * n + c0);
-                store4(o, o.add(NB), o.add(16 * n), o.add(16 * n + NB), n * 4);
+                let o = out.0.add(rows.start * ldo + c0);
+                store4(o, o.add(NB), o.add(16 * ldo), o.add(16 * ldo + NB), ldo * 4);
             } else {
                 let s = scratch.0.as_mut_ptr();
                 store4(s, s.add(NB), s.add(16 * 32), s.add(16 * 32 + NB), 32 * 4);
@@ -137,7 +136,7 @@ pub(super) unsafe fn strip(
                 for r in 0..rows.len() {
                     std::ptr::copy_nonoverlapping(
                         s.add(r * 32),
-                        out.0.add((rows.start + r) * n + c0),
+                        out.0.add((rows.start + r) * ldo + c0),
                         cols,
                     );
                 }

@@ -3,7 +3,7 @@
 //! each block's 16 packed pairs with one `vdpbf16ps`. Reference: [`super::reference_linear`].
 //! Also the activations' conversion to bf16 (`vcvtne2ps2bf16`).
 
-use super::{OutPtr, PackedWeight, NB};
+use super::{Job, OutPtr, PackedWeight, NB};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -32,22 +32,24 @@ pub(super) unsafe fn convert(src: &[f32], dst: &mut [u16]) {
     }
 }
 
-/// Output rows `rows` by the columns of packed column-block pairs `pairs`, into `out [m, n]`.
+/// Output rows `rows` by the columns of packed column-block pairs `pairs` (those below
+/// `job.ncols`), `job.kbs` depth blocks deep.
 ///
 /// # Safety
-/// The CPU has AVX512F and AVX512-BF16; `a` holds at least `rows.end` rows of `k_pad` bf16
-/// values; `out` points at `m x n` floats with `rows.end <= m`, and no other thread writes these
-/// rows x columns meanwhile.
+/// The CPU has AVX512F and AVX512-BF16; `a` holds at least `rows.end` rows of `job.lda` bf16
+/// values (`job.lda >= 32 * job.kbs`); `job.kbs` is at most the weight's depth blocks; `out`
+/// points at rows of `job.ldo >= job.ncols` floats, at least `rows.end` of them, and no other
+/// thread writes these rows x columns meanwhile.
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(super) unsafe fn strip(
     a: &[u16],
-    k_pad: usize,
+    job: &Job,
     rows: Range<usize>,
     pairs: Range<usize>,
     w: &PackedWeight,
     out: OutPtr,
 ) {
-    debug_assert!(a.len() >= rows.end * k_pad);
+    debug_assert!(a.len() >= rows.end * job.lda);
     let blocks = (2 * pairs.start)..(2 * pairs.end);
     let mut i = rows.start;
     while i < rows.end {
@@ -58,14 +60,14 @@ pub(super) unsafe fn strip(
             // SAFETY: rows i..i+r and column blocks nb..nb+j lie inside the caller's ranges.
             unsafe {
                 match (r, j) {
-                    (4, 4) => micro::<4, 4>(a, k_pad, i, nb, w, out),
-                    (3, 4) => micro::<3, 4>(a, k_pad, i, nb, w, out),
-                    (2, 4) => micro::<2, 4>(a, k_pad, i, nb, w, out),
-                    (1, 4) => micro::<1, 4>(a, k_pad, i, nb, w, out),
-                    (4, _) => micro::<4, 2>(a, k_pad, i, nb, w, out),
-                    (3, _) => micro::<3, 2>(a, k_pad, i, nb, w, out),
-                    (2, _) => micro::<2, 2>(a, k_pad, i, nb, w, out),
-                    _ => micro::<1, 2>(a, k_pad, i, nb, w, out),
+                    (4, 4) => micro::<4, 4>(a, job, i, nb, w, out),
+                    (3, 4) => micro::<3, 4>(a, job, i, nb, w, out),
+                    (2, 4) => micro::<2, 4>(a, job, i, nb, w, out),
+                    (1, 4) => micro::<1, 4>(a, job, i, nb, w, out),
+                    (4, _) => micro::<4, 2>(a, job, i, nb, w, out),
+                    (3, _) => micro::<3, 2>(a, job, i, nb, w, out),
+                    (2, _) => micro::<2, 2>(a, job, i, nb, w, out),
+                    _ => micro::<1, 2>(a, job, i, nb, w, out),
                 }
             }
             nb += j;
@@ -81,20 +83,20 @@ pub(super) unsafe fn strip(
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn micro<const R: usize, const J: usize>(
     a: &[u16],
-    k_pad: usize,
+    job: &Job,
     i0: usize,
     nb0: usize,
     w: &PackedWeight,
     out: OutPtr,
 ) {
-    let n = w.n;
+    let (n, k_pad) = (job.ncols, job.lda);
     let mut acc = [[_mm512_setzero_ps(); J]; R];
     let b: [*const u16; J] = std::array::from_fn(|j| w.col_block(nb0 + j).as_ptr());
     let arow: [*const u16; R] = std::array::from_fn(|r| a[(i0 + r) * k_pad..].as_ptr());
     // SAFETY: pair p of a row is at 2p < k_pad; pair row p of a column block is the 32 values
     // at 32p < k_pad * NB (the block's length); output writes are masked to columns < n.
     unsafe {
-        for p in 0..k_pad / 2 {
+        for p in 0..job.kbs * super::KB / 2 {
             let bv: [__m512bh; J] = std::array::from_fn(|j| {
                 std::mem::transmute(_mm512_loadu_si512(b[j].add(p * 2 * NB) as *const __m512i))
             });
@@ -107,7 +109,7 @@ unsafe fn micro<const R: usize, const J: usize>(
             }
         }
         for (r, row) in acc.iter().enumerate() {
-            let o = out.0.add((i0 + r) * n);
+            let o = out.0.add((i0 + r) * job.ldo);
             for (j, v) in row.iter().enumerate() {
                 let c = (nb0 + j) * NB;
                 if c + NB <= n {

@@ -25,6 +25,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+pub(crate) mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -173,6 +174,28 @@ impl PackedWeight {
         }
     }
 
+    /// Packs the `[n, k]` matrix whose element `(j, kk)` is `at(j, kk)`, on the calling thread
+    /// (for operands packed inside a parallel task: attention's keys and values).
+    pub(crate) fn pack_with(n: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> PackedWeight {
+        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
+        let mut data = vec![0u16; n_pad * k_pad];
+        for j in 0..n {
+            let (nb, c) = (j / NB, j % NB);
+            let dst = &mut data[nb * k_pad * NB..(nb + 1) * k_pad * NB];
+            for kk in 0..k {
+                let (kb, r, half) = (kk / KB, (kk % KB) / 2, kk % 2);
+                dst[kb * BLOCK + r * (2 * NB) + 2 * c + half] = to_bf16(at(j, kk));
+            }
+        }
+        PackedWeight {
+            n,
+            k,
+            k_pad,
+            data,
+            witness: Vec::new(),
+        }
+    }
+
     /// `(n, k)`.
     pub fn shape(&self) -> (usize, usize) {
         (self.n, self.k)
@@ -284,6 +307,16 @@ fn grid(m: usize, col_pairs: usize, strip: usize) -> (usize, usize) {
     (strips, groups)
 }
 
+/// One product's shape for the kernels: `a`'s row stride `lda` (bf16 values, a multiple of
+/// [`KB`]), the depth blocks `kbs` summed over, the output's row stride `ldo` and the columns
+/// written (`ncols`, at most the weight's padded width).
+pub(crate) struct Job {
+    pub lda: usize,
+    pub kbs: usize,
+    pub ldo: usize,
+    pub ncols: usize,
+}
+
 /// Output rows per task (and per AMX block).
 const STRIP: usize = 32;
 
@@ -338,6 +371,12 @@ unsafe fn run(x: &[f32], m: usize, w: &PackedWeight, kernel: Kernel, out: OutPtr
         let strip = STRIP;
         let m_pad = if use_amx { round_up(m, 32) } else { m };
         let a = activations(x, m, w.k, m_pad, w.k_pad);
+        let job = Job {
+            lda: w.k_pad,
+            kbs: w.k_pad / KB,
+            ldo: w.n,
+            ncols: w.n,
+        };
         let col_pairs = w.col_blocks() / 2;
         let (strips, groups) = grid(m, col_pairs, strip);
         let per_group = col_pairs.div_ceil(groups);
@@ -353,15 +392,68 @@ unsafe fn run(x: &[f32], m: usize, w: &PackedWeight, kernel: Kernel, out: OutPtr
             // only rows `rows` x the columns of `pairs`, disjoint from every other task's.
             unsafe {
                 if use_amx {
-                    amx::strip(&a, w.k_pad, rows, pairs, w, dst, m_pad);
+                    amx::strip(&a, &job, rows, pairs, w, dst);
                 } else {
-                    avx512::strip(&a, w.k_pad, rows, pairs, w, dst);
+                    avx512::strip(&a, &job, rows, pairs, w, dst);
                 }
             }
         });
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("no bf16 kernel off x86_64 (Kernel::detect returns None)")
+}
+
+/// `out[i][j] = Σ_{kk < depth} a[i][kk] · w[j][kk]` for `i < m`, `j < ncols`, on the calling
+/// thread: for products inside a parallel task (attention). `a` holds bf16 rows of `lda` values
+/// (a multiple of [`KB`], at least `depth` rounded up to it, zeros from `depth` to there), and
+/// `m` rounded up to 32 rows where the kernel is AMX and `m >= 16`; `ncols` is at most `w`'s
+/// width padded to 32; `out` holds rows of `ldo >= ncols` floats.
+#[allow(clippy::too_many_arguments, unused_variables)]
+pub(crate) fn product(
+    a: &[u16],
+    m: usize,
+    lda: usize,
+    w: &PackedWeight,
+    depth: usize,
+    ncols: usize,
+    out: &mut [f32],
+    ldo: usize,
+    kernel: Kernel,
+) {
+    if m == 0 || ncols == 0 {
+        return;
+    }
+    let kbs = depth.div_ceil(KB);
+    let use_amx = kernel == Kernel::Amx && m >= 16;
+    let a_rows = if use_amx { round_up(m, 32) } else { m };
+    assert!(lda.is_multiple_of(KB) && kbs * KB <= lda && kbs * KB <= w.k_pad);
+    assert!(ncols <= w.col_blocks() * NB && ncols <= ldo);
+    assert!(a.len() >= a_rows * lda && out.len() >= (m - 1) * ldo + ncols);
+    let job = Job {
+        lda,
+        kbs,
+        ldo,
+        ncols,
+    };
+    let pairs = 0..ncols.div_ceil(2 * NB);
+    let dst = OutPtr(out.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    for r0 in (0..m).step_by(STRIP) {
+        let rows = r0..(r0 + STRIP).min(m);
+        // SAFETY: the bounds asserted above; one thread writes `out`.
+        unsafe {
+            if use_amx {
+                amx::strip(a, &job, rows, pairs.clone(), w, dst);
+            } else {
+                avx512::strip(a, &job, rows, pairs.clone(), w, dst);
+            }
+        }
+    }
+}
+
+/// `x` rounded to bf16 into `dst` (same length).
+pub(crate) fn convert(x: &[f32], dst: &mut [u16]) {
+    convert_row(x, dst)
 }
 
 /// The reference of the module doc, in f64: `Σ_k bf16(x[i][k]) · bf16(w[j][k])`, with

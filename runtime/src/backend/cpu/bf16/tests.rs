@@ -173,3 +173,48 @@ fn linear_into_overwrites_what_the_output_held() {
         assert_eq!(out, want, "{}", kernel.name());
     }
 }
+
+#[test]
+fn attention_matches_its_reference_within_one_bf16_rounding_of_v() {
+    use crate::backend::AttnGeometry;
+    for kernel in kernels() {
+        // GQA groups of 2, 1 and 4; head_dim below, off and at the depth block; a tile of 32
+        // that crosses a key block boundary (seq 150); and the baseline's head shape.
+        for (heads, kv_heads, head_dim, seq) in [
+            (4, 2, 8, 150),
+            (2, 2, 16, 150),
+            (4, 1, 20, 150),
+            (2, 1, 64, 150),
+            (8, 4, 64, 96),
+        ] {
+            for xsa in [false, true] {
+                let g = AttnGeometry {
+                    batch: 2,
+                    seq,
+                    heads,
+                    kv_heads,
+                    head_dim,
+                };
+                let n = g.batch * g.seq;
+                let f = |i: usize, s: f32| (i as f32 * s).sin() * 2.0;
+                let q: Vec<f32> = (0..n * heads * head_dim).map(|i| f(i, 0.37)).collect();
+                let k: Vec<f32> = (0..n * kv_heads * head_dim).map(|i| f(i, 0.91)).collect();
+                let v: Vec<f32> = (0..n * kv_heads * head_dim).map(|i| f(i, 0.13)).collect();
+                let got = attention::attention(&q, &k, &v, &g, xsa, kernel);
+                let want = attention::reference(&q, &k, &v, &g, xsa);
+                let vmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let tol = 2f32.powi(-8) * vmax + 1e-5;
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    err <= tol,
+                    "{} {heads}/{kv_heads}/{head_dim} seq {seq} xsa={xsa}: max err {err} > {tol}",
+                    kernel.name()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Causal grouped-query attention with bf16 products (`--precision bf16`), laid out like the
+//! float32 kernel (`../attention.rs`, its oracle): per (window, [`TILE`] query positions) task
+//! and KV group, `S = Q·Kᵀ` over the causal prefix, the row softmax in float32, `O = P·V`.
+//!
+//! Reference semantics ([`reference`], what the test holds it to): `Q`, `K`, `V` rounded to
+//! bf16; scores summed in float32 and scaled by `1/sqrt(hd)`; `p_j = exp(s_j − max)` in float32,
+//! rounded to bf16 for the product with `V`; the output divided by `Σ p_j` of the float32 `p`;
+//! XSA as in float32. Products accumulate in float32.
+
+use super::super::par::{for_each_chunk, map_range};
+use super::{convert, product, Kernel, PackedWeight, KB};
+use crate::backend::AttnGeometry;
+
+/// Query positions per task (times the group size in rows).
+const TILE: usize = 32;
+
+fn round_up(v: usize, to: usize) -> usize {
+    v.div_ceil(to) * to
+}
+
+/// `q [B*T, H*hd]`, `k`/`v` `[B*T, Hkv*hd]` -> `[B*T, H*hd]`.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &AttnGeometry,
+    xsa: bool,
+    kernel: Kernel,
+) -> Vec<f32> {
+    let (t_len, hd) = (g.seq, g.head_dim);
+    let (qw, kw) = (g.heads * hd, g.kv_heads * hd);
+    let group = g.heads / g.kv_heads;
+    let hd_lda = round_up(hd, KB);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // Per (window, KV head): K as a `[T, hd]` operand, V as `[hd, T]` (so `O = P · (Vᵀ)ᵀ`).
+    let packed: Vec<(PackedWeight, PackedWeight)> = map_range(g.batch * g.kv_heads, |task| {
+        let (b, kvh) = (task / g.kv_heads, task % g.kv_heads);
+        let at = |x: &[f32], j: usize, d: usize| x[(b * t_len + j) * kw + kvh * hd + d];
+        (
+            PackedWeight::pack_with(t_len, hd, |j, d| at(k, j, d)),
+            PackedWeight::pack_with(hd, t_len, |d, j| at(v, j, d)),
+        )
+    });
+    let mut out = vec![0.0f32; g.batch * t_len * qw];
+    for_each_chunk(&mut out, t_len * qw, |b, win| {
+        for_each_chunk(win, TILE * qw, |tile, dst| {
+            let (i0, i1) = (tile * TILE, ((tile + 1) * TILE).min(t_len));
+            let m = i1 - i0;
+            let rows = group * m;
+            let rows_pad = round_up(rows, 32);
+            let n = round_up(i1, KB); // keys 0..i1, padded to whole depth blocks
+            let mut qt = vec![0u16; rows_pad * hd_lda];
+            let mut s = vec![0.0f32; rows * n];
+            let mut p = vec![0u16; rows_pad * n];
+            let mut o = vec![0.0f32; rows * hd];
+            let mut inv = vec![0.0f32; rows];
+            for kvh in 0..g.kv_heads {
+                let (kp, vp) = &packed[b * g.kv_heads + kvh];
+                for hs in 0..group {
+                    let h = kvh * group + hs;
+                    for r in 0..m {
+                        let src = (b * t_len + i0 + r) * qw + h * hd;
+                        convert(&q[src..src + hd], &mut qt[(hs * m + r) * hd_lda..][..hd]);
+                    }
+                }
+                product(&qt, rows, hd_lda, kp, hd, n, &mut s, n, kernel);
+                for (row, ((sr, pr), iv)) in s
+                    .chunks_exact_mut(n)
+                    .zip(p.chunks_exact_mut(n))
+                    .zip(inv.iter_mut())
+                    .enumerate()
+                {
+                    let last = i0 + row % m; // keys 0..=last are visible
+                    *iv = 1.0 / super::super::attention::softmax_row_wide(&mut sr[..=last], scale);
+                    convert(&sr[..=last], &mut pr[..=last]);
+                    pr[last + 1..].fill(0);
+                }
+                product(&p, rows, n, vp, n, hd, &mut o, hd, kernel);
+                for (row, &iv) in inv.iter().enumerate() {
+                    let (hs, r) = (row / m, row % m);
+                    let y = &mut dst[r * qw + (kvh * group + hs) * hd..][..hd];
+                    let or = &o[row * hd..][..hd];
+                    y.iter_mut().zip(or).for_each(|(a, b)| *a = b * iv);
+                    if xsa {
+                        let vt = &v[(b * t_len + i0 + r) * kw + kvh * hd..][..hd];
+                        let norm = vt.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                        let dot: f32 = y.iter().zip(vt).map(|(a, b)| a * b / norm).sum();
+                        y.iter_mut().zip(vt).for_each(|(a, b)| *a -= dot * b / norm);
+                    }
+                }
+            }
+        });
+    });
+    out
+}
+
+/// The module doc's reference, one query at a time (f64 sums on the bf16-rounded operands).
+#[cfg(test)]
+pub(crate) fn reference(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -> Vec<f32> {
+    use super::{from_bf16, to_bf16};
+    let r = |x: f32| from_bf16(to_bf16(x)) as f64;
+    let (hd, qw, kw) = (g.head_dim, g.heads * g.head_dim, g.kv_heads * g.head_dim);
+    let mut out = vec![0.0; g.batch * g.seq * qw];
+    for b in 0..g.batch {
+        for h in 0..g.heads {
+            let kvh = h / (g.heads / g.kv_heads);
+            for t in 0..g.seq {
+                let qv = &q[(b * g.seq + t) * qw + h * hd..][..hd];
+                let sc: Vec<f64> = (0..=t)
+                    .map(|j| {
+                        let kv = &k[(b * g.seq + j) * kw + kvh * hd..][..hd];
+                        qv.iter().zip(kv).map(|(&a, &c)| r(a) * r(c)).sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                let y = &mut out[(b * g.seq + t) * qw + h * hd..][..hd];
+                let mut acc = vec![0.0f64; hd];
+                for (j, &pj) in e.iter().enumerate() {
+                    let vv = &v[(b * g.seq + j) * kw + kvh * hd..][..hd];
+                    let pj = r(pj as f32);
+                    acc.iter_mut().zip(vv).for_each(|(a, &c)| *a += pj * r(c));
+                }
+                y.iter_mut()
+                    .zip(&acc)
+                    .for_each(|(a, c)| *a = (c / z) as f32);
+                if xsa {
+                    let vt = &v[(b * g.seq + t) * kw + kvh * hd..][..hd];
+                    let n2: f32 = vt.iter().map(|x| x * x).sum();
+                    let d: f32 = y.iter().zip(vt).map(|(a, c)| a * c).sum();
+                    y.iter_mut().zip(vt).for_each(|(a, c)| *a -= d / n2 * c);
+                }
+            }
+        }
+    }
+    out
+}
