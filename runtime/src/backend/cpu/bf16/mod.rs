@@ -23,6 +23,9 @@
 //! column block's pairs run contiguously over the whole depth. `n` is padded to a multiple of
 //! 32 and `k` to a multiple of 32, with zeros.
 
+// Off x86-64 there is no kernel (`Kernel::detect` is `None`), so the drivers go unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 #[cfg(target_arch = "x86_64")]
 mod amx;
 pub(crate) mod attention;
