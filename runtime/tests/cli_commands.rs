@@ -293,3 +293,35 @@ fn generate_streams_deterministic_text_with_and_without_the_kv_cache() {
         assert!(err.contains(bad[0]), "{bad:?}: {err}");
     }
 }
+
+/// `score --precision bf16` on the CPU: bf16 products where the CPU has a kernel (a score near
+/// float32's but not equal to it), else float32 with one line saying so.
+#[test]
+fn score_in_bf16_on_the_cpu_is_near_float32_or_says_it_fell_back() {
+    let score = |p: &str| {
+        let args = [
+            "score",
+            "--backend",
+            "cpu",
+            "--precision",
+            p,
+            "--json",
+            "--artifact",
+            MODEL,
+            "--tokenizer",
+            TOKENIZER,
+            TEXT,
+        ];
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, Some(0), "--precision {p}: {err}");
+        (last_json(&out)["bits_per_byte"].as_f64().unwrap(), err)
+    };
+    let (f, _) = score("f32");
+    let (b, err) = score("bf16");
+    if pgolf_rt::backend::cpu::bf16::Kernel::detect().is_some() {
+        assert!(b != f && (b - f).abs() < 2e-2, "bf16 {b} vs f32 {f}");
+    } else {
+        assert!(err.contains("running in float32"), "{err}");
+        assert_eq!(b, f);
+    }
+}

@@ -98,3 +98,18 @@ fn env_vars_log_lines_artifact_and_resume() {
     assert!(!e.contains("panicked"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The CPU's backward is float32, so `train --precision bf16` on the CPU is a one-line error.
+#[test]
+fn bf16_training_on_the_cpu_is_refused() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("pgolf-train-bf16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = train(&dir, &shared, &["--backend", "cpu", "--precision", "bf16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("trains in float32 only"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
