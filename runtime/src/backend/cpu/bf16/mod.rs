@@ -10,8 +10,8 @@
 //! the operand rounding, `2⁻⁸ · Σ_k |x||w|`.
 //!
 //! Two kernels, chosen at run time ([`Kernel::detect`]), over one packed weight layout:
-//! - [`amx`]: AMX-BF16 tiles (Intel Sapphire Rapids and later), 32 x 32 output blocks;
-//! - [`avx512`]: AVX512-BF16 `vdpbf16ps` (also AMD Zen 4), and the AMX machines' path for
+//! - `amx.rs`: AMX-BF16 tiles (Intel Sapphire Rapids and later), 32 x 32 output blocks;
+//! - `avx512.rs`: AVX512-BF16 `vdpbf16ps` (also AMD Zen 4), and the AMX machines' path for
 //!   fewer than 16 rows (one-token decoding), where a 16-row tile would be mostly padding.
 //!
 //! A CPU with neither has no bf16 path; the backend then stays float32 and says so.
