@@ -5,7 +5,6 @@
 
 use anyhow::Result;
 use clap::Args;
-use pgolf_rt::backend::Precision;
 use serde_json::{json, Value};
 
 #[derive(Args, Debug)]
@@ -136,7 +135,7 @@ fn wgpu() -> Value {
                 "driver_info": i.driver_info,
                 "api": format!("{:?}", i.backend),
                 "device_type": format!("{:?}", i.device_type),
-                "precisions": [Precision::F32.name()],
+                "precisions": [pgolf_rt::backend::Precision::F32.name()],
             })
         }
         Err(e) => json!({"available": false, "error": e.to_string()}),
