@@ -7,7 +7,8 @@
 //! rounded to bf16 for the product with `V`; the output divided by `Σ p_j` of the float32 `p`;
 //! XSA as in float32. Products accumulate in float32.
 
-use super::super::par::{for_each_chunk, map_range};
+use super::super::attention::{for_each_query_tile, gather_queries, softmax_row_wide, write_group};
+use super::super::par::map_range;
 use super::{convert, product, Kernel, PackedWeight, KB};
 use crate::backend::AttnGeometry;
 
@@ -42,54 +43,36 @@ pub fn attention(
         )
     });
     let mut out = vec![0.0f32; g.batch * t_len * qw];
-    for_each_chunk(&mut out, t_len * qw, |b, win| {
-        for_each_chunk(win, TILE * qw, |tile, dst| {
-            let (i0, i1) = (tile * TILE, ((tile + 1) * TILE).min(t_len));
-            let m = i1 - i0;
-            let rows = group * m;
-            let rows_pad = round_up(rows, 32);
-            let n = round_up(i1, KB); // keys 0..i1, padded to whole depth blocks
-            let mut qt = vec![0u16; rows_pad * hd_lda];
-            let mut s = vec![0.0f32; rows * n];
-            let mut p = vec![0u16; rows_pad * n];
-            let mut o = vec![0.0f32; rows * hd];
-            let mut inv = vec![0.0f32; rows];
-            for kvh in 0..g.kv_heads {
-                let (kp, vp) = &packed[b * g.kv_heads + kvh];
-                for hs in 0..group {
-                    let h = kvh * group + hs;
-                    for r in 0..m {
-                        let src = (b * t_len + i0 + r) * qw + h * hd;
-                        convert(&q[src..src + hd], &mut qt[(hs * m + r) * hd_lda..][..hd]);
-                    }
-                }
-                product(&qt, rows, hd_lda, kp, hd, n, &mut s, n, kernel);
-                for (row, ((sr, pr), iv)) in s
-                    .chunks_exact_mut(n)
-                    .zip(p.chunks_exact_mut(n))
-                    .zip(inv.iter_mut())
-                    .enumerate()
-                {
-                    let last = i0 + row % m; // keys 0..=last are visible
-                    *iv = 1.0 / super::super::attention::softmax_row_wide(&mut sr[..=last], scale);
-                    convert(&sr[..=last], &mut pr[..=last]);
-                    pr[last + 1..].fill(0);
-                }
-                product(&p, rows, n, vp, n, hd, &mut o, hd, kernel);
-                for (row, &iv) in inv.iter().enumerate() {
-                    let (hs, r) = (row / m, row % m);
-                    let y = &mut dst[r * qw + (kvh * group + hs) * hd..][..hd];
-                    let or = &o[row * hd..][..hd];
-                    y.iter_mut().zip(or).for_each(|(a, b)| *a = b * iv);
-                    if xsa {
-                        let vt = &v[(b * t_len + i0 + r) * kw + kvh * hd..][..hd];
-                        let norm = vt.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                        let dot: f32 = y.iter().zip(vt).map(|(a, b)| a * b / norm).sum();
-                        y.iter_mut().zip(vt).for_each(|(a, b)| *a -= dot * b / norm);
-                    }
-                }
+    for_each_query_tile(&mut out, g, TILE, |b, i0, i1, dst| {
+        let m = i1 - i0;
+        let rows = group * m;
+        let rows_pad = round_up(rows, 32);
+        let n = round_up(i1, KB); // keys 0..i1, padded to whole depth blocks
+        let mut qt = vec![0u16; rows_pad * hd_lda];
+        let mut s = vec![0.0f32; rows * n];
+        let mut p = vec![0u16; rows_pad * n];
+        let mut o = vec![0.0f32; rows * hd];
+        let mut inv = vec![0.0f32; rows];
+        for kvh in 0..g.kv_heads {
+            let (kp, vp) = &packed[b * g.kv_heads + kvh];
+            gather_queries(q, g, b, i0, m, kvh, |row, src| {
+                convert(src, &mut qt[row * hd_lda..][..hd])
+            });
+            product(&qt, rows, hd_lda, kp, hd, n, &mut s, n, kernel);
+            for (row, ((sr, pr), iv)) in s
+                .chunks_exact_mut(n)
+                .zip(p.chunks_exact_mut(n))
+                .zip(inv.iter_mut())
+                .enumerate()
+            {
+                let last = i0 + row % m; // keys 0..=last are visible
+                *iv = 1.0 / softmax_row_wide(&mut sr[..=last], scale);
+                convert(&sr[..=last], &mut pr[..=last]);
+                pr[last + 1..].fill(0);
             }
-        });
+            product(&p, rows, n, vp, n, hd, &mut o, hd, kernel);
+            write_group(dst, &o, hd, &inv, v, g, b, i0, m, kvh, xsa);
+        }
     });
     out
 }
