@@ -4,7 +4,8 @@
 //! timed runs after 2 warm-ups) so `scripts/bench-cpu.sh` can set it beside PyTorch's figure,
 //! the same as `rust_cpu_bf16_tokens_per_s <batch> <value>` for `--precision bf16` where the
 //! CPU has a bf16 kernel (else a line `rust_cpu_bf16_unavailable <why>`),
-//! and per-op times at the same shapes (`rust_cpu_op_ms <op> <ms>`). Like the CLI, it first
+//! and per-op times at the same shapes (`rust_cpu_op_ms <op> <ms>`, `rust_cpu_bf16_op_ms` for
+//! bf16; `PGOLF_BENCH_OPS_ONLY=1` prints only those). Like the CLI, it first
 //! tunes the allocator to keep freed memory ([`pgolf_rt::alloc::retain_freed_memory`]).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -28,6 +29,7 @@ fn bench(c: &mut Criterion) {
     let retain = std::env::var("PGOLF_RETAIN_MEMORY").map_or(true, |v| v != "0")
         && pgolf_rt::alloc::retain_freed_memory();
     eprintln!("rust_cpu_retain_freed_memory {retain}");
+    let ops_only = std::env::var_os("PGOLF_BENCH_OPS_ONLY").is_some();
     let Some(s) = shared() else {
         eprintln!("SKIPPED: ../shared is absent");
         return;
@@ -47,14 +49,20 @@ fn bench(c: &mut Criterion) {
         let be = CpuBackend::with_precision(precision).expect("backend");
         eprintln!("rust_cpu_backend {}", pgolf_rt::backend::Backend::name(&be));
         let model = DeviceModel::new(be, &w).expect("model");
-        let (tag, label) = match precision {
-            Precision::Bf16 => ("rust_cpu_bf16_tokens_per_s", "_bf16"),
-            _ => ("rust_cpu_tokens_per_s", ""),
+        let (tag, op_tag, label) = match precision {
+            Precision::Bf16 => ("rust_cpu_bf16_tokens_per_s", "rust_cpu_bf16_op_ms", "_bf16"),
+            _ => ("rust_cpu_tokens_per_s", "rust_cpu_op_ms", ""),
         };
         for batch in [1usize, 4] {
             let n = batch * SEQ;
             let (ids, tgt) = (&toks[..n], &toks[1..n + 1]);
             let run = || model.nll(ids, tgt, batch, SEQ, None).expect("forward");
+            if ops_only {
+                if batch == 1 {
+                    ops(model.backend(), op_tag);
+                }
+                continue;
+            }
             for _ in 0..2 {
                 run();
             }
@@ -67,8 +75,8 @@ fn bench(c: &mut Criterion) {
                 .collect();
             times.sort_by(|a, b| a.total_cmp(b));
             println!("{tag} {batch} {:.0}", n as f64 / times[2]);
-            if batch == 1 && precision == Precision::F32 {
-                ops();
+            if batch == 1 {
+                ops(model.backend(), op_tag);
             }
             group.throughput(Throughput::Elements(n as u64));
             group.bench_function(format!("seq{SEQ}_batch{batch}{label}"), |b| b.iter(run));
@@ -79,12 +87,13 @@ fn bench(c: &mut Criterion) {
 
 /// Per-op timings at the baseline9L shapes (one 1024-token window), printed as
 /// `rust_cpu_op_ms <op> <ms>` (median of 5 after 1 warm-up).
-fn ops() {
+fn ops(be: &CpuBackend, tag: &str) {
     use pgolf_rt::backend::{AttnGeometry, Backend};
-    let be = CpuBackend::new();
     let (t, d, hd) = (SEQ, 512usize, 64usize);
     let f = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * s).sin()).collect() };
     let up = |n: usize, c: usize, s: f32| be.upload(&f(n * c, s), n, c).expect("upload");
+    // Weights as the model uploads them (packed once in bf16 mode).
+    let weight = |n: usize, c: usize, s: f32| be.upload_weight(&f(n * c, s), n, c).expect("upload");
     let time = |name: &str, run: &dyn Fn()| {
         run();
         let mut ms: Vec<f64> = (0..5)
@@ -95,7 +104,7 @@ fn ops() {
             })
             .collect();
         ms.sort_by(|a, b| a.total_cmp(b));
-        println!("rust_cpu_op_ms {name} {:.2}", ms[2]);
+        println!("{tag} {name} {:.2}", ms[2]);
     };
     let g = AttnGeometry {
         batch: 1,
@@ -109,16 +118,53 @@ fn ops() {
         be.attention(&q, &k, &v, &g, false).expect("attention");
     });
     let x = up(t, d, 0.11);
-    let w = up(d, d, 0.07);
+    let w = weight(d, d, 0.07);
     time("linear_512x512", &|| {
         be.linear(&x, &w).expect("linear");
     });
-    let w2 = up(2 * d, d, 0.05);
+    let w2 = weight(2 * d, d, 0.05);
     time("linear_512x1024", &|| {
         be.linear(&x, &w2).expect("linear");
     });
     time("rms_norm", &|| {
         be.rms_norm(&x, 1e-6, 1.0).expect("rms_norm");
+    });
+    let h = up(t, 2 * d, 0.03);
+    let w3 = weight(d, 2 * d, 0.02);
+    time("linear_1024x512", &|| {
+        be.linear(&h, &w3).expect("linear");
+    });
+    time("activation_relu2_1024", &|| {
+        be.activation(&h, pgolf_rt::model::Activation::Relu2)
+            .expect("activation");
+    });
+    let x0 = up(t, d, 0.19);
+    let mix = up(2, d, 0.23);
+    time("resid_mix", &|| {
+        be.resid_mix(&x, &x0, &mix).expect("resid_mix");
+    });
+    let scale = up(1, d, 0.29);
+    time("add_scaled", &|| {
+        let mut y = be.copy(&x).expect("copy");
+        be.add_scaled(&mut y, &x0, &scale).expect("add_scaled");
+    });
+    time("copy", &|| {
+        be.copy(&x).expect("copy");
+    });
+    let gain = up(1, 8, 0.31);
+    let rope = pgolf_rt::backend::RopeSpec {
+        base: 10000.0,
+        dims: hd,
+    };
+    time("qk_norm_rope", &|| {
+        let (mut q2, mut k2) = (be.copy(&q).expect("copy"), be.copy(&k).expect("copy"));
+        be.qk_norm_rope(&mut q2, &mut k2, &g, &rope, &gain, 1e-6)
+            .expect("qk_norm_rope");
+    });
+    let head = weight(1024, d, 0.017);
+    let targets: Vec<u32> = (0..t as u32).map(|i| i * 7 % 1024).collect();
+    time("nll_head_1024", &|| {
+        be.nll(&x, &head, &targets, 30.0).expect("nll");
     });
 }
 

@@ -9,27 +9,41 @@
 use super::bf16::{Kernel, PackedWeight};
 use super::matmul::{gemm_into, View};
 use super::par::gemm_parallelism;
+use super::simd::multiversion;
 
 const ROWS_PER_BLOCK: usize = 256;
 
-fn softcap_row(row: &mut [f32], c: f32) {
-    if c > 0.0 {
-        let inv = 1.0 / c;
-        row.iter_mut()
-            .for_each(|z| *z = c * super::math::tanh(*z * inv));
+multiversion! {
+    fn softcap_row(row: &mut [f32], c: f32) {
+        if c > 0.0 {
+            let inv = 1.0 / c;
+            row.iter_mut()
+                .for_each(|z| *z = c * super::math::tanh(*z * inv));
+        }
     }
 }
 
-pub(super) fn log_sum_exp(row: &[f32]) -> f32 {
-    let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    // Terms are in (0, 1]; sum them in f64 (8 lanes) since this is the metric.
-    let mut lanes = [0.0f64; 8];
-    for chunk in row.chunks(8) {
-        for (l, &z) in lanes.iter_mut().zip(chunk) {
-            *l += super::math::exp(z - mx) as f64;
+multiversion! {
+    pub(super) fn log_sum_exp(row: &[f32]) -> f32 {
+        // Max over 16 lanes (exact whatever the order).
+        let mut m16 = [f32::NEG_INFINITY; 16];
+        let chunks = row.chunks_exact(16);
+        let mut mx = chunks.remainder().iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        for c in chunks {
+            for (m, &z) in m16.iter_mut().zip(c) {
+                *m = if z > *m { z } else { *m };
+            }
         }
+        mx = m16.iter().cloned().fold(mx, f32::max);
+        // Terms are in (0, 1]; sum them in f64 (8 lanes) since this is the metric.
+        let mut lanes = [0.0f64; 8];
+        for chunk in row.chunks(8) {
+            for (l, &z) in lanes.iter_mut().zip(chunk) {
+                *l += super::math::exp(z - mx) as f64;
+            }
+        }
+        mx + lanes.iter().sum::<f64>().ln() as f32
     }
-    mx + lanes.iter().sum::<f64>().ln() as f32
 }
 
 /// The head's bf16 kernel and packed copy, when its products are bf16 (`None`: float32).
@@ -114,9 +128,12 @@ pub fn nll(
         softcap,
         bf16,
         |r0, block| {
-            for (i, row) in block.chunks_exact(vocab).enumerate() {
-                out[r0 + i] = log_sum_exp(row) - row[targets[r0 + i] as usize];
-            }
+            let m = block.len() / vocab;
+            let nll = super::par::map_range(m, |i| {
+                let row = &block[i * vocab..(i + 1) * vocab];
+                log_sum_exp(row) - row[targets[r0 + i] as usize]
+            });
+            out[r0..r0 + m].copy_from_slice(&nll);
         },
     );
     out
@@ -146,11 +163,13 @@ pub fn log_probs(
         softcap,
         bf16,
         |r0, block| {
-            for (i, row) in block.chunks_exact(vocab).enumerate() {
+            let block = &*block;
+            let dst = &mut out[r0 * vocab..r0 * vocab + block.len()];
+            super::par::for_each_row(dst, vocab, |i, d| {
+                let row = &block[i * vocab..(i + 1) * vocab];
                 let lse = log_sum_exp(row);
-                let dst = &mut out[(r0 + i) * vocab..(r0 + i + 1) * vocab];
-                dst.iter_mut().zip(row).for_each(|(d, z)| *d = z - lse);
-            }
+                d.iter_mut().zip(row).for_each(|(d, z)| *d = z - lse);
+            });
         },
     );
     out

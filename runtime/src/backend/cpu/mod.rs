@@ -7,6 +7,7 @@ mod backward;
 pub mod bf16;
 mod decode;
 pub(crate) use decode::Heads;
+mod elementwise;
 mod head;
 mod math;
 pub(crate) mod matmul;
@@ -15,6 +16,7 @@ pub mod optim;
 pub(crate) mod par;
 mod rope;
 mod segments;
+pub(crate) mod simd;
 
 pub use matmul::linear;
 pub use rope::RopeTable;
@@ -133,16 +135,26 @@ fn same_shape(a: &CpuTensor, b: &CpuTensor, op: &str) -> Result<()> {
 }
 
 /// A new tensor of `x`'s shape with row `i` written by `f(i, x_row, out_row)` (no copy of `x`
-/// made first).
+/// made first). `out_row` is zero when `f` gets it: each task zeroes its own rows just before
+/// `f` writes them (in cache), instead of one serial pass over the whole new buffer first.
 fn map_rows<F>(x: &CpuTensor, f: F) -> CpuTensor
 where
     F: Fn(usize, &[f32], &mut [f32]) + Sync + Send,
 {
-    let cols = x.cols;
-    let mut data = vec![0.0f32; x.data.len()];
-    par::for_each_row(&mut data, cols, |i, r| {
+    let (cols, n) = (x.cols, x.data.len());
+    let mut data: Vec<f32> = Vec::with_capacity(n);
+    par::for_each_row(&mut data.spare_capacity_mut()[..n], cols, |i, r| {
+        for v in r.iter_mut() {
+            v.write(0.0);
+        }
+        // SAFETY: every element of `r` was just initialised, and `MaybeUninit<f32>` has the
+        // layout of `f32`.
+        let r = unsafe { &mut *(r as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
         f(i, &x.data[i * cols..(i + 1) * cols], r)
     });
+    // SAFETY: the rows of `cols` elements cover all `n = rows·cols` elements (none when
+    // `cols == 0`, as then `n == 0`), and each was initialised above.
+    unsafe { data.set_len(n) };
     CpuTensor::new(x.rows, cols, data)
 }
 
@@ -174,7 +186,7 @@ fn norm_rope_heads<P>(
             norm::rms_norm_in_place(head, eps, 1.0);
             table.apply(head, pos(i));
             if let Some(g) = gain {
-                head.iter_mut().for_each(|v| *v *= g[h]);
+                elementwise::scale_row(head, g[h]);
             }
         }
     });
@@ -291,9 +303,7 @@ impl Backend for CpuBackend {
         let (a, b) = mix.data.split_at(x.cols);
         Ok(map_rows(x, |i, src, r| {
             let r0 = &x0.data[i * x.cols..(i + 1) * x.cols];
-            for c in 0..r.len() {
-                r[c] = a[c] * src[c] + b[c] * r0[c];
-            }
+            elementwise::resid_mix_row(r, src, r0, a, b);
         }))
     }
 
@@ -302,10 +312,7 @@ impl Backend for CpuBackend {
         vector_len(scale, x.cols, "add_scaled")?;
         let cols = x.cols;
         par::for_each_row(&mut x.data, cols, |i, r| {
-            let yr = &y.data[i * cols..(i + 1) * cols];
-            for c in 0..cols {
-                r[c] += scale.data[c] * yr[c];
-            }
+            elementwise::add_scaled_row(r, &y.data[i * cols..(i + 1) * cols], &scale.data);
         });
         Ok(())
     }
@@ -355,7 +362,7 @@ impl Backend for CpuBackend {
         let hd = geom.head_dim;
         geom.check_qk((q.rows, q.cols), (k.rows, k.cols), "qk_norm_rope")?;
         vector_len(q_gain, geom.heads, "qk_norm_rope")?;
-        let table = RopeTable::new(geom.seq, rope.dims, rope.base);
+        let table = RopeTable::shared(geom.seq, rope.dims, rope.base);
         let seq = geom.seq;
         norm_rope_heads(q, hd, &table, |i| i % seq, Some(&q_gain.data), eps);
         norm_rope_heads(k, hd, &table, |i| i % seq, None, eps);
@@ -385,20 +392,12 @@ impl Backend for CpuBackend {
     }
 
     fn activation(&self, h: &CpuTensor, act: Activation) -> Result<CpuTensor> {
+        let leaky = match act {
+            Activation::Relu2 => None,
+            Activation::LeakyRelu2 { slope } => Some(slope),
+        };
         Ok(map_rows(h, |_, src, r| {
-            for (v, &x) in r.iter_mut().zip(src) {
-                let a = match act {
-                    Activation::Relu2 => x.max(0.0),
-                    Activation::LeakyRelu2 { slope } => {
-                        if x >= 0.0 {
-                            x
-                        } else {
-                            slope * x
-                        }
-                    }
-                };
-                *v = a * a;
-            }
+            elementwise::activation_row(r, src, leaky)
         }))
     }
 

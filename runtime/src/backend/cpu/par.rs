@@ -2,9 +2,10 @@
 //! otherwise (wasm32), so kernels are written once.
 
 /// Calls `f(row_index, row)` for every `cols`-wide row of `data`.
-pub fn for_each_row<F>(data: &mut [f32], cols: usize, f: F)
+pub fn for_each_row<T, F>(data: &mut [T], cols: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync + Send,
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
 {
     if cols == 0 {
         return;

@@ -212,7 +212,7 @@ impl TrainBackend for CpuBackend {
         same_shape(q, dq, "qk_norm_rope backward")?;
         same_shape(k, dk, "qk_norm_rope backward")?;
         vector_len(q_gain, geom.heads, "qk_norm_rope backward")?;
-        let table = RopeTable::new(geom.seq, rope.dims, rope.base);
+        let table = RopeTable::shared(geom.seq, rope.dims, rope.base);
         let (dqx, dg) = rope::norm_rope_backward(
             &q.data,
             &dq.data,

@@ -5,7 +5,7 @@
 /// Gradient of one row.
 pub fn rms_norm_backward_row(x: &[f32], dy: &[f32], dx: &mut [f32], eps: f32, scale: f32) {
     let n = x.len().max(1) as f32;
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / n;
+    let ms = super::super::simd::dot(x, x) / n; // as the forward sums it
     let r2 = ms + eps;
     let r = r2.sqrt();
     let dot: f32 = x.iter().zip(dy).map(|(a, b)| a * b).sum();

@@ -20,10 +20,10 @@ fn round_up(v: usize, to: usize) -> usize {
 }
 
 /// `q [B*T, H*hd]`, `k`/`v` `[B*T, Hkv*hd]` -> `[B*T, H*hd]`.
-pub fn attention(
+pub fn attention<'a>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &'a [f32],
+    v: &'a [f32],
     g: &AttnGeometry,
     xsa: bool,
     kernel: Kernel,
@@ -36,10 +36,10 @@ pub fn attention(
     // Per (window, KV head): K as a `[T, hd]` operand, V as `[hd, T]` (so `O = P · (Vᵀ)ᵀ`).
     let packed: Vec<(PackedWeight, PackedWeight)> = map_range(g.batch * g.kv_heads, |task| {
         let (b, kvh) = (task / g.kv_heads, task % g.kv_heads);
-        let at = |x: &[f32], j: usize, d: usize| x[(b * t_len + j) * kw + kvh * hd + d];
+        let row = |x: &'a [f32], j: usize| &x[(b * t_len + j) * kw + kvh * hd..][..hd];
         (
-            PackedWeight::pack_with(t_len, hd, |j, d| at(k, j, d)),
-            PackedWeight::pack_with(hd, t_len, |d, j| at(v, j, d)),
+            PackedWeight::pack_rows(t_len, hd, |j| row(k, j)),
+            PackedWeight::pack_cols(hd, t_len, |j| row(v, j)),
         )
     });
     let mut out = vec![0.0f32; g.batch * t_len * qw];

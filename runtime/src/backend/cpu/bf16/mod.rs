@@ -177,8 +177,10 @@ impl PackedWeight {
         }
     }
 
-    /// Packs the `[n, k]` matrix whose element `(j, kk)` is `at(j, kk)`, on the calling thread
-    /// (for operands packed inside a parallel task: attention's keys and values).
+    /// Packs the `[n, k]` matrix whose element `(j, kk)` is `at(j, kk)`, element by element on
+    /// the calling thread: the oracle of [`pack_rows`](Self::pack_rows) and
+    /// [`pack_cols`](Self::pack_cols).
+    #[cfg(test)]
     pub(crate) fn pack_with(n: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> PackedWeight {
         let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
         let mut data = vec![0u16; n_pad * k_pad];
@@ -188,6 +190,71 @@ impl PackedWeight {
             for kk in 0..k {
                 let (kb, r, half) = (kk / KB, (kk % KB) / 2, kk % 2);
                 dst[kb * BLOCK + r * (2 * NB) + 2 * c + half] = to_bf16(at(j, kk));
+            }
+        }
+        PackedWeight {
+            n,
+            k,
+            k_pad,
+            data,
+            witness: Vec::new(),
+        }
+    }
+
+    /// [`pack_with`](Self::pack_with) for a matrix given by rows: element `(j, kk)` is
+    /// `row(j)[kk]` (`row(j)` has `k` values). Each row is rounded once, vectorized, and its
+    /// pairs stored whole (attention's `K`, one per window and KV head).
+    pub(crate) fn pack_rows<'a>(
+        n: usize,
+        k: usize,
+        row: impl Fn(usize) -> &'a [f32],
+    ) -> PackedWeight {
+        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
+        let mut data = vec![0u16; n_pad * k_pad];
+        let mut b = vec![0u16; round_up(k, 2)];
+        for j in 0..n {
+            let (nb, c) = (j / NB, j % NB);
+            convert_row(&row(j)[..k], &mut b[..k]);
+            let dst = &mut data[nb * k_pad * NB..(nb + 1) * k_pad * NB];
+            for (pair, v) in b.chunks_exact(2).enumerate() {
+                let (kb, r) = (pair * 2 / KB, pair % (KB / 2));
+                let at = kb * BLOCK + r * (2 * NB) + 2 * c;
+                dst[at..at + 2].copy_from_slice(v);
+            }
+        }
+        PackedWeight {
+            n,
+            k,
+            k_pad,
+            data,
+            witness: Vec::new(),
+        }
+    }
+
+    /// [`pack_with`](Self::pack_with) for a matrix given by columns: element `(j, kk)` is
+    /// `col(kk)[j]` (`col(kk)` has `n` values), i.e. the transpose of rows `col(0..k)`
+    /// (attention's `V`). Two columns are rounded at a time and interleaved.
+    pub(crate) fn pack_cols<'a>(
+        n: usize,
+        k: usize,
+        col: impl Fn(usize) -> &'a [f32],
+    ) -> PackedWeight {
+        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
+        let mut data = vec![0u16; n_pad * k_pad];
+        let (mut e, mut o) = (vec![0u16; n], vec![0u16; n]);
+        for kk in (0..k).step_by(2) {
+            convert_row(&col(kk)[..n], &mut e);
+            if kk + 1 < k {
+                convert_row(&col(kk + 1)[..n], &mut o);
+            } else {
+                o.fill(0);
+            }
+            let (kb, r) = (kk / KB, (kk % KB) / 2);
+            for (j, (&ev, &ov)) in e.iter().zip(&o).enumerate() {
+                let (nb, c) = (j / NB, j % NB);
+                let at = nb * k_pad * NB + kb * BLOCK + r * (2 * NB) + 2 * c;
+                data[at] = ev;
+                data[at + 1] = ov;
             }
         }
         PackedWeight {

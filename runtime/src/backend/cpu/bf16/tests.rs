@@ -102,6 +102,21 @@ fn packed_layout_holds_each_weight_at_its_documented_place() {
 }
 
 #[test]
+fn row_and_column_packers_equal_the_element_packer() {
+    for (n, k) in [(1, 1), (37, 70), (64, 64), (150, 20), (20, 151)] {
+        let w = values(n * k, 11);
+        let want = PackedWeight::pack_with(n, k, |j, kk| w[j * k + kk]);
+        let rows = PackedWeight::pack_rows(n, k, |j| &w[j * k..(j + 1) * k]);
+        assert_eq!(rows.data, want.data, "pack_rows {n}x{k}");
+        // The transpose `t [k, n]` given by its rows is the columns of `w`.
+        let t: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let cols = PackedWeight::pack_cols(n, k, |kk| &t[kk * n..(kk + 1) * n]);
+        assert_eq!(cols.data, want.data, "pack_cols {n}x{k}");
+        assert_eq!((rows.shape(), cols.shape()), ((n, k), (n, k)));
+    }
+}
+
+#[test]
 fn witness_notices_a_weight_changed_in_place() {
     let (n, k) = (64, 64);
     let mut w = values(n * k, 9);
