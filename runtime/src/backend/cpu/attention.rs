@@ -13,7 +13,7 @@
 //! output), and `O = P·V`, all through one small register-blocked `MR x NR` kernel ([`kernel`]):
 //! 8 x 32 on AVX-512, 6 x 16 on AVX2+FMA and in portable code. The kernel is chosen at run time.
 
-use super::par::{for_each_chunk, map_range};
+use super::par::{for_each_chunk, init_default, map_range};
 use crate::backend::AttnGeometry;
 pub(super) use kernel::softmax_row_wide;
 pub(crate) use kernel::Choice;
@@ -63,7 +63,7 @@ fn run<const MR: usize, const NR: usize>(
     softmax: fn(&mut [f32], f32) -> f32,
 ) -> Vec<f32> {
     let (t_len, hd) = (g.seq, g.head_dim);
-    let (qw, kw) = (g.heads * hd, g.kv_heads * hd);
+    let kw = g.kv_heads * hd;
     let group = g.heads / g.kv_heads;
     let t_pad = t_len.div_ceil(NR) * NR;
     let hd_pad = hd.div_ceil(NR) * NR;
@@ -83,8 +83,7 @@ fn run<const MR: usize, const NR: usize>(
         }
         (kp, vp)
     });
-    let mut out = vec![0.0f32; g.batch * t_len * qw];
-    for_each_query_tile(&mut out, g, TILE, |b, i0, i1, dst| {
+    for_each_query_tile(g, TILE, |b, i0, i1, dst| {
         let m = i1 - i0;
         // Rows are (query head in the group, position): row = hs * m + r; the padding rows
         // of `qt` stay zero and their outputs are never read.
@@ -136,23 +135,31 @@ fn run<const MR: usize, const NR: usize>(
             }
             write_group(dst, &o, hd_pad, &inv, v, g, b, i0, m, kvh, xsa);
         }
-    });
-    out
+    })
 }
 
-/// Runs `f(b, i0, i1, dst)` in parallel for every (window `b`, query positions `i0..i1`) tile of
-/// `tile` positions, `dst` being those positions' rows of `out` (`[B*T, H*hd]`).
-pub(super) fn for_each_query_tile<F>(out: &mut [f32], g: &AttnGeometry, tile: usize, f: F)
+/// A new `[B*T, H*hd]` output whose (window `b`, query positions `i0..i1`) tiles of `tile`
+/// positions are written by `f(b, i0, i1, dst)` in parallel, `dst` being those positions'
+/// rows, zeroed in the tile's own task just before `f` gets them.
+pub(super) fn for_each_query_tile<F>(g: &AttnGeometry, tile: usize, f: F) -> Vec<f32>
 where
     F: Fn(usize, usize, usize, &mut [f32]) + Sync + Send,
 {
     let qw = g.heads * g.head_dim;
-    for_each_chunk(out, g.seq * qw, |b, win| {
-        for_each_chunk(win, tile * qw, |t, dst| {
-            let i0 = t * tile;
-            f(b, i0, (i0 + tile).min(g.seq), dst)
+    let n = g.batch * g.seq * qw;
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    if n > 0 {
+        for_each_chunk(&mut out.spare_capacity_mut()[..n], g.seq * qw, |b, win| {
+            for_each_chunk(win, tile * qw, |t, dst| {
+                let i0 = t * tile;
+                f(b, i0, (i0 + tile).min(g.seq), init_default(dst))
+            });
         });
-    });
+    }
+    // SAFETY: the windows of `seq·qw` values cover all `n`, their tiles cover each window,
+    // and every tile was initialised by `init_default`.
+    unsafe { out.set_len(n) };
+    out
 }
 
 /// Calls `put(row, q_row)` for the queries of KV head `kvh`'s group at positions `i0..i0+m` of

@@ -141,20 +141,15 @@ fn map_rows<F>(x: &CpuTensor, f: F) -> CpuTensor
 where
     F: Fn(usize, &[f32], &mut [f32]) + Sync + Send,
 {
-    let (cols, n) = (x.cols, x.data.len());
-    let mut data: Vec<f32> = Vec::with_capacity(n);
-    par::for_each_row(&mut data.spare_capacity_mut()[..n], cols, |i, r| {
-        for v in r.iter_mut() {
-            v.write(0.0);
+    /// Rows per task.
+    const ROWS: usize = 16;
+    let cols = x.cols;
+    let data = par::build_chunks(x.data.len(), ROWS * cols.max(1), |c, chunk| {
+        for (r, out) in chunk.chunks_exact_mut(cols).enumerate() {
+            let i = c * ROWS + r;
+            f(i, &x.data[i * cols..(i + 1) * cols], out)
         }
-        // SAFETY: every element of `r` was just initialised, and `MaybeUninit<f32>` has the
-        // layout of `f32`.
-        let r = unsafe { &mut *(r as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-        f(i, &x.data[i * cols..(i + 1) * cols], r)
     });
-    // SAFETY: the rows of `cols` elements cover all `n = rows·cols` elements (none when
-    // `cols == 0`, as then `n == 0`), and each was initialised above.
-    unsafe { data.set_len(n) };
     CpuTensor::new(x.rows, cols, data)
 }
 

@@ -43,6 +43,37 @@ where
     data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
 }
 
+/// Initialises `s` to `T::default()` (zero for numbers) and returns it as initialised values.
+/// Parallel tasks call it on their own part of a new buffer (`Vec::spare_capacity_mut`) just
+/// before they write it, instead of one serial zeroing pass over the whole buffer first.
+pub fn init_default<T: Copy + Default>(s: &mut [std::mem::MaybeUninit<T>]) -> &mut [T] {
+    for v in s.iter_mut() {
+        v.write(T::default());
+    }
+    // SAFETY: every element was just initialised, and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(s as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
+}
+
+/// A new `Vec` of `n` values whose `len`-long chunks (the last may be shorter) are written by
+/// `f(chunk_index, chunk)`, one task per chunk, each chunk zeroed ([`init_default`]) in its
+/// own task just before `f` gets it.
+pub fn build_chunks<T, F>(n: usize, len: usize, f: F) -> Vec<T>
+where
+    T: Copy + Default + Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
+{
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    if n > 0 {
+        assert!(len > 0, "build_chunks: chunks of 0 values");
+        for_each_chunk(&mut v.spare_capacity_mut()[..n], len, |i, c| {
+            f(i, init_default(c))
+        });
+    }
+    // SAFETY: the chunks cover all `n` elements and each was initialised by `init_default`.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Elements per task of the element-wise helpers below (large enough that a task costs more
 /// than scheduling it, small enough to spread a 17 M-parameter model over every core).
 const ELEMENTWISE_CHUNK: usize = 1 << 15;

@@ -29,7 +29,7 @@ pub fn attention<'a>(
     kernel: Kernel,
 ) -> Vec<f32> {
     let (t_len, hd) = (g.seq, g.head_dim);
-    let (qw, kw) = (g.heads * hd, g.kv_heads * hd);
+    let kw = g.kv_heads * hd;
     let group = g.heads / g.kv_heads;
     let hd_lda = round_up(hd, KB);
     let scale = 1.0 / (hd as f32).sqrt();
@@ -42,8 +42,7 @@ pub fn attention<'a>(
             PackedWeight::pack_cols(hd, t_len, |j| row(v, j)),
         )
     });
-    let mut out = vec![0.0f32; g.batch * t_len * qw];
-    for_each_query_tile(&mut out, g, TILE, |b, i0, i1, dst| {
+    for_each_query_tile(g, TILE, |b, i0, i1, dst| {
         let m = i1 - i0;
         let rows = group * m;
         let rows_pad = round_up(rows, 32);
@@ -73,8 +72,7 @@ pub fn attention<'a>(
             product(&p, rows, n, vp, n, hd, &mut o, hd, kernel);
             write_group(dst, &o, hd, &inv, v, g, b, i0, m, kvh, xsa);
         }
-    });
-    out
+    })
 }
 
 /// The module doc's reference, one query at a time (f64 sums on the bf16-rounded operands).

@@ -336,14 +336,15 @@ impl Packed {
 /// `x [m, k]` as bf16 rows of `k_pad` values (zeros past `k`), with `m_pad - m` zero rows
 /// after.
 fn activations(x: &[f32], m: usize, k: usize, m_pad: usize, k_pad: usize) -> Vec<u16> {
-    let mut a = vec![0u16; m_pad * k_pad];
-    par::for_each_chunk(&mut a[..m * k_pad], 16 * k_pad, |c, dst| {
+    // Rows `m..m_pad` and columns `k..k_pad` stay zero.
+    par::build_chunks(m_pad * k_pad, 16 * k_pad, |c, dst| {
         for (r, d) in dst.chunks_exact_mut(k_pad).enumerate() {
             let i = c * 16 + r;
-            convert_row(&x[i * k..(i + 1) * k], &mut d[..k]);
+            if i < m {
+                convert_row(&x[i * k..(i + 1) * k], &mut d[..k]);
+            }
         }
-    });
-    a
+    })
 }
 
 fn convert_row(src: &[f32], dst: &mut [u16]) {
