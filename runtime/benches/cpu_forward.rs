@@ -5,7 +5,7 @@
 //! the same as `rust_cpu_bf16_tokens_per_s <batch> <value>` for `--precision bf16` where the
 //! CPU has a bf16 kernel (else a line `rust_cpu_bf16_unavailable <why>`),
 //! and per-op times at the same shapes (`rust_cpu_op_ms <op> <ms>`, `rust_cpu_bf16_op_ms` for
-//! bf16; `PGOLF_BENCH_OPS_ONLY=1` prints only those). Like the CLI, it first
+//! bf16; `PGOLF_BENCH_OPS_ONLY=1` prints only those, `PGOLF_BENCH_OPS_REPS=N` times each N times). Like the CLI, it first
 //! tunes the allocator to keep freed memory ([`pgolf_rt::alloc::retain_freed_memory`]).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -94,9 +94,15 @@ fn ops(be: &CpuBackend, tag: &str) {
     let up = |n: usize, c: usize, s: f32| be.upload(&f(n * c, s), n, c).expect("upload");
     // Weights as the model uploads them (packed once in bf16 mode).
     let weight = |n: usize, c: usize, s: f32| be.upload_weight(&f(n * c, s), n, c).expect("upload");
+    // `PGOLF_BENCH_OPS_REPS` timed runs per op (default 5): the median, and the minimum.
+    let reps = std::env::var("PGOLF_BENCH_OPS_REPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(5)
+        .max(1);
     let time = |name: &str, run: &dyn Fn()| {
         run();
-        let mut ms: Vec<f64> = (0..5)
+        let mut ms: Vec<f64> = (0..reps)
             .map(|_| {
                 let s = Instant::now();
                 run();
@@ -104,7 +110,7 @@ fn ops(be: &CpuBackend, tag: &str) {
             })
             .collect();
         ms.sort_by(|a, b| a.total_cmp(b));
-        println!("{tag} {name} {:.2}", ms[2]);
+        println!("{tag} {name} {:.2} (min {:.2})", ms[reps / 2], ms[0]);
     };
     let g = AttnGeometry {
         batch: 1,
