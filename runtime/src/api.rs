@@ -26,6 +26,7 @@
 
 use crate::artifact::Artifact;
 use crate::backend::cpu::CpuBackend;
+use crate::backend::Precision;
 use crate::eval::{score_tokens, score_window, TextScore};
 use crate::model::{ConfigOverrides, Decoder, DeviceModel, ModelConfig, ModelWeights};
 use crate::tokenizer::{ByteLut, PieceType, Tokenizer};
@@ -72,7 +73,31 @@ impl Default for Sampling {
     }
 }
 
+/// How [`Model::load_options`] and [`Model::from_bytes_options`] build a model.
+///
+/// ```
+/// use pgolf_rt::{backend::Precision, LoadOptions};
+/// // The float32 parity path (what `pgolf-rt score` uses by default) instead of the fastest.
+/// let exact = LoadOptions { precision: Some(Precision::F32), ..LoadOptions::default() };
+/// assert_eq!(LoadOptions::default().precision, None);
+/// # let _ = exact;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Architecture overrides (what an artifact's shapes cannot tell).
+    pub overrides: ConfigOverrides,
+    /// Precision of the matrix products: `None` (the default) takes the fastest this CPU has
+    /// ([`CpuBackend::fastest`]: bf16 on AMX-BF16 or AVX512-BF16, float32 elsewhere and in
+    /// WebAssembly); `Some(p)` asks for `p` and errors where the CPU cannot run it.
+    pub precision: Option<Precision>,
+}
+
 /// A ready-to-use model with its tokenizer, on the CPU backend.
+///
+/// [`Model::load`] and [`Model::from_bytes`] run the matrix products at the fastest precision
+/// the CPU has (see [`LoadOptions::precision`]; [`Model::precision`] says which): in bf16 a
+/// text's bits per byte are within about 1e-3 of float32's. Ask for
+/// `Some(Precision::F32)` for the values `pgolf-rt score` prints by default.
 ///
 /// Loading decompresses and dequantizes the artifact once (about a second for the 17 M-parameter
 /// baseline); scoring and generation then reuse the weights. A `Model` is immutable: share it
@@ -108,11 +133,7 @@ impl Model {
     /// assert!(err.is_err());
     /// ```
     pub fn load(artifact: impl AsRef<Path>, tokenizer: impl AsRef<Path>) -> Result<Self> {
-        Self::build(
-            Artifact::load(artifact)?,
-            Tokenizer::load(tokenizer)?,
-            &ConfigOverrides::default(),
-        )
+        Self::load_options(artifact, tokenizer, &LoadOptions::default())
     }
 
     /// Like [`Model::load`], with architecture overrides (what an artifact's shapes cannot tell).
@@ -121,7 +142,35 @@ impl Model {
         tokenizer: impl AsRef<Path>,
         ov: &ConfigOverrides,
     ) -> Result<Self> {
-        Self::build(Artifact::load(artifact)?, Tokenizer::load(tokenizer)?, ov)
+        let opts = LoadOptions {
+            overrides: ov.clone(),
+            ..LoadOptions::default()
+        };
+        Self::load_options(artifact, tokenizer, &opts)
+    }
+
+    /// Like [`Model::load`], with [`LoadOptions`] (overrides, precision).
+    ///
+    /// ```
+    /// use pgolf_rt::{backend::Precision, LoadOptions, Model};
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let f32 = LoadOptions { precision: Some(Precision::F32), ..LoadOptions::default() };
+    ///     let exact = Model::load_options(artifact, tokenizer, &f32)?;
+    ///     assert_eq!(exact.precision(), Precision::F32);
+    ///     let fast = Model::load(artifact, tokenizer)?;
+    ///     let (a, b) = (exact.score("Hello, world.")?, fast.score("Hello, world.")?);
+    ///     assert!((a.bits_per_byte - b.bits_per_byte).abs() < 2e-2);
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn load_options(
+        artifact: impl AsRef<Path>,
+        tokenizer: impl AsRef<Path>,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        Self::build(Artifact::load(artifact)?, Tokenizer::load(tokenizer)?, opts)
     }
 
     /// Builds a model from the bytes of an artifact and of a tokenizer (e.g. fetched in a browser).
@@ -136,11 +185,7 @@ impl Model {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_bytes(artifact: &[u8], tokenizer: &[u8]) -> Result<Self> {
-        Self::build(
-            Artifact::from_bytes(artifact)?,
-            Tokenizer::from_bytes(tokenizer)?,
-            &ConfigOverrides::default(),
-        )
+        Self::from_bytes_options(artifact, tokenizer, &LoadOptions::default())
     }
 
     /// Like [`Model::from_bytes`], with architecture overrides.
@@ -149,22 +194,44 @@ impl Model {
         tokenizer: &[u8],
         ov: &ConfigOverrides,
     ) -> Result<Self> {
+        let opts = LoadOptions {
+            overrides: ov.clone(),
+            ..LoadOptions::default()
+        };
+        Self::from_bytes_options(artifact, tokenizer, &opts)
+    }
+
+    /// Like [`Model::from_bytes`], with [`LoadOptions`].
+    pub fn from_bytes_options(
+        artifact: &[u8],
+        tokenizer: &[u8],
+        opts: &LoadOptions,
+    ) -> Result<Self> {
         Self::build(
             Artifact::from_bytes(artifact)?,
             Tokenizer::from_bytes(tokenizer)?,
-            ov,
+            opts,
         )
     }
 
-    fn build(art: Artifact, tokenizer: Tokenizer, ov: &ConfigOverrides) -> Result<Self> {
-        let weights = ModelWeights::from_artifact(&art, ov)?;
+    fn build(art: Artifact, tokenizer: Tokenizer, opts: &LoadOptions) -> Result<Self> {
+        let backend = match opts.precision {
+            None => CpuBackend::fastest(),
+            Some(p) => CpuBackend::with_precision(p)?,
+        };
+        let weights = ModelWeights::from_artifact(&art, &opts.overrides)?;
         let lut = tokenizer.byte_lut_for_model(weights.config.vocab_size)?;
         Ok(Model {
-            model: DeviceModel::new(CpuBackend::new(), &weights)?,
+            model: DeviceModel::new(backend, &weights)?,
             tokenizer,
             lut,
             context: 1024,
         })
+    }
+
+    /// The precision its matrix products run at.
+    pub fn precision(&self) -> Precision {
+        self.model.backend().precision()
     }
 
     /// The architecture.

@@ -23,5 +23,5 @@ pub mod model;
 pub mod tokenizer;
 pub mod train;
 
-pub use api::{Decoding, Generation, Model, Sampling};
+pub use api::{Decoding, Generation, LoadOptions, Model, Sampling};
 pub use error::{Error, Result};

@@ -69,7 +69,8 @@ fn score_matches_the_embedding_api_and_its_own_sums() {
     let (code, out, err) = run(&args, None);
     assert_eq!(code, Some(0), "{err}");
     let j = last_json(&out);
-    let model = pgolf_rt::Model::load(MODEL, TOKENIZER).unwrap();
+    // The CLI's default is the float32 parity path; the API's is the fastest, so ask for f32.
+    let model = pgolf_rt::Model::load_options(MODEL, TOKENIZER, &f32_options()).unwrap();
     let lib = model.score(TEXT).unwrap();
     let bpb = j["bits_per_byte"].as_f64().unwrap();
     assert!(
@@ -262,7 +263,7 @@ fn generate_streams_deterministic_text_with_and_without_the_kv_cache() {
     // Sampling: the same seed gives the same text, and it is the library's.
     let sampled = gen(&["--seed", "5", "--temperature", "0.9"]);
     assert_eq!(sampled, gen(&["--seed", "5", "--temperature", "0.9"]));
-    let model = pgolf_rt::Model::load(MODEL, TOKENIZER).unwrap();
+    let model = pgolf_rt::Model::load_options(MODEL, TOKENIZER, &f32_options()).unwrap();
     let s = pgolf_rt::Sampling {
         temperature: 0.9,
         top_k: 40,
@@ -274,6 +275,22 @@ fn generate_streams_deterministic_text_with_and_without_the_kv_cache() {
     let greedy = gen(&["--temperature", "0"]);
     assert!(!greedy.trim().is_empty(), "{greedy:?}");
     assert_eq!(greedy, gen(&["--temperature", "0", "--no-kv-cache"]));
+    // bf16 products (or float32 with a note where the CPU has no bf16 kernel): deterministic,
+    // and the library's text at that precision.
+    let bf16 = gen(&["--precision", "bf16", "--seed", "5", "--temperature", "0.9"]);
+    assert!(!bf16.trim().is_empty(), "{bf16:?}");
+    assert_eq!(
+        bf16,
+        gen(&["--precision", "bf16", "--seed", "5", "--temperature", "0.9"])
+    );
+    let fast = pgolf_rt::Model::load(MODEL, TOKENIZER).unwrap();
+    assert_eq!(
+        bf16,
+        format!(
+            "{}\n",
+            fast.generate("The quick brown fox", 24, &s).unwrap()
+        )
+    );
     // Past a small window the cache restarts from its last half: still deterministic.
     let short = gen(&["--context", "12", "--seed", "2"]);
     assert_eq!(short, gen(&["--context", "12", "--seed", "2"]));
@@ -318,10 +335,33 @@ fn score_in_bf16_on_the_cpu_is_near_float32_or_says_it_fell_back() {
     };
     let (f, _) = score("f32");
     let (b, err) = score("bf16");
+    // The API's default precision is the fastest the CPU has: bf16 where it has a kernel.
+    let api = pgolf_rt::Model::load(MODEL, TOKENIZER).unwrap();
+    let api_bpb = api.score(TEXT).unwrap().bits_per_byte;
     if pgolf_rt::backend::cpu::bf16::Kernel::detect().is_some() {
         assert!(b != f && (b - f).abs() < 2e-2, "bf16 {b} vs f32 {f}");
+        assert_eq!(api.precision(), pgolf_rt::backend::Precision::Bf16);
     } else {
         assert!(err.contains("running in float32"), "{err}");
         assert_eq!(b, f);
+        assert_eq!(api.precision(), pgolf_rt::backend::Precision::F32);
+        // Asking the API for bf16 on such a CPU is an error, not a silent fallback.
+        let bf16 = pgolf_rt::LoadOptions {
+            precision: Some(pgolf_rt::backend::Precision::Bf16),
+            ..Default::default()
+        };
+        assert!(pgolf_rt::Model::load_options(MODEL, TOKENIZER, &bf16).is_err());
+    }
+    assert!(
+        (api_bpb - b).abs() < 1e-9,
+        "API default {api_bpb} vs CLI bf16 {b}"
+    );
+}
+
+/// The float32 parity path, what the CLI uses unless told otherwise.
+fn f32_options() -> pgolf_rt::LoadOptions {
+    pgolf_rt::LoadOptions {
+        precision: Some(pgolf_rt::backend::Precision::F32),
+        ..Default::default()
     }
 }

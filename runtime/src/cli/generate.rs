@@ -1,10 +1,10 @@
 //! `pgolf-rt generate`: continue a prompt, streaming the text as it is produced.
 
-use super::model_args::ArchArgs;
+use super::model_args::{cpu_backend, precision, ArchArgs, Precision};
 use super::parse;
 use anyhow::{Context, Result};
 use clap::Args;
-use pgolf_rt::{Decoding, Model, Sampling};
+use pgolf_rt::{Decoding, LoadOptions, Model, Sampling};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,6 +41,10 @@ pub struct GenerateArgs {
     /// Run the whole window through the model for every token (the reference; slower).
     #[arg(long)]
     no_kv_cache: bool,
+    /// Precision of the matrix products: f32 or bf16 (CPU with AMX-BF16 or AVX512-BF16).
+    /// Default: $PGOLF_PRECISION, else f32.
+    #[arg(long)]
+    precision: Option<Precision>,
     #[command(flatten)]
     arch: ArchArgs,
 }
@@ -67,7 +71,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     parse::check_forward(a.context, 1, "--context")?;
     let prompt = parse::text_or_stdin(Some(&a.prompt))?;
     // The library's errors name the file.
-    let mut model = Model::load_with(&a.artifact, &a.tokenizer, &a.arch.overrides()?)?;
+    // bf16 on a CPU without a kernel says so and runs float32, as `score` does.
+    let precision = cpu_backend(precision(a.precision)?, false)?.precision();
+    let opts = LoadOptions {
+        overrides: a.arch.overrides()?,
+        precision: Some(precision),
+    };
+    let mut model = Model::load_options(&a.artifact, &a.tokenizer, &opts)?;
     model.context = a.context;
     let sampling = Sampling {
         temperature: a.temperature,
