@@ -507,6 +507,19 @@ mod kernel {
         sum.iter().sum::<f32>() + tail
     }
 }
+/// Deterministic `q`, `k`, `v` of geometry `g` (values in [-2, 2]) for the attention tests.
+#[cfg(test)]
+pub(super) fn test_qkv(g: &AttnGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = g.batch * g.seq;
+    let f =
+        |len: usize, s: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * s).sin() * 2.0).collect() };
+    (
+        f(n * g.heads * g.head_dim, 0.37),
+        f(n * g.kv_heads * g.head_dim, 0.91),
+        f(n * g.kv_heads * g.head_dim, 0.13),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,11 +611,7 @@ mod tests {
                     kv_heads,
                     head_dim,
                 };
-                let n = g.batch * g.seq;
-                let f = |i: usize, s: f32| (i as f32 * s).sin() * 2.0;
-                let q: Vec<f32> = (0..n * heads * head_dim).map(|i| f(i, 0.37)).collect();
-                let k: Vec<f32> = (0..n * kv_heads * head_dim).map(|i| f(i, 0.91)).collect();
-                let v: Vec<f32> = (0..n * kv_heads * head_dim).map(|i| f(i, 0.13)).collect();
+                let (q, k, v) = test_qkv(&g);
                 let want = naive(&q, &k, &v, &g, xsa);
                 for choice in Choice::available() {
                     let got = attention_with(choice, &q, &k, &v, &g, xsa);

@@ -365,8 +365,9 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
-/// The `[m, n]` output cut into tasks of `rows` x `2·NB·cols_pairs` for `threads` workers:
-/// row strips first; columns split too when there are too few strips to keep every worker busy.
+/// How an `[m, n]` output (`col_pairs` pairs of `NB` columns) is cut into tasks: returns
+/// `(strips, groups)`, `strips` row strips of `strip` rows, each split into `groups` groups of
+/// column pairs when there are fewer strips than 4 tasks per worker thread ([`par::threads`]).
 fn grid(m: usize, col_pairs: usize, strip: usize) -> (usize, usize) {
     let strips = m.div_ceil(strip);
     let want = 4 * par::threads();

@@ -210,11 +210,7 @@ fn attention_matches_its_reference_within_one_bf16_rounding_of_v() {
                     kv_heads,
                     head_dim,
                 };
-                let n = g.batch * g.seq;
-                let f = |i: usize, s: f32| (i as f32 * s).sin() * 2.0;
-                let q: Vec<f32> = (0..n * heads * head_dim).map(|i| f(i, 0.37)).collect();
-                let k: Vec<f32> = (0..n * kv_heads * head_dim).map(|i| f(i, 0.91)).collect();
-                let v: Vec<f32> = (0..n * kv_heads * head_dim).map(|i| f(i, 0.13)).collect();
+                let (q, k, v) = super::super::attention::test_qkv(&g);
                 let got = attention::attention(&q, &k, &v, &g, xsa, kernel);
                 let want = attention::reference(&q, &k, &v, &g, xsa);
                 let vmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
