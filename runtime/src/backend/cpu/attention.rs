@@ -507,6 +507,59 @@ mod kernel {
         sum.iter().sum::<f32>() + tail
     }
 }
+/// Direct O(T²) attention, one query at a time, with f64 sums: the oracle of the float32
+/// kernels (`round` the identity) and of the bf16 ones (`round` to bf16). `round` is applied to
+/// `Q`, `K`, `V` and to each probability before its product with `V`; the output is divided by
+/// the sum of the unrounded probabilities; XSA in float32 on the result.
+#[cfg(test)]
+pub(super) fn reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &AttnGeometry,
+    xsa: bool,
+    round: fn(f32) -> f32,
+) -> Vec<f32> {
+    let r = |x: f32| round(x) as f64;
+    let (hd, qw, kw) = (g.head_dim, g.heads * g.head_dim, g.kv_heads * g.head_dim);
+    let mut out = vec![0.0; g.batch * g.seq * qw];
+    for b in 0..g.batch {
+        for h in 0..g.heads {
+            let kvh = h / (g.heads / g.kv_heads);
+            for t in 0..g.seq {
+                let qv = &q[(b * g.seq + t) * qw + h * hd..][..hd];
+                let sc: Vec<f64> = (0..=t)
+                    .map(|j| {
+                        let kv = &k[(b * g.seq + j) * kw + kvh * hd..][..hd];
+                        qv.iter().zip(kv).map(|(&a, &c)| r(a) * r(c)).sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                let y = &mut out[(b * g.seq + t) * qw + h * hd..][..hd];
+                let mut acc = vec![0.0f64; hd];
+                for (j, &pj) in e.iter().enumerate() {
+                    let vv = &v[(b * g.seq + j) * kw + kvh * hd..][..hd];
+                    let pj = r(pj as f32);
+                    acc.iter_mut().zip(vv).for_each(|(a, &c)| *a += pj * r(c));
+                }
+                y.iter_mut()
+                    .zip(&acc)
+                    .for_each(|(a, c)| *a = (c / z) as f32);
+                if xsa {
+                    let vt = &v[(b * g.seq + t) * kw + kvh * hd..][..hd];
+                    let n2: f32 = vt.iter().map(|x| x * x).sum();
+                    let d: f32 = y.iter().zip(vt).map(|(a, c)| a * c).sum();
+                    y.iter_mut().zip(vt).for_each(|(a, c)| *a -= d / n2 * c);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Deterministic `q`, `k`, `v` of geometry `g` (values in [-2, 2]) for the attention tests.
 #[cfg(test)]
 pub(super) fn test_qkv(g: &AttnGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -523,41 +576,6 @@ pub(super) fn test_qkv(g: &AttnGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Direct O(T^2) reference, one query at a time.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -> Vec<f32> {
-        let (hd, qw, kw) = (g.head_dim, g.heads * g.head_dim, g.kv_heads * g.head_dim);
-        let mut out = vec![0.0; g.batch * g.seq * qw];
-        for b in 0..g.batch {
-            for h in 0..g.heads {
-                let kvh = h / (g.heads / g.kv_heads);
-                for t in 0..g.seq {
-                    let qv = &q[(b * g.seq + t) * qw + h * hd..][..hd];
-                    let sc: Vec<f32> = (0..=t)
-                        .map(|j| {
-                            let kv = &k[(b * g.seq + j) * kw + kvh * hd..][..hd];
-                            qv.iter().zip(kv).map(|(a, c)| a * c).sum::<f32>() / (hd as f32).sqrt()
-                        })
-                        .collect();
-                    let mx = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let e: Vec<f32> = sc.iter().map(|s| (s - mx).exp()).collect();
-                    let z: f32 = e.iter().sum();
-                    let y = &mut out[(b * g.seq + t) * qw + h * hd..][..hd];
-                    for (j, p) in e.iter().enumerate() {
-                        let vv = &v[(b * g.seq + j) * kw + kvh * hd..][..hd];
-                        y.iter_mut().zip(vv).for_each(|(a, c)| *a += p / z * c);
-                    }
-                    if xsa {
-                        let vt = &v[(b * g.seq + t) * kw + kvh * hd..][..hd];
-                        let n2: f32 = vt.iter().map(|x| x * x).sum();
-                        let d: f32 = y.iter().zip(vt).map(|(a, c)| a * c).sum();
-                        y.iter_mut().zip(vt).for_each(|(a, c)| *a -= d / n2 * c);
-                    }
-                }
-            }
-        }
-        out
-    }
 
     #[test]
     fn softmax_rows_match_f64() {
@@ -612,7 +630,7 @@ mod tests {
                     head_dim,
                 };
                 let (q, k, v) = test_qkv(&g);
-                let want = naive(&q, &k, &v, &g, xsa);
+                let want = reference(&q, &k, &v, &g, xsa, |x| x);
                 for choice in Choice::available() {
                     let got = attention_with(choice, &q, &k, &v, &g, xsa);
                     let err = got

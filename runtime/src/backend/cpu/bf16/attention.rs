@@ -2,8 +2,8 @@
 //! float32 kernel (`../attention.rs`, its oracle): per (window, [`TILE`] query positions) task
 //! and KV group, `S = Q·Kᵀ` over the causal prefix, the row softmax in float32, `O = P·V`.
 //!
-//! Reference semantics ([`reference`], what the test holds it to): `Q`, `K`, `V` rounded to
-//! bf16; scores summed in float32 and scaled by `1/sqrt(hd)`; `p_j = exp(s_j − max)` in float32,
+//! Reference semantics (the float32 kernel's f64 reference with bf16 rounding, what the test
+//! holds it to): `Q`, `K`, `V` rounded to bf16; scores summed in float32 and scaled by `1/sqrt(hd)`; `p_j = exp(s_j − max)` in float32,
 //! rounded to bf16 for the product with `V`; the output divided by `Σ p_j` of the float32 `p`;
 //! XSA as in float32. Products accumulate in float32.
 
@@ -73,48 +73,4 @@ pub fn attention<'a>(
             write_group(dst, &o, hd, &inv, v, g, b, i0, m, kvh, xsa);
         }
     })
-}
-
-/// The module doc's reference, one query at a time (f64 sums on the bf16-rounded operands).
-#[cfg(test)]
-pub(crate) fn reference(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, xsa: bool) -> Vec<f32> {
-    use super::{from_bf16, to_bf16};
-    let r = |x: f32| from_bf16(to_bf16(x)) as f64;
-    let (hd, qw, kw) = (g.head_dim, g.heads * g.head_dim, g.kv_heads * g.head_dim);
-    let mut out = vec![0.0; g.batch * g.seq * qw];
-    for b in 0..g.batch {
-        for h in 0..g.heads {
-            let kvh = h / (g.heads / g.kv_heads);
-            for t in 0..g.seq {
-                let qv = &q[(b * g.seq + t) * qw + h * hd..][..hd];
-                let sc: Vec<f64> = (0..=t)
-                    .map(|j| {
-                        let kv = &k[(b * g.seq + j) * kw + kvh * hd..][..hd];
-                        qv.iter().zip(kv).map(|(&a, &c)| r(a) * r(c)).sum::<f64>()
-                            / (hd as f64).sqrt()
-                    })
-                    .collect();
-                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
-                let z: f64 = e.iter().sum();
-                let y = &mut out[(b * g.seq + t) * qw + h * hd..][..hd];
-                let mut acc = vec![0.0f64; hd];
-                for (j, &pj) in e.iter().enumerate() {
-                    let vv = &v[(b * g.seq + j) * kw + kvh * hd..][..hd];
-                    let pj = r(pj as f32);
-                    acc.iter_mut().zip(vv).for_each(|(a, &c)| *a += pj * r(c));
-                }
-                y.iter_mut()
-                    .zip(&acc)
-                    .for_each(|(a, c)| *a = (c / z) as f32);
-                if xsa {
-                    let vt = &v[(b * g.seq + t) * kw + kvh * hd..][..hd];
-                    let n2: f32 = vt.iter().map(|x| x * x).sum();
-                    let d: f32 = y.iter().zip(vt).map(|(a, c)| a * c).sum();
-                    y.iter_mut().zip(vt).for_each(|(a, c)| *a -= d / n2 * c);
-                }
-            }
-        }
-    }
-    out
 }

@@ -212,7 +212,9 @@ fn attention_matches_its_reference_within_one_bf16_rounding_of_v() {
                 };
                 let (q, k, v) = super::super::attention::test_qkv(&g);
                 let got = attention::attention(&q, &k, &v, &g, xsa, kernel);
-                let want = attention::reference(&q, &k, &v, &g, xsa);
+                let want = super::super::attention::reference(&q, &k, &v, &g, xsa, |x| {
+                    from_bf16(to_bf16(x))
+                });
                 let vmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
                 let tol = 2f32.powi(-8) * vmax + 1e-5;
                 let err = got
