@@ -141,15 +141,32 @@ impl std::fmt::Debug for PackedWeight {
 const WITNESSES: usize = 64;
 
 impl PackedWeight {
+    /// An all-zero packed `[n, k]` without a witness: what the packers below fill.
+    fn zeroed(n: usize, k: usize) -> PackedWeight {
+        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
+        PackedWeight {
+            n,
+            k,
+            k_pad,
+            data: vec![0u16; n_pad * k_pad],
+            witness: Vec::new(),
+        }
+    }
+
+    /// Where element (column `c` of a column block, depth `kk`) sits inside its block: depth
+    /// block, then pair row, then the column's pair, then the pair's half.
+    #[inline(always)]
+    fn offset(c: usize, kk: usize) -> usize {
+        (kk / KB) * BLOCK + ((kk % KB) / 2) * (2 * NB) + 2 * c + kk % 2
+    }
+
     /// Packs row-major `w [n, k]`.
     pub fn pack(w: &[f32], n: usize, k: usize) -> PackedWeight {
         assert!(w.len() >= n * k, "pack: weight shorter than {n} x {k}");
-        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
-        let kbs = k_pad / KB;
-        let mut data = vec![0u16; n_pad * k_pad];
+        let mut p = Self::zeroed(n, k);
         // One column block (all its depth) per task.
-        let per_nb = kbs * BLOCK;
-        par::for_each_chunk(&mut data, per_nb, |nb, dst| {
+        let per_nb = (p.k_pad / KB) * BLOCK;
+        par::for_each_chunk(&mut p.data, per_nb, |nb, dst| {
             for c in 0..NB {
                 let j = nb * NB + c;
                 if j >= n {
@@ -157,24 +174,17 @@ impl PackedWeight {
                 }
                 let row = &w[j * k..(j + 1) * k];
                 for (kk, &v) in row.iter().enumerate() {
-                    let (kb, r, half) = (kk / KB, (kk % KB) / 2, kk % 2);
-                    dst[kb * BLOCK + r * (2 * NB) + 2 * c + half] = to_bf16(v);
+                    dst[Self::offset(c, kk)] = to_bf16(v);
                 }
             }
         });
-        let witness = (0..WITNESSES.min(n * k))
+        p.witness = (0..WITNESSES.min(n * k))
             .map(|i| {
                 let at = i * (n * k) / WITNESSES.min(n * k);
                 (at, w[at].to_bits())
             })
             .collect();
-        PackedWeight {
-            n,
-            k,
-            k_pad,
-            data,
-            witness,
-        }
+        p
     }
 
     /// Packs the `[n, k]` matrix whose element `(j, kk)` is `at(j, kk)`, element by element on
@@ -182,23 +192,15 @@ impl PackedWeight {
     /// [`pack_cols`](Self::pack_cols).
     #[cfg(test)]
     pub(crate) fn pack_with(n: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> PackedWeight {
-        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
-        let mut data = vec![0u16; n_pad * k_pad];
+        let mut p = Self::zeroed(n, k);
+        let per_nb = p.k_pad * NB;
         for j in 0..n {
             let (nb, c) = (j / NB, j % NB);
-            let dst = &mut data[nb * k_pad * NB..(nb + 1) * k_pad * NB];
             for kk in 0..k {
-                let (kb, r, half) = (kk / KB, (kk % KB) / 2, kk % 2);
-                dst[kb * BLOCK + r * (2 * NB) + 2 * c + half] = to_bf16(at(j, kk));
+                p.data[nb * per_nb + Self::offset(c, kk)] = to_bf16(at(j, kk));
             }
         }
-        PackedWeight {
-            n,
-            k,
-            k_pad,
-            data,
-            witness: Vec::new(),
-        }
+        p
     }
 
     /// [`pack_with`](Self::pack_with) for a matrix given by rows: element `(j, kk)` is
@@ -209,26 +211,19 @@ impl PackedWeight {
         k: usize,
         row: impl Fn(usize) -> &'a [f32],
     ) -> PackedWeight {
-        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
-        let mut data = vec![0u16; n_pad * k_pad];
+        let mut p = Self::zeroed(n, k);
+        let per_nb = p.k_pad * NB;
+        // An odd `k` leaves the last pair's second half zero.
         let mut b = vec![0u16; round_up(k, 2)];
         for j in 0..n {
             let (nb, c) = (j / NB, j % NB);
             convert_row(&row(j)[..k], &mut b[..k]);
-            let dst = &mut data[nb * k_pad * NB..(nb + 1) * k_pad * NB];
             for (pair, v) in b.chunks_exact(2).enumerate() {
-                let (kb, r) = (pair * 2 / KB, pair % (KB / 2));
-                let at = kb * BLOCK + r * (2 * NB) + 2 * c;
-                dst[at..at + 2].copy_from_slice(v);
+                let at = nb * per_nb + Self::offset(c, 2 * pair);
+                p.data[at..at + 2].copy_from_slice(v);
             }
         }
-        PackedWeight {
-            n,
-            k,
-            k_pad,
-            data,
-            witness: Vec::new(),
-        }
+        p
     }
 
     /// [`pack_with`](Self::pack_with) for a matrix given by columns: element `(j, kk)` is
@@ -239,8 +234,8 @@ impl PackedWeight {
         k: usize,
         col: impl Fn(usize) -> &'a [f32],
     ) -> PackedWeight {
-        let (n_pad, k_pad) = (round_up(n.max(1), 2 * NB), round_up(k.max(1), KB));
-        let mut data = vec![0u16; n_pad * k_pad];
+        let mut p = Self::zeroed(n, k);
+        let per_nb = p.k_pad * NB;
         let (mut e, mut o) = (vec![0u16; n], vec![0u16; n]);
         for kk in (0..k).step_by(2) {
             convert_row(&col(kk)[..n], &mut e);
@@ -249,21 +244,13 @@ impl PackedWeight {
             } else {
                 o.fill(0);
             }
-            let (kb, r) = (kk / KB, (kk % KB) / 2);
             for (j, (&ev, &ov)) in e.iter().zip(&o).enumerate() {
-                let (nb, c) = (j / NB, j % NB);
-                let at = nb * k_pad * NB + kb * BLOCK + r * (2 * NB) + 2 * c;
-                data[at] = ev;
-                data[at + 1] = ov;
+                let at = (j / NB) * per_nb + Self::offset(j % NB, kk);
+                p.data[at] = ev;
+                p.data[at + 1] = ov;
             }
         }
-        PackedWeight {
-            n,
-            k,
-            k_pad,
-            data,
-            witness: Vec::new(),
-        }
+        p
     }
 
     /// `(n, k)`.
