@@ -53,9 +53,10 @@ fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
-#[test]
-fn score_matches_the_embedding_api_and_its_own_sums() {
-    let args = [
+/// `pgolf-rt score --backend cpu --json` on the test model with `extra` flags, `text` the text
+/// argument (`-` reads `stdin`).
+fn score_cpu(extra: &[&str], text: &str, stdin: Option<&str>) -> (Option<i32>, String, String) {
+    let mut args = vec![
         "score",
         "--backend",
         "cpu",
@@ -64,9 +65,15 @@ fn score_matches_the_embedding_api_and_its_own_sums() {
         MODEL,
         "--tokenizer",
         TOKENIZER,
-        TEXT,
     ];
-    let (code, out, err) = run(&args, None);
+    args.extend_from_slice(extra);
+    args.push(text);
+    run(&args, stdin)
+}
+
+#[test]
+fn score_matches_the_embedding_api_and_its_own_sums() {
+    let (code, out, err) = score_cpu(&[], TEXT, None);
     assert_eq!(code, Some(0), "{err}");
     let j = last_json(&out);
     // The CLI's default is the float32 parity path; the API's is the fastest, so ask for f32.
@@ -101,20 +108,7 @@ fn score_matches_the_embedding_api_and_its_own_sums() {
         .lines()
         .filter(|l| l.trim_start().starts_with(char::is_numeric));
     assert_eq!(table.count(), ids.len());
-    let (code, out2, err) = run(
-        &[
-            "score",
-            "--backend",
-            "cpu",
-            "--json",
-            "--artifact",
-            MODEL,
-            "--tokenizer",
-            TOKENIZER,
-            "-",
-        ],
-        Some(TEXT),
-    );
+    let (code, out2, err) = score_cpu(&[], "-", Some(TEXT));
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(last_json(&out2)["bits_per_byte"], j["bits_per_byte"]);
 }
@@ -316,20 +310,7 @@ fn generate_streams_deterministic_text_with_and_without_the_kv_cache() {
 #[test]
 fn score_in_bf16_on_the_cpu_is_near_float32_or_says_it_fell_back() {
     let score = |p: &str| {
-        let args = [
-            "score",
-            "--backend",
-            "cpu",
-            "--precision",
-            p,
-            "--json",
-            "--artifact",
-            MODEL,
-            "--tokenizer",
-            TOKENIZER,
-            TEXT,
-        ];
-        let (code, out, err) = run(&args, None);
+        let (code, out, err) = score_cpu(&["--precision", p], TEXT, None);
         assert_eq!(code, Some(0), "--precision {p}: {err}");
         (last_json(&out)["bits_per_byte"].as_f64().unwrap(), err)
     };
