@@ -633,11 +633,7 @@ mod tests {
                 let want = reference(&q, &k, &v, &g, xsa, |x| x);
                 for choice in Choice::available() {
                     let got = attention_with(choice, &q, &k, &v, &g, xsa);
-                    let err = got
-                        .iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max);
+                    let err = crate::backend::cpu::max_abs_diff(&got, &want);
                     assert!(
                         err < 1e-4,
                         "{choice:?} {heads}/{kv_heads}/{head_dim} xsa={xsa} max err {err}"

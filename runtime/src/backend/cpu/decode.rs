@@ -147,14 +147,6 @@ mod tests {
         CpuTensor::new(t.rows - from, t.cols, t.data[from * t.cols..].to_vec())
     }
 
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
-
     /// The last rows of the whole-window ops, computed from a cache of the earlier rows.
     #[test]
     fn cached_ops_match_the_whole_window_ops() {
@@ -193,7 +185,7 @@ mod tests {
                 let got = be
                     .attention_cached(&q_new, &k, &v, heads, pos0, xsa)
                     .unwrap();
-                let err = max_diff(&got.data, &rows(&want, pos0).data);
+                let err = super::super::max_abs_diff(&got.data, &rows(&want, pos0).data);
                 assert!(err < 1e-5, "{nh}/{kvh}/{hd} xsa={xsa}: max err {err}");
                 assert!(be
                     .attention_cached(&q_new, &k, &v, heads, pos0 + 1, xsa)

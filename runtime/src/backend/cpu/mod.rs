@@ -153,6 +153,16 @@ where
     CpuTensor::new(x.rows, cols, data)
 }
 
+/// The largest `|a[i] − b[i]|` (the slices must have the same length): the CPU kernels' tests.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn vector_len(v: &CpuTensor, n: usize, op: &str) -> Result<()> {
     if v.data.len() != n {
         return Err(Error::Backend(format!(

@@ -217,11 +217,7 @@ fn attention_matches_its_reference_within_one_bf16_rounding_of_v() {
                 });
                 let vmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
                 let tol = 2f32.powi(-8) * vmax + 1e-5;
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
+                let err = crate::backend::cpu::max_abs_diff(&got, &want);
                 assert!(
                     err <= tol,
                     "{} {heads}/{kv_heads}/{head_dim} seq {seq} xsa={xsa}: max err {err} > {tol}",
