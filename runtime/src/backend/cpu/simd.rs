@@ -12,10 +12,12 @@
 /// order, and so their rounding, is the same on every instruction set.
 pub const LANES: usize = 16;
 
-/// The instruction sets [`multiversion!`] compiles for.
+/// The instruction sets [`multiversion!`] compiles for on x86-64 (elsewhere it compiles only
+/// the baseline and there is nothing to choose).
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
-    /// Baseline (SSE2 on x86-64; the target's own baseline elsewhere).
+    /// Baseline (SSE2).
     Base,
     /// AVX2 and FMA.
     Avx2,
@@ -24,25 +26,18 @@ pub enum Level {
 }
 
 /// The widest [`Level`] this CPU has (detected once).
+#[cfg(target_arch = "x86_64")]
 pub fn level() -> Level {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
-        *LEVEL.get_or_init(|| {
-            if std::is_x86_feature_detected!("avx512f") {
-                Level::Avx512
-            } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-            {
-                Level::Avx2
-            } else {
-                Level::Base
-            }
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        Level::Base
-    }
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        if std::is_x86_feature_detected!("avx512f") {
+            Level::Avx512
+        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            Level::Avx2
+        } else {
+            Level::Base
+        }
+    })
 }
 
 /// `Σ x[i]·y[i]` with [`LANES`] partial sums (lane `l` takes the indices `≡ l` mod `LANES` of
@@ -77,8 +72,8 @@ pub fn reduce(mut acc: [f32; LANES]) -> f32 {
     acc[0]
 }
 
-/// Defines a function whose body is compiled for each [`Level`] and run on the widest one the
-/// CPU has. The arguments must be plain values or references (no generics).
+/// Defines a function whose body is compiled for each `Level` (x86-64) and run on the widest
+/// one the CPU has. The arguments must be plain values or references (no generics).
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
