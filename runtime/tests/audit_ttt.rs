@@ -1,7 +1,8 @@
 //! The legality audit of test-time training on a tiny random model: LoRA TTT (one document at a
-//! time and batched), with and without the Hedge mixer, and full-model TTT pass; deliberately
-//! illegal passes are caught: adapting on a chunk before scoring it (`Fault::AdaptBeforeScore`,
-//! also through the CLI, which must exit non-zero), and a score that reads a later token.
+//! time and batched), with and without the Hedge mixer, the full-model TTT pass and every
+//! published full-model recipe; deliberately illegal passes are caught: adapting on a chunk
+//! before scoring it (`Fault::AdaptBeforeScore`, also through the CLI, which must exit
+//! non-zero), and a score that reads a later token.
 
 mod common;
 
@@ -106,6 +107,43 @@ fn full_ttt_passes_the_audit() {
     .unwrap();
     show(&r);
     assert!(r.passed());
+}
+
+/// The published full-model recipes (`--ttt-recipe`), made score-first, at the tiny model's
+/// scale (their optimiser, learning rates, epochs, parameter choice, ramp and Polyak
+/// averaging as published; chunks of one window): each passes the audit, mixer on top.
+#[test]
+fn every_published_full_ttt_recipe_passes_the_audit() {
+    use pgolf_rt::eval::TttRecipe;
+    let w = tiny(55, true, &ConfigOverrides::default());
+    let s = docs_stream(7, &[20, 30, 15]);
+    let s = &s[..4 * 16 + 1];
+    let lut = lut();
+    let geometry = FullTttConfig {
+        seq_len: 16,
+        batch: 2,
+        train_seq: Some(8),
+        ..FullTttConfig::default()
+    };
+    for recipe in TttRecipe::ALL {
+        let c = FullTttConfig {
+            chunk: 16,
+            train_batch: 2,
+            ..recipe.config(&w.config, &geometry)
+        };
+        let r = audit_ttt(
+            s,
+            &lut,
+            V,
+            Some(&MixerConfig::default()),
+            &audit_cfg(),
+            s.len() - 1,
+            &mut |sink| full_ttt_into(CpuBackend::new(), &w, &c, sink, None),
+        )
+        .unwrap();
+        show(&r);
+        assert!(r.passed(), "{recipe}: {c:?}");
+    }
 }
 
 #[test]

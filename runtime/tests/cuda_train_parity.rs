@@ -794,10 +794,10 @@ fn full_ttt_tiny<G: Gpu>(gpu: CudaBackend<G>) {
         lr: 0.05,
         lr_min: 0.005,
         warmup_steps: 2,
-        momentum: 0.9,
         weight_decay: 0.01,
         grad_clip: 1.0,
         freeze_blocks: 1,
+        ..FullTttConfig::default()
     };
     let run = |be: &dyn Fn(&mut StreamScorer, &FullTttConfig), c: &FullTttConfig| {
         let mut sink = StreamScorer::new(&s, &lut, V, None).unwrap().recording();

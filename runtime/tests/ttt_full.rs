@@ -10,7 +10,9 @@ use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::data::BOS_ID;
 use pgolf_rt::eval::mixer::MixerConfig;
 use pgolf_rt::eval::ttt_full::full_ttt_into;
-use pgolf_rt::eval::{eval_full_ttt, eval_standard, EvalOptions, FullTttConfig, StreamScorer};
+use pgolf_rt::eval::{
+    eval_full_ttt, eval_standard, EvalOptions, FullTttConfig, LrRamp, StreamScorer, TttOptimizer,
+};
 use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
 use pgolf_rt::tokenizer::ByteLut;
 use pgolf_rt::train::lora::SplitMix64;
@@ -48,10 +50,10 @@ fn cfg(stride: Option<usize>) -> FullTttConfig {
         lr: 0.05,
         lr_min: 0.005,
         warmup_steps: 2,
-        momentum: 0.9,
         weight_decay: 0.01,
         grad_clip: 1.0,
         freeze_blocks: 1,
+        ..FullTttConfig::default()
     }
 }
 
@@ -65,15 +67,34 @@ fn scores(w: &ModelWeights, s: &[u32], c: &FullTttConfig, mix: Option<&MixerConf
     r.iter().map(|&(_, v)| v).collect()
 }
 
+/// Whether the host loop trains parameter `name` (the selection and the frozen blocks).
+fn trains(c: &FullTttConfig, name: &str) -> bool {
+    let block = name
+        .strip_prefix("blocks.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok());
+    c.params.matches(name) && block.is_none_or(|b| b >= c.freeze_blocks)
+}
+
+/// The trainable slices of `w`, in state-dict order.
+fn trainable<'a>(w: &'a mut ModelWeights, c: &FullTttConfig) -> Vec<&'a mut [f32]> {
+    w.params_mut()
+        .into_iter()
+        .filter(|p| trains(c, &p.name))
+        .map(|p| p.values)
+        .collect()
+}
+
 /// The host loop `full_ttt_into` replaced (weights on the host, re-uploaded for every chunk's
-/// scoring and every training step, SGD on the host): per-target NLLs.
+/// scoring and every training step, the optimiser and the Polyak average on the host, with
+/// the host optimisers `Sgd` and `Adam`): per-target NLLs.
 fn host_loop_scores(w0: &ModelWeights, s: &[u32], c: &FullTttConfig) -> Vec<f64> {
+    use pgolf_rt::backend::cpu::optim::ema_update;
     use pgolf_rt::eval::run_windows;
     use pgolf_rt::eval::ttt_full::chunk_windows;
     use pgolf_rt::eval::{sliding_windows, standard_windows};
-    use pgolf_rt::train::params::trainable_mut;
     use pgolf_rt::train::sgd::{clip_factor, Sgd};
-    use pgolf_rt::train::TrainModel;
+    use pgolf_rt::train::{Adam, AdamConfig, OptimizerKind, TrainModel};
     let n_targets = s.len() - 1;
     let windows = match c.stride {
         Some(st) => sliding_windows(s.len(), c.seq_len, st).unwrap(),
@@ -82,11 +103,27 @@ fn host_loop_scores(w0: &ModelWeights, s: &[u32], c: &FullTttConfig) -> Vec<f64>
     let n_chunks = n_targets.div_ceil(c.chunk);
     let per_chunk = chunk_windows(&windows, c.chunk, n_chunks);
     let mut w = w0.clone();
-    let mut sgd = Sgd::new(c.momentum, c.weight_decay);
+    let mut avg = w0.clone();
+    let (mut sgd, mut adam) = match c.optimizer {
+        TttOptimizer::Sgd { momentum } => (Some(Sgd::new(momentum, c.weight_decay)), None),
+        TttOptimizer::AdamW { beta1, beta2, eps } => (
+            None,
+            Some(Adam::new(AdamConfig {
+                kind: OptimizerKind::AdamW {
+                    weight_decay: c.weight_decay,
+                },
+                lr: 0.0,
+                beta1,
+                beta2,
+                eps,
+            })),
+        ),
+    };
     let mut step = 0;
     let mut out = vec![f64::NAN; n_targets];
     for (k, cw) in per_chunk.iter().enumerate() {
-        let scorer = DeviceModel::new(CpuBackend::new(), &w).unwrap();
+        let scoring = if c.polyak.is_some() { &avg } else { &w };
+        let scorer = DeviceModel::new(CpuBackend::new(), scoring).unwrap();
         let opts = EvalOptions {
             seq_len: c.seq_len,
             batch: c.batch,
@@ -112,19 +149,54 @@ fn host_loop_scores(w0: &ModelWeights, s: &[u32], c: &FullTttConfig) -> Vec<f64>
                     .loss_and_grads(&ids, group.len(), ts, &rows, &tg, None, true)
                     .unwrap();
                 let mut g = g.base.unwrap();
-                let gs: Vec<&[f32]> = trainable_mut(&mut g, c.freeze_blocks)
-                    .into_iter()
-                    .map(|x| &*x)
-                    .collect();
-                let scale = clip_factor(&gs, c.grad_clip);
+                let mut gs = trainable(&mut g, c);
+                let scale = clip_factor(&gs.iter().map(|x| &**x).collect::<Vec<_>>(), c.grad_clip);
                 let lr = c.lr_at(k, n_chunks, step);
-                sgd.step(&mut trainable_mut(&mut w, c.freeze_blocks), &gs, lr, scale)
-                    .unwrap();
+                if let Some(sgd) = sgd.as_mut() {
+                    let gs: Vec<&[f32]> = gs.iter().map(|x| &**x).collect();
+                    sgd.step(&mut trainable(&mut w, c), &gs, lr, scale).unwrap();
+                }
+                if let Some(adam) = adam.as_mut() {
+                    if scale != 1.0 {
+                        gs.iter_mut()
+                            .for_each(|g| g.iter_mut().for_each(|x| *x *= scale));
+                    }
+                    adam.cfg.lr = lr;
+                    let gs: Vec<&[f32]> = gs.iter().map(|x| &**x).collect();
+                    adam.step(&mut trainable(&mut w, c), &gs).unwrap();
+                }
+                if let Some(d) = c.polyak {
+                    let mut live = w.clone();
+                    for (a, x) in trainable(&mut avg, c)
+                        .into_iter()
+                        .zip(trainable(&mut live, c))
+                    {
+                        ema_update(a, x, d);
+                    }
+                }
                 step += 1;
             }
         }
     }
     out
+}
+
+/// The AdamW pass of PR #687's kind at the tiny model's scale: a parameter selection, the
+/// learning-rate ramp and Polyak-averaged scoring.
+fn adamw_cfg(stride: Option<usize>, params: &str) -> FullTttConfig {
+    FullTttConfig {
+        optimizer: TttOptimizer::ADAMW,
+        lr: 0.01,
+        lr_min: 0.0,
+        lr_ramp: Some(LrRamp {
+            max_mult: 3.0,
+            over: 0.3,
+        }),
+        polyak: Some(0.9),
+        params: params.parse().unwrap(),
+        freeze_blocks: 0,
+        ..cfg(stride)
+    }
 }
 
 #[test]
@@ -156,15 +228,18 @@ fn device_resident_pass_equals_the_host_loop() {
     ];
     for (name, w) in &models {
         let s = stream(4 * 32 + 1, 43);
-        for stride in [None, Some(4)] {
-            let c = cfg(stride);
+        for (stride, opt) in [(None, "sgd"), (Some(4), "sgd"), (Some(4), "adamw")] {
+            let c = match opt {
+                "sgd" => cfg(stride),
+                _ => adamw_cfg(stride, "blocks.1.*,*scale*,tok_emb.weight"),
+            };
             let got = scores(w, &s, &c, None);
             let want = host_loop_scores(w, &s, &c);
             assert_eq!(got.len(), want.len());
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     a.to_bits() == b.to_bits(),
-                    "target {i} ({name}, stride {stride:?}): device-resident {a} vs host {b}"
+                    "target {i} ({name}, stride {stride:?}, {opt}): device-resident {a} vs host {b}"
                 );
             }
             // Training changed something (the comparison is not of two plain evals).
@@ -326,7 +401,7 @@ fn bad_settings_are_errors() {
             ..cfg(None)
         },
         FullTttConfig {
-            momentum: 1.5,
+            optimizer: TttOptimizer::Sgd { momentum: 1.5 },
             ..cfg(None)
         },
     ] {
@@ -373,4 +448,102 @@ fn full_ttt_gains_on_a_real_artifact_prefix() {
         r.val_bpb,
         plain.val_bpb
     );
+}
+
+#[test]
+fn polyak_decay_zero_is_the_live_weights_and_one_the_artifact() {
+    let w = tiny(36, true, &ConfigOverrides::default());
+    let s = stream(4 * 32 + 1, 6);
+    let live = FullTttConfig {
+        polyak: None,
+        ..adamw_cfg(Some(4), "*")
+    };
+    let got = |polyak| {
+        scores(
+            &w,
+            &s,
+            &FullTttConfig {
+                polyak,
+                ..live.clone()
+            },
+            None,
+        )
+    };
+    // d = 0: the average is the latest weights, exactly.
+    assert_eq!(got(Some(0.0)), got(None));
+    // d = 1: the average never leaves the artifact's weights, so every chunk scores as with
+    // no training at all, although the live weights train.
+    let untrained = scores(
+        &w,
+        &s,
+        &FullTttConfig {
+            lr: 0.0,
+            ..live.clone()
+        },
+        None,
+    );
+    assert_eq!(got(Some(1.0)), untrained);
+    assert_ne!(got(None), untrained, "the live weights did train");
+    // In between, the averaged scores differ from both.
+    let mid = got(Some(0.9));
+    assert_ne!(mid, untrained);
+    assert_ne!(mid, got(None));
+}
+
+#[test]
+fn a_parameter_selection_equals_the_frozen_blocks_it_names() {
+    let w = tiny(37, true, &ConfigOverrides::default());
+    let s = stream(4 * 32 + 1, 7);
+    // `cfg` freezes block 0 of the two; the same set by name (the U-Net skip weights too).
+    let by_blocks = scores(&w, &s, &cfg(Some(4)), None);
+    let by_name = scores(
+        &w,
+        &s,
+        &FullTttConfig {
+            freeze_blocks: 0,
+            params: "tok_emb.weight,skip_weights,blocks.1.*,lm_head.weight"
+                .parse()
+                .unwrap(),
+            ..cfg(Some(4))
+        },
+        None,
+    );
+    assert_eq!(by_name, by_blocks);
+    // A narrower selection trains less: different scores.
+    let head_only = scores(
+        &w,
+        &s,
+        &FullTttConfig {
+            freeze_blocks: 0,
+            params: "lm_head.weight".parse().unwrap(),
+            ..cfg(Some(4))
+        },
+        None,
+    );
+    assert_ne!(head_only, by_blocks);
+    assert_eq!(
+        head_only[..32],
+        by_blocks[..32],
+        "chunk 0 is the artifact's"
+    );
+}
+
+#[test]
+fn a_selection_that_matches_nothing_is_an_error() {
+    let w = tiny(38, false, &ConfigOverrides::default());
+    let s = stream(2 * 16 + 1, 8);
+    let lut = lut();
+    for (params, freeze, want) in [
+        ("blocks.7.*", 0, "matches no parameter"),
+        ("lm_head.weight", 0, "matches no parameter"),
+        ("blocks.0.*", 1, "nothing to train"),
+    ] {
+        let c = FullTttConfig {
+            params: params.parse().unwrap(),
+            freeze_blocks: freeze,
+            ..cfg(None)
+        };
+        let e = eval_full_ttt(CpuBackend::new(), &w, &s, &lut, &c, None, None).unwrap_err();
+        assert!(e.to_string().contains(want), "{params}: {e}");
+    }
 }

@@ -7,14 +7,11 @@ use super::parse::{at_least_one, audit_count, check_forward, finite_f32, finite_
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
-use pgolf_rt::backend::train::TrainBackend;
-use pgolf_rt::backend::Backend;
 use pgolf_rt::data::load_tokens;
-use pgolf_rt::eval::audit::{audit_eval, AuditConfig, AuditReport};
-use pgolf_rt::eval::mixer::{eval_mixed, Expert, HedgeLoss, MixedEval, MixerConfig, NUM_EXPERTS};
-use pgolf_rt::eval::{eval_sliding, eval_standard, EvalOptions, EvalResult};
-use pgolf_rt::model::DeviceModel;
-use pgolf_rt::tokenizer::ByteLut;
+use pgolf_rt::eval::audit::{AuditConfig, AuditReport};
+use pgolf_rt::eval::mixer::{Expert, HedgeLoss, MixedEval, MixerConfig, NUM_EXPERTS};
+use pgolf_rt::eval::plan::{Adaptation, AuditPlan, EvalPlan, Progress};
+use pgolf_rt::eval::EvalResult;
 use pgolf_rt::tokenizer::Tokenizer;
 use std::path::PathBuf;
 
@@ -105,18 +102,25 @@ pub struct EvalArgs {
 }
 
 /// Test-time training options (`--ttt lora`: per-document LoRA TTT; `--ttt full`: full-model
-/// score-first chunked TTT; both score-then-adapt, CPU, and both combine with `--mix hedge`).
+/// score-first chunked TTT, or one of the published recipes with `--ttt-recipe`; all
+/// score-then-adapt, and all combine with `--mix hedge`).
 #[derive(Args, Debug)]
 pub struct TttArgs {
     /// Test-time training: `lora` (per-document LoRA, spec 7.5) or `full` (full-model
     /// score-first chunked TTT, spec 7.4).
     #[arg(long, value_parser = ["lora", "full"])]
     ttt: Option<String>,
+    /// A published full-model recipe, made score-first (implies --ttt full; the --ttt-* flags
+    /// below override its values): pr461 (SGD, the default), pr489 (AdamW, 5 epochs per
+    /// chunk), pr581 (AdamW, 20 epochs, cosine with warm-up, decay 0.01), pr687 (AdamW, last
+    /// 2 blocks + scales + head, LR ramp, Polyak-averaged scoring).
+    #[arg(long)]
+    ttt_recipe: Option<pgolf_rt::eval::TttRecipe>,
     /// LoRA rank.
     #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     ttt_rank: usize,
-    /// Learning rate (default: lora 0.01 with Adam betas 0.9/0.95, eps 1e-10; full 0.002 SGD
-    /// peak of the cosine schedule).
+    /// Learning rate (default: lora 0.01 with Adam betas 0.9/0.95, eps 1e-10; full: the
+    /// recipe's, 0.002 SGD peak of the cosine schedule by default).
     #[arg(long, value_parser = finite_f32)]
     ttt_lr: Option<f32>,
     /// Targets per chunk (default: lora 256; full 32768).
@@ -128,9 +132,10 @@ pub struct TttArgs {
     /// Adapted linears: comma-separated q,k,v,o,mlp,head (lora).
     #[arg(long, default_value = "q,v,head")]
     ttt_targets: String,
-    /// Optimizer: adam, adamw, sgd (lora; full always uses SGD with momentum).
-    #[arg(long, default_value = "adam")]
-    ttt_optimizer: String,
+    /// Optimizer: lora adam (default), adamw or sgd; full sgd (default, with momentum) or
+    /// adamw (torch's betas 0.9/0.999, eps 1e-8).
+    #[arg(long)]
+    ttt_optimizer: Option<String>,
     /// lora: optimizer steps per scored chunk (default 1); full: passes over each scored chunk
     /// (default 3).
     #[arg(long)]
@@ -148,30 +153,52 @@ pub struct TttArgs {
     /// its own adapters and optimizer (lora; 1 = one document at a time).
     #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     ttt_batch_docs: usize,
-    /// Floor of the cosine learning-rate schedule over chunks (full).
-    #[arg(long, default_value_t = 0.0, value_parser = finite_f32)]
-    ttt_lr_min: f32,
-    /// Linear learning-rate warm-up over the first N optimizer steps (full; 0 = none).
-    #[arg(long, default_value_t = 0)]
-    ttt_warmup_steps: usize,
-    /// SGD momentum (full).
-    #[arg(long, default_value_t = 0.9, value_parser = finite_f32)]
-    ttt_momentum: f32,
-    /// SGD weight decay (full).
-    #[arg(long, default_value_t = 0.0, value_parser = finite_f32)]
-    ttt_weight_decay: f32,
-    /// Global gradient-norm clip (full; 0 = none).
-    #[arg(long, default_value_t = 1.0, value_parser = finite_f32)]
-    ttt_grad_clip: f32,
-    /// Freeze the first N blocks (full; embeddings, head and later blocks train).
-    #[arg(long, default_value_t = 0)]
-    ttt_freeze_blocks: usize,
+    /// Floor of the cosine learning-rate schedule over chunks (full; default 0).
+    #[arg(long, value_parser = finite_f32)]
+    ttt_lr_min: Option<f32>,
+    /// Linear learning-rate warm-up over the first N optimizer steps (full; default 0, none).
+    #[arg(long)]
+    ttt_warmup_steps: Option<usize>,
+    /// Learning-rate multiplier ramping from 1 up to this over the first chunks (full; PR
+    /// #687's adaptive LR: 3).
+    #[arg(long, value_parser = finite_f32)]
+    ttt_lr_ramp: Option<f32>,
+    /// Fraction of the chunks the --ttt-lr-ramp spans (full; default 0.3).
+    #[arg(long, value_parser = finite_f32)]
+    ttt_lr_ramp_over: Option<f32>,
+    /// SGD momentum (full; default 0.9).
+    #[arg(long, value_parser = finite_f32)]
+    ttt_momentum: Option<f32>,
+    /// Weight decay (full; coupled with SGD, decoupled with AdamW; default 0).
+    #[arg(long, value_parser = finite_f32)]
+    ttt_weight_decay: Option<f32>,
+    /// Global gradient-norm clip (full; 0 = none; default 1).
+    #[arg(long, value_parser = finite_f32)]
+    ttt_grad_clip: Option<f32>,
+    /// The parameters that train, as comma-separated state-dict name patterns with `*`
+    /// (full; e.g. 'blocks.9.*,blocks.10.*,*scale*,lm_head.weight'; default all).
+    #[arg(long)]
+    ttt_params: Option<pgolf_rt::train::ParamSelect>,
+    /// Freeze the first N blocks (full; embeddings, head and later blocks train; default 0).
+    #[arg(long)]
+    ttt_freeze_blocks: Option<usize>,
+    /// Score each chunk with the Polyak average of the trained weights, this decay per step
+    /// (full; PR #687: 0.998).
+    #[arg(long, value_parser = finite_f32)]
+    ttt_polyak: Option<f32>,
     /// Training sequence length (full; default --seq-len).
     #[arg(long, value_parser = at_least_one)]
     ttt_train_seq: Option<usize>,
-    /// Training sequences per optimizer step (full).
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
-    ttt_train_batch: usize,
+    /// Training sequences per optimizer step (full; default 32).
+    #[arg(long, value_parser = at_least_one)]
+    ttt_train_batch: Option<usize>,
+}
+
+impl TttArgs {
+    /// `lora`, `full` or none; a recipe means `full`.
+    fn mode(&self) -> Option<&str> {
+        self.ttt.as_deref().or(self.ttt_recipe.map(|_| "full"))
+    }
 }
 
 fn mixer_config(a: &EvalArgs) -> Result<Option<MixerConfig>> {
@@ -226,7 +253,10 @@ impl EvalArgs {
         }
         check_forward(self.seq_len, self.batch, "--seq-len x --batch")?;
         let t = &self.ttt;
-        match t.ttt.as_deref() {
+        if t.ttt_recipe.is_some() && t.ttt.as_deref() == Some("lora") {
+            anyhow::bail!("--ttt-recipe names a full-model recipe: it does not go with --ttt lora");
+        }
+        match t.mode() {
             Some("lora") => check_forward(
                 t.ttt_window,
                 t.ttt_batch_docs,
@@ -234,12 +264,55 @@ impl EvalArgs {
             ),
             Some(_) => check_forward(
                 t.ttt_train_seq.unwrap_or(self.seq_len),
-                t.ttt_train_batch,
+                t.ttt_train_batch.unwrap_or(32),
                 "--ttt-train-seq x --ttt-train-batch",
             ),
             None => Ok(()),
         }
     }
+}
+
+/// The plan the flags describe (its audit is run separately, to print its report).
+fn eval_plan(a: &EvalArgs, model: &pgolf_rt::model::ModelConfig) -> Result<EvalPlan> {
+    let adapt = match a.ttt.mode() {
+        None => Adaptation::None,
+        Some("lora") => Adaptation::Lora(lora_config(a)?),
+        Some(_) => Adaptation::Full(full_config(a, model)?),
+    };
+    Ok(EvalPlan {
+        seq_len: a.seq_len,
+        stride: a.stride.or(if a.sliding { Some(64) } else { None }),
+        batch: a.batch,
+        adapt,
+        mix: mixer_config(a)?,
+        audit: None,
+    })
+}
+
+/// The size of the audit the flags ask for.
+fn audit_plan(a: &EvalArgs) -> AuditPlan {
+    AuditPlan {
+        windows: a.audit_windows,
+        docs: a.audit_docs,
+        check: AuditConfig {
+            positions: a.audit_positions,
+            ..AuditConfig::default()
+        },
+    }
+}
+
+/// Prints the audit's report; an error when it failed.
+fn report_audit(rep: AuditReport) -> Result<AuditReport> {
+    print!("{rep}");
+    if !rep.passed() {
+        anyhow::bail!("legality audit FAILED");
+    }
+    println!("legality audit PASSED");
+    anyhow::ensure!(
+        audit_fault()? == pgolf_rt::eval::ttt::Fault::None,
+        "PGOLF_AUDIT_FAULT is set but the audit passed: it did not catch the injected fault"
+    );
+    Ok(rep)
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -263,56 +336,81 @@ pub fn run(a: EvalArgs) -> Result<()> {
             weights.config.vocab_size
         );
     }
-    if a.ttt.ttt.is_some() {
-        return run_ttt(&a, &weights, &tokens, &lut);
+    let plan = eval_plan(&a, &weights.config)?;
+    plan.validate()?;
+    if audit_fault()? != pgolf_rt::eval::ttt::Fault::None {
+        anyhow::ensure!(
+            a.audit && a.ttt.mode() == Some("lora"),
+            "PGOLF_AUDIT_FAULT makes LoRA TTT illegal on purpose, to test the audit: it needs \
+             --ttt lora --audit (and never produces a score)"
+        );
     }
-    let stride = a.stride.or(if a.sliding { Some(64) } else { None });
-    let mix = mixer_config(&a)?;
-    let (r, mixed, audit, backend) =
-        with_model!(a.backend, precision(a.precision)?, &weights, |model| {
-            let audit = if a.audit {
-                let rep = run_audit(&model, &tokens, &a, stride, mix.as_ref())?;
-                print!("{rep}");
-                if !rep.passed() {
-                    anyhow::bail!("legality audit FAILED");
-                }
-                println!("legality audit PASSED");
-                Some(rep)
-            } else {
-                None
-            };
-            let (r, mixed) = evaluate(&model, &tokens, &lut, &a, stride, mix.as_ref())?;
-            (r.finite()?, mixed, audit, model.backend_name())
-        });
-    let mode = if stride.is_some() {
-        "sliding"
-    } else {
-        "standard"
+    let audit = a.audit.then(|| audit_plan(&a));
+    let start = std::time::Instant::now();
+    let pb = progress::bar(0, "targets");
+    let mut on_progress = |p: &Progress| {
+        pb.set_length(p.total as u64);
+        pb.set_position(p.done as u64);
+        if let Some(acc) = p.totals {
+            let bpb = acc.nll_sum / std::f64::consts::LN_2 / acc.bytes as f64;
+            pb.set_message(format!("{} bpb {bpb:.5}", p.unit));
+            if p.done.is_multiple_of(10) || p.done == p.total {
+                eprintln!(
+                    "ttt: {} {}/{}, {} targets scored, partial val_bpb {bpb:.8}, elapsed {:.0}s",
+                    p.unit,
+                    p.done,
+                    p.total,
+                    acc.tokens,
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
     };
-    println!(
-        "{mode} eval  backend:{}  seq_len:{}  stride:{}",
-        backend,
-        a.seq_len,
-        stride.map_or("-".into(), |s| s.to_string())
-    );
-    print_result(&r, mixed.as_ref());
+    let prec = precision(a.precision)?;
+    let (report, backend) = if plan.adapt == Adaptation::None {
+        with_model!(a.backend, prec, &weights, |model| {
+            let audit = match &audit {
+                Some(ap) => Some(report_audit(
+                    plan.audit_inference(&model, &tokens, ap)
+                        .context("audit could not run")?,
+                )?),
+                None => None,
+            };
+            let mut r = plan
+                .run_inference(&model, &tokens, &lut, Some(&mut on_progress))
+                .context("evaluation failed")?;
+            r.audit = audit;
+            (r, model.backend_name())
+        })
+    } else {
+        with_train_backend!(a.backend, prec, "--ttt", |be| {
+            run_trained(
+                &plan,
+                audit.as_ref(),
+                be,
+                &weights,
+                &tokens,
+                &lut,
+                &mut on_progress,
+            )?
+        })
+    };
+    pb.finish_and_clear();
+    let mut j = describe(&a, &plan, &backend);
+    print_result(&report.result, report.mixed.as_ref());
     if a.json {
-        let mut j = serde_json::json!({
-            "val_loss": r.val_loss,
-            "val_bpb": r.val_bpb,
-            "tokens": r.tokens,
-            "bytes": r.bytes,
-            "seconds": r.seconds,
-            "mode": mode,
-            "seq_len": a.seq_len,
-            "stride": stride,
-            "backend": backend,
-            "artifact": a.artifact.display().to_string(),
-        });
-        if let (Some(m), Some(c)) = (&mixed, &mix) {
+        let r = &report.result;
+        j["val_loss"] = r.val_loss.into();
+        j["val_bpb"] = r.val_bpb.into();
+        j["tokens"] = r.tokens.into();
+        j["bytes"] = r.bytes.into();
+        j["seconds"] = r.seconds.into();
+        j["backend"] = backend.into();
+        j["artifact"] = a.artifact.display().to_string().into();
+        if let (Some(m), Some(c)) = (&report.mixed, &plan.mix) {
             j["mix"] = mix_json(m, c);
         }
-        if let Some(rep) = &audit {
+        if let Some(rep) = &report.audit {
             j["audit"] = serde_json::json!({
                 "passed": rep.passed(),
                 "checks": rep.checks.iter().map(|c| serde_json::json!({
@@ -325,6 +423,103 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("{j}");
     }
     Ok(())
+}
+
+/// An adapting plan on a training backend: its audit (printed), then its evaluation.
+fn run_trained<B: pgolf_rt::backend::train::TrainBackend + Clone>(
+    plan: &EvalPlan,
+    audit: Option<&AuditPlan>,
+    be: B,
+    weights: &pgolf_rt::model::ModelWeights,
+    tokens: &[u32],
+    lut: &pgolf_rt::tokenizer::ByteLut,
+    on_progress: &mut pgolf_rt::eval::plan::OnProgress,
+) -> Result<(pgolf_rt::eval::EvalReport, String)> {
+    let name = be.name();
+    let audit = match audit {
+        Some(ap) => Some(report_audit(
+            EvalPlan {
+                audit: Some(ap.clone()),
+                ..plan.clone()
+            }
+            .audit(be.clone(), weights, tokens, lut)
+            .context("audit could not run")?,
+        )?),
+        None => None,
+    };
+    let mut r = plan
+        .run(be, weights, tokens, lut, Some(on_progress))
+        .with_context(|| format!("{} TTT evaluation failed", plan.adapt.name()))?;
+    r.audit = audit;
+    Ok((r, name))
+}
+
+/// Prints the run's header line and returns the plan's part of the `--json` line.
+fn describe(a: &EvalArgs, plan: &EvalPlan, backend: &str) -> serde_json::Value {
+    let stride = plan.stride.map_or("-".into(), |s| s.to_string());
+    let mix = &a.mix;
+    match &plan.adapt {
+        Adaptation::None => {
+            let mode = if plan.stride.is_some() {
+                "sliding"
+            } else {
+                "standard"
+            };
+            println!(
+                "{mode} eval  backend:{backend}  seq_len:{}  stride:{stride}",
+                plan.seq_len
+            );
+            serde_json::json!({"mode": mode, "seq_len": plan.seq_len, "stride": plan.stride})
+        }
+        Adaptation::Lora(cfg) => {
+            println!(
+                "lora-ttt eval  backend:{backend}  rank:{} targets:{} lr:{} chunk:{} window:{} \
+                 batch-docs:{}  mix:{mix}",
+                cfg.rank,
+                a.ttt.ttt_targets,
+                cfg.optimizer.lr,
+                cfg.chunk,
+                cfg.window,
+                cfg.batch_docs,
+            );
+            serde_json::json!({
+                "mode": "lora-ttt", "ttt_rank": cfg.rank, "ttt_batch_docs": cfg.batch_docs,
+                "ttt_lr": cfg.optimizer.lr, "ttt_chunk": cfg.chunk, "ttt_window": cfg.window,
+            })
+        }
+        Adaptation::Full(cfg) => {
+            let recipe = a.ttt.ttt_recipe.map(|r| r.to_string());
+            println!(
+                "full-ttt eval  backend:{backend}  recipe:{} chunk:{} seq_len:{} stride:{stride} \
+                 epochs:{} optimizer:{} lr:{} lr_min:{} ramp:{} warmup:{} wd:{} clip:{} \
+                 params:{} freeze_blocks:{} polyak:{}  mix:{mix}",
+                recipe.as_deref().unwrap_or("-"),
+                cfg.chunk,
+                plan.seq_len,
+                cfg.epochs,
+                cfg.optimizer.name(),
+                cfg.lr,
+                cfg.lr_min,
+                cfg.lr_ramp
+                    .map_or("-".into(), |r| format!("{}x over {}", r.max_mult, r.over)),
+                cfg.warmup_steps,
+                cfg.weight_decay,
+                cfg.grad_clip,
+                cfg.params,
+                cfg.freeze_blocks,
+                cfg.polyak.map_or("-".into(), |d| d.to_string()),
+            );
+            serde_json::json!({
+                "mode": "full-ttt", "ttt_chunk": cfg.chunk, "seq_len": plan.seq_len,
+                "stride": plan.stride, "ttt_epochs": cfg.epochs, "ttt_lr": cfg.lr,
+                "ttt_lr_min": cfg.lr_min, "ttt_freeze_blocks": cfg.freeze_blocks,
+                "ttt_recipe": recipe, "ttt_optimizer": cfg.optimizer.name(),
+                "ttt_weight_decay": cfg.weight_decay, "ttt_params": cfg.params.to_string(),
+                "ttt_polyak": cfg.polyak, "ttt_lr_ramp": cfg.lr_ramp.map(|r| r.max_mult),
+                "ttt_warmup_steps": cfg.warmup_steps,
+            })
+        }
+    }
 }
 
 /// The result line (and the mixer's per-expert table).
@@ -400,153 +595,13 @@ fn mix_json(m: &MixedEval, c: &MixerConfig) -> serde_json::Value {
     })
 }
 
-fn evaluate<B: Backend>(
-    model: &DeviceModel<B>,
-    tokens: &[u32],
-    lut: &ByteLut,
-    a: &EvalArgs,
-    stride: Option<usize>,
-    mix: Option<&MixerConfig>,
-) -> Result<(EvalResult, Option<MixedEval>)> {
-    let pb = progress::bar(0, "targets");
-    let mut on_progress = |done: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    };
-    let opts = EvalOptions {
-        seq_len: a.seq_len,
-        batch: a.batch,
-        progress: Some(&mut on_progress),
-    };
-    let r = match (mix, stride) {
-        (Some(c), _) => {
-            let m = eval_mixed(model, tokens, lut, stride, c, opts).context("evaluation failed")?;
-            pb.finish_and_clear();
-            return Ok((m.result, Some(m)));
-        }
-        (None, Some(s)) => eval_sliding(model, tokens, lut, s, opts),
-        (None, None) => eval_standard(model, tokens, lut, opts),
-    }
-    .context("evaluation failed")?;
-    pb.finish_and_clear();
-    Ok((r, None))
-}
-
-fn run_audit<B: Backend>(
-    model: &DeviceModel<B>,
-    tokens: &[u32],
-    a: &EvalArgs,
-    stride: Option<usize>,
-    mix: Option<&MixerConfig>,
-) -> Result<AuditReport> {
-    let cfg = AuditConfig {
-        positions: a.audit_positions,
-        ..AuditConfig::default()
-    };
-    audit_eval(
-        model,
-        tokens,
-        a.seq_len,
-        stride,
-        a.batch,
-        a.audit_windows,
-        mix,
-        &cfg,
-    )
-    .context("audit could not run")
-}
-
-fn run_ttt(
-    a: &EvalArgs,
-    weights: &pgolf_rt::model::ModelWeights,
-    tokens: &[u32],
-    lut: &ByteLut,
-) -> Result<()> {
-    with_train_backend!(
-        a.backend,
-        precision(a.precision)?,
-        "--ttt",
-        |be| run_ttt_on(&be, a, weights, tokens, lut)
-    )
-}
-
-fn run_ttt_on<B: TrainBackend + Clone>(
-    be: &B,
-    a: &EvalArgs,
-    weights: &pgolf_rt::model::ModelWeights,
-    tokens: &[u32],
-    lut: &ByteLut,
-) -> Result<()> {
-    let mix = mixer_config(a)?;
-    if audit_fault()? != pgolf_rt::eval::ttt::Fault::None {
-        anyhow::ensure!(
-            a.audit && a.ttt.ttt.as_deref() == Some("lora"),
-            "PGOLF_AUDIT_FAULT makes LoRA TTT illegal on purpose, to test the audit: it needs \
-             --ttt lora --audit (and never produces a score)"
-        );
-    }
-    if a.audit {
-        let rep = run_ttt_audit(be, a, weights, tokens, lut, mix.as_ref())?;
-        print!("{rep}");
-        if !rep.passed() {
-            anyhow::bail!("legality audit FAILED");
-        }
-        println!("legality audit PASSED");
-        anyhow::ensure!(
-            audit_fault()? == pgolf_rt::eval::ttt::Fault::None,
-            "PGOLF_AUDIT_FAULT is set but the audit passed: it did not catch the injected fault"
-        );
-    }
-    let start = std::time::Instant::now();
-    let unit = if a.ttt.ttt.as_deref() == Some("full") {
-        "chunks"
-    } else {
-        "docs"
-    };
-    let pb = progress::bar(0, unit);
-    let mut on_progress = |done: usize, total: usize, acc: &pgolf_rt::eval::BpbAccumulator| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-        let bpb = acc.nll_sum / std::f64::consts::LN_2 / acc.bytes as f64;
-        pb.set_message(format!("bpb {bpb:.5}"));
-        if done.is_multiple_of(10) || done == total {
-            eprintln!(
-                "ttt: {unit} {done}/{total}, {} targets scored, partial val_bpb {bpb:.8}, elapsed {:.0}s",
-                acc.tokens,
-                start.elapsed().as_secs_f64()
-            );
-        }
-    };
-    let (r, mixed, mut j) = if a.ttt.ttt.as_deref() == Some("full") {
-        run_full_ttt(be, a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
-    } else {
-        run_lora_ttt(be, a, weights, tokens, lut, mix.as_ref(), &mut on_progress)?
-    };
-    pb.finish_and_clear();
-    let r = r.finite()?;
-    print_result(&r, mixed.as_ref());
-    if a.json {
-        j["val_loss"] = r.val_loss.into();
-        j["val_bpb"] = r.val_bpb.into();
-        j["tokens"] = r.tokens.into();
-        j["bytes"] = r.bytes.into();
-        j["seconds"] = r.seconds.into();
-        j["artifact"] = a.artifact.display().to_string().into();
-        if let (Some(m), Some(c)) = (&mixed, &mix) {
-            j["mix"] = mix_json(m, c);
-        }
-        println!("{j}");
-    }
-    Ok(())
-}
-
 /// The `--ttt lora` settings of the command line.
 fn lora_config(a: &EvalArgs) -> Result<pgolf_rt::eval::TttConfig> {
     use pgolf_rt::eval::TttConfig;
     use pgolf_rt::train::AdamConfig;
     let t = &a.ttt;
     let mut optimizer = AdamConfig {
-        kind: t.ttt_optimizer.parse()?,
+        kind: t.ttt_optimizer.as_deref().unwrap_or("adam").parse()?,
         ..AdamConfig::default()
     };
     optimizer.lr = t.ttt_lr.unwrap_or(0.01);
@@ -575,178 +630,78 @@ fn audit_fault() -> Result<pgolf_rt::eval::ttt::Fault> {
     })
 }
 
-/// The `--ttt full` settings of the command line.
-fn full_config(a: &EvalArgs) -> pgolf_rt::eval::FullTttConfig {
+/// The `--ttt full` settings of the command line: the recipe's (PR #461's by default), with
+/// every flag given overriding its value.
+fn full_config(
+    a: &EvalArgs,
+    model: &pgolf_rt::model::ModelConfig,
+) -> Result<pgolf_rt::eval::FullTttConfig> {
+    use pgolf_rt::eval::{FullTttConfig, LrRamp, TttOptimizer, TttRecipe};
     let t = &a.ttt;
-    pgolf_rt::eval::FullTttConfig {
-        chunk: t.ttt_chunk.unwrap_or(32_768),
+    let geometry = FullTttConfig {
         seq_len: a.seq_len,
         stride: a.stride.or(if a.sliding { Some(64) } else { None }),
         batch: a.batch,
         train_seq: t.ttt_train_seq,
-        train_batch: t.ttt_train_batch,
-        epochs: t.ttt_epochs.unwrap_or(3),
-        lr: t.ttt_lr.unwrap_or(0.002),
-        lr_min: t.ttt_lr_min,
-        warmup_steps: t.ttt_warmup_steps,
-        momentum: t.ttt_momentum,
-        weight_decay: t.ttt_weight_decay,
-        grad_clip: t.ttt_grad_clip,
-        freeze_blocks: t.ttt_freeze_blocks,
-    }
-}
-
-/// `--audit` with `--ttt`: the legality audit of the TTT pass (and mixer) on a short sample.
-fn run_ttt_audit<B: TrainBackend + Clone>(
-    be: &B,
-    a: &EvalArgs,
-    weights: &pgolf_rt::model::ModelWeights,
-    tokens: &[u32],
-    lut: &ByteLut,
-    mix: Option<&MixerConfig>,
-) -> Result<AuditReport> {
-    use pgolf_rt::data::find_documents;
-    use pgolf_rt::eval::audit_ttt::audit_ttt;
-    use pgolf_rt::eval::truncate_for_eval;
-    let audit = AuditConfig {
-        positions: a.audit_positions,
-        ..AuditConfig::default()
+        ..FullTttConfig::default()
     };
-    let vocab = weights.config.vocab_size;
-    let stream = truncate_for_eval(tokens, a.seq_len)?;
-    if a.ttt.ttt.as_deref() == Some("full") {
-        let mut cfg = full_config(a);
-        let n = (a.audit_windows.max(2).saturating_mul(cfg.seq_len) + 1).min(stream.len());
-        let sample = truncate_for_eval(&stream[..n], cfg.seq_len)?;
-        // Chunks no longer than a window, so the sample sees updates between chunks.
-        cfg.chunk = cfg.chunk.min(cfg.seq_len);
-        println!(
-            "audit: full TTT on {} targets, chunk {}, {} perturbed positions",
-            sample.len() - 1,
-            cfg.chunk,
-            audit.positions
-        );
-        audit_ttt(
-            sample,
-            lut,
-            vocab,
-            mix,
-            &audit,
-            sample.len() - 1,
-            &mut |sink| {
-                pgolf_rt::eval::ttt_full::full_ttt_into(be.clone(), weights, &cfg, sink, None)
-            },
-        )
-        .context("audit could not run")
-    } else {
-        let mut cfg = lora_config(a)?;
-        let docs: Vec<_> = find_documents(stream)
-            .into_iter()
-            .filter(|d| d.len >= 2)
-            .take(a.audit_docs.max(1))
-            .collect();
-        let end = docs.last().map_or(0, |d| d.start + d.len);
-        let sample = &stream[..end.min(stream.len())];
-        cfg.max_docs = None;
-        let expected: usize = find_documents(sample)
-            .iter()
-            .filter(|d| d.len >= 2)
-            .map(|d| d.len - 1)
-            .sum();
-        println!(
-            "audit: LoRA TTT on {} documents ({} targets), batch-docs {}, {} perturbed positions",
-            docs.len(),
-            expected,
-            cfg.batch_docs,
-            audit.positions
-        );
-        let model = pgolf_rt::train::TrainModel::new(be.clone(), weights)?;
-        audit_ttt(sample, lut, vocab, mix, &audit, expected, &mut |sink| {
-            pgolf_rt::eval::ttt::lora_ttt_into(&model, sink.stream(), &cfg, sink, None)
-        })
-        .context("audit could not run")
+    let mut c = t
+        .ttt_recipe
+        .unwrap_or(TttRecipe::Pr461)
+        .config(model, &geometry);
+    let set = |x: &mut f32, v: Option<f32>| {
+        if let Some(v) = v {
+            *x = v;
+        }
+    };
+    // A recipe with a flat schedule (lr_min = lr) stays flat under another --ttt-lr.
+    let flat = c.lr_min == c.lr;
+    c.chunk = t.ttt_chunk.unwrap_or(c.chunk);
+    c.epochs = t.ttt_epochs.unwrap_or(c.epochs);
+    c.train_batch = t.ttt_train_batch.unwrap_or(c.train_batch);
+    c.warmup_steps = t.ttt_warmup_steps.unwrap_or(c.warmup_steps);
+    c.freeze_blocks = t.ttt_freeze_blocks.unwrap_or(c.freeze_blocks);
+    set(&mut c.lr, t.ttt_lr);
+    set(&mut c.lr_min, t.ttt_lr_min);
+    set(&mut c.weight_decay, t.ttt_weight_decay);
+    set(&mut c.grad_clip, t.ttt_grad_clip);
+    if let Some(p) = &t.ttt_params {
+        c.params = p.clone();
     }
-}
-
-type TttOutcome = (EvalResult, Option<MixedEval>, serde_json::Value);
-
-fn run_lora_ttt<B: TrainBackend + Clone>(
-    be: &B,
-    a: &EvalArgs,
-    weights: &pgolf_rt::model::ModelWeights,
-    tokens: &[u32],
-    lut: &ByteLut,
-    mix: Option<&MixerConfig>,
-    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
-) -> Result<TttOutcome> {
-    use pgolf_rt::eval::{eval_lora_ttt_mixed, truncate_for_eval};
-    use pgolf_rt::train::TrainModel;
-    let t = &a.ttt;
-    let cfg = lora_config(a)?;
-    // The stream the reference evaluates (spec 1.2), split into documents.
-    let stream = truncate_for_eval(tokens, a.seq_len)?;
-    let model = TrainModel::new(be.clone(), weights)?;
-    let (r, mixed) = eval_lora_ttt_mixed(&model, stream, lut, &cfg, mix, Some(on_progress))
-        .context("LoRA TTT evaluation failed")?;
-    println!(
-        "lora-ttt eval  backend:{}  rank:{} targets:{} lr:{} chunk:{} window:{} batch-docs:{}  mix:{}",
-        pgolf_rt::backend::Backend::name(model.backend()),
-        cfg.rank,
-        t.ttt_targets,
-        cfg.optimizer.lr,
-        cfg.chunk,
-        cfg.window,
-        cfg.batch_docs,
-        a.mix
-    );
-    let j = serde_json::json!({
-        "mode": "lora-ttt", "ttt_rank": cfg.rank, "ttt_batch_docs": cfg.batch_docs, "ttt_lr": cfg.optimizer.lr,
-        "ttt_chunk": cfg.chunk, "ttt_window": cfg.window,
-    });
-    Ok((r, mixed, j))
-}
-
-fn run_full_ttt<B: TrainBackend + Clone>(
-    be: &B,
-    a: &EvalArgs,
-    weights: &pgolf_rt::model::ModelWeights,
-    tokens: &[u32],
-    lut: &ByteLut,
-    mix: Option<&MixerConfig>,
-    on_progress: &mut pgolf_rt::eval::ttt::TttProgress,
-) -> Result<TttOutcome> {
-    use pgolf_rt::eval::eval_full_ttt;
-    let cfg = full_config(a);
-    let (r, mixed) = eval_full_ttt(
-        be.clone(),
-        weights,
-        tokens,
-        lut,
-        &cfg,
-        mix,
-        Some(on_progress),
-    )
-    .context("full TTT evaluation failed")?;
-    println!(
-        "full-ttt eval  backend:{}  chunk:{} seq_len:{} stride:{} epochs:{} lr:{} lr_min:{} \
-         momentum:{} wd:{} clip:{} freeze_blocks:{}  mix:{}",
-        be.name(),
-        cfg.chunk,
-        cfg.seq_len,
-        cfg.stride.map_or("-".into(), |s| s.to_string()),
-        cfg.epochs,
-        cfg.lr,
-        cfg.lr_min,
-        cfg.momentum,
-        cfg.weight_decay,
-        cfg.grad_clip,
-        cfg.freeze_blocks,
-        a.mix
-    );
-    let j = serde_json::json!({
-        "mode": "full-ttt", "ttt_chunk": cfg.chunk, "seq_len": cfg.seq_len,
-        "stride": cfg.stride, "ttt_epochs": cfg.epochs, "ttt_lr": cfg.lr,
-        "ttt_lr_min": cfg.lr_min, "ttt_freeze_blocks": cfg.freeze_blocks,
-    });
-    Ok((r, mixed, j))
+    if let Some(d) = t.ttt_polyak {
+        c.polyak = Some(d);
+    }
+    if t.ttt_lr_ramp.is_some() || t.ttt_lr_ramp_over.is_some() {
+        let r = c.lr_ramp.unwrap_or(LrRamp {
+            max_mult: 1.0,
+            over: 0.3,
+        });
+        c.lr_ramp = Some(LrRamp {
+            max_mult: t.ttt_lr_ramp.unwrap_or(r.max_mult),
+            over: t.ttt_lr_ramp_over.unwrap_or(r.over),
+        });
+    }
+    match t.ttt_optimizer.as_deref() {
+        None => {}
+        Some("sgd") => c.optimizer = TttOptimizer::SGD,
+        Some("adamw") => c.optimizer = TttOptimizer::ADAMW,
+        Some(o) => anyhow::bail!("--ttt full takes --ttt-optimizer sgd or adamw, not {o:?}"),
+    }
+    if let Some(m) = t.ttt_momentum {
+        match &mut c.optimizer {
+            TttOptimizer::Sgd { momentum } => *momentum = m,
+            TttOptimizer::AdamW { .. } => {
+                anyhow::bail!("--ttt-momentum is SGD's; this run uses AdamW")
+            }
+        }
+    }
+    if t.ttt_lr_min.is_none() && (flat || c.lr_min > c.lr) {
+        c.lr_min = c.lr;
+    }
+    check_forward(
+        c.train_seq(),
+        c.train_batch,
+        "--ttt-train-seq x --ttt-train-batch",
+    )?;
+    Ok(c)
 }

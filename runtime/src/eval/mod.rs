@@ -9,18 +9,22 @@ pub mod audit;
 pub mod audit_ttt;
 mod metric;
 pub mod mixer;
+pub mod plan;
 mod score;
 pub mod stream;
 pub mod ttt;
 pub mod ttt_batch;
 pub mod ttt_full;
+pub mod ttt_recipe;
 mod windows;
 
 pub use metric::{BpbAccumulator, EvalResult};
+pub use plan::{Adaptation, AuditPlan, EvalPlan, EvalReport};
 pub use score::{score_tokens, score_window, TextScore, TokenScore};
 pub use stream::{AuditLog, StreamScorer};
 pub use ttt::{eval_lora_ttt, eval_lora_ttt_mixed, eval_per_document, TttConfig};
-pub use ttt_full::{eval_full_ttt, FullTttConfig};
+pub use ttt_full::{eval_full_ttt, FullTttConfig, LrRamp, TttOptimizer};
+pub use ttt_recipe::TttRecipe;
 pub use windows::{run_windows, sliding_windows, standard_windows, truncate_for_eval, Window};
 
 use crate::backend::Backend;

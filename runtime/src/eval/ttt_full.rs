@@ -1,24 +1,29 @@
-//! Full-model score-first test-time training over the stream (spec 7.3, 7.4; PR #461 recipe).
+//! Full-model score-first test-time training over the stream (spec 7.3, 7.4; PR #461 recipe,
+//! and the seed submissions' recipes made legal, [`super::ttt_recipe`]).
 //!
 //! The `N'` targets are split into chunks of `C` targets. Every eval window (standard, spec
 //! 7.1, or sliding, spec 7.2) belongs to the chunk holding its first scored target. For chunk
 //! `c = 0, 1, …`:
 //! 1. **score** all its windows with the current weights (each target once, in stream order,
-//!    through a [`StreamScorer`], optionally an online mixer);
+//!    through a [`StreamScorer`], optionally an online mixer), or with their Polyak average
+//!    when [`FullTttConfig::polyak`] is set;
 //! 2. if `c` is not the last chunk, **train** on its targets only (already scored): they are cut
 //!    into `floor(len / train_seq)` sequences, and `epochs` passes run over them in batches of
 //!    `train_batch` sequences, each step on the mean NLL, with global-norm clipping and SGD with
-//!    momentum and weight decay; blocks `0..freeze_blocks` stay frozen. The learning rate is
-//!    cosine over chunks with a floor, `lr_c = lr_min + (lr − lr_min)·½(1 + cos(π c/(n−1)))`,
-//!    times an optional linear warm-up over the first optimiser steps.
+//!    momentum or AdamW ([`TttOptimizer`]); only the parameters [`FullTttConfig::params`]
+//!    selects, outside blocks `0..freeze_blocks`, train. The learning rate is cosine over chunks
+//!    with a floor, `lr_c = lr_min + (lr − lr_min)·½(1 + cos(π c/(n−1)))`, times an optional
+//!    ramp over the first chunks ([`LrRamp`]) and an optional linear warm-up over the first
+//!    optimiser steps. With Polyak averaging, `avg ← d·avg + (1−d)·w` after every step.
 //!
 //! A target of chunk `c` is thus scored by weights built from the artifact and chunks `< c`
 //! only, and each token trains the model only after it was scored: legal by construction.
 //!
-//! The weights and the SGD momentum live on the backend for the whole pass: uploaded once,
-//! scored and trained in place (the step is backend ops: `sum_squares` for the clip factor,
-//! `sgd_update` per trainable tensor). Per training step the host reads the squared gradient
-//! norm and the model's few scalar factors; nothing is re-uploaded.
+//! The weights, the optimiser state and the average live on the backend for the whole pass:
+//! uploaded once, scored and trained in place (the step is backend ops: `sum_squares` for the
+//! clip factor, `sgd_update` / `adam_update` and `ema_update` per trainable tensor; the
+//! average is swapped in for scoring, not copied). Per training step the host reads the
+//! squared gradient norm and the model's few scalar factors; nothing is re-uploaded.
 
 use super::mixer::{for_each_target, MixedEval, MixerConfig};
 use super::stream::StreamScorer;
@@ -26,13 +31,13 @@ use super::{
     run_windows, sliding_windows, standard_windows, truncate_for_eval, EvalOptions, EvalResult,
     Window,
 };
-use crate::backend::cpu::optim::SgdStep;
+use crate::backend::cpu::optim::{AdamStep, SgdStep};
 use crate::backend::train::TrainBackend;
 use crate::model::{ModelWeights, Scalars};
 use crate::tokenizer::ByteLut;
 use crate::train::params::frozen;
 use crate::train::sgd::clip_coef;
-use crate::train::TrainModel;
+use crate::train::{ParamSelect, TrainModel};
 use crate::{Error, Result};
 
 /// Full-model TTT settings; the defaults are the PR #461 recipe (spec 7.4) except that the
@@ -59,12 +64,67 @@ pub struct FullTttConfig {
     pub lr_min: f32,
     /// Linear warm-up over the first optimiser steps (0: none).
     pub warmup_steps: usize,
-    pub momentum: f32,
+    /// A learning-rate multiplier ramping up over the first chunks (PR #687's "adaptive LR").
+    pub lr_ramp: Option<LrRamp>,
+    pub optimizer: TttOptimizer,
+    /// Weight decay: coupled (added to the gradient) with SGD, decoupled with AdamW, as torch.
     pub weight_decay: f32,
     /// Global gradient-norm clip (0: none).
     pub grad_clip: f32,
-    /// Blocks `0..freeze_blocks` are not trained.
+    /// The parameters that train, by state-dict name ([`ParamSelect::all`]: every one).
+    pub params: ParamSelect,
+    /// Blocks `0..freeze_blocks` are not trained (whatever `params` selects).
     pub freeze_blocks: usize,
+    /// Score with the Polyak average of the trained weights, `avg ← d·avg + (1−d)·w` after each
+    /// optimiser step, starting at the artifact's weights (PR #687 uses `d = 0.998`); training
+    /// continues from the live weights. `None`: score with the live weights.
+    pub polyak: Option<f32>,
+}
+
+/// The optimiser of full-model TTT.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TttOptimizer {
+    /// `torch.optim.SGD` with momentum (the PR #461 recipe).
+    Sgd { momentum: f32 },
+    /// `torch.optim.AdamW` (the seed submissions' recipes).
+    AdamW { beta1: f32, beta2: f32, eps: f32 },
+}
+
+impl TttOptimizer {
+    /// SGD with the published momentum 0.9.
+    pub const SGD: TttOptimizer = TttOptimizer::Sgd { momentum: 0.9 };
+    /// AdamW with torch's default betas and eps.
+    pub const ADAMW: TttOptimizer = TttOptimizer::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+
+    /// The name the command line takes (`sgd`, `adamw`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TttOptimizer::Sgd { .. } => "sgd",
+            TttOptimizer::AdamW { .. } => "adamw",
+        }
+    }
+}
+
+/// `lr_mult(c) = 1 + (max_mult − 1)·min(c / max(over·n, 1), 1)` for chunk `c` of `n`: the
+/// learning rate grows while the model has seen little of the stream (PR #687: 3.0 over the
+/// first 30% of the chunks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrRamp {
+    pub max_mult: f32,
+    /// Fraction of the chunks the ramp spans.
+    pub over: f32,
+}
+
+impl LrRamp {
+    /// The multiplier of chunk `c` of `n`.
+    pub fn mult(&self, c: usize, n: usize) -> f64 {
+        let span = (self.over as f64 * n as f64).max(1.0);
+        1.0 + (self.max_mult as f64 - 1.0) * (c as f64 / span).min(1.0)
+    }
 }
 
 impl Default for FullTttConfig {
@@ -80,10 +140,13 @@ impl Default for FullTttConfig {
             lr: 0.002,
             lr_min: 0.0,
             warmup_steps: 0,
-            momentum: 0.9,
+            lr_ramp: None,
+            optimizer: TttOptimizer::SGD,
             weight_decay: 0.0,
             grad_clip: 1.0,
+            params: ParamSelect::all(),
             freeze_blocks: 0,
+            polyak: None,
         }
     }
 }
@@ -114,11 +177,40 @@ impl FullTttConfig {
                 self.lr_min, self.lr
             ));
         }
-        let ok = (0.0..1.0).contains(&self.momentum)
-            && self.weight_decay.is_finite()
-            && self.weight_decay >= 0.0;
-        if !ok {
-            return bad("momentum must be in [0, 1) and weight decay >= 0".into());
+        match self.optimizer {
+            TttOptimizer::Sgd { momentum } if !(0.0..1.0).contains(&momentum) => {
+                return bad(format!("SGD momentum {momentum} must be in [0, 1)"));
+            }
+            TttOptimizer::AdamW { beta1, beta2, eps }
+                if !((0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && eps.is_finite()
+                    && eps > 0.0) =>
+            {
+                return bad(format!(
+                    "AdamW betas ({beta1}, {beta2}) must be in [0, 1) and eps {eps} > 0"
+                ));
+            }
+            _ => {}
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight decay {} must be >= 0", self.weight_decay));
+        }
+        if let Some(d) = self.polyak {
+            if !(0.0..=1.0).contains(&d) {
+                return bad(format!("Polyak decay {d} must be in [0, 1]"));
+            }
+        }
+        if let Some(r) = self.lr_ramp {
+            let ok =
+                r.max_mult.is_finite() && r.max_mult > 0.0 && r.over.is_finite() && r.over >= 0.0;
+            if !ok {
+                return bad(format!(
+                    "learning-rate ramp to {}x over {} of the chunks: need a positive \
+                     multiplier and a fraction >= 0",
+                    r.max_mult, r.over
+                ));
+            }
         }
         if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
             return bad("gradient clip must be >= 0".into());
@@ -140,7 +232,10 @@ impl FullTttConfig {
             0.0
         };
         let cos = 0.5 * (1.0 + (std::f64::consts::PI * frac).cos());
-        let lr = self.lr_min as f64 + (self.lr - self.lr_min) as f64 * cos;
+        let mut lr = self.lr_min as f64 + (self.lr - self.lr_min) as f64 * cos;
+        if let Some(r) = self.lr_ramp {
+            lr *= r.mult(c, n);
+        }
         let warm = if self.warmup_steps > 0 {
             ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
         } else {
@@ -207,48 +302,36 @@ pub fn full_ttt_into<B: TrainBackend + Clone>(
     };
     let n_chunks = n_targets.div_ceil(cfg.chunk);
     let per_chunk = chunk_windows(&windows, cfg.chunk, n_chunks);
-    // The weights go up once; the momentum buffers start as zeros (the first step replaces
-    // them, as torch's SGD does).
+    // The weights go up once; the optimiser state starts as zeros (SGD's first step replaces
+    // its buffer, as torch's does) and the Polyak average as a copy of the weights.
     let mut model = TrainModel::new(backend, weights)?;
     let be = model.backend().clone();
-    let trainable: Vec<bool> = model
-        .params()
-        .leaves()
+    let leaves = model.params().leaves();
+    cfg.params
+        .check(leaves.iter().map(|(n, _, _)| n.as_str()))?;
+    let trainable: Vec<bool> = leaves
         .iter()
-        .map(|(name, _, _)| !frozen(name, cfg.freeze_blocks))
+        .map(|(name, _, _)| cfg.params.matches(name) && !frozen(name, cfg.freeze_blocks))
         .collect();
-    let mut bufs = Vec::new();
-    for ((_, _, w), &t) in model.params().leaves().into_iter().zip(&trainable) {
-        if t {
-            let (r, c) = be.shape(w);
-            bufs.push(be.zeros(r, c)?);
-        }
+    if !trainable.contains(&true) {
+        return Err(Error::Usage(format!(
+            "full TTT: nothing to train (parameters {}, first {} blocks frozen)",
+            cfg.params, cfg.freeze_blocks
+        )));
     }
+    let mut state = OptState::new(&be, &leaves, &trainable, cfg)?;
+    drop(leaves);
     let mut step = 0usize;
     for (c, cw) in per_chunk.iter().enumerate() {
-        // 1. Score the chunk with the weights trained on chunks < c only.
-        let scorer = model.model();
-        let opts = EvalOptions {
-            seq_len: cfg.seq_len,
-            batch: cfg.batch,
-            progress: None,
-        };
-        if sink.wants_log_probs() {
-            for_each_target(scorer, stream, cw, opts, |t| {
-                let nll = -t.neural[t.y as usize];
-                sink.score(t.index, nll, Some(t.neural))
-            })?;
-        } else {
-            let mut err = None;
-            run_windows(scorer, stream, cw, opts, |t, nll| {
-                if err.is_none() {
-                    err = sink.score(t, nll, None).err();
-                }
-            })?;
-            if let Some(e) = err {
-                return Err(e);
-            }
+        // 1. Score the chunk with the weights trained on chunks < c only (or their average).
+        if let Some(avg) = state.avg.as_mut() {
+            swap_trainable(&mut model, &trainable, avg)?;
         }
+        let scored = score_chunk(model.model(), stream, cw, cfg, sink);
+        if let Some(avg) = state.avg.as_mut() {
+            swap_trainable(&mut model, &trainable, avg)?;
+        }
+        scored?;
         if let Some(p) = progress.as_mut() {
             p(c + 1, n_chunks, sink.totals());
         }
@@ -280,36 +363,196 @@ pub fn full_ttt_into<B: TrainBackend + Clone>(
                     .map(|((_, _, g), _)| g)
                     .collect();
                 let norm = be.sum_squares(&grads)?.sqrt();
-                let s = SgdStep {
-                    lr: cfg.lr_at(c, n_chunks, step),
-                    momentum: cfg.momentum,
-                    weight_decay: cfg.weight_decay,
-                    grad_scale: clip_coef(norm, cfg.grad_clip),
-                    first: step == 0,
-                };
-                let weights = model
+                let grad_scale = clip_coef(norm, cfg.grad_clip);
+                let lr = cfg.lr_at(c, n_chunks, step);
+                let weights: Vec<&mut B::Tensor> = model
                     .params_mut()
                     .leaves_mut()
                     .into_iter()
                     .zip(&trainable)
                     .filter(|(_, &t)| t)
-                    .map(|((_, _, w), _)| w);
-                for ((w, g), b) in weights.zip(grads).zip(&mut bufs) {
-                    be.sgd_update(w, g, b, &s)?;
-                }
-                let held = Scalars::tensors(model.params());
-                let vals = if held.is_empty() {
-                    Vec::new()
-                } else {
-                    be.read_values(&held)?
-                };
-                let scalars = Scalars::from_values(model.params(), &vals);
-                model.refresh(scalars)?;
+                    .map(|((_, _, w), _)| w)
+                    .collect();
+                state.step(&be, weights, &grads, lr, grad_scale, step)?;
+                refresh_scalars(&mut model)?;
                 step += 1;
             }
         }
     }
     Ok(())
+}
+
+/// Scores the windows `cw` of one chunk into `sink`.
+fn score_chunk<B: TrainBackend>(
+    scorer: &crate::model::DeviceModel<B>,
+    stream: &[u32],
+    cw: &[Window],
+    cfg: &FullTttConfig,
+    sink: &mut StreamScorer,
+) -> Result<()> {
+    let opts = EvalOptions {
+        seq_len: cfg.seq_len,
+        batch: cfg.batch,
+        progress: None,
+    };
+    if sink.wants_log_probs() {
+        for_each_target(scorer, stream, cw, opts, |t| {
+            let nll = -t.neural[t.y as usize];
+            sink.score(t.index, nll, Some(t.neural))
+        })
+    } else {
+        let mut err = None;
+        run_windows(scorer, stream, cw, opts, |t, nll| {
+            if err.is_none() {
+                err = sink.score(t, nll, None).err();
+            }
+        })?;
+        err.map_or(Ok(()), Err)
+    }
+}
+
+/// The scalar factors the forward multiplies by, read again after the weights changed.
+fn refresh_scalars<B: TrainBackend>(model: &mut TrainModel<B>) -> Result<()> {
+    let held = Scalars::tensors(model.params());
+    let vals = if held.is_empty() {
+        Vec::new()
+    } else {
+        model.backend().read_values(&held)?
+    };
+    let scalars = Scalars::from_values(model.params(), &vals);
+    model.refresh(scalars)
+}
+
+/// Exchanges the trainable weights of `model` with `other` (no copy: the tensors trade
+/// places), then refreshes the scalar factors.
+fn swap_trainable<B: TrainBackend>(
+    model: &mut TrainModel<B>,
+    trainable: &[bool],
+    other: &mut [B::Tensor],
+) -> Result<()> {
+    let weights = model
+        .params_mut()
+        .leaves_mut()
+        .into_iter()
+        .zip(trainable)
+        .filter(|(_, &t)| t)
+        .map(|((_, _, w), _)| w);
+    for (w, o) in weights.zip(other.iter_mut()) {
+        std::mem::swap(w, o);
+    }
+    refresh_scalars(model)
+}
+
+/// The optimiser state of the trainable tensors, on the backend: SGD's momentum buffers or
+/// AdamW's two moments, and the Polyak average.
+struct OptState<T> {
+    optimizer: TttOptimizer,
+    weight_decay: f32,
+    polyak: Option<f32>,
+    /// SGD: the momentum buffer; AdamW: the first moment.
+    m: Vec<T>,
+    /// AdamW's second moment (empty for SGD).
+    v: Vec<T>,
+    avg: Option<Vec<T>>,
+}
+
+impl<T> OptState<T> {
+    fn new<B: TrainBackend<Tensor = T>>(
+        be: &B,
+        leaves: &[(String, crate::model::Dims, &T)],
+        trainable: &[bool],
+        cfg: &FullTttConfig,
+    ) -> Result<Self> {
+        let live: Vec<&T> = leaves
+            .iter()
+            .zip(trainable)
+            .filter(|(_, &t)| t)
+            .map(|((_, _, w), _)| *w)
+            .collect();
+        let zeros = || -> Result<Vec<T>> {
+            live.iter()
+                .map(|w| {
+                    let (r, c) = be.shape(w);
+                    be.zeros(r, c)
+                })
+                .collect()
+        };
+        let v = match cfg.optimizer {
+            TttOptimizer::Sgd { .. } => Vec::new(),
+            TttOptimizer::AdamW { .. } => zeros()?,
+        };
+        let avg = match cfg.polyak {
+            Some(_) => Some(live.iter().map(|w| be.copy(w)).collect::<Result<_>>()?),
+            None => None,
+        };
+        Ok(OptState {
+            optimizer: cfg.optimizer,
+            weight_decay: cfg.weight_decay,
+            polyak: cfg.polyak,
+            m: zeros()?,
+            v,
+            avg,
+        })
+    }
+
+    /// One optimiser step (`step` counts from 0 over the run) of the trainable `weights`.
+    fn step<B: TrainBackend<Tensor = T>>(
+        &mut self,
+        be: &B,
+        mut weights: Vec<&mut T>,
+        grads: &[&T],
+        lr: f32,
+        grad_scale: f32,
+        step: usize,
+    ) -> Result<()> {
+        match self.optimizer {
+            TttOptimizer::Sgd { momentum } => {
+                let s = SgdStep {
+                    lr,
+                    momentum,
+                    weight_decay: self.weight_decay,
+                    grad_scale,
+                    first: step == 0,
+                };
+                for ((w, g), b) in weights.iter_mut().zip(grads).zip(&mut self.m) {
+                    be.sgd_update(w, g, b, &s)?;
+                }
+            }
+            TttOptimizer::AdamW { beta1, beta2, eps } => {
+                // torch.optim.AdamW: bias corrections in f64 at step t = step + 1, the decay
+                // `1 − lr·wd` first; the clipped gradient `g·grad_scale`.
+                let t = (step + 1) as i32;
+                let bc1 = 1.0 - (beta1 as f64).powi(t);
+                let bc2 = 1.0 - (beta2 as f64).powi(t);
+                let s = AdamStep {
+                    beta1,
+                    beta2,
+                    eps,
+                    step_size: (lr as f64 / bc1) as f32,
+                    bc2_sqrt: bc2.sqrt() as f32,
+                    decay: 1.0 - lr * self.weight_decay,
+                };
+                for (((w, g), m), v) in weights
+                    .iter_mut()
+                    .zip(grads)
+                    .zip(&mut self.m)
+                    .zip(&mut self.v)
+                {
+                    if grad_scale == 1.0 {
+                        be.adam_update(w, g, m, v, &s)?;
+                    } else {
+                        be.adam_update(w, &be.scaled(g, grad_scale)?, m, v, &s)?;
+                    }
+                }
+            }
+        }
+        if let (Some(avg), Some(d)) = (self.avg.as_mut(), self.polyak) {
+            for (a, w) in avg.iter_mut().zip(&weights) {
+                be.ema_update(a, w, d)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
