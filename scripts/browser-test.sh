@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Browser test of the WASM build (issue 6): builds bindings/wasm (release) and its JS glue, serves
-# examples/web on 127.0.0.1, loads the default model in Debian's headless Chromium, and checks
+# Browser test of the WASM build (issues 6 and 18): builds bindings/wasm (release) and its JS
+# glue, serves examples/web on 127.0.0.1, loads the default model in Debian's headless Chromium
+# (the model runs in the page's Web Worker, on the WebAssembly CPU path), and checks
 #   * the page's bits per byte of examples/web/fixed_text.txt equals native `pgolf-rt score`
-#     within 1e-4,
+#     within 1e-4, and the coloured view keeps the text's characters (newlines included),
 #   * the page's first score of that ~1 KB text takes under 2 s (performance.now() in the page),
-#   * a greedy continuation comes back non-empty,
-# and saves a screenshot to $SCREENSHOT (default target/browser-test/screenshot.png).
+#   * the worker's window-by-window score of a several-window text equals its one-call score,
+#     every token's log-probability bit for bit,
+#   * out-of-range fields and an empty prompt are refused, text split into byte-fallback tokens
+#     gets a note; a greedy continuation comes back
+#     non-empty, streamed (a message per token); a hover card shows the top guesses,
+#   * a 1000-token generation and a ~100 KB score (which shows progress and an estimated time)
+#     stop within $MAX_STOP_MS of the click on Stop, and a 50 ms main-thread timer never waits
+#     more than $MAX_TICK_GAP_MS during the long score,
+# and saves a screenshot to $SCREENSHOT (default ${CARGO_TARGET_DIR:-target}/browser-test/screenshot.png).
 # Installs what it needs (apt chromium + chromium-driver, rustup target wasm32-unknown-unknown,
 # wasm-bindgen-cli matching Cargo.lock, playwright-core into scripts/browser/node_modules); each
 # step is skipped when already done. The model is the committed default (models/); set
 # PGOLF_ARTIFACT / PGOLF_TOKENIZER to test another.
-# Env: PGOLF_ARTIFACT, PGOLF_TOKENIZER, SCREENSHOT, MAX_FIRST_SCORE_MS (2000), BPB_TOLERANCE (1e-4), TIMEOUT_S (300).
+# Env: PGOLF_ARTIFACT, PGOLF_TOKENIZER, SCREENSHOT, MAX_FIRST_SCORE_MS (2000), BPB_TOLERANCE (1e-4),
+# MAX_STOP_MS (500), MAX_TICK_GAP_MS (250), TIMEOUT_S (300), CARGO_TARGET_DIR (target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -23,8 +32,11 @@ tokenizer="${PGOLF_TOKENIZER:-$root/models/pg_sp1024_bpe.model}"
 for f in "$artifact" "$tokenizer"; do
   [ -f "$f" ] || die "$f is absent"
 done
-screenshot="${SCREENSHOT:-$root/target/browser-test/screenshot.png}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+screenshot="${SCREENSHOT:-$target_dir/browser-test/screenshot.png}"
 max_ms="${MAX_FIRST_SCORE_MS:-2000}"
+max_stop_ms="${MAX_STOP_MS:-500}"
+max_gap_ms="${MAX_TICK_GAP_MS:-250}"
 tol="${BPB_TOLERANCE:-1e-4}"
 timeout_s="${TIMEOUT_S:-300}"
 text="$root/examples/web/fixed_text.txt"
@@ -89,14 +101,15 @@ for _ in $(seq 50); do
 done
 echo "   http://127.0.0.1:$port/"
 
-step "headless Chromium: load the model, score the fixed text, generate"
+step "headless Chromium: load the model, score the fixed text, stream and stop generations and a long score"
 result="$(CHROMIUM="$chromium_bin" node scripts/browser/test.mjs "http://127.0.0.1:$port/index.html" \
   "$screenshot" "$timeout_s")" || true
 [ -n "$result" ] || die "the browser driver printed nothing"
 
-python3 - "$result" "$native_bpb" "$tol" "$max_ms" "$screenshot" <<'PY'
+python3 - "$result" "$native_bpb" "$tol" "$max_ms" "$screenshot" "$max_stop_ms" "$max_gap_ms" <<'PY'
 import json, math, os, sys
 res, native, tol, max_ms, shot = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+max_stop_ms, max_gap_ms = float(sys.argv[6]), float(sys.argv[7])
 for line in res.get("console", []):
     print("   console:", line)
 fails = []
@@ -109,6 +122,7 @@ if not first:
 else:
     wasm = first["bits_per_byte"]
     diff = abs(wasm - native)
+    print(f"   path: {res.get('path')}")
     print(f"   artifact {res['artifactBytes']} bytes, loaded in {res['loadMs']:.0f} ms (decode {res['buildMs']:.0f} ms), {res['info']['param_count']} parameters")
     print(f"   first score: {first['num_tokens']} tokens, {first['total_bytes']} bytes, {first['chars']} chars in {first['ms']:.1f} ms")
     second = res.get("secondScore") or {}
@@ -124,10 +138,52 @@ else:
         fails.append(f"{res.get('tokenSpans')} coloured tokens for {first['num_tokens']} scored")
     if not first["ms"] < max_ms:
         fails.append(f"first score took {first['ms']:.0f} ms, over {max_ms:.0f} ms")
+    if not res.get("keepsText"):
+        fails.append("the coloured view's characters differ from the text's (whitespace or newlines lost)")
+    print(f"   footer: {res.get('footer')}")
+    if f"{res['info']['num_layers']}-layer" not in (res.get("footer") or ""):
+        fails.append(f"the footer does not give the model's {res['info']['num_layers']} layers: {res.get('footer')!r}")
+chunk = res.get("chunkCheck") or {}
+print(f"   window by window vs one call ({chunk.get('num_tokens')} tokens): {chunk.get('chunked')!r} vs {chunk.get('whole')!r}, same token log-probs: {chunk.get('sameTokens')}")
+if not (chunk.get("sameTokens") and chunk.get("chunked") == chunk.get("whole")):
+    fails.append(f"the stepped score differs from the one-call score: {chunk}")
+print(f"   {res.get('refusals')}")
 gen = res.get("generation") or {}
-print(f"   greedy continuation ({gen.get('ms', float('nan')):.0f} ms): {gen.get('prompt', '')!r} + {gen.get('text')!r}")
+print(f"   greedy continuation ({gen.get('ms', float('nan')):.0f} ms, {gen.get('pieces')} streamed messages): {gen.get('prompt', '')!r} + {gen.get('text')!r}")
 if not gen.get("text"):
     fails.append(f"no continuation: {gen}")
+if not (gen.get("pieces") or 0) >= 5:
+    fails.append(f"the continuation was not streamed: {gen.get('pieces')} piece messages")
+card = res.get("hoverCard") or ""
+print("   hover card: " + " | ".join(card.splitlines()))
+note = res.get("byteFallbackNote") or ""
+print(f"   byte-fallback note: {note!r}")
+if "raw byte" not in note:
+    fails.append(f"no note for a text split into byte-fallback tokens: {note!r}")
+lg = res.get("longGeneration") or {}
+stop = lg.get("stop") or {}
+print(f"   long generation: stopped after {lg.get('tokens')} of 1000 tokens ({lg.get('pieces')} streamed messages), {stop.get('ms', float('nan')):.0f} ms after the click on Stop")
+if not (lg.get("stopped") and (lg.get("tokens") or 1000) < 1000 and stop.get("task") == "generate"):
+    fails.append(f"the long generation did not stop: {lg}")
+elif not stop["ms"] < max_stop_ms:
+    fails.append(f"the long generation stopped {stop['ms']:.0f} ms after the click, over {max_stop_ms:.0f} ms")
+ls = res.get("longScore") or {}
+stop = ls.get("stop") or {}
+eta = ls.get("eta_before_s")
+print(f"   long score: {ls.get('chars')} chars, {ls.get('targets_total')} tokens in {ls.get('windows_total')} windows, estimated {eta if eta is None else round(eta, 1)} s before it ran")
+print(f"   long score: {ls.get('progress_messages')} progress messages, stopped at {ls.get('targets_done')} tokens ({ls.get('partial_bpb')!r} bits per byte so far), {stop.get('ms', float('nan')):.0f} ms after the click on Stop")
+print(f"   long score: page shows {ls.get('shown')!r}")
+print(f"   main-thread 50 ms timer during the long score: {ls.get('ticks')} ticks, largest gap {ls.get('max_gap_ms', float('nan')):.0f} ms")
+if not (ls.get("progress_messages") or 0) >= 3 or not 0 < (ls.get("targets_done") or 0) < (ls.get("targets_total") or 0):
+    fails.append(f"the long score showed no progress: {ls}")
+if ls.get("eta_before_s") is None or ls.get("eta_last_s") is None:
+    fails.append(f"no estimated time for the long score: {ls}")
+if stop.get("task") != "score":
+    fails.append(f"the long score did not stop: {ls}")
+elif not stop["ms"] < max_stop_ms:
+    fails.append(f"the long score stopped {stop['ms']:.0f} ms after the click, over {max_stop_ms:.0f} ms")
+if not (ls.get("ticks") or 0) >= 3 or not ls["max_gap_ms"] < max_gap_ms:
+    fails.append(f"the main thread stalled during the long score: largest timer gap {ls.get('max_gap_ms')} ms (limit {max_gap_ms:.0f})")
 if not os.path.isfile(shot):
     fails.append(f"no screenshot at {shot}")
 else:

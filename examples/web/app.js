@@ -1,56 +1,54 @@
-// pgolf-rt browser demo: plain ES module, no bundler. Loads the wasm-bindgen package from ./pkg,
-// then model.ptz and tokenizer.model from this folder.
-import init, { WasmModel } from "./pkg/pgolf_rt_wasm.js";
+// pgolf-rt browser demo, the page's side: plain ES module, no bundler. The model runs in a Web
+// Worker (worker.js); this module only checks the fields, sends the worker tasks, shows their
+// progress and results as messages arrive, and sends "stop". It never runs the model itself, so
+// the page stays responsive whatever the worker is doing.
+import { describe, drawLegend, renderTokens } from "./heatmap.js";
 
 const $ = (id) => document.getElementById(id);
-const MAX_BITS = 16; // colour scale: 0 bits green ... MAX_BITS and more red
+const fmt = (n) => n.toLocaleString("en-US");
 
 // State read by scripts/browser-test.sh (and handy in the console).
 const state = (window.pgolf = {
   ready: false,
   error: null,
+  path: "wasm-cpu", // where the model runs: WebAssembly on the CPU, in a worker
   artifactBytes: 0,
   loadMs: null,
-  scores: [], // {bits_per_byte, total_bits, total_bytes, num_tokens, ms, chars}
-  model: null,
+  buildMs: null,
+  info: null,
+  scores: [], // finished scores: {bits_per_byte, total_bits, total_bytes, num_tokens, ms, chars}
+  scoreEvents: [], // the running score's messages: {type, targets_done, targets_total, eta_s, at}
+  genEvents: 0, // "gen-piece" messages of the running generation
+  lastGeneration: null, // {prompt, text, ms, tokens, pieces, stopped}
+  stops: [], // {task, ms}: from the click on Stop to the worker's answer
+  busy: null, // "score" | "generate" | null
 });
+
+const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+let lastText = ""; // the text of the score shown
+let lastScore = null;
+let stopClickedAt = null;
+let genPrompt = "";
+const alternatives = new Map(); // token index -> [{piece, prob}] of the score shown
 
 function setStatus(text, kind = "info") {
   $("status").textContent = text;
   $("status").dataset.state = kind;
 }
 
-function fail(err) {
-  console.error(err);
-  state.error = String(err && err.message ? err.message : err);
-  setStatus("Error: " + state.error, "error");
+function fail(message) {
+  console.error(message);
+  state.error = message;
+  setStatus("Error: " + message, "error");
 }
 
-const nextFrame = () => new Promise((r) => setTimeout(r, 0));
-
-async function fetchBytes(url) {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`fetching ${url}: HTTP ${res.status}`);
-  return new Uint8Array(await res.arrayBuffer());
-}
-
-function colour(bits) {
-  const t = Math.min(Math.max(bits / MAX_BITS, 0), 1);
-  const hue = 120 * (1 - t); // 120 green -> 0 red
-  return `hsl(${hue.toFixed(0)}, 85%, ${(88 - 18 * t).toFixed(0)}%)`;
-}
-
-function drawLegend() {
-  const el = $("legend");
-  el.append("0 bits");
-  for (let b = 0; b <= MAX_BITS; b += 2) {
-    const s = document.createElement("span");
-    s.className = "swatch";
-    s.style.background = colour(b);
-    s.title = `${b} bits`;
-    el.append(s);
-  }
-  el.append(`${MAX_BITS}+ bits`);
+function setBusy(task) {
+  state.busy = task;
+  const idle = task === null;
+  $("score-btn").disabled = !idle;
+  $("gen-btn").disabled = !idle;
+  $("score-stop").disabled = task !== "score";
+  $("gen-stop").disabled = task !== "generate";
 }
 
 // A number field's value, checked against its own min, max and step (integers where the step
@@ -68,121 +66,241 @@ function field(id, name) {
   return v;
 }
 
+const seconds = (s) => (s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`);
+
+const byteFallbackNote = (n, what) =>
+  n > 0
+    ? `${fmt(n)} ${what} token${n === 1 ? " is a raw byte" : "s are raw bytes"}: the vocabulary has no ` +
+      "piece for some characters, so the model sees their UTF-8 bytes one token each (and predicts them poorly)."
+    : "";
+
+// ---- scoring ----
+
 function score() {
   const text = $("text").value;
-  if (text.length === 0) {
+  if (text.trim().length === 0) {
     $("score-ms").textContent = "nothing to score: the text is empty";
-    $("tokens").replaceChildren();
     return;
   }
-  const t0 = performance.now();
-  let s;
-  try {
-    s = state.model.score(text);
-  } catch (e) {
-    fail(e);
-    return;
+  state.scoreEvents = [];
+  $("score-note").textContent = "";
+  $("score-eta").textContent = "tokenizing…";
+  $("score-progress").value = 0;
+  setBusy("score");
+  lastText = text;
+  worker.postMessage({ type: "score", text });
+}
+
+function onScoreStart(m) {
+  const eta = m.eta_s === null ? "" : `, estimated ${seconds(m.eta_s)}`;
+  $("score-eta").textContent = `${fmt(m.targets_total)} tokens in ${fmt(m.windows_total)} window(s)${eta}`;
+  $("score-note").textContent = byteFallbackNote(m.byte_fallback_tokens, "of the text's");
+  state.scoreEvents.push({ ...m, at: performance.now() });
+}
+
+function onScoreProgress(m) {
+  state.scoreEvents.push({ ...m, at: performance.now() });
+  $("score-progress").value = m.targets_done / m.targets_total;
+  if (m.windows_done < m.windows_total) {
+    const eta = m.eta_s === null ? "" : ` · about ${seconds(m.eta_s)} left`;
+    $("score-eta").textContent =
+      `${fmt(m.targets_done)} / ${fmt(m.targets_total)} tokens · ${m.bits_per_byte.toFixed(4)} bits per byte so far · ` +
+      `${fmt(Math.round(m.targets_per_s))} tokens/s${eta}`;
   }
-  const ms = performance.now() - t0;
-  const frag = document.createDocumentFragment();
-  for (const t of s.tokens) {
-    const span = document.createElement("span");
-    span.textContent = t.piece;
-    span.style.background = colour(t.bits);
-    span.title = `id ${t.id}  ${JSON.stringify(t.piece)}\n${t.bits.toFixed(2)} bits (logprob ${t.logprob.toFixed(4)} nats)\n${t.bytes} byte(s)`;
-    frag.append(span);
-  }
-  $("tokens").replaceChildren(frag);
-  $("bpb").textContent = Number.isFinite(s.bits_per_byte) ? s.bits_per_byte.toFixed(4) : "–";
+}
+
+function onScoreDone({ result: s, ms }) {
+  lastScore = s;
+  alternatives.clear();
+  renderTokens($("tokens"), lastText, s);
+  $("bpb").textContent = s.bits_per_byte.toFixed(4);
   $("bpb").dataset.bpb = String(s.bits_per_byte);
-  $("ntokens").textContent = s.num_tokens;
-  $("nbytes").textContent = s.total_bytes;
+  $("ntokens").textContent = fmt(s.num_tokens);
+  $("nbytes").textContent = fmt(s.total_bytes);
   $("score-ms").textContent = `${ms.toFixed(0)} ms`;
   $("score-ms").dataset.ms = String(ms);
+  $("score-eta").textContent = "";
+  $("score-progress").value = 1;
   state.scores.push({
     bits_per_byte: s.bits_per_byte,
     total_bits: s.total_bits,
     total_bytes: s.total_bytes,
     num_tokens: s.num_tokens,
     ms,
-    chars: text.length,
+    chars: lastText.length,
   });
+  setBusy(null);
+  state.ready = true;
 }
 
-async function generate() {
+function onScoreStopped(m) {
+  noteStop("score");
+  $("score-eta").textContent =
+    `stopped at ${fmt(m.targets_done)} / ${fmt(m.targets_total)} tokens ` +
+    `(${m.bits_per_byte.toFixed(4)} bits per byte so far)`;
+  setBusy(null);
+}
+
+// ---- the hover card ----
+
+function showCard(span) {
+  const i = Number(span.dataset.i);
+  const t = lastScore && lastScore.tokens[i];
+  if (!t) return;
+  const card = $("hovercard");
+  card.dataset.i = String(i);
+  card.textContent = describe(t, alternatives.has(i) ? alternatives.get(i) : null);
+  const r = span.getBoundingClientRect();
+  card.style.left = `${window.scrollX + r.left}px`;
+  card.style.top = `${window.scrollY + r.bottom + 4}px`;
+  card.hidden = false;
+  if (!alternatives.has(i) && state.busy === null) worker.postMessage({ type: "alternatives", target: i, k: 3 });
+}
+
+function onAlternatives({ target, list }) {
+  alternatives.set(target, list);
+  const card = $("hovercard");
+  if (!card.hidden && card.dataset.i === String(target)) card.textContent = describe(lastScore.tokens[target], list);
+}
+
+// ---- generation ----
+
+function generate() {
   const prompt = $("prompt").value;
-  let n, temp, topk, seed;
+  let n, temperature, topK, seed;
   try {
     n = field("gen-n", "tokens");
-    temp = field("gen-temp", "temperature");
-    topk = field("gen-topk", "top-k");
-    seed = BigInt(field("gen-seed", "seed"));
+    temperature = field("gen-temp", "temperature");
+    topK = field("gen-topk", "top-k");
+    seed = field("gen-seed", "seed");
   } catch (e) {
     $("gen-ms").textContent = e.message;
     return;
   }
-  $("gen-btn").disabled = true;
-  $("gen-ms").textContent = "generating…";
-  await nextFrame();
-  try {
-    const t0 = performance.now();
-    const out = state.model.generate(prompt, n, temp, topk, seed);
-    const ms = performance.now() - t0;
-    $("gen-prompt").textContent = prompt;
-    $("gen-out").textContent = out;
-    $("gen-ms").textContent = `${n} tokens in ${ms.toFixed(0)} ms`;
-    state.lastGeneration = { prompt, text: out, ms };
-  } catch (e) {
-    fail(e);
-  } finally {
-    $("gen-btn").disabled = false;
+  if (prompt.trim().length === 0) {
+    $("gen-ms").textContent = "nothing to continue: the prompt is empty";
+    return;
   }
+  genPrompt = prompt;
+  state.genEvents = 0;
+  $("gen-prompt").textContent = prompt;
+  $("gen-out").textContent = "";
+  $("gen-note").textContent = "";
+  $("gen-ms").textContent = "generating…";
+  setBusy("generate");
+  worker.postMessage({ type: "generate", prompt, n, temperature, topK, seed });
 }
 
-async function main() {
-  drawLegend();
-  const t0 = performance.now();
-  await init();
-  setStatus("Downloading the model…");
-  const [artifact, tokenizer, sample] = await Promise.all([
-    fetchBytes("model.ptz"),
-    fetchBytes("tokenizer.model"),
-    fetch("fixed_text.txt").then((r) => (r.ok ? r.text() : "")),
-  ]);
-  const tFetched = performance.now();
-  state.artifactBytes = artifact.length;
-  $("artifact-size").textContent =
-    `${artifact.length.toLocaleString("en-US")} bytes (${(artifact.length / 1e6).toFixed(2)} MB)`;
-  setStatus("Decompressing and dequantizing…");
-  await nextFrame();
-  const tBuild = performance.now();
-  state.model = new WasmModel(artifact, tokenizer);
-  const tReady = performance.now();
-  state.loadMs = tReady - t0;
-  state.buildMs = tReady - tBuild;
-  $("load-time").textContent =
-    `${(state.loadMs / 1000).toFixed(2)} s (download ${((tFetched - t0) / 1000).toFixed(2)} s, ` +
-    `decode ${(state.buildMs / 1000).toFixed(2)} s)`;
-  const info = state.model.info();
+function onGenPiece({ text, generated, ms }) {
+  state.genEvents += 1;
+  $("gen-out").textContent += text;
+  $("gen-ms").textContent = `${generated} tokens · ${((1000 * generated) / ms).toFixed(0)} tokens/s`;
+}
+
+function onGenDone({ text, tokens, ms, stopped }) {
+  if (stopped) noteStop("generate");
+  $("gen-out").textContent = text;
+  const rate = `${((1000 * tokens) / ms).toFixed(0)} tokens/s`;
+  $("gen-ms").textContent = `${stopped ? "stopped after " : ""}${tokens} tokens in ${ms.toFixed(0)} ms (${rate})`;
+  state.lastGeneration = { prompt: genPrompt, text, ms, tokens, pieces: state.genEvents, stopped };
+  setBusy(null);
+}
+
+// ---- stop ----
+
+function stop() {
+  stopClickedAt = performance.now();
+  worker.postMessage({ type: "stop" });
+}
+
+function noteStop(task) {
+  if (stopClickedAt !== null) state.stops.push({ task, ms: performance.now() - stopClickedAt });
+  stopClickedAt = null;
+}
+
+// ---- loading ----
+
+function onLoaded({ info, artifactBytes, fetchMs, buildMs }) {
   state.info = info;
-  $("param-count").textContent = info.param_count.toLocaleString("en-US");
+  state.artifactBytes = artifactBytes;
+  state.loadMs = performance.now() - state.t0;
+  state.buildMs = buildMs;
+  $("artifact-size").textContent = `${fmt(artifactBytes)} bytes (${(artifactBytes / 1e6).toFixed(2)} MB)`;
+  $("load-time").textContent =
+    `${(state.loadMs / 1000).toFixed(2)} s (download ${(fetchMs / 1000).toFixed(2)} s, ` +
+    `decode ${(buildMs / 1000).toFixed(2)} s)`;
+  $("param-count").textContent = fmt(info.param_count);
   $("arch").textContent =
     `${info.num_layers} layers, d=${info.model_dim}, ${info.num_heads} heads / ${info.num_kv_heads} KV, ` +
-    `MLP ${info.mlp_hidden}, vocab ${info.vocab_size}${info.tied_embeddings ? ", tied" : ""}`;
+    `MLP ${info.mlp_hidden}, vocab ${info.vocab_size}${info.tied_embeddings ? ", tied" : ""}, context ${info.context}`;
   $("arch").title = info.summary;
+  $("path").textContent = "WebAssembly (CPU, SIMD), in a Web Worker";
   $("footer-model").textContent =
-    `${info.num_layers}-layer GPT (${info.param_count.toLocaleString("en-US")} parameters)`;
-  for (const id of ["text", "prompt", "score-btn", "gen-btn"]) $(id).disabled = false;
-  $("text").value = sample;
+    `a ${info.num_layers}-layer GPT of ${fmt(info.param_count)} parameters (d=${info.model_dim}, ` +
+    `${(artifactBytes / 1e6).toFixed(2)} MB artifact)`;
+  for (const id of ["text", "prompt"]) $(id).disabled = false;
+  setBusy(null);
   setStatus("Ready.", "ready");
-  await nextFrame();
-  if (sample) score(); // the page's first score: the ~1 KB sample text
-  state.ready = true;
+  if (state.sample) {
+    $("text").value = state.sample;
+    score(); // the page's first score: the ~1 KB sample text (then the page is ready)
+  } else state.ready = true;
+}
+
+function onError({ task, message }) {
+  if (task === "load" || !state.ready) return fail(message);
+  if (task === "generate") $("gen-ms").textContent = message;
+  else if (task === "score") $("score-eta").textContent = message;
+  else console.error(`${task}: ${message}`);
+  if (task === state.busy) setBusy(null);
+}
+
+const handlers = {
+  loaded: onLoaded,
+  "score-start": onScoreStart,
+  "score-progress": onScoreProgress,
+  "score-done": onScoreDone,
+  "score-stopped": onScoreStopped,
+  "gen-start": (m) => ($("gen-note").textContent = byteFallbackNote(m.byte_fallback_tokens, "of the prompt's")),
+  "gen-piece": onGenPiece,
+  "gen-done": onGenDone,
+  alternatives: onAlternatives,
+  "check-chunked": (m) => state.onCheck && state.onCheck(m),
+  error: onError,
+};
+
+worker.onmessage = ({ data }) => {
+  const h = handlers[data.type];
+  if (h) h(data);
+  else console.error("unknown message from the worker", data);
+};
+worker.onerror = (e) => fail(`the worker failed: ${e.message || "(no message: see the console)"}`);
+
+// Test hook: scores `text` in the worker both window by window and in one call.
+state.checkChunked = (text) =>
+  new Promise((resolve) => {
+    state.onCheck = resolve;
+    worker.postMessage({ type: "check-chunked", text });
+  });
+
+async function main() {
+  drawLegend($("legend"));
+  state.t0 = performance.now();
+  const res = await fetch("fixed_text.txt");
+  state.sample = res.ok ? await res.text() : "";
+  setStatus("Downloading and preparing the model (in a Web Worker)…");
+  worker.postMessage({ type: "load", artifact: "model.ptz", tokenizer: "tokenizer.model" });
 }
 
 $("score-btn").addEventListener("click", score);
 $("gen-btn").addEventListener("click", generate);
+$("score-stop").addEventListener("click", stop);
+$("gen-stop").addEventListener("click", stop);
 $("text").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) score();
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && state.busy === null) score();
 });
-main().catch(fail);
+$("tokens").addEventListener("mouseover", (e) => {
+  if (e.target.classList.contains("tok")) showCard(e.target);
+});
+$("tokens").addEventListener("mouseleave", () => ($("hovercard").hidden = true));
+main().catch((e) => fail(String(e && e.message ? e.message : e)));

@@ -4,7 +4,8 @@
 #   python3 -m http.server -b 127.0.0.1 -d examples/web 8000   # open http://127.0.0.1:8000/
 # Needs: rustup target wasm32-unknown-unknown and wasm-bindgen-cli of the same version as the
 # wasm-bindgen crate in Cargo.lock (scripts/browser-test.sh installs both).
-# Env: PGOLF_ARTIFACT, PGOLF_TOKENIZER (e.g. ../shared/reference/baseline9L_int8_zlib.ptz).
+# Env: PGOLF_ARTIFACT, PGOLF_TOKENIZER (e.g. ../shared/reference/baseline9L_int8_zlib.ptz);
+# CARGO_TARGET_DIR (where the wasm is built and looked for; cargo metadata honours it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

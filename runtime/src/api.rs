@@ -3,8 +3,11 @@
 //! [`Model`] bundles the weights (on the CPU backend) with their SentencePiece tokenizer.
 //! [`Model::score`] gives per-token log-probabilities and the text's bits per byte, exactly as
 //! `pgolf-rt score` computes them; [`Model::generate`] continues a prompt over a KV cache
-//! ([`Model::generate_with`] streams it). The same API runs in a browser through
-//! `bindings/wasm` (build the runtime with `default-features = false`).
+//! ([`Model::generate_with`] streams it). Both also come resumable, for callers that must not
+//! block (a browser's event loop): [`Model::scorer`] scores a text a few windows per
+//! [`TextScorer::step`], and [`Model::generator`] picks one token per [`Generator::next_piece`].
+//! The same API runs in a browser through `bindings/wasm` (build the runtime with
+//! `default-features = false`).
 //!
 //! The examples run as doctests against the reference artifact in `../shared` when it is there
 //! (they do nothing otherwise):
@@ -26,8 +29,11 @@
 
 use crate::artifact::Artifact;
 use crate::backend::cpu::CpuBackend;
-use crate::backend::Precision;
-use crate::eval::{score_tokens, score_window, TextScore};
+use crate::backend::{Backend, Precision};
+use crate::eval::plan::{Adaptation, EvalPlan, EvalReport};
+use crate::eval::{
+    run_windows, score_window, sliding_windows, EvalOptions, TextScore, TokenScore, Window,
+};
 use crate::model::{ConfigOverrides, Decoder, DeviceModel, ModelConfig, ModelWeights};
 use crate::tokenizer::{ByteLut, PieceType, Tokenizer};
 use crate::{Error, Result};
@@ -239,6 +245,58 @@ impl Model {
         &self.model.config
     }
 
+    /// Evaluates a token stream (BOS-delimited documents, as in a challenge shard) as `plan`
+    /// says: standard or sliding windows, LoRA or full-model TTT (any recipe), the online
+    /// mixer, the legality audit ([`crate::eval::plan`]); what `pgolf-rt eval` runs for the
+    /// same flags. A plan without adaptation runs at this model's precision; TTT trains in
+    /// float32 (the CPU backward), from a float32 copy of the weights made for the call.
+    ///
+    /// ```
+    /// use pgolf_rt::eval::plan::{Adaptation, AuditPlan, EvalPlan};
+    /// use pgolf_rt::eval::{FullTttConfig, TttRecipe};
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let model = pgolf_rt::Model::load(artifact, tokenizer)?;
+    ///     let mut tokens = vec![model.tokenizer().bos_id()];
+    ///     tokens.extend(model.tokenizer().encode(&"The museum opened last June. ".repeat(60)));
+    ///     let plain = EvalPlan { seq_len: 128, ..EvalPlan::default() };
+    ///     let ttt = FullTttConfig { chunk: 256, ..TttRecipe::Pr461.config(model.config(), &FullTttConfig::default()) };
+    ///     let adapted = EvalPlan {
+    ///         adapt: Adaptation::Full(ttt),
+    ///         audit: Some(AuditPlan::default()),
+    ///         ..plain.clone()
+    ///     };
+    ///     let (a, b) = (model.evaluate(&plain, &tokens)?, model.evaluate(&adapted, &tokens)?);
+    ///     assert!(b.audit.unwrap().passed());
+    ///     assert_eq!(a.result.tokens, b.result.tokens);
+    ///     assert!(b.result.val_bpb < a.result.val_bpb, "TTT learns the repeated sentence");
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn evaluate(&self, plan: &EvalPlan, tokens: &[u32]) -> Result<EvalReport> {
+        let vocab = self.config().vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Usage(format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+        match plan.adapt {
+            Adaptation::None => plan.run_inference(&self.model, tokens, &self.lut, None),
+            _ => {
+                let be = self.model.backend();
+                let weights = ModelWeights {
+                    config: self.model.config.clone(),
+                    params: self.model.params.try_map(|_, _, t| {
+                        let (r, c) = be.shape(t);
+                        crate::model::Matrix::new(r, c, be.download(t)?)
+                    })?,
+                };
+                plan.run(CpuBackend::new(), &weights, tokens, &self.lut, None)
+            }
+        }
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
@@ -250,6 +308,8 @@ impl Model {
     /// Same numbers as `pgolf-rt score`: windows of [`Model::context`] tokens, advancing by 64
     /// once the text is longer than that. A text that fits in one window runs one forward pass of
     /// its own length (not padded to the full window), which gives the same log-probabilities.
+    /// Four windows share a forward pass, as in `pgolf-rt score`; it is exactly what a
+    /// [`Model::scorer`] stepped to its end gives.
     ///
     /// ```
     /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
@@ -270,11 +330,9 @@ impl Model {
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
     pub fn score(&self, text: &str) -> Result<TextScore> {
-        let mut ids = vec![self.tokenizer.bos_id()];
-        ids.extend(self.tokenizer.encode(text));
-        // One window covers the text: run it at its own length unless that changes the RoPE base.
-        let seq = score_window(self.config(), ids.len() - 1, self.context);
-        score_tokens(&self.model, &ids, &self.lut, seq, 64.min(seq))
+        let mut job = self.scorer(text)?;
+        job.step(usize::MAX)?;
+        job.finish()
     }
 
     /// The text each token stands for, in order, such that the strings concatenate to the
@@ -362,58 +420,446 @@ impl Model {
         decoding: Decoding,
         mut on_piece: impl FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        let mut g = self.generator(prompt, n, sampling, decoding)?;
+        while let Some(piece) = g.next_piece()? {
+            if !on_piece(&piece) {
+                break;
+            }
+        }
+        let rest = g.finish();
+        if !rest.is_empty() {
+            on_piece(&rest);
+        }
+        Ok(g.into_generation())
+    }
+
+    /// [`Model::generate_with`] as an iterator the caller drives: each
+    /// [`Generator::next_piece`] picks one token (the same tokens, for the same seed and
+    /// `decoding`), so a caller that must not block (a browser's event loop) can stop between
+    /// any two tokens. Errors, before any work, for a temperature that is not a finite number
+    /// `>= 0`.
+    ///
+    /// ```
+    /// use pgolf_rt::{Decoding, Model, Sampling};
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let model = Model::load(artifact, tokenizer)?;
+    ///     let s = Sampling { temperature: 0.8, top_k: 40, seed: 5 };
+    ///     let mut g = model.generator("Once upon a time", 8, &s, Decoding::Cached)?;
+    ///     let mut text = String::new();
+    ///     while let Some(piece) = g.next_piece()? {
+    ///         text.push_str(&piece); // show it, check for a stop request, ...
+    ///     }
+    ///     text.push_str(&g.finish());
+    ///     assert_eq!(text, model.generate("Once upon a time", 8, &s)?);
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn generator(
+        &self,
+        prompt: &str,
+        n: usize,
+        sampling: &Sampling,
+        decoding: Decoding,
+    ) -> Result<Generator<'_>> {
         if !sampling.temperature.is_finite() || sampling.temperature < 0.0 {
             return Err(Error::Usage(format!(
                 "temperature {} must be a finite number >= 0",
                 sampling.temperature
             )));
         }
-        let context = self.context.max(1);
         let mut ids = vec![self.tokenizer.bos_id()];
         ids.extend(self.tokenizer.encode(prompt));
-        let prompt_tokens = ids.len();
         let mut detok = Detokenizer::new(&self.tokenizer);
         for &id in &ids {
             detok.push(id);
         }
-        let mut dec = Decoder::new(&self.model);
-        let mut rng = SplitMix64(sampling.seed);
-        let mut text = String::new();
-        for _ in 0..n {
-            let lp = match decoding {
-                Decoding::Recompute => {
-                    let ctx = &ids[ids.len().saturating_sub(context)..];
-                    let last = ctx.len() - 1;
-                    self.model.log_probs(ctx, 1, ctx.len(), Some(&[last]))?
-                }
-                // The first token, or a full window: prefill the last `context` (first) or
-                // `context / 2` (full window) tokens.
-                Decoding::Cached if dec.is_empty() => {
-                    dec.prefill(&ids[ids.len().saturating_sub(context)..])?
-                }
-                Decoding::Cached if dec.len() >= context => {
-                    dec.prefill(&ids[ids.len().saturating_sub((context / 2).max(1))..])?
-                }
-                Decoding::Cached => dec.step(ids[ids.len() - 1])?,
-            };
-            let id = pick(&lp, sampling, &mut rng);
-            ids.push(id);
-            let piece = detok.push(id);
-            text.push_str(&piece);
-            if !on_piece(&piece) {
-                break;
-            }
-        }
-        let rest = detok.finish();
-        if !rest.is_empty() {
-            text.push_str(&rest);
-            on_piece(&rest);
-        }
-        Ok(Generation {
-            text,
-            tokens: ids.split_off(prompt_tokens),
-            prompt_tokens,
+        Ok(Generator {
+            model: self,
+            sampling: sampling.clone(),
+            decoding,
+            prompt_tokens: ids.len(),
+            ids,
+            remaining: n,
+            dec: Decoder::new(&self.model),
+            detok,
+            rng: SplitMix64(sampling.seed),
+            text: String::new(),
         })
+    }
+
+    /// Starts scoring `text` as [`Model::score`] does (BOS first, the same windows), to be run a
+    /// few windows at a time with [`TextScorer::step`]; [`TextScorer::finish`] then gives
+    /// exactly [`Model::score`]'s [`TextScore`], every log-probability bit for bit, whatever
+    /// the step sizes (a step runs whole groups of four windows per forward pass, the grouping
+    /// of [`Model::score`]; [`TextScorer::with_batch`] changes it, e.g. to one window per
+    /// pass for the shortest steps). Tokenizes once; errors for an empty text.
+    ///
+    /// ```
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let model = pgolf_rt::Model::load(artifact, tokenizer)?;
+    ///     let text = "It was a bright cold day in April, and the clocks were striking thirteen. ".repeat(60);
+    ///     let mut job = model.scorer(&text)?;
+    ///     while !job.is_done() {
+    ///         let p = job.step(1)?; // one group of windows: show p, check for a stop request, ...
+    ///         println!("{} / {} tokens, {:.3} bits per byte so far", p.targets_done, p.targets_total, p.bits_per_byte);
+    ///     }
+    ///     assert_eq!(job.finish()?, model.score(&text)?);
+    ///     assert!(model.scorer("").is_err());
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn scorer(&self, text: &str) -> Result<TextScorer<'_>> {
+        let mut ids = vec![self.tokenizer.bos_id()];
+        ids.extend(self.tokenizer.encode(text));
+        let targets = ids.len() - 1;
+        if targets == 0 {
+            return Err(Error::Usage(
+                "nothing to score: the text is empty (no token after BOS)".into(),
+            ));
+        }
+        let seq = score_window(self.config(), targets, self.context);
+        let windows = sliding_windows(ids.len(), seq, 64.min(seq))?;
+        Ok(TextScorer {
+            model: self,
+            nll: vec![0.0; targets],
+            ids,
+            seq,
+            batch: SCORE_BATCH,
+            windows,
+            next_window: 0,
+            scored: 0,
+            bits: 0.0,
+            bytes: 0,
+        })
+    }
+
+    /// The `k` most likely next tokens after `context` (token ids, BOS first; the last
+    /// [`Model::context`] of them are seen), most likely first, with their probabilities.
+    /// Errors for an empty context or an id outside the vocabulary.
+    ///
+    /// ```
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let model = pgolf_rt::Model::load(artifact, tokenizer)?;
+    ///     let mut ids = vec![model.tokenizer().bos_id()];
+    ///     ids.extend(model.tokenizer().encode("The capital of France is"));
+    ///     let top = model.top_next(&ids, 3)?;
+    ///     assert_eq!(top.len(), 3);
+    ///     assert!(top[0].1 >= top[1].1 && top[1].1 >= top[2].1);
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn top_next(&self, context: &[u32], k: usize) -> Result<Vec<(u32, f32)>> {
+        let ctx = &context[context.len().saturating_sub(self.context.max(1))..];
+        if ctx.is_empty() {
+            return Err(Error::Usage("top_next: the context is empty".into()));
+        }
+        let vocab = self.config().vocab_size as u32;
+        if let Some(bad) = ctx.iter().find(|&&id| id >= vocab) {
+            return Err(Error::Usage(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let lp = self
+            .model
+            .log_probs(ctx, 1, ctx.len(), Some(&[ctx.len() - 1]))?;
+        let mut order: Vec<(u32, f32)> = lp
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l.exp()))
+            .collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1));
+        order.truncate(k);
+        Ok(order)
+    }
+
+    /// How many of `ids` are byte-fallback tokens: characters the vocabulary has no piece
+    /// for, which the model sees as their raw UTF-8 bytes (one token per byte).
+    pub fn byte_fallback_tokens(&self, ids: &[u32]) -> usize {
+        ids.iter()
+            .filter(|&&id| self.tokenizer.piece_type(id) == Some(PieceType::Byte))
+            .count()
+    }
+}
+
+/// Windows per forward pass of [`Model::score`] (what `pgolf-rt score` runs too).
+const SCORE_BATCH: usize = 4;
+
+/// A text being scored a few windows at a time: what [`Model::scorer`] returns.
+///
+/// Each [`TextScorer::step`] runs the next windows of [`Model::score`]'s sliding-window scheme
+/// and reports how far it got; [`TextScorer::finish`] gives the whole [`TextScore`].
+pub struct TextScorer<'m> {
+    model: &'m Model,
+    /// BOS then the text's tokens.
+    ids: Vec<u32>,
+    /// Window length.
+    seq: usize,
+    /// Windows per forward pass (each step runs whole groups of them, aligned from the first
+    /// window, so the scores never depend on how the work is stepped).
+    batch: usize,
+    windows: Vec<Window>,
+    next_window: usize,
+    /// Negative log-likelihood of every target; `[0, scored)` are computed.
+    nll: Vec<f32>,
+    scored: usize,
+    /// Sums over the scored targets (for the progress report).
+    bits: f64,
+    bytes: u64,
+}
+
+/// How far a [`TextScorer`] got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreProgress {
+    /// Tokens scored so far (they are always the text's first ones).
+    pub targets_done: usize,
+    /// Tokens of the text (after BOS).
+    pub targets_total: usize,
+    pub windows_done: usize,
+    pub windows_total: usize,
+    /// Bits per byte of the tokens scored so far (NaN while they hold no byte).
+    pub bits_per_byte: f64,
+}
+
+impl TextScorer<'_> {
+    /// Runs the next `windows` windows (at least one, rounded up to whole groups of
+    /// [`TextScorer::with_batch`] windows; fewer when fewer are left) and returns the progress. Does nothing once every window ran. Errors when the model gives a token a
+    /// non-finite log-probability.
+    pub fn step(&mut self, windows: usize) -> Result<ScoreProgress> {
+        let from = self.next_window;
+        let groups = windows.max(1).div_ceil(self.batch);
+        let to = from
+            .saturating_add(groups.saturating_mul(self.batch))
+            .min(self.windows.len());
+        if from < to {
+            // Whole groups of `batch` windows per forward pass: a window's log-probabilities
+            // can depend, at float rounding, on which windows share its pass, and they must
+            // not depend on the steps.
+            let opts = EvalOptions {
+                seq_len: self.seq,
+                batch: self.batch,
+                progress: None,
+            };
+            let nll = &mut self.nll;
+            run_windows(
+                &self.model.model,
+                &self.ids,
+                &self.windows[from..to],
+                opts,
+                |t, v| nll[t] = v,
+            )?;
+            self.next_window = to;
+            let w = &self.windows[to - 1];
+            let end = w.start + w.len;
+            check_finite(&self.nll, &self.ids, self.scored..end)?;
+            for t in self.scored..end {
+                self.bits += self.nll[t] as f64 / std::f64::consts::LN_2;
+                self.bytes += self.model.lut.bytes_for(self.ids[t], self.ids[t + 1]) as u64;
+            }
+            self.scored = end;
+        }
+        Ok(self.progress())
+    }
+
+    /// Runs `windows_per_pass` windows in each forward pass (default 4, what [`Model::score`]
+    /// runs; 1 makes each step as short as it can be, for a responsive page). Set it before the
+    /// first step: the scores depend on the grouping at float rounding, never on the steps.
+    pub fn with_batch(mut self, windows_per_pass: usize) -> Self {
+        self.batch = windows_per_pass.max(1);
+        self
+    }
+
+    /// How far it got.
+    pub fn progress(&self) -> ScoreProgress {
+        ScoreProgress {
+            targets_done: self.scored,
+            targets_total: self.nll.len(),
+            windows_done: self.next_window,
+            windows_total: self.windows.len(),
+            bits_per_byte: if self.bytes == 0 {
+                f64::NAN
+            } else {
+                self.bits / self.bytes as f64
+            },
+        }
+    }
+
+    /// Whether every window ran.
+    pub fn is_done(&self) -> bool {
+        self.next_window == self.windows.len()
+    }
+
+    /// Tokens one forward pass of a window runs (its length; every window has it but, in a
+    /// text shorter than [`Model::context`], the only one).
+    pub fn window_len(&self) -> usize {
+        self.seq
+    }
+
+    /// The scored token ids: BOS, then the text's tokens.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The whole score, the same as [`Model::score`]'s. Errors before every window ran, and as
+    /// [`Model::score`] does (a text without bytes).
+    pub fn finish(&self) -> Result<TextScore> {
+        if !self.is_done() {
+            return Err(Error::Usage(format!(
+                "the score is not finished: {} of {} windows ran",
+                self.next_window,
+                self.windows.len()
+            )));
+        }
+        let (ids, nll) = (&self.ids, &self.nll);
+        let tokens: Vec<TokenScore> = nll
+            .iter()
+            .enumerate()
+            .map(|(t, &v)| TokenScore {
+                id: ids[t + 1],
+                logprob: -v,
+                bytes: self.model.lut.bytes_for(ids[t], ids[t + 1]),
+            })
+            .collect();
+        // The same sum, in the same order, as `eval::score_tokens` (what `pgolf-rt score` runs).
+        let total_bits = nll.iter().map(|&v| v as f64).sum::<f64>() / std::f64::consts::LN_2;
+        let total_bytes = tokens.iter().map(|t| t.bytes as u64).sum::<u64>();
+        if total_bytes == 0 {
+            return Err(Error::Usage(format!(
+                "nothing to score: the text's {} tokens hold no bytes (bits per byte undefined)",
+                tokens.len()
+            )));
+        }
+        Ok(TextScore {
+            tokens,
+            total_bits,
+            total_bytes,
+            bits_per_byte: total_bits / total_bytes as f64,
+        })
+    }
+
+    /// The `k` tokens the model found most likely at scored token `target` (0 is the text's
+    /// first token), with their probabilities, from the context of the window that scored it.
+    /// Errors for a token not scored yet.
+    pub fn alternatives(&self, target: usize, k: usize) -> Result<Vec<(u32, f32)>> {
+        if target >= self.scored {
+            return Err(Error::Usage(format!(
+                "token {target} is not scored yet ({} of {} are)",
+                self.scored,
+                self.nll.len()
+            )));
+        }
+        let w = self
+            .windows
+            .iter()
+            .find(|w| w.start + w.score_from <= target && target < w.start + w.len)
+            .ok_or_else(|| Error::Usage(format!("no window scores token {target}")))?;
+        self.model.top_next(&self.ids[w.start..=target], k)
+    }
+}
+
+/// Errors for the first non-finite negative log-likelihood in `range` (`nll[t]` scores
+/// `ids[t + 1]`).
+fn check_finite(nll: &[f32], ids: &[u32], range: std::ops::Range<usize>) -> Result<()> {
+    match range.clone().find(|&t| !nll[t].is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::Numeric(format!(
+            "the model gave token {} (id {}) a non-finite log-probability ({})",
+            i + 1,
+            ids[i + 1],
+            -nll[i]
+        ))),
+    }
+}
+
+/// A continuation being generated one token at a time: what [`Model::generator`] returns.
+pub struct Generator<'m> {
+    model: &'m Model,
+    sampling: Sampling,
+    decoding: Decoding,
+    /// The prompt's tokens (BOS first), then the generated ones.
+    ids: Vec<u32>,
+    prompt_tokens: usize,
+    /// Tokens still to generate.
+    remaining: usize,
+    dec: Decoder<'m>,
+    detok: Detokenizer<'m>,
+    rng: SplitMix64,
+    text: String,
+}
+
+impl Generator<'_> {
+    /// Picks the next token and returns the text it completes (empty while a character spans
+    /// several byte tokens), or `None` once the requested tokens are out (or after
+    /// [`Generator::finish`]).
+    pub fn next_piece(&mut self) -> Result<Option<String>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let model = &self.model.model;
+        let context = self.model.context.max(1);
+        let ids = &self.ids;
+        let lp = match self.decoding {
+            Decoding::Recompute => {
+                let ctx = &ids[ids.len().saturating_sub(context)..];
+                let last = ctx.len() - 1;
+                model.log_probs(ctx, 1, ctx.len(), Some(&[last]))?
+            }
+            // The first token, or a full window: prefill the last `context` (first) or
+            // `context / 2` (full window) tokens.
+            Decoding::Cached if self.dec.is_empty() => self
+                .dec
+                .prefill(&ids[ids.len().saturating_sub(context)..])?,
+            Decoding::Cached if self.dec.len() >= context => self
+                .dec
+                .prefill(&ids[ids.len().saturating_sub((context / 2).max(1))..])?,
+            Decoding::Cached => self.dec.step(ids[ids.len() - 1])?,
+        };
+        let id = pick(&lp, &self.sampling, &mut self.rng);
+        self.ids.push(id);
+        self.remaining -= 1;
+        let piece = self.detok.push(id);
+        self.text.push_str(&piece);
+        Ok(Some(piece))
+    }
+
+    /// Ends the generation (later [`Generator::next_piece`] calls return `None`) and returns
+    /// the text still owed: U+FFFD per byte of a character left unfinished, usually empty.
+    pub fn finish(&mut self) -> String {
+        self.remaining = 0;
+        let rest = self.detok.finish();
+        self.text.push_str(&rest);
+        rest
+    }
+
+    /// Tokens of the prompt as the model sees them (BOS included).
+    pub fn prompt_ids(&self) -> &[u32] {
+        &self.ids[..self.prompt_tokens]
+    }
+
+    /// Tokens still to pick (0 once the requested ones are out or after
+    /// [`Generator::finish`]).
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.ids.len() - self.prompt_tokens
+    }
+
+    /// What was generated ([`Generator::finish`]ed first).
+    pub fn into_generation(mut self) -> Generation {
+        self.finish();
+        Generation {
+            text: self.text,
+            tokens: self.ids.split_off(self.prompt_tokens),
+            prompt_tokens: self.prompt_tokens,
+        }
     }
 }
 
@@ -620,5 +1066,170 @@ mod tests {
         let mut rng = SplitMix64(1);
         let ones = (0..20_000).filter(|_| pick(&lp, &s, &mut rng) == 1).count();
         assert!((ones as f64 / 20_000.0 - 0.75).abs() < 0.02, "{ones}");
+    }
+
+    /// The committed default model (a small one: these tests run in a second or two).
+    fn tiny() -> Model {
+        Model::load(
+            "../models/pg-tiny-4L128.int8.ptz",
+            "../models/pg_sp1024_bpe.model",
+        )
+        .expect("the committed default model in models/")
+    }
+
+    /// A text of several windows (the sample text repeated: about 1,700 tokens).
+    fn long_text() -> String {
+        std::fs::read_to_string("../examples/web/fixed_text.txt")
+            .expect("examples/web/fixed_text.txt")
+            .repeat(6)
+    }
+
+    #[test]
+    fn stepping_a_scorer_gives_exactly_the_whole_score() {
+        let model = tiny();
+        let text = long_text();
+        let whole = model.score(&text).unwrap();
+        let one_per_pass = {
+            let mut job = model.scorer(&text).unwrap().with_batch(1);
+            job.step(usize::MAX).unwrap();
+            job.finish().unwrap()
+        };
+        for (batch, per_step) in [(4, 1), (4, 3), (4, 4), (4, 100), (1, 1), (1, 3)] {
+            let mut job = model.scorer(&text).unwrap().with_batch(batch);
+            let total = job.progress().windows_total;
+            assert!(total > 4, "{total} windows: the text should need several");
+            assert!(job.finish().is_err(), "finish before the last window");
+            let mut last_done = 0;
+            while !job.is_done() {
+                let p = job.step(per_step).unwrap();
+                assert!(p.targets_done > last_done && p.bits_per_byte.is_finite());
+                last_done = p.targets_done;
+            }
+            assert_eq!(last_done, whole.tokens.len());
+            // TokenScores and totals bit for bit, whatever the steps.
+            let want = if batch == 4 { &whole } else { &one_per_pass };
+            assert_eq!(&job.finish().unwrap(), want, "{per_step} windows per step");
+            let partial = job.progress().bits_per_byte;
+            assert!((partial - want.bits_per_byte).abs() < 1e-9, "{partial}");
+        }
+        // Another grouping of the windows into passes: the same to float rounding.
+        assert!((one_per_pass.bits_per_byte - whole.bits_per_byte).abs() < 1e-6);
+        for (a, b) in one_per_pass.tokens.iter().zip(&whole.tokens) {
+            assert_eq!((a.id, a.bytes), (b.id, b.bytes));
+            assert!((a.logprob - b.logprob).abs() < 1e-4, "{a:?} {b:?}");
+        }
+        // `pgolf-rt score` (four windows per forward pass): exactly `Model::score`.
+        let ids: Vec<u32> = std::iter::once(model.tokenizer().bos_id())
+            .chain(model.tokenizer().encode(&text))
+            .collect();
+        let cli = crate::eval::score_tokens(&model.model, &ids, &model.lut, 1024, 64).unwrap();
+        assert_eq!(cli.bits_per_byte, whole.bits_per_byte);
+        for (a, b) in cli.tokens.iter().zip(&whole.tokens) {
+            assert_eq!((a.id, a.bytes, a.logprob), (b.id, b.bytes, b.logprob));
+        }
+        let short = model.scorer("Hello, world.").unwrap();
+        assert_eq!(short.progress().windows_total, 1);
+        assert!(model.scorer("").is_err());
+    }
+
+    #[test]
+    fn alternatives_come_from_the_scoring_window() {
+        let model = tiny();
+        let mut job = model
+            .scorer("The quick brown fox jumps over the lazy dog.")
+            .unwrap();
+        assert!(job.alternatives(0, 3).is_err(), "not scored yet");
+        job.step(1).unwrap();
+        let top = job.alternatives(2, 3).unwrap();
+        assert_eq!(top.len(), 3);
+        assert!(top[0].1 >= top[1].1 && top[1].1 >= top[2].1 && top[0].1 <= 1.0);
+        let n = job.ids().len() - 1;
+        assert!(job.alternatives(n, 3).is_err());
+    }
+
+    #[test]
+    fn a_generator_picks_the_tokens_of_generate_with() {
+        let model = tiny();
+        for (decoding, sampling) in [
+            (
+                Decoding::Cached,
+                Sampling {
+                    temperature: 0.8,
+                    top_k: 40,
+                    seed: 11,
+                },
+            ),
+            (Decoding::Cached, Sampling::greedy()),
+            (
+                Decoding::Recompute,
+                Sampling {
+                    temperature: 1.0,
+                    top_k: 0,
+                    seed: 3,
+                },
+            ),
+        ] {
+            let want = model
+                .generate_with(
+                    "The museum opened last June, and",
+                    24,
+                    &sampling,
+                    decoding,
+                    |_| true,
+                )
+                .unwrap();
+            let mut g = model
+                .generator("The museum opened last June, and", 24, &sampling, decoding)
+                .unwrap();
+            let mut pieces = String::new();
+            while let Some(p) = g.next_piece().unwrap() {
+                pieces.push_str(&p);
+            }
+            pieces.push_str(&g.finish());
+            assert_eq!(g.generated(), 24);
+            assert_eq!(g.prompt_ids().len(), want.prompt_tokens);
+            let got = g.into_generation();
+            assert_eq!(
+                (&got, &pieces),
+                (&want, &want.text),
+                "{decoding:?} {sampling:?}"
+            );
+        }
+        let bad = Sampling {
+            temperature: -1.0,
+            ..Sampling::greedy()
+        };
+        assert!(model.generator("x", 4, &bad, Decoding::Cached).is_err());
+    }
+
+    #[test]
+    fn stopping_a_generator_keeps_what_it_picked() {
+        let model = tiny();
+        let mut g = model
+            .generator(
+                "Once upon a time",
+                100,
+                &Sampling::greedy(),
+                Decoding::Cached,
+            )
+            .unwrap();
+        for _ in 0..5 {
+            assert!(g.next_piece().unwrap().is_some());
+        }
+        g.finish();
+        assert_eq!(g.next_piece().unwrap(), None);
+        let first5 = model
+            .generate("Once upon a time", 5, &Sampling::greedy())
+            .unwrap();
+        assert_eq!(g.into_generation().text, first5);
+    }
+
+    #[test]
+    fn byte_fallback_tokens_are_counted() {
+        let model = tiny();
+        let plain = model.tokenizer().encode("plain words");
+        assert_eq!(model.byte_fallback_tokens(&plain), 0);
+        let cjk = model.tokenizer().encode("日本");
+        assert!(model.byte_fallback_tokens(&cjk) >= 6, "{cjk:?}");
     }
 }

@@ -23,5 +23,7 @@ pub mod model;
 pub mod tokenizer;
 pub mod train;
 
-pub use api::{Decoding, Generation, LoadOptions, Model, Sampling};
+pub use api::{
+    Decoding, Generation, Generator, LoadOptions, Model, Sampling, ScoreProgress, TextScorer,
+};
 pub use error::{Error, Result};

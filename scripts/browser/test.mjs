@@ -1,6 +1,15 @@
 // Drives headless Chromium through Playwright (playwright-core, system Chromium): opens the demo
-// page, waits for the model to load and score its ~1 KB sample text (the page's first score),
-// generates a short continuation, saves a screenshot and prints one JSON line with the results.
+// page (its model runs in a Web Worker), waits for the model to load and score its ~1 KB sample
+// text (the page's first score), then checks through the page:
+//   * a second score, and the stepped score of a several-window text equals the one-call score
+//     bit for bit (test hook window.pgolf.checkChunked),
+//   * out-of-range fields and an empty prompt are refused with a message, and text split into
+//     byte-fallback tokens gets a note,
+//   * a generation is streamed (a message per token) and a hover card shows a token's top guesses,
+//   * a 1000-token generation and a ~100 KB score stop within STOP_MS of the click on Stop, the
+//     long score shows progress and an estimated time, and a 50 ms timer on the main thread
+//     keeps ticking during it,
+// saves a screenshot and prints one JSON line with the results (scripts/browser-test.sh judges).
 // Usage: node test.mjs URL SCREENSHOT_PNG [TIMEOUT_S]   (env CHROMIUM: browser executable)
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
@@ -16,6 +25,18 @@ const timeout = Number(timeoutS) * 1000;
 const profile = mkdtempSync(join(tmpdir(), "pgolf-chromium-"));
 const consoleLines = [];
 let context;
+
+// Waits for `fn` (run in the page) to return something truthy, or for the page to report an error.
+async function until(page, fn, arg) {
+  await page.waitForFunction(
+    ([src, a]) => window.pgolf.error || new Function("a", `return (${src})(a)`)(a),
+    [fn.toString(), arg],
+    { timeout, polling: 20 },
+  );
+  const err = await page.evaluate(() => window.pgolf.error);
+  if (err) throw new Error(`the page reported: ${err}`);
+}
+
 try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -42,6 +63,7 @@ try {
   });
   const loaded = await page.evaluate(() => ({
     error: window.pgolf.error,
+    path: window.pgolf.path,
     artifactBytes: window.pgolf.artifactBytes,
     loadMs: window.pgolf.loadMs,
     buildMs: window.pgolf.buildMs,
@@ -49,14 +71,27 @@ try {
     info: window.pgolf.info
       ? { param_count: window.pgolf.info.param_count, num_layers: window.pgolf.info.num_layers }
       : null,
+    footer: document.getElementById("footer-model").textContent,
     shownBpb: document.getElementById("bpb").dataset.bpb,
     tokenSpans: document.querySelectorAll("#tokens span").length,
+    shownChars: document.getElementById("tokens").textContent,
+    sample: document.getElementById("text").value,
   }));
   if (loaded.error) throw new Error(`the page reported: ${loaded.error}`);
+  // The coloured view keeps the text's own characters (newlines included).
+  loaded.keepsText = loaded.shownChars === loaded.sample;
+  delete loaded.shownChars;
+  const sample = loaded.sample;
+  delete loaded.sample;
+
   // A second score of the same text through the button (warm code; for the report).
   await page.click("#score-btn");
-  await page.waitForFunction(() => window.pgolf.scores.length >= 2 || window.pgolf.error, null, { timeout });
+  await until(page, () => window.pgolf.scores.length >= 2);
   loaded.secondScore = await page.evaluate(() => window.pgolf.scores[1] || null);
+
+  // The stepped score (one window per step) of a text of several windows, against one call.
+  loaded.chunkCheck = await page.evaluate((t) => window.pgolf.checkChunked(t), sample.repeat(6));
+
   // Out-of-range fields are refused with a message naming the field (no silent clamp, no run).
   for (const [id, bad, name] of [
     ["#gen-n", "100000", "tokens"],
@@ -73,16 +108,88 @@ try {
       throw new Error(`${id} = ${bad}: expected a refusal naming ${name}, got "${msg}" (ran: ${ran})`);
     }
   }
-  loaded.refusals = "tokens 100000, tokens -5, temperature 7 refused";
-  // A continuation through the UI (greedy, so it is deterministic).
+  const prompt = await page.inputValue("#prompt");
   await page.fill("#gen-n", "16");
   await page.fill("#gen-temp", "0");
+  await page.fill("#prompt", "");
   await page.click("#gen-btn");
-  await page.waitForFunction(() => window.pgolf.lastGeneration || window.pgolf.error, null, { timeout });
-  const gen = await page.evaluate(() => window.pgolf.lastGeneration || { error: window.pgolf.error });
+  const emptyMsg = await page.textContent("#gen-ms");
+  if (!emptyMsg.includes("empty") || (await page.evaluate(() => Boolean(window.pgolf.lastGeneration)))) {
+    throw new Error(`an empty prompt: expected a message, got "${emptyMsg}"`);
+  }
+  await page.fill("#prompt", prompt);
+  loaded.refusals = "tokens 100000, tokens -5, temperature 7, empty prompt refused";
+
+  // A continuation through the UI (greedy, so it is deterministic), streamed token by token.
+  await page.click("#gen-btn");
+  await until(page, () => window.pgolf.lastGeneration);
+  const gen = await page.evaluate(() => window.pgolf.lastGeneration);
+
+  // The hover card of a token: its bits and the model's top three guesses there.
+  await page.hover("#tokens span.tok:nth-child(6)");
+  await until(page, () => /top guesses:\n.*%/.test(document.getElementById("hovercard").textContent));
+  loaded.hoverCard = await page.textContent("#hovercard");
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ ok: true, ...loaded, generation: gen, console: consoleLines }));
+  await page.mouse.move(0, 0);
+
+  // Text the vocabulary has no pieces for: scored, with a note on its byte-fallback tokens.
+  await page.fill("#text", "Tokyo is 東京 in Japanese.");
+  await page.click("#score-btn");
+  await until(page, () => window.pgolf.scores.length >= 3);
+  loaded.byteFallbackNote = await page.textContent("#score-note");
+
+  // A long generation, stopped once it streams.
+  await page.evaluate(() => (window.pgolf.lastGeneration = null));
+  await page.fill("#gen-n", "1000");
+  await page.fill("#gen-temp", "0.8");
+  await page.click("#gen-btn");
+  await until(page, () => window.pgolf.genEvents >= 30);
+  await page.click("#gen-stop");
+  await until(page, () => window.pgolf.lastGeneration);
+  const longGen = await page.evaluate(() => ({
+    ...window.pgolf.lastGeneration,
+    text: undefined,
+    stop: window.pgolf.stops.at(-1),
+  }));
+
+  // A ~100 KB score with a 50 ms timer on the main thread: progress, an estimate, Stop.
+  await page.evaluate((t) => {
+    document.getElementById("text").value = t;
+    window.pgolf.ticks = [];
+    window.pgolf.ticker = setInterval(() => window.pgolf.ticks.push(performance.now()), 50);
+  }, sample.repeat(100));
+  await page.click("#score-btn");
+  await until(page, () => window.pgolf.scoreEvents.filter((e) => e.type === "score-progress").length >= 3);
+  const stopsBefore = await page.evaluate(() => window.pgolf.stops.length);
+  await page.click("#score-stop");
+  await until(page, (n) => window.pgolf.stops.length > n, stopsBefore);
+  const longScore = await page.evaluate(() => {
+    clearInterval(window.pgolf.ticker);
+    const t = window.pgolf.ticks;
+    const gaps = t.slice(1).map((v, i) => v - t[i]);
+    const ev = window.pgolf.scoreEvents;
+    const start = ev.find((e) => e.type === "score-start");
+    const progress = ev.filter((e) => e.type === "score-progress");
+    const last = progress.at(-1);
+    return {
+      chars: document.getElementById("text").value.length,
+      targets_total: start.targets_total,
+      windows_total: start.windows_total,
+      eta_before_s: start.eta_s,
+      progress_messages: progress.length,
+      targets_done: last.targets_done,
+      eta_last_s: last.eta_s,
+      partial_bpb: last.bits_per_byte,
+      shown: document.getElementById("score-eta").textContent,
+      ticks: t.length,
+      max_gap_ms: Math.max(...gaps),
+      stop: window.pgolf.stops.at(-1),
+    };
+  });
+  console.log(
+    JSON.stringify({ ok: true, ...loaded, generation: gen, longGeneration: longGen, longScore, console: consoleLines }),
+  );
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: String(e && e.stack ? e.stack : e), console: consoleLines }));
   process.exitCode = 1;

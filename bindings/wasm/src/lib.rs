@@ -5,7 +5,7 @@
 //! ```text
 //! cargo build --target wasm32-unknown-unknown --release
 //! wasm-bindgen --target web --out-dir ../../examples/web/pkg \
-//!     ../../target/wasm32-unknown-unknown/release/pgolf_rt_wasm.wasm
+//!     ${CARGO_TARGET_DIR:-../../target}/wasm32-unknown-unknown/release/pgolf_rt_wasm.wasm
 //! ```
 //!
 //! From JavaScript:
@@ -16,10 +16,19 @@
 //! const model = new WasmModel(artifactBytes, tokenizerBytes);   // Uint8Arrays
 //! const s = model.score("Some text.");   // {tokens: [{id, piece, logprob, bits, bytes}], bits_per_byte, ...}
 //! const more = model.generate("Once upon a time", 32, 0.8, 40, 1n);
+//!
+//! // Without blocking (in a Web Worker, yielding to its event loop between steps):
+//! const job = model.score_job(longText);
+//! while (!job.done) { const p = job.step(1); /* {targets_done, targets_total, bits_per_byte, ...} */ }
+//! const whole = job.result();   // the same object as model.score(longText), bit for bit
+//! const gen = model.generator("Once upon a time", 1000, 0.8, 40, 1n);
+//! while (!gen.done) { const { text } = gen.step(1); /* post text, check for a stop request */ }
 //! ```
 
 use js_sys::{Array, Object, Reflect};
-use pgolf_rt::{Model, Sampling};
+use pgolf_rt::eval::TextScore;
+use pgolf_rt::{Decoding, Generator, Model, Sampling, ScoreProgress, TextScorer};
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -46,10 +55,67 @@ fn js_err(e: pgolf_rt::Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// A `'static` view of the model behind `rc`, for the jobs ([`ScoreJob`], [`GenerateJob`]) that
+/// JavaScript holds as objects of their own (wasm-bindgen objects cannot borrow).
+///
+/// # Safety
+/// The caller stores the returned reference only in a value it keeps beside a clone of `rc`,
+/// declared before that clone (so dropped first): the `Rc` keeps the model alive at a fixed
+/// address for as long as the reference exists, and nothing mutates a shared `Model`.
+unsafe fn share(rc: &Rc<Model>) -> &'static Model {
+    // SAFETY: see the function's contract.
+    unsafe { &*Rc::as_ptr(rc) }
+}
+
+fn score_to_js(model: &Model, s: &TextScore) -> Result<JsValue, JsError> {
+    let ids: Vec<u32> = s.tokens.iter().map(|t| t.id).collect();
+    let pieces = model.token_texts(&ids);
+    let tokens = Array::new_with_length(s.tokens.len() as u32);
+    for (i, (t, piece)) in s.tokens.iter().zip(pieces).enumerate() {
+        let o = Object::new();
+        set(&o, "id", t.id)?;
+        set(&o, "piece", piece)?;
+        set(&o, "logprob", t.logprob)?;
+        set(&o, "bits", -t.logprob as f64 / std::f64::consts::LN_2)?;
+        set(&o, "bytes", t.bytes)?;
+        tokens.set(i as u32, o.into());
+    }
+    let out = Object::new();
+    set(&out, "tokens", tokens)?;
+    set(&out, "num_tokens", s.tokens.len() as u32)?;
+    set(&out, "total_bits", s.total_bits)?;
+    set(&out, "total_bytes", s.total_bytes as f64)?;
+    set(&out, "bits_per_byte", s.bits_per_byte)?;
+    set(
+        &out,
+        "byte_fallback_tokens",
+        model.byte_fallback_tokens(&ids) as u32,
+    )?;
+    Ok(out.into())
+}
+
+fn progress_to_js(p: &ScoreProgress) -> Result<JsValue, JsError> {
+    let o = Object::new();
+    set(&o, "targets_done", p.targets_done as u32)?;
+    set(&o, "targets_total", p.targets_total as u32)?;
+    set(&o, "windows_done", p.windows_done as u32)?;
+    set(&o, "windows_total", p.windows_total as u32)?;
+    set(&o, "bits_per_byte", p.bits_per_byte)?;
+    Ok(o.into())
+}
+
+fn sampling(temperature: f32, top_k: u32, seed: u64) -> Sampling {
+    Sampling {
+        temperature,
+        top_k: top_k as usize,
+        seed,
+    }
+}
+
 /// A model and its tokenizer, loaded from the bytes of a compressed artifact and a `.model` file.
 #[wasm_bindgen]
 pub struct WasmModel {
-    model: Model,
+    model: Rc<Model>,
 }
 
 #[wasm_bindgen]
@@ -58,35 +124,30 @@ impl WasmModel {
     #[wasm_bindgen(constructor)]
     pub fn new(artifact_bytes: &[u8], tokenizer_bytes: &[u8]) -> Result<WasmModel, JsError> {
         Ok(WasmModel {
-            model: Model::from_bytes(artifact_bytes, tokenizer_bytes).map_err(js_err)?,
+            model: Rc::new(Model::from_bytes(artifact_bytes, tokenizer_bytes).map_err(js_err)?),
         })
     }
 
-    /// Scores `text` as one document (BOS first). Returns
+    /// Scores `text` as one document (BOS first), in one call, one window per forward pass
+    /// (as [`WasmModel::score_job`] steps, so the two agree bit for bit). Returns
     /// `{tokens: [{id, piece, logprob, bits, bytes}], num_tokens, total_bits, total_bytes,
-    /// bits_per_byte}`; `piece` is the text the token stands for (pieces concatenate to the
-    /// text), `logprob` is in nats, `bits = -logprob / ln 2`.
+    /// bits_per_byte, byte_fallback_tokens}`; `piece` is the text the token stands for (pieces
+    /// concatenate to the text), `logprob` is in nats, `bits = -logprob / ln 2`.
     pub fn score(&self, text: &str) -> Result<JsValue, JsError> {
-        let s = self.model.score(text).map_err(js_err)?;
-        let ids: Vec<u32> = s.tokens.iter().map(|t| t.id).collect();
-        let pieces = self.model.token_texts(&ids);
-        let tokens = Array::new_with_length(s.tokens.len() as u32);
-        for (i, (t, piece)) in s.tokens.iter().zip(pieces).enumerate() {
-            let o = Object::new();
-            set(&o, "id", t.id)?;
-            set(&o, "piece", piece)?;
-            set(&o, "logprob", t.logprob)?;
-            set(&o, "bits", -t.logprob as f64 / std::f64::consts::LN_2)?;
-            set(&o, "bytes", t.bytes)?;
-            tokens.set(i as u32, o.into());
-        }
-        let out = Object::new();
-        set(&out, "tokens", tokens)?;
-        set(&out, "num_tokens", s.tokens.len() as u32)?;
-        set(&out, "total_bits", s.total_bits)?;
-        set(&out, "total_bytes", s.total_bytes as f64)?;
-        set(&out, "bits_per_byte", s.bits_per_byte)?;
-        Ok(out.into())
+        let mut job = self.model.scorer(text).map_err(js_err)?.with_batch(1);
+        job.step(usize::MAX).map_err(js_err)?;
+        score_to_js(&self.model, &job.finish().map_err(js_err)?)
+    }
+
+    /// Starts scoring `text` window by window (see [`ScoreJob`]); errors for an empty text.
+    pub fn score_job(&self, text: &str) -> Result<ScoreJob, JsError> {
+        // SAFETY: the reference lives in `scorer`, declared before `model` (a clone of the Rc).
+        let model = unsafe { share(&self.model) };
+        Ok(ScoreJob {
+            // One window per forward pass: each step as short as it can be (Stop).
+            scorer: model.scorer(text).map_err(js_err)?.with_batch(1),
+            model: self.model.clone(),
+        })
     }
 
     /// Continues `prompt` by `n` tokens and returns the continuation's text. `temperature` 0 is
@@ -99,14 +160,30 @@ impl WasmModel {
         top_k: u32,
         seed: u64,
     ) -> Result<String, JsError> {
-        let sampling = Sampling {
-            temperature,
-            top_k: top_k as usize,
-            seed,
-        };
         self.model
-            .generate(prompt, n as usize, &sampling)
+            .generate(prompt, n as usize, &sampling(temperature, top_k, seed))
             .map_err(js_err)
+    }
+
+    /// Starts generating what [`WasmModel::generate`] would, token by token (see
+    /// [`GenerateJob`]): the same tokens for the same seed.
+    pub fn generator(
+        &self,
+        prompt: &str,
+        n: u32,
+        temperature: f32,
+        top_k: u32,
+        seed: u64,
+    ) -> Result<GenerateJob, JsError> {
+        // SAFETY: the reference lives in `generator`, declared before `model` (an Rc clone).
+        let model = unsafe { share(&self.model) };
+        let s = sampling(temperature, top_k, seed);
+        Ok(GenerateJob {
+            generator: model
+                .generator(prompt, n as usize, &s, Decoding::Cached)
+                .map_err(js_err)?,
+            model: self.model.clone(),
+        })
     }
 
     /// `{summary, param_count, vocab_size, num_layers, model_dim, num_heads, num_kv_heads,
@@ -132,5 +209,143 @@ impl WasmModel {
     #[wasm_bindgen(getter)]
     pub fn context(&self) -> u32 {
         self.model.context as u32
+    }
+}
+
+/// A text being scored a window at a time, from [`WasmModel::score_job`]: call `step(n)` until
+/// `done`, yielding to the event loop in between, then `result()`.
+#[wasm_bindgen]
+pub struct ScoreJob {
+    scorer: TextScorer<'static>,
+    /// Keeps alive the model the field above borrows (declared after it: dropped after it).
+    model: Rc<Model>,
+}
+
+#[wasm_bindgen]
+impl ScoreJob {
+    /// Runs the next `windows` windows (at least one) and returns
+    /// `{targets_done, targets_total, windows_done, windows_total, bits_per_byte}`
+    /// (`bits_per_byte` of the tokens scored so far).
+    pub fn step(&mut self, windows: u32) -> Result<JsValue, JsError> {
+        let p = self.scorer.step(windows as usize).map_err(js_err)?;
+        progress_to_js(&p)
+    }
+
+    /// The progress so far (the same object as `step` returns).
+    pub fn progress(&self) -> Result<JsValue, JsError> {
+        progress_to_js(&self.scorer.progress())
+    }
+
+    /// Whether every window ran.
+    #[wasm_bindgen(getter)]
+    pub fn done(&self) -> bool {
+        self.scorer.is_done()
+    }
+
+    /// Tokens each window's forward pass runs.
+    #[wasm_bindgen(getter)]
+    pub fn window_len(&self) -> u32 {
+        self.scorer.window_len() as u32
+    }
+
+    /// Byte-fallback tokens in the text (characters the vocabulary has no piece for).
+    #[wasm_bindgen(getter)]
+    pub fn byte_fallback_tokens(&self) -> u32 {
+        self.model.byte_fallback_tokens(self.scorer.ids()) as u32
+    }
+
+    /// The whole score, the same object (and numbers) as [`WasmModel::score`]; an error until
+    /// `done`.
+    pub fn result(&self) -> Result<JsValue, JsError> {
+        let s = self.scorer.finish().map_err(js_err)?;
+        score_to_js(&self.model, &s)
+    }
+
+    /// The `k` tokens the model found most likely in place of scored token `target` (0 is the
+    /// text's first), from the context that scored it: `[{id, piece, prob}]`, most likely first.
+    pub fn alternatives(&self, target: u32, k: u32) -> Result<JsValue, JsError> {
+        let top = self
+            .scorer
+            .alternatives(target as usize, k as usize)
+            .map_err(js_err)?;
+        let tok = self.model.tokenizer();
+        let out = Array::new();
+        for (id, prob) in top {
+            let o = Object::new();
+            set(&o, "id", id)?;
+            set(
+                &o,
+                "piece",
+                tok.piece(id).unwrap_or("").replace('\u{2581}', " "),
+            )?;
+            set(&o, "prob", prob)?;
+            out.push(&o);
+        }
+        Ok(out.into())
+    }
+}
+
+/// A continuation being generated token by token, from [`WasmModel::generator`]: call `step(k)`
+/// until `done` (or `stop()`), yielding to the event loop in between.
+#[wasm_bindgen]
+pub struct GenerateJob {
+    generator: Generator<'static>,
+    /// Keeps alive the model the field above borrows (declared after it: dropped after it).
+    model: Rc<Model>,
+}
+
+#[wasm_bindgen]
+impl GenerateJob {
+    /// Picks up to `k` more tokens (at least one) and returns `{text, tokens, done}`: the text
+    /// they complete, how many were picked, and whether the generation is over (then `text`
+    /// ends with what is still owed: U+FFFD per byte of an unfinished character).
+    pub fn step(&mut self, k: u32) -> Result<JsValue, JsError> {
+        let mut text = String::new();
+        let mut tokens = 0u32;
+        while tokens < k.max(1) {
+            match self.generator.next_piece().map_err(js_err)? {
+                Some(piece) => text.push_str(&piece),
+                None => break,
+            }
+            tokens += 1;
+        }
+        let done = self.generator.remaining() == 0;
+        if done {
+            text.push_str(&self.generator.finish());
+        }
+        let o = Object::new();
+        set(&o, "text", text)?;
+        set(&o, "tokens", tokens)?;
+        set(&o, "done", done)?;
+        Ok(o.into())
+    }
+
+    /// Ends the generation early; returns the text still owed (usually empty).
+    pub fn stop(&mut self) -> String {
+        self.generator.finish()
+    }
+
+    /// Whether the generation is over (every token picked, or stopped).
+    #[wasm_bindgen(getter)]
+    pub fn done(&self) -> bool {
+        self.generator.remaining() == 0
+    }
+
+    /// Tokens generated so far.
+    #[wasm_bindgen(getter)]
+    pub fn generated(&self) -> u32 {
+        self.generator.generated() as u32
+    }
+
+    /// Tokens of the prompt as the model sees them (BOS included).
+    #[wasm_bindgen(getter)]
+    pub fn prompt_tokens(&self) -> u32 {
+        self.generator.prompt_ids().len() as u32
+    }
+
+    /// Byte-fallback tokens in the prompt (characters the vocabulary has no piece for).
+    #[wasm_bindgen(getter)]
+    pub fn prompt_byte_fallback_tokens(&self) -> u32 {
+        self.model.byte_fallback_tokens(self.generator.prompt_ids()) as u32
     }
 }
