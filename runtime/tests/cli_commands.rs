@@ -1,6 +1,7 @@
-//! The `score`, `inspect`, `generate` and `eval --mix hedge` commands through the binary, each
-//! against the library computing the same thing another way (the embedding API, the artifact
-//! reader, the mixer and the plain eval), on the committed default model.
+//! The `score`, `inspect`, `generate`, `eval --mix hedge` and `eval --ttt-recipe` commands
+//! through the binary, each against the library computing the same thing another way (the
+//! embedding API, the artifact reader, the mixer, the plain eval and the eval plan), on the
+//! committed default model.
 
 mod common;
 
@@ -344,5 +345,88 @@ fn f32_options() -> pgolf_rt::LoadOptions {
     pgolf_rt::LoadOptions {
         precision: Some(pgolf_rt::backend::Precision::F32),
         ..Default::default()
+    }
+}
+
+/// `eval --ttt-recipe pr687 --audit` through the binary: the flags become the library's plan
+/// (the same score as `EvalPlan::run` with `TttRecipe::Pr687`'s settings), the audit passes,
+/// the cost line counts the recipe's training tokens, `--estimate` prints that cost without
+/// running, and a parameter pattern that names nothing or a flag of the other optimizer is an
+/// error.
+#[test]
+fn eval_ttt_recipe_is_the_library_plan_and_passes_the_audit() {
+    use pgolf_rt::eval::plan::{Adaptation, EvalPlan};
+    use pgolf_rt::eval::{FullTttConfig, TttRecipe};
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let val = common::val_shard(&shared);
+    let base = [
+        "eval",
+        "--backend",
+        "cpu",
+        "--json",
+        "--seq-len",
+        "256",
+        "--max-tokens",
+        "4097",
+        "--artifact",
+        MODEL,
+        "--tokenizer",
+        TOKENIZER,
+        "--data",
+        val.to_str().unwrap(),
+        "--ttt-recipe",
+        "pr687",
+        "--ttt-chunk",
+        "1024",
+    ];
+    let (code, out, err) = run(&[&base[..], &["--audit"]].concat(), None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("legality audit PASSED"), "{out}");
+    let j = last_json(&out);
+    assert_eq!(j["ttt_recipe"], "pr687");
+    assert_eq!(j["ttt_optimizer"], "adamw");
+    assert_eq!(j["ttt_params"], "blocks.2.*,blocks.3.*,*scale*");
+    assert!((j["ttt_polyak"].as_f64().unwrap() - 0.998).abs() < 1e-6);
+    assert_eq!(j["audit"]["passed"], true);
+    // 4 chunks of 1,024 targets, 3 trained, 3 epochs each.
+    assert_eq!(j["cost"]["train_tokens"], 3 * 3 * 1024);
+    assert_eq!(j["cost"]["forward_tokens"], 4096);
+    // The library's plan with the recipe's values.
+    let art = Artifact::load(MODEL).unwrap();
+    let w = ModelWeights::from_artifact(&art, &ConfigOverrides::default()).unwrap();
+    let mut toks = load_tokens(val.to_str().unwrap()).unwrap();
+    toks.truncate(4097);
+    let lut = Tokenizer::load(TOKENIZER).unwrap().byte_lut(1024);
+    let geometry = FullTttConfig {
+        seq_len: 256,
+        ..FullTttConfig::default()
+    };
+    let plan = EvalPlan {
+        seq_len: 256,
+        adapt: Adaptation::Full(FullTttConfig {
+            chunk: 1024,
+            ..TttRecipe::Pr687.config(&w.config, &geometry)
+        }),
+        ..EvalPlan::default()
+    };
+    let lib = plan.run(CpuBackend::new(), &w, &toks, &lut, None).unwrap();
+    assert_eq!(j["val_bpb"].as_f64().unwrap(), lib.result.val_bpb);
+    // --estimate: the same cost, nothing evaluated.
+    let (code, out, err) = run(&[&base[..], &["--estimate"]].concat(), None);
+    assert_eq!(code, Some(0), "{err}");
+    let e = last_json(&out);
+    assert_eq!(e["cost"], j["cost"]);
+    assert!(e.get("val_bpb").is_none(), "{e}");
+    // Mistakes are errors that say what is wrong.
+    for (extra, want) in [
+        (&["--ttt-params", "blocks.9.*"][..], "matches no parameter"),
+        (&["--ttt-momentum", "0.9"][..], "SGD's"),
+        (&["--ttt", "lora"][..], "full-model recipe"),
+    ] {
+        let (code, _, err) = run(&[&base[..], extra].concat(), None);
+        assert_ne!(code, Some(0));
+        assert!(err.contains(want), "{extra:?}: {err}");
     }
 }

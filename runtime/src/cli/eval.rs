@@ -81,6 +81,10 @@ pub struct EvalArgs {
     /// same targets and neural distributions, and report each (cheap next to the model).
     #[arg(long)]
     mix_ablation: bool,
+    /// Only print what the evaluation would cost (tokens, FLOPs, the estimated time on 8 H100s
+    /// against the 600 s eval budget) and exit, without running it.
+    #[arg(long)]
+    estimate: bool,
     /// Run the legality audit (causality, normalisation, score-before-update) on the first
     /// windows of the data first; exits non-zero if any check fails.
     #[arg(long)]
@@ -345,6 +349,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
              --ttt lora --audit (and never produces a score)"
         );
     }
+    if a.estimate {
+        let cost = print_cost(&plan, &weights.config, &tokens)?;
+        if a.json {
+            println!("{}", serde_json::json!({ "cost": cost }));
+        }
+        return Ok(());
+    }
     let audit = a.audit.then(|| audit_plan(&a));
     let start = std::time::Instant::now();
     let pb = progress::bar(0, "targets");
@@ -398,6 +409,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     pb.finish_and_clear();
     let mut j = describe(&a, &plan, &backend);
     print_result(&report.result, report.mixed.as_ref());
+    let cost = print_cost(&plan, &weights.config, &tokens)?;
     if a.json {
         let r = &report.result;
         j["val_loss"] = r.val_loss.into();
@@ -410,6 +422,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         if let (Some(m), Some(c)) = (&report.mixed, &plan.mix) {
             j["mix"] = mix_json(m, c);
         }
+        j["cost"] = cost;
         if let Some(rep) = &report.audit {
             j["audit"] = serde_json::json!({
                 "passed": rep.passed(),
@@ -423,6 +436,35 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("{j}");
     }
     Ok(())
+}
+
+/// Prints the plan's cost line and returns it as the `--json` line's `cost` field.
+fn print_cost(
+    plan: &EvalPlan,
+    model: &pgolf_rt::model::ModelConfig,
+    tokens: &[u32],
+) -> Result<serde_json::Value> {
+    let cost = plan.cost(model, tokens)?;
+    let h100 = cost.h100_seconds(8);
+    let full = cost.scaled_to(pgolf_rt::eval::cost::CHALLENGE_VAL_TARGETS);
+    let h100_full = full.h100_seconds(8);
+    println!(
+        "cost: {} forward + {} training tokens, {:.2} TFLOP; estimated on 8 H100s at PyTorch's \
+         reference rates: {h100:.3} s here, {h100_full:.0} s over the challenge's {} val targets \
+         ({} its 600 s eval budget; from FLOPs, the mixer not counted)",
+        cost.forward_tokens,
+        cost.train_tokens,
+        (cost.forward_flops + cost.train_flops) / 1e12,
+        full.targets,
+        if h100_full <= 600.0 { "within" } else { "OVER" }
+    );
+    Ok(serde_json::json!({
+        "forward_tokens": cost.forward_tokens,
+        "train_tokens": cost.train_tokens,
+        "tflop": (cost.forward_flops + cost.train_flops) / 1e12,
+        "h100x8_seconds_estimate": h100,
+        "h100x8_seconds_estimate_challenge_val": h100_full,
+    }))
 }
 
 /// An adapting plan on a training backend: its audit (printed), then its evaluation.

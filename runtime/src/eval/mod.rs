@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod audit_ttt;
+pub mod cost;
 mod metric;
 pub mod mixer;
 pub mod plan;
