@@ -6,6 +6,8 @@
 //! Each fixture also pins what the loader must infer or be told: a wrong layer count, a missing
 //! SmearGate or a misplaced value embedding is a failure here, not a quietly different score.
 
+mod common;
+
 use pgolf_rt::artifact::{Artifact, Compression, ContainerFormat, QuantScheme};
 use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::model::{Activation, BigramConfig, ConfigOverrides, DeviceModel, ModelWeights};
@@ -270,4 +272,58 @@ fn seed_687_defaults_would_mismatch() {
         .collect();
     let want = floats(&win["nll_fp32_rope"]);
     assert!(common_max_abs_diff(&got, &want) > 1e-3);
+}
+
+/// The seed submissions' TTT recipes (`--ttt-recipe`), score-first, each on a model its own PR's
+/// code wrote (#581's sidecar model does not load yet, so its recipe runs on #489's fixture),
+/// over the first 8,192 targets of the val shard in chunks of 2,048: the audit passes and the
+/// recipe scores below the same model without TTT. The published settings are kept but the
+/// chunk size (32,768 would leave a single chunk here).
+#[test]
+fn seed_ttt_recipes_pass_the_audit_and_gain_on_their_fixtures() {
+    use pgolf_rt::eval::plan::{Adaptation, AuditPlan, EvalPlan};
+    use pgolf_rt::eval::{FullTttConfig, TttRecipe};
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let lut = common::sp1024(&shared).byte_lut(1024);
+    let mut toks =
+        pgolf_rt::data::load_tokens(common::val_shard(&shared).to_str().unwrap()).unwrap();
+    toks.truncate(8193);
+    let ex = expectations();
+    let cases = [
+        (&ex[0], TttRecipe::Pr489),
+        (&ex[0], TttRecipe::Pr581),
+        (&ex[1], TttRecipe::Pr687),
+    ];
+    for (e, recipe) in cases {
+        let art = Artifact::load(fixture_path(&format!("{}.ptz", e.stem))).unwrap();
+        let w = ModelWeights::from_artifact(&art, &e.overrides).unwrap();
+        let plain = EvalPlan {
+            seq_len: 256,
+            ..EvalPlan::default()
+        };
+        let base = plain.run(CpuBackend::new(), &w, &toks, &lut, None).unwrap();
+        let geometry = FullTttConfig {
+            seq_len: 256,
+            ..FullTttConfig::default()
+        };
+        let plan = EvalPlan {
+            adapt: Adaptation::Full(FullTttConfig {
+                chunk: 2048,
+                ..recipe.config(&w.config, &geometry)
+            }),
+            audit: Some(AuditPlan::default()),
+            ..plain
+        };
+        let r = plan.run(CpuBackend::new(), &w, &toks, &lut, None).unwrap();
+        let gain = r.result.val_bpb - base.result.val_bpb;
+        eprintln!(
+            "{recipe} on {}: {:.6} vs {:.6} without TTT ({gain:+.2e} bpb), audit passed",
+            e.stem, r.result.val_bpb, base.result.val_bpb
+        );
+        assert!(r.audit.unwrap().passed());
+        assert_eq!(r.result.tokens, base.result.tokens);
+        assert!(gain < 0.0, "{recipe} on {}: {gain:+.6} bpb", e.stem);
+    }
 }
