@@ -165,6 +165,30 @@ impl WasmModel {
             .map_err(js_err)
     }
 
+    /// [`WasmModel::generate`] with the forward per token chosen: `recompute` runs the whole
+    /// window again for every new token (the reference, to compare against), otherwise one
+    /// position over the KV cache. The same text while it fits in the context.
+    pub fn generate_decoding(
+        &self,
+        prompt: &str,
+        n: u32,
+        temperature: f32,
+        top_k: u32,
+        seed: u64,
+        recompute: bool,
+    ) -> Result<String, JsError> {
+        let decoding = if recompute {
+            Decoding::Recompute
+        } else {
+            Decoding::Cached
+        };
+        let s = sampling(temperature, top_k, seed);
+        self.model
+            .generate_with(prompt, n as usize, &s, decoding, |_| true)
+            .map(|g| g.text)
+            .map_err(js_err)
+    }
+
     /// Starts generating what [`WasmModel::generate`] would, token by token (see
     /// [`GenerateJob`]): the same tokens for the same seed.
     pub fn generator(
