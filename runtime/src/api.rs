@@ -32,7 +32,8 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Precision};
 use crate::eval::plan::{Adaptation, EvalPlan, EvalReport};
 use crate::eval::{
-    run_windows, score_window, sliding_windows, EvalOptions, TextScore, TokenScore, Window,
+    check_finite, run_windows, score_window, sliding_windows, text_score, EvalOptions, TextScore,
+    Window,
 };
 use crate::model::{ConfigOverrides, Decoder, DeviceModel, ModelConfig, ModelWeights};
 use crate::tokenizer::{ByteLut, PieceType, Tokenizer};
@@ -715,31 +716,8 @@ impl TextScorer<'_> {
                 self.windows.len()
             )));
         }
-        let (ids, nll) = (&self.ids, &self.nll);
-        let tokens: Vec<TokenScore> = nll
-            .iter()
-            .enumerate()
-            .map(|(t, &v)| TokenScore {
-                id: ids[t + 1],
-                logprob: -v,
-                bytes: self.model.lut.bytes_for(ids[t], ids[t + 1]),
-            })
-            .collect();
-        // The same sum, in the same order, as `eval::score_tokens` (what `pgolf-rt score` runs).
-        let total_bits = nll.iter().map(|&v| v as f64).sum::<f64>() / std::f64::consts::LN_2;
-        let total_bytes = tokens.iter().map(|t| t.bytes as u64).sum::<u64>();
-        if total_bytes == 0 {
-            return Err(Error::Usage(format!(
-                "nothing to score: the text's {} tokens hold no bytes (bits per byte undefined)",
-                tokens.len()
-            )));
-        }
-        Ok(TextScore {
-            tokens,
-            total_bits,
-            total_bytes,
-            bits_per_byte: total_bits / total_bytes as f64,
-        })
+        // The same sums, in the same order, as `eval::score_tokens` (what `pgolf-rt score` runs).
+        text_score(&self.ids, &self.nll, &self.model.lut)
     }
 
     /// The `k` tokens the model found most likely at scored token `target` (0 is the text's
@@ -759,20 +737,6 @@ impl TextScorer<'_> {
             .find(|w| w.start + w.score_from <= target && target < w.start + w.len)
             .ok_or_else(|| Error::Usage(format!("no window scores token {target}")))?;
         self.model.top_next(&self.ids[w.start..=target], k)
-    }
-}
-
-/// Errors for the first non-finite negative log-likelihood in `range` (`nll[t]` scores
-/// `ids[t + 1]`).
-fn check_finite(nll: &[f32], ids: &[u32], range: std::ops::Range<usize>) -> Result<()> {
-    match range.clone().find(|&t| !nll[t].is_finite()) {
-        None => Ok(()),
-        Some(i) => Err(Error::Numeric(format!(
-            "the model gave token {} (id {}) a non-finite log-probability ({})",
-            i + 1,
-            ids[i + 1],
-            -nll[i]
-        ))),
     }
 }
 

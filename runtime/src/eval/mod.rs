@@ -21,6 +21,7 @@ mod windows;
 
 pub use metric::{BpbAccumulator, EvalResult};
 pub use plan::{Adaptation, AuditPlan, EvalPlan, EvalReport};
+pub(crate) use score::{check_finite, text_score};
 pub use score::{score_tokens, score_window, TextScore, TokenScore};
 pub use stream::{AuditLog, StreamScorer};
 pub use ttt::{eval_lora_ttt, eval_lora_ttt_mixed, eval_per_document, TttConfig};

@@ -70,6 +70,13 @@ pub fn score_tokens<B: Backend>(
         };
         run_windows(model, ids, &windows, opts, |t, v| nll[t] = v)?;
     }
+    text_score(ids, &nll, lut)
+}
+
+/// The [`TextScore`] of `ids` from the negative log-likelihood of every target (`nll[t]`
+/// scores `ids[t + 1]`): errors for a non-finite one and for a text without bytes.
+pub(crate) fn text_score(ids: &[u32], nll: &[f32], lut: &ByteLut) -> Result<TextScore> {
+    check_finite(nll, ids, 0..nll.len())?;
     let tokens: Vec<TokenScore> = nll
         .iter()
         .enumerate()
@@ -79,14 +86,6 @@ pub fn score_tokens<B: Backend>(
             bytes: lut.bytes_for(ids[t], ids[t + 1]),
         })
         .collect();
-    if let Some(i) = nll.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Numeric(format!(
-            "the model gave token {} (id {}) a non-finite log-probability ({})",
-            i + 1,
-            ids[i + 1],
-            -nll[i]
-        )));
-    }
     let total_bits = nll.iter().map(|&v| v as f64).sum::<f64>() / std::f64::consts::LN_2;
     let total_bytes = tokens.iter().map(|t| t.bytes as u64).sum::<u64>();
     if total_bytes == 0 {
@@ -101,4 +100,18 @@ pub fn score_tokens<B: Backend>(
         total_bytes,
         bits_per_byte: total_bits / total_bytes as f64,
     })
+}
+
+/// Errors for the first non-finite negative log-likelihood in `range` (`nll[t]` scores
+/// `ids[t + 1]`).
+pub(crate) fn check_finite(nll: &[f32], ids: &[u32], range: std::ops::Range<usize>) -> Result<()> {
+    match range.clone().find(|&t| !nll[t].is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::Numeric(format!(
+            "the model gave token {} (id {}) a non-finite log-probability ({})",
+            i + 1,
+            ids[i + 1],
+            -nll[i]
+        ))),
+    }
 }
