@@ -160,9 +160,7 @@ impl WasmModel {
         top_k: u32,
         seed: u64,
     ) -> Result<String, JsError> {
-        self.model
-            .generate(prompt, n as usize, &sampling(temperature, top_k, seed))
-            .map_err(js_err)
+        self.generate_decoding(prompt, n, temperature, top_k, seed, false)
     }
 
     /// [`WasmModel::generate`] with the forward per token chosen: `recompute` runs the whole
