@@ -94,19 +94,24 @@ fn full_ttt_passes_the_audit() {
         lr: 0.01,
         ..FullTttConfig::default()
     };
-    let lut = lut();
-    let r = audit_ttt(
-        s,
-        &lut,
-        V,
-        Some(&MixerConfig::default()),
-        &audit_cfg(),
-        s.len() - 1,
-        &mut |sink| full_ttt_into(CpuBackend::new(), &w, &c, sink, None),
-    )
-    .unwrap();
+    let r = audit_full_ttt(&w, s, &c);
     show(&r);
     assert!(r.passed());
+}
+
+/// The audit of a full-TTT pass over `s` with the Hedge mixer on top.
+fn audit_full_ttt(w: &pgolf_rt::model::ModelWeights, s: &[u32], c: &FullTttConfig) -> AuditReport {
+    let mix = MixerConfig::default();
+    audit_ttt(
+        s,
+        &lut(),
+        V,
+        Some(&mix),
+        &audit_cfg(),
+        s.len() - 1,
+        &mut |sink| full_ttt_into(CpuBackend::new(), w, c, sink, None),
+    )
+    .unwrap()
 }
 
 /// The published full-model recipes (`--ttt-recipe`), made score-first, at the tiny model's
@@ -118,7 +123,6 @@ fn every_published_full_ttt_recipe_passes_the_audit() {
     let w = tiny(55, true, &ConfigOverrides::default());
     let s = docs_stream(7, &[20, 30, 15]);
     let s = &s[..4 * 16 + 1];
-    let lut = lut();
     let geometry = FullTttConfig {
         seq_len: 16,
         batch: 2,
@@ -131,16 +135,7 @@ fn every_published_full_ttt_recipe_passes_the_audit() {
             train_batch: 2,
             ..recipe.config(&w.config, &geometry)
         };
-        let r = audit_ttt(
-            s,
-            &lut,
-            V,
-            Some(&MixerConfig::default()),
-            &audit_cfg(),
-            s.len() - 1,
-            &mut |sink| full_ttt_into(CpuBackend::new(), &w, &c, sink, None),
-        )
-        .unwrap();
+        let r = audit_full_ttt(&w, s, &c);
         show(&r);
         assert!(r.passed(), "{recipe}: {c:?}");
     }

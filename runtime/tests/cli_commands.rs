@@ -54,6 +54,27 @@ fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
+/// `pgolf-rt eval --backend cpu --json` of the test model on the first 4,096 targets of `val`
+/// in windows of 256.
+fn eval_cpu(val: &str) -> Vec<&str> {
+    vec![
+        "eval",
+        "--backend",
+        "cpu",
+        "--json",
+        "--seq-len",
+        "256",
+        "--max-tokens",
+        "4097",
+        "--artifact",
+        MODEL,
+        "--tokenizer",
+        TOKENIZER,
+        "--data",
+        val,
+    ]
+}
+
 /// `pgolf-rt score --backend cpu --json` on the test model with `extra` flags, `text` the text
 /// argument (`-` reads `stdin`).
 fn score_cpu(extra: &[&str], text: &str, stdin: Option<&str>) -> (Option<i32>, String, String) {
@@ -167,22 +188,7 @@ fn eval_mix_hedge_matches_the_library_and_the_plain_eval() {
         return;
     };
     let val = common::val_shard(&shared);
-    let base = [
-        "eval",
-        "--backend",
-        "cpu",
-        "--json",
-        "--seq-len",
-        "256",
-        "--max-tokens",
-        "4097",
-        "--artifact",
-        MODEL,
-        "--tokenizer",
-        TOKENIZER,
-        "--data",
-        val.to_str().unwrap(),
-    ];
+    let base = eval_cpu(val.to_str().unwrap());
     let (code, out, err) = run(&[&base[..], &["--mix", "hedge"]].concat(), None);
     assert_eq!(code, Some(0), "{err}");
     let j = last_json(&out);
@@ -362,25 +368,10 @@ fn eval_ttt_recipe_is_the_library_plan_and_passes_the_audit() {
     };
     let val = common::val_shard(&shared);
     let base = [
-        "eval",
-        "--backend",
-        "cpu",
-        "--json",
-        "--seq-len",
-        "256",
-        "--max-tokens",
-        "4097",
-        "--artifact",
-        MODEL,
-        "--tokenizer",
-        TOKENIZER,
-        "--data",
-        val.to_str().unwrap(),
-        "--ttt-recipe",
-        "pr687",
-        "--ttt-chunk",
-        "1024",
-    ];
+        &eval_cpu(val.to_str().unwrap())[..],
+        &["--ttt-recipe", "pr687", "--ttt-chunk", "1024"],
+    ]
+    .concat();
     let (code, out, err) = run(&[&base[..], &["--audit"]].concat(), None);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("legality audit PASSED"), "{out}");
