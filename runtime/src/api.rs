@@ -276,12 +276,6 @@ impl Model {
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
     pub fn evaluate(&self, plan: &EvalPlan, tokens: &[u32]) -> Result<EvalReport> {
-        let vocab = self.config().vocab_size;
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Usage(format!(
-                "token id {bad} is outside the model's vocabulary of {vocab}"
-            )));
-        }
         match plan.adapt {
             Adaptation::None => plan.run_inference(&self.model, tokens, &self.lut, None),
             _ => {

@@ -162,6 +162,21 @@ fn an_adapting_plan_needs_a_training_backend() {
             .run(CpuBackend::new(), &w, &s, &tiny_lut(), None)
             .is_err());
     }
+    // A stream for another vocabulary, on both entry points.
+    let mut other = s.clone();
+    other[5] = 32;
+    let p = plan(Adaptation::None, None, None);
+    for e in [
+        p.run(CpuBackend::new(), &w, &other, &tiny_lut(), None)
+            .unwrap_err(),
+        p.run_inference(&dm, &other, &tiny_lut(), None).unwrap_err(),
+    ] {
+        let msg = e.to_string();
+        assert!(
+            msg.contains("outside the model's vocabulary of 32"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]

@@ -330,16 +330,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(n) = a.max_tokens {
         tokens.truncate(n);
     }
-    if let Some(&bad) = tokens
-        .iter()
-        .find(|&&t| t as usize >= weights.config.vocab_size)
-    {
-        anyhow::bail!(
-            "{}: token id {bad} is outside the model's vocabulary of {}",
-            a.data,
-            weights.config.vocab_size
-        );
-    }
+    pgolf_rt::eval::plan::check_tokens(&tokens, weights.config.vocab_size)
+        .with_context(|| a.data.clone())?;
     let plan = eval_plan(&a, &weights.config)?;
     plan.validate()?;
     if audit_fault()? != pgolf_rt::eval::ttt::Fault::None {

@@ -179,6 +179,7 @@ impl EvalPlan {
         lut: &ByteLut,
         mut progress: Option<&mut OnProgress>,
     ) -> Result<EvalReport> {
+        check_tokens(tokens, weights.config.vocab_size)?;
         let audit = match &self.audit {
             Some(a) => Some(passed(self.audit_with(
                 backend.clone(),
@@ -237,6 +238,7 @@ impl EvalPlan {
         lut: &ByteLut,
         progress: Option<&mut OnProgress>,
     ) -> Result<EvalReport> {
+        check_tokens(tokens, model.config.vocab_size)?;
         let audit = match &self.audit {
             Some(a) => Some(passed(self.audit_inference(model, tokens, a)?)?),
             None => None,
@@ -378,6 +380,16 @@ impl EvalPlan {
             (None, Some(s)) => (eval_sliding(model, tokens, lut, s, opts)?, None),
             (None, None) => (eval_standard(model, tokens, lut, opts)?, None),
         })
+    }
+}
+
+/// Errors for the first token id outside a vocabulary of `vocab` (a stream for another model).
+pub fn check_tokens(tokens: &[u32], vocab: usize) -> Result<()> {
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        None => Ok(()),
+        Some(bad) => Err(Error::Usage(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}"
+        ))),
     }
 }
 
