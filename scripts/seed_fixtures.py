@@ -16,7 +16,11 @@ is what pgolf-rt's CPU engine computes.
         --val DATA/fineweb_val_000000.bin --train DATA/fineweb_train_000000.bin \
         --out runtime/tests/fixtures/seeds --name pr489_tiny
 
-Writes `<name>.ptz` (the submission's own bytes) and `<name>.json`.
+Writes `<name>.ptz` (the submission's own bytes) and `<name>.json`. With `--grads-only` it
+trains nothing: it reads the committed `<name>.ptz` back with the PR's loader and writes
+`<name>.grads.json`, a fingerprint of the PR's float32 gradients of its own training loss on the
+first val tokens (per tensor: the norm, the projection on a fixed direction, and the whole
+gradient of small tensors), which `runtime/tests/seed_submissions.rs` checks pgolf-rt against.
 """
 
 import argparse
@@ -41,6 +45,13 @@ PRESETS = {
         logit_softcap=15.0, rope_dims=16, bigram_hash_buckets=512, bigram_dim=32,
         qk_gain_init=1.0,
     ),
+    # #581 (the #555 sidecar): 4 layers so that a site (layer 1) is an encoder layer, whose
+    # sidecar output is what its U-Net skip carries; sites 1-3 are the last three layers.
+    ("581", "tiny"): dict(
+        num_layers=4, model_dim=64, num_heads=2, num_kv_heads=1, mlp_mult=3.0,
+        logit_softcap=30.0, rope_dims=16, bigram_vocab_size=512, bigram_dim=32,
+        ln_scale=True, sparse_start_layer=1, sparse_hidden_dim=16, qk_gain_init=1.5,
+    ),
     ("687", "tiny"): dict(
         num_layers=4, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=3.5,
         logit_softcap=30.0, rope_dims=8, bigram_vocab_size=256, bigram_dim=16,
@@ -62,6 +73,24 @@ def import_pr(path: str):
     sys.modules["pr_train_gpt"] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def shim_attention(mod, pr: str):
+    """#581's `_attend` casts q, k, v to bf16 for FlashAttention even in a float32 model; the
+    shim runs the same causal SDPA (GQA as the PR's fallback does it) in the inputs' dtype, so
+    the reference is float32 throughout, as pgolf-rt's CPU engine computes."""
+    if pr != "581":
+        return
+
+    def attend(self, q, k, v):
+        q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
+        if self.num_heads != self.num_kv_heads:
+            r = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=True)
+        return y.permute(0, 2, 1, 3).contiguous()
+
+    mod.CausalSelfAttention._attend = attend
 
 
 def build(mod, pr: str, cfg: dict, hp):
@@ -98,6 +127,8 @@ def train(mod, model, hp, tokens, steps: int, batch: int, seq: int):
     for name, p in model.named_parameters():
         if name.endswith("embed.weight") or name == "tok_emb.weight":
             embed.append(p)
+        elif name == "shared_sparse_scale":
+            scalar.append(p)  # #581 puts the per-site scales with the scalars
         elif p.ndim == 2 and not any(c in name for c in ctrl):
             matrix.append(p)
         else:
@@ -138,6 +169,28 @@ def load_489(mod, blob, fresh):
     return fresh
 
 
+def export_581(mod, model):
+    """#581's own serializer: its mixed int6 quantizer, `{"w","m"}`, zstd 22 (or zlib 9)."""
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    result, meta = mod.mixed_quantize_int6(sd, {"mlp", "attn"})
+    buf = io.BytesIO()
+    torch.save({"w": result, "m": meta}, buf)
+    raw = buf.getvalue()
+    if mod._COMPRESSOR == "zstd":
+        blob = mod.zstandard.ZstdCompressor(level=22).compress(raw)
+    else:
+        blob = zlib.compress(raw, 9)
+    return blob, sd, meta
+
+
+def load_581(mod, blob, fresh, template):
+    raw = (mod.zstandard.ZstdDecompressor().decompress(blob) if mod._COMPRESSOR == "zstd"
+           else zlib.decompress(blob))
+    state = torch.load(io.BytesIO(raw), map_location="cpu")
+    fresh.load_state_dict(mod.dequantize_mixed_int6(state["w"], state["m"], template), strict=True)
+    return fresh
+
+
 def export_687(mod, model, args, calib_tokens):
     import zstandard
 
@@ -165,14 +218,13 @@ def load_687(mod, blob, fresh, template):
     return fresh
 
 
-@torch.no_grad()
-def per_position_nll(model, tokens, rope_from=None):
-    """float32 forward of the loaded model's exact weights; NLL of token t+1 at position t.
+def as_fp32(model, rope_from=None):
+    """The model in float32, its RoPE caches dropped.
 
     The submissions' eval models are `.bfloat16()`, which also rounds each Rotary's `inv_freq`
     buffer to bf16 (only parameters are restored to fp32). With `rope_from` (a model never cast
     to bf16), its float32 `inv_freq` buffers are used instead: RoPE as pgolf-rt computes it."""
-    m32 = model.float().eval()
+    m32 = model.float()
     for m in m32.modules():
         if hasattr(m, "inv_freq"):
             m._cos_cached = m._sin_cached = None
@@ -182,15 +234,55 @@ def per_position_nll(model, tokens, rope_from=None):
         dst = [m for m in m32.modules() if hasattr(m, "inv_freq")]
         for a, b in zip(src, dst, strict=True):
             b.inv_freq = a.inv_freq.clone()
+    return m32
+
+
+@torch.no_grad()
+def per_position_nll(model, tokens, rope_from=None):
+    """float32 forward of the loaded model's exact weights; NLL of token t+1 at position t."""
+    m32 = as_fp32(model, rope_from).eval()
     x = tokens[:-1].to(torch.int64)[None]
     y = tokens[1:].to(torch.int64)
     logits = m32.forward_logits(x)[0].float()
     return F.cross_entropy(logits, y, reduction="none").tolist()
 
 
+# Tensors up to this many values have their whole gradient recorded; larger ones a fingerprint.
+GRAD_FULL_MAX = 512
+
+
+def direction(n: int, k: int):
+    """The fixed direction a gradient is projected on: `sin(0.37·i + k)` in float64 (tensor `k`
+    of the state dict, element `i`); pgolf-rt's test computes the same."""
+    import numpy as np
+    return np.sin(0.37 * np.arange(n, dtype=np.float64) + k)
+
+
+def grads_fingerprint(mod, model, tokens, batch: int, seq: int, rope_from):
+    """The PR's training loss (`model(x, y)`, train mode, float32 with float32 RoPE) on `batch`
+    windows of `seq` tokens and its gradient, summarised per state-dict tensor."""
+    m32 = as_fp32(model, rope_from).train()
+    m32.zero_grad(set_to_none=True)
+    chunk = tokens[: batch * seq + 1].to(torch.int64)
+    x, y = chunk[:-1].reshape(batch, seq), chunk[1:].reshape(batch, seq)
+    loss = m32(x, y)
+    loss.backward()
+    out = []
+    for k, (name, p) in enumerate(m32.named_parameters()):
+        g = p.grad.detach().double().reshape(-1).numpy()
+        r = direction(g.size, k)
+        rec = dict(name=name, shape=list(p.shape), norm=float((g * g).sum() ** 0.5),
+                   dot=float((g * r).sum()), dir_norm=float((r * r).sum() ** 0.5))
+        if g.size <= GRAD_FULL_MAX:
+            rec["grad"] = [float(f"{v:.9g}") for v in g]  # float32 values: 9 digits are exact
+        out.append(rec)
+    return dict(batch=batch, seq=seq, tokens=[int(t) for t in chunk], loss=float(loss.detach()),
+                tensors=out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pr", required=True, choices=["489", "687"])
+    ap.add_argument("--pr", required=True, choices=["489", "581", "687"])
     ap.add_argument("--code", required=True, help="the PR's train_gpt.py")
     ap.add_argument("--commit", default="", help="the PR head commit the code came from")
     ap.add_argument("--preset", default="tiny")
@@ -210,13 +302,23 @@ def main():
     ap.add_argument("--calib-samples", type=int, default=8)
     ap.add_argument("--prune-pct", type=float, default=0.03)
     ap.add_argument("--int6-last-n", type=int, default=0)
+    ap.add_argument("--grads-only", action="store_true",
+                    help="read the committed <name>.ptz back and write <name>.grads.json only")
+    ap.add_argument("--grad-batch", type=int, default=2)
+    ap.add_argument("--grad-seq", type=int, default=64)
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     mod = import_pr(args.code)
+    shim_attention(mod, args.pr)
     hp = mod.Hyperparameters()
     cfg = PRESETS[(args.pr, args.preset)]
+
+    out = Path(args.out)
+    if args.grads_only:
+        grads_only(mod, args, cfg, hp, out)
+        return
 
     model = build(mod, args.pr, cfg, hp).float()
     fill_zero_matrices(model, gen)
@@ -231,6 +333,13 @@ def main():
         loaded = load_489(mod, blob, fresh)
         extra["keep_float_max_numel"] = mod.INT8_KEEP_FLOAT_MAX_NUMEL
         fmt = "int8_clean_per_row_v1 + zlib 9"
+    elif args.pr == "581":
+        blob, template, meta = export_581(mod, model)
+        loaded = load_581(mod, blob, fresh, template)
+        extra.update(quant_types=sorted({m if isinstance(m, str) else m["type"]
+                                         for m in meta.values()}),
+                     sparse_layers=list(loaded.sparse_layer_indices))
+        fmt = "{w,m} mixed int6 + " + ("zstd 22" if mod._COMPRESSOR == "zstd" else "zlib 9")
     else:
         blob, template, meta = export_687(mod, model, args, train_tokens)
         loaded = load_687(mod, blob, fresh, template)
@@ -251,7 +360,6 @@ def main():
                             mean_nll_fp32_rope=sum(nll_fp32_rope) / len(nll_fp32_rope)))
         loaded = as_submission_dtypes(mod, loaded)  # per_position_nll cast it to fp32
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.ptz").write_bytes(blob)
     code_sha = hashlib.sha256(Path(args.code).read_bytes()).hexdigest()
@@ -272,6 +380,31 @@ def main():
     (out / f"{args.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(f"{args.name}: {len(blob)} bytes, mean nll {[round(w['mean_nll'], 4) for w in windows]}, "
           f"train losses {[round(l, 3) for l in losses]}")
+
+
+def grads_only(mod, args, cfg, hp, out: Path):
+    """The committed artifact, read by the PR's loader into a fresh PR model, and the gradient
+    fingerprint of the PR's own loss there."""
+    blob = (out / f"{args.name}.ptz").read_bytes()
+    fresh = as_submission_dtypes(mod, build(mod, args.pr, cfg, hp))
+    template = {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+    if args.pr == "489":
+        loaded = load_489(mod, blob, fresh)
+    elif args.pr == "581":
+        loaded = load_581(mod, blob, fresh, template)
+    else:
+        loaded = load_687(mod, blob, fresh, template)
+    val = mod.load_data_shard(Path(args.val))
+    doc = grads_fingerprint(mod, loaded, val, args.grad_batch, args.grad_seq,
+                            rope_from=build(mod, args.pr, cfg, hp))
+    doc.update(pr=int(args.pr), pr_commit=args.commit, artifact=f"{args.name}.ptz",
+               artifact_sha256=hashlib.sha256(blob).hexdigest(),
+               reference="PR loader + fresh PR GPT; its forward(x, y) in train mode, float32 "
+                         "with float32 RoPE, on CPU; .backward(). norm = |g|, dot = g.r with "
+                         "r_i = sin(0.37 i + k) for state-dict tensor k (float64)",
+               grad_full_max=GRAD_FULL_MAX)
+    (out / f"{args.name}.grads.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+    print(f"{args.name}: grads of loss {doc['loss']:.6f} over {len(doc['tensors'])} tensors")
 
 
 if __name__ == "__main__":

@@ -292,3 +292,26 @@ fn generation_picks_what_the_full_recompute_picks_within_the_window() {
     assert_eq!(g.tokens[..same], r.tokens[..same]);
     assert_eq!(g.tokens.len(), 40);
 }
+
+/// The shared sparse sidecar (#581's model, written by its own code: `seed_submissions.rs`) has
+/// a causal convolution across positions: the decoder keeps each site's last value rows, and
+/// decodes like the full forward token by token and in chunks.
+#[test]
+fn sidecar_model_decodes_like_the_full_forward() {
+    use pgolf_rt::artifact::Artifact;
+    let path = format!(
+        "{}/tests/fixtures/seeds/pr581_tiny.ptz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let ov = ConfigOverrides {
+        rope_dims: Some(16),
+        ln_scale: Some(true),
+        ..Default::default()
+    };
+    let w = ModelWeights::from_artifact(&Artifact::load(path).unwrap(), &ov).unwrap();
+    assert_eq!(w.config.sidecar.as_ref().unwrap().layers, vec![1, 2, 3]);
+    let worst = worst_difference(&device(&w), &random_ids(5, 40));
+    println!("pr581 sidecar: max |cached - full| log-prob {worst:.2e}");
+    // A trained model (larger logits than the random ones): the real-artifact bound.
+    assert!(worst < REAL_TOL, "{worst:e}");
+}

@@ -31,6 +31,8 @@ struct Expect {
     /// Physical layers with XSA; value-embedding layers (`None`: no value embedding).
     xsa: Vec<usize>,
     ve_layers: Option<Vec<usize>>,
+    /// Layers the shared sparse sidecar follows (`None`: no sidecar).
+    sidecar_layers: Option<Vec<usize>>,
     /// Integer widths the artifact must hold (per-row schemes), e.g. [8] or [5, 6, 8].
     bits: Vec<u8>,
 }
@@ -58,6 +60,7 @@ fn expectations() -> Vec<Expect> {
             },
             xsa: vec![],
             ve_layers: None,
+            sidecar_layers: None,
             bits: vec![8],
         },
         // PR #687: LeakyReLU(0.5)^2, XSA on every layer, LN scale, VE on the last layers, the
@@ -85,6 +88,7 @@ fn expectations() -> Vec<Expect> {
             },
             xsa: vec![0, 1, 2, 3],
             ve_layers: Some(vec![2, 3]),
+            sidecar_layers: None,
             bits: vec![],
         },
         // PR #687 with a wide MLP, so its GPTQ runs: int5 (layer 0), int6 (layer 1), int8 tok_emb.
@@ -111,7 +115,35 @@ fn expectations() -> Vec<Expect> {
             },
             xsa: vec![0, 1],
             ve_layers: Some(vec![1]),
+            sidecar_layers: None,
             bits: vec![5, 6, 8],
+        },
+        // PR #581 (#555's shared sparse sidecar, hidden 16) after layers 1-3: layer 1 is an
+        // encoder layer, so its skip carries the sidecar's output. relu^2, partial RoPE, LN
+        // scale, the NTK rule past 1024 tokens; all-fp16 by its own size rule.
+        Expect {
+            stem: "pr581_tiny",
+            overrides: ConfigOverrides {
+                rope_dims: Some(16),
+                logit_softcap: Some(30.0),
+                ln_scale: Some(true),
+                rope_ntk_train_len: Some(Some(1024)),
+                ..Default::default()
+            },
+            compression: Compression::Zstd,
+            format: ContainerFormat::MixedWm,
+            layers: 4,
+            heads: 2,
+            kv_heads: 1,
+            mlp_hidden: 192,
+            bigram: BigramConfig {
+                buckets: 512,
+                dim: 32,
+            },
+            xsa: vec![],
+            ve_layers: None,
+            sidecar_layers: Some(vec![1, 2, 3]),
+            bits: vec![],
         },
     ]
 }
@@ -161,6 +193,22 @@ fn check(e: &Expect) -> f64 {
         e.ve_layers,
         "{stem}: value-embedding layers"
     );
+    assert_eq!(
+        c.sidecar.as_ref().map(|s| s.layers.clone()),
+        e.sidecar_layers,
+        "{stem}: sidecar layers"
+    );
+    if let Some(layers) = fx.get("sparse_layers").and_then(Value::as_array) {
+        let want: Vec<usize> = layers
+            .iter()
+            .map(|l| l.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            c.sidecar.as_ref().unwrap().layers,
+            want,
+            "{stem}: the PR's sites"
+        );
+    }
     assert!(c.tied_embeddings, "{stem}: tied head");
     assert_eq!(c.num_skips, c.num_layers / 2, "{stem}: U-Net skips");
     let cfg = &fx["config"];
@@ -275,8 +323,7 @@ fn seed_687_defaults_would_mismatch() {
 }
 
 /// The seed submissions' TTT recipes (`--ttt-recipe`), score-first, each on a model its own PR's
-/// code wrote (#581's sidecar model does not load yet, so its recipe runs on #489's fixture),
-/// over the first 8,192 targets of the val shard in chunks of 2,048: the audit passes and the
+/// code wrote, over the first 8,192 targets of the val shard in chunks of 2,048: the audit passes and the
 /// recipe scores below the same model without TTT. The published settings are kept but the
 /// chunk size (32,768 would leave a single chunk here).
 #[test]
@@ -293,7 +340,7 @@ fn seed_ttt_recipes_pass_the_audit_and_gain_on_their_fixtures() {
     let ex = expectations();
     let cases = [
         (&ex[0], TttRecipe::Pr489),
-        (&ex[0], TttRecipe::Pr581),
+        (&ex[3], TttRecipe::Pr581),
         (&ex[1], TttRecipe::Pr687),
     ];
     for (e, recipe) in cases {
@@ -325,5 +372,100 @@ fn seed_ttt_recipes_pass_the_audit_and_gain_on_their_fixtures() {
         assert!(r.audit.unwrap().passed());
         assert_eq!(r.result.tokens, base.result.tokens);
         assert!(gain < 0.0, "{recipe} on {}: {gain:+.6} bpb", e.stem);
+    }
+}
+
+/// Relative gradient tolerance against the PR's float32 autograd.
+const TOL_GRAD: f64 = 1e-5;
+
+/// pgolf-rt's gradients of each PR's own training loss (`model(x, y)`: the mean NLL over every
+/// position) match PyTorch's autograd through the PR's own model, tensor by tensor
+/// (`<stem>.grads.json` from `scripts/seed_fixtures.py --grads-only`): the loss to 1e-5, and per
+/// tensor the whole gradient (small tensors) or its norm and its projection on a fixed
+/// direction (large ones) to 1e-5 relative. A wrong sidecar tap, a skipped site or a
+/// missing BigramHash term moves some tensor's gradient far past that.
+#[test]
+fn seed_gradients_match_pytorch() {
+    use pgolf_rt::train::TrainModel;
+    for e in expectations() {
+        let Ok(text) = std::fs::read_to_string(fixture_path(&format!("{}.grads.json", e.stem)))
+        else {
+            continue; // fixtures without a gradient record (pr687_int5)
+        };
+        let fx: Value = serde_json::from_str(&text).unwrap();
+        let art = Artifact::load(fixture_path(&format!("{}.ptz", e.stem))).unwrap();
+        let w = ModelWeights::from_artifact(&art, &e.overrides).unwrap();
+        let (batch, seq) = (
+            fx["batch"].as_u64().unwrap() as usize,
+            fx["seq"].as_u64().unwrap() as usize,
+        );
+        let toks: Vec<u32> = fx["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let n = batch * seq;
+        assert_eq!(toks.len(), n + 1);
+        let model = TrainModel::new(CpuBackend::new(), &w).unwrap();
+        let rows: Vec<usize> = (0..n).collect();
+        let (loss, g) = model
+            .loss_and_grads(&toks[..n], batch, seq, &rows, &toks[1..], None, true)
+            .unwrap();
+        let want_loss = fx["loss"].as_f64().unwrap();
+        assert!(
+            (loss - want_loss).abs() < 1e-5,
+            "{}: loss {loss} vs PyTorch {want_loss}",
+            e.stem
+        );
+        let mut base = g.base.expect("base gradients");
+        let ours: std::collections::HashMap<String, Vec<f32>> = base
+            .params_mut()
+            .into_iter()
+            .map(|p| (p.name, p.values.to_vec()))
+            .collect();
+        let recs = fx["tensors"].as_array().unwrap();
+        assert_eq!(recs.len(), ours.len(), "{}: tensor count", e.stem);
+        let mut worst = (0.0f64, String::new());
+        for (k, rec) in recs.iter().enumerate() {
+            let name = rec["name"].as_str().unwrap();
+            let got = ours
+                .get(name)
+                .unwrap_or_else(|| panic!("{}: no gradient for {name}", e.stem));
+            let norm = rec["norm"].as_f64().unwrap();
+            let scale = norm.max(1e-12);
+            let got_norm = got.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+            let mut err = (got_norm - norm).abs() / scale;
+            let dir: Vec<f64> = (0..got.len())
+                .map(|i| (0.37 * i as f64 + k as f64).sin())
+                .collect();
+            let dot: f64 = got.iter().zip(&dir).map(|(&a, b)| a as f64 * b).sum();
+            let dir_norm = rec["dir_norm"].as_f64().unwrap();
+            err = err.max((dot - rec["dot"].as_f64().unwrap()).abs() / (scale * dir_norm));
+            if let Some(full) = rec.get("grad").and_then(Value::as_array) {
+                assert_eq!(full.len(), got.len(), "{}: {name} size", e.stem);
+                let d2: f64 = full
+                    .iter()
+                    .zip(got)
+                    .map(|(a, &b)| (a.as_f64().unwrap() - b as f64).powi(2))
+                    .sum();
+                err = err.max(d2.sqrt() / scale);
+            }
+            assert!(
+                err < TOL_GRAD,
+                "{}: gradient of {name} off by {err:.2e} relative (norm {norm:.4e})",
+                e.stem
+            );
+            if err > worst.0 {
+                worst = (err, name.to_string());
+            }
+        }
+        eprintln!(
+            "{}: loss {loss:.7} (PyTorch {want_loss:.7}); {} gradients within {:.2e} relative (worst: {})",
+            e.stem,
+            recs.len(),
+            worst.0,
+            worst.1
+        );
     }
 }

@@ -41,10 +41,18 @@ pub fn is_control(name: &str) -> bool {
 
 /// The dtype the 11-layer models' template holds for `name` (the `{"w","m"}` layout records no
 /// original dtypes). Those scripts run `model.bfloat16()`, then restore `CastedLinear` weights and
-/// low-dimensional/control parameters to fp32, so only `nn.Embedding` tables stay bf16:
-/// `tok_emb.weight`, `bigram.embed.weight`, `ve_shared.embed.weight`. Everything else is fp32.
+/// low-dimensional/control parameters to fp32, so only the 2-D and 3-D parameters of other
+/// modules stay bf16: the `nn.Embedding` tables `tok_emb.weight`, `bigram.embed.weight`,
+/// `ve_shared.embed.weight`, and the sidecar's (#555/#581) `shared_sparse.site_gate.weight`
+/// (an `nn.Embedding`), `shared_sparse.local.weight` (an `nn.Conv1d`) and the 2-D parameter
+/// `shared_sparse_scale`. Everything else is fp32.
 pub fn template_dtype(name: &str) -> DType {
-    if name == "tok_emb.weight" || name.ends_with(".embed.weight") {
+    if name == "tok_emb.weight"
+        || name.ends_with(".embed.weight")
+        || name == "shared_sparse.site_gate.weight"
+        || name == "shared_sparse.local.weight"
+        || name == "shared_sparse_scale"
+    {
         DType::BF16
     } else {
         DType::F32
@@ -501,5 +509,12 @@ mod tests {
         assert_eq!(template_dtype("bigram.embed.weight"), DType::BF16);
         assert_eq!(template_dtype("bigram.proj.weight"), DType::F32);
         assert_eq!(template_dtype("blocks.0.mlp.fc.weight"), DType::F32);
+        assert_eq!(template_dtype("shared_sparse.local.weight"), DType::BF16);
+        assert_eq!(
+            template_dtype("shared_sparse.site_gate.weight"),
+            DType::BF16
+        );
+        assert_eq!(template_dtype("shared_sparse.gate.weight"), DType::F32);
+        assert_eq!(template_dtype("shared_sparse_scale"), DType::BF16);
     }
 }

@@ -267,6 +267,32 @@ pub trait Backend: Send + Sync {
     fn add_scalar_scaled(&self, x: &mut Self::Tensor, y: &Self::Tensor, s: f32) -> Result<()>;
     /// SmearGate: `x_t ← (1-g) ⊙ x_t + g ⊙ x_{t-1}` per window, `g = sigmoid(gate)`, `x_{-1} = 0`.
     fn smear(&self, x: &Self::Tensor, gate: &Self::Tensor, seq: usize) -> Result<Self::Tensor>;
+    /// Depthwise causal convolution along each window of `seq` rows (the sidecar's local value
+    /// path): `y[t, c] = Σ_j w[c, j] · x[t − (k−1) + j, c]`, `w` being `[cols, k]`, nothing
+    /// read from before a window's first row ([`cpu::sidecar::causal_conv`], the oracle, which
+    /// the default runs on the host).
+    fn causal_conv(&self, x: &Self::Tensor, w: &Self::Tensor, seq: usize) -> Result<Self::Tensor> {
+        let ((rows, cols), (_, k)) = (self.shape(x), self.shape(w));
+        let y =
+            cpu::sidecar::causal_conv(&self.download(x)?, rows, cols, &self.download(w)?, k, seq)?;
+        self.upload(&y, rows, cols)
+    }
+    /// `silu(pre + bias) ⊙ v` with a per-column `bias` (`[1, cols]`): the sidecar's gate
+    /// ([`cpu::sidecar::silu_gate`], the oracle, which the default runs on the host).
+    fn silu_gate(
+        &self,
+        pre: &Self::Tensor,
+        bias: &Self::Tensor,
+        v: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        let (rows, cols) = self.shape(pre);
+        let y = cpu::sidecar::silu_gate(
+            &self.download(pre)?,
+            &self.download(bias)?,
+            &self.download(v)?,
+        )?;
+        self.upload(&y, rows, cols)
+    }
     /// In place on `q` `[rows, heads*hd]` and `k` `[rows, kv_heads*hd]`: per-head RMS norm,
     /// RoPE at position `row % seq`, then `q *= q_gain[head]`.
     fn qk_norm_rope(

@@ -6,7 +6,7 @@
 //! same shapes as those inputs. Ops that the forward runs in place (`add_scaled`,
 //! `qk_norm_rope`) take the values *before* the op where the backward needs them.
 
-use super::cpu::optim;
+use super::cpu::{optim, sidecar};
 use super::{AttnGeometry, Backend, RopeSpec};
 use crate::model::Activation;
 use crate::Result;
@@ -85,6 +85,49 @@ pub trait TrainBackend: Backend {
         dy: &Self::Tensor,
         seq: usize,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// [`Backend::causal_conv`] backward given its input `x`: `(dx, dw [cols, k])`
+    /// ([`sidecar::causal_conv_backward`], the oracle, which the default runs on the host).
+    fn causal_conv_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+        seq: usize,
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let ((rows, cols), (wr, k)) = (self.shape(x), self.shape(w));
+        let (dx, dw) = sidecar::causal_conv_backward(
+            &self.download(x)?,
+            rows,
+            cols,
+            &self.download(w)?,
+            k,
+            &self.download(dy)?,
+            seq,
+        )?;
+        Ok((self.upload(&dx, rows, cols)?, self.upload(&dw, wr, k)?))
+    }
+    /// [`Backend::silu_gate`] backward: `(dpre, dbias [1, cols], dv)`
+    /// ([`sidecar::silu_gate_backward`], the oracle, which the default runs on the host).
+    fn silu_gate_backward(
+        &self,
+        pre: &Self::Tensor,
+        bias: &Self::Tensor,
+        v: &Self::Tensor,
+        dy: &Self::Tensor,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)> {
+        let (rows, cols) = self.shape(pre);
+        let (dpre, dbias, dv) = sidecar::silu_gate_backward(
+            &self.download(pre)?,
+            &self.download(bias)?,
+            &self.download(v)?,
+            &self.download(dy)?,
+        )?;
+        Ok((
+            self.upload(&dpre, rows, cols)?,
+            self.upload(&dbias, 1, dbias.len())?,
+            self.upload(&dv, rows, cols)?,
+        ))
+    }
     /// `Σ a ⊙ b` over all elements, accumulated in f64: the gradient of a scalar `s` in
     /// `x += s · y` ([`Backend::add_scalar_scaled`]) is `dot(dout, y)`.
     fn dot(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<f64>;

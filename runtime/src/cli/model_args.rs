@@ -53,6 +53,10 @@ pub struct ArchArgs {
     /// Exclusive self-attention on the last N layers.
     #[arg(long, default_value_t = 0)]
     pub xsa_last: usize,
+    /// Layers the shared sparse sidecar follows, one per site (`shared_sparse.*` artifacts,
+    /// PR #555/#581); default: the last layers, as its `SPARSE_START_LAYER=8` on 11 layers.
+    #[arg(long, value_delimiter = ',')]
+    pub sidecar_layers: Option<Vec<usize>>,
 }
 
 impl ArchArgs {
@@ -65,6 +69,7 @@ impl ArchArgs {
             activation: Some(self.activation.parse::<Activation>()?),
             ln_scale: Some(self.ln_scale),
             xsa_last: Some(self.xsa_last),
+            sidecar_layers: self.sidecar_layers.clone(),
         })
     }
 }

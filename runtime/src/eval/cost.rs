@@ -72,7 +72,8 @@ impl EvalCost {
 }
 
 /// FLOPs of one token's forward in a window of `seq` tokens: 2 per weight of every product
-/// (q, k, v, out, MLP, BigramHash and value-embedding projections, the head) and the causal
+/// (q, k, v, out, MLP, BigramHash and value-embedding projections, the sidecar's products and
+/// taps at each site, the head) and the causal
 /// attention products (`QKᵀ` and `PV` over `seq/2` keys on average, per layer).
 pub fn forward_flops_per_token(c: &ModelConfig, seq: usize) -> f64 {
     let d = c.model_dim as f64;
@@ -88,6 +89,10 @@ pub fn forward_flops_per_token(c: &ModelConfig, seq: usize) -> f64 {
     }
     if let Some(v) = &c.value_embed {
         weights += (v.dim * c.kv_dim()) as f64;
+    }
+    if let Some(s) = &c.sidecar {
+        // gate, value and proj at every site; the convolution's taps are per channel.
+        weights += (s.layers.len() * s.hidden * (3 * c.model_dim + s.kernel)) as f64;
     }
     let attention = c.num_layers as f64 * 2.0 * 2.0 * (seq as f64 / 2.0) * q;
     2.0 * weights + attention

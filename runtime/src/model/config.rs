@@ -50,6 +50,26 @@ pub struct ValueEmbedConfig {
     pub layers: Vec<usize>,
 }
 
+/// The shared sparse sidecar (PR #555/#581): after each of `layers`, the stream gets
+/// `x += scale[s] ⊙ proj(silu(gate(n) + site_gate[s]) ⊙ conv(value(n)))`, `n = rms(x)`,
+/// `conv` a causal depthwise convolution of `kernel` taps, `s` the site's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarConfig {
+    /// Width of the gate and value paths (48 in #581).
+    pub hidden: usize,
+    /// Taps of the causal convolution (3 in #581).
+    pub kernel: usize,
+    /// Physical layers after which it runs, in site order.
+    pub layers: Vec<usize>,
+}
+
+impl SidecarConfig {
+    /// The site index of physical layer `layer`, if the sidecar follows it.
+    pub fn site_of(&self, layer: usize) -> Option<usize> {
+        self.layers.iter().position(|&l| l == layer)
+    }
+}
+
 /// Full architecture description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -82,6 +102,7 @@ pub struct ModelConfig {
     /// SmearGate (spec 4.3 variant B) present.
     pub smear_gate: bool,
     pub value_embed: Option<ValueEmbedConfig>,
+    pub sidecar: Option<SidecarConfig>,
     /// RMSNorm epsilon (float32 machine epsilon, as `F.rms_norm(eps=None)` in fp32).
     pub norm_eps: f32,
 }
@@ -97,6 +118,9 @@ pub struct ConfigOverrides {
     pub ln_scale: Option<bool>,
     /// Apply XSA on the last N layers.
     pub xsa_last: Option<usize>,
+    /// The layers the shared sparse sidecar follows, in site order (default: the last layers,
+    /// one per site, as #581's `SPARSE_START_LAYER=8` on 11 layers).
+    pub sidecar_layers: Option<Vec<usize>>,
 }
 
 impl ModelConfig {
@@ -195,6 +219,7 @@ impl ModelConfig {
             }
             None => None,
         };
+        let sidecar = infer_sidecar(&shape, model_dim, num_layers, ov)?;
         let rope_dims = ov.rope_dims.unwrap_or(head_dim);
         if rope_dims == 0 || rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
             return Err(Error::Usage(format!(
@@ -240,6 +265,7 @@ impl ModelConfig {
             bigram,
             smear_gate,
             value_embed,
+            sidecar,
             norm_eps: f32::EPSILON,
         };
         Ok(cfg)
@@ -268,7 +294,28 @@ impl ModelConfig {
         if let Some(ve) = &self.value_embed {
             n += self.vocab_size * ve.dim + ve.dim * self.kv_dim() + 1 + ve.layers.len();
         }
+        if let Some(sc) = &self.sidecar {
+            n += 3 * sc.hidden * d + sc.hidden * sc.kernel + sc.layers.len() * (sc.hidden + d);
+        }
         n
+    }
+
+    /// The submission lineage these modules come from, as far as the tensors tell.
+    pub fn lineage(&self) -> &'static str {
+        match (
+            &self.sidecar,
+            &self.value_embed,
+            self.bigram,
+            self.smear_gate,
+        ) {
+            (Some(_), _, _, _) => "shared sparse sidecar (PR #555 / #581)",
+            (None, Some(_), _, _) => "11-layer lineage with value embeddings (PR #606 / #687)",
+            (None, None, Some(_), true) => {
+                "BigramHash + SmearGate (PR #489 and the 11-layer records)"
+            }
+            (None, None, None, false) if self.num_skips > 0 => "baseline (U-Net skips)",
+            _ => "baseline variant",
+        }
     }
 
     /// RoPE base actually used for a forward window of `window` tokens (NTK rule, spec 4.5).
@@ -281,6 +328,62 @@ impl ModelConfig {
             _ => self.rope_base,
         }
     }
+}
+
+/// The sidecar from `shared_sparse.*` shapes: `gate [hidden, d]`, `local [hidden, 1, k]`,
+/// `site_gate [sites, hidden]`, `shared_sparse_scale [sites, d]`; the layers from `ov` or the
+/// last `sites` layers.
+fn infer_sidecar<'a>(
+    shape: &impl Fn(&str) -> Option<&'a [usize]>,
+    d: usize,
+    layers: usize,
+    ov: &ConfigOverrides,
+) -> Result<Option<SidecarConfig>> {
+    let Some(gate) = shape("shared_sparse.gate.weight") else {
+        return Ok(None);
+    };
+    let bad = |what: String| Err(Error::Config(format!("shared sparse sidecar: {what}")));
+    let hidden = match gate {
+        [h, c] if *c == d && *h > 0 => *h,
+        s => return bad(format!("`shared_sparse.gate.weight` has shape {s:?}")),
+    };
+    let kernel = match shape("shared_sparse.local.weight") {
+        Some([h, 1, k]) if *h == hidden && *k > 0 => *k,
+        s => {
+            return bad(format!(
+                "`shared_sparse.local.weight` has shape {s:?}, expected [{hidden}, 1, k]"
+            ))
+        }
+    };
+    let sites = match shape("shared_sparse.site_gate.weight") {
+        Some([n, h]) if *h == hidden && *n > 0 => *n,
+        s => {
+            return bad(format!(
+                "`shared_sparse.site_gate.weight` has shape {s:?}, expected [sites, {hidden}]"
+            ))
+        }
+    };
+    let site_layers = match &ov.sidecar_layers {
+        Some(l) => l.clone(),
+        None if sites <= layers => (layers - sites..layers).collect(),
+        None => return bad(format!("{sites} sites for {layers} layers")),
+    };
+    if site_layers.len() != sites {
+        return bad(format!(
+            "{} sidecar layers given for {sites} sites",
+            site_layers.len()
+        ));
+    }
+    if site_layers.iter().any(|&l| l >= layers) || site_layers.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::Usage(format!(
+            "sidecar layers {site_layers:?} must be increasing and below {layers}"
+        )));
+    }
+    Ok(Some(SidecarConfig {
+        hidden,
+        kernel,
+        layers: site_layers,
+    }))
 }
 
 impl fmt::Display for ModelConfig {
@@ -341,6 +444,15 @@ impl fmt::Display for ModelConfig {
                 v.dim, v.layers
             ))
         )?;
+        writeln!(
+            f,
+            "sparse sidecar    {}",
+            self.sidecar.as_ref().map_or("none".into(), |s| format!(
+                "hidden {}, {}-tap causal conv, after layers {:?}",
+                s.hidden, s.kernel, s.layers
+            ))
+        )?;
+        writeln!(f, "recognised as     {}", self.lineage())?;
         write!(f, "parameters        {}", self.param_count())
     }
 }

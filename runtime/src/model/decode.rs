@@ -10,6 +10,7 @@
 //! SmearGate   : the previous position's rms(x_emb) (smear over [prev, new rows])
 //! attention   : K, V of every earlier position     (attention_cached over the cache)
 //! RoPE        : row i of a call sits at len + i    (qk_norm_rope_at)
+//! sidecar     : its last k-1 value rows, per site  (causal_conv over [prev, new rows])
 //! ```
 //!
 //! Row-wise ops (embeddings, linears, norms, residuals, U-Net skips, MLP, head) see only the new
@@ -58,6 +59,8 @@ pub struct Decoder<'m> {
     layers: Vec<LayerCache>,
     /// SmearGate's input (the normalised embedding) at the last position, `[1, d]`.
     smear_prev: Option<CpuTensor>,
+    /// Per sidecar site, the convolution's input at the last `kernel - 1` positions.
+    conv_prev: Vec<CpuTensor>,
     /// Base the cached keys were rotated with, and the table of its angles.
     rope_base: f32,
     rope: RopeTable,
@@ -80,10 +83,20 @@ impl<'m> Decoder<'m> {
                 })
                 .collect(),
             smear_prev: None,
+            conv_prev: Self::no_conv_rows(model),
             rope_base: model.config.rope_base,
             rope: RopeTable::new(0, model.config.rope_dims, model.config.rope_base),
             rope_len: 0,
         }
+    }
+
+    /// An empty convolution history for each sidecar site.
+    fn no_conv_rows(model: &DeviceModel<CpuBackend>) -> Vec<CpuTensor> {
+        let sc = model.config.sidecar.as_ref();
+        let (sites, hidden) = sc.map_or((0, 0), |s| (s.layers.len(), s.hidden));
+        (0..sites)
+            .map(|_| CpuTensor::new(0, hidden, Vec::new()))
+            .collect()
     }
 
     /// Tokens in the cache.
@@ -105,6 +118,7 @@ impl<'m> Decoder<'m> {
     pub fn clear(&mut self) {
         self.truncate(0);
         self.smear_prev = None;
+        self.conv_prev = Self::no_conv_rows(self.model);
     }
 
     /// Keeps the first `len` positions of every layer's cache.
@@ -166,12 +180,14 @@ impl<'m> Decoder<'m> {
             self.rope_len = n;
         }
         let (pos0, smear_prev) = (self.len(), self.smear_prev.clone());
+        let conv_prev = self.conv_prev.clone();
         let h = match self.forward(ids) {
             Ok(h) => h,
             Err(e) => {
                 // Leave the cache as it was (the layers before the failure had grown).
                 self.truncate(pos0);
                 self.smear_prev = smear_prev;
+                self.conv_prev = conv_prev;
                 return Err(e);
             }
         };
@@ -220,13 +236,16 @@ impl<'m> Decoder<'m> {
         for i in 0..layers {
             if i >= enc {
                 let j = i - enc;
-                if j < m.skip_rows.len() {
+                if j < m.rows.skip.len() {
                     if let Some(src) = pending.pop() {
-                        be.add_scaled(&mut x, &skip_vals[src], &m.skip_rows[j])?;
+                        be.add_scaled(&mut x, &skip_vals[src], &m.rows.skip[j])?;
                     }
                 }
             }
             x = self.block(i, x, &x0, ids, pos0)?;
+            if let Some(site) = cfg.sidecar.as_ref().and_then(|s| s.site_of(i)) {
+                x = self.sidecar(site, x)?;
+            }
             if i < enc {
                 pending.push(skip_vals.len());
                 skip_vals.push(x.clone());
@@ -292,6 +311,31 @@ impl<'m> Decoder<'m> {
         let a = be.activation(&h, cfg.activation)?;
         let mlp = be.linear(&a, &w.mlp_proj)?;
         be.add_scaled(&mut x, &mlp, &w.mlp_scale)?;
+        Ok(x)
+    }
+}
+
+impl Decoder<'_> {
+    /// The sidecar at `site` over the new rows (`forward.rs`'s `sidecar`), its convolution run
+    /// over the kept rows and the new ones as one window.
+    fn sidecar(&mut self, site: usize, mut x: CpuTensor) -> Result<CpuTensor> {
+        let (m, be) = (self.model, self.model.backend());
+        let (cfg, rows) = (&m.config, &m.rows);
+        let sc =
+            m.params.sidecar.as_ref().ok_or_else(|| {
+                Error::Config("the config has a sidecar, the parameters none".into())
+            })?;
+        let k = cfg.sidecar.as_ref().map_or(1, |s| s.kernel);
+        let n = be.rms_norm(&x, cfg.norm_eps, 1.0)?;
+        let gp = be.linear(&n, &sc.gate)?;
+        let vv = be.linear(&n, &sc.value)?;
+        let input = stack(&self.conv_prev[site], &vv);
+        let conv = be.causal_conv(&input, &sc.local, input.rows)?;
+        let c = tail(&conv, input.rows - vv.rows);
+        self.conv_prev[site] = tail(&input, input.rows - (k - 1).min(input.rows));
+        let z = be.silu_gate(&gp, &rows.site_gate[site], &c)?;
+        let o = be.linear(&z, &sc.proj)?;
+        be.add_scaled(&mut x, &o, &rows.site_scale[site])?;
         Ok(x)
     }
 }

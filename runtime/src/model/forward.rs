@@ -9,13 +9,15 @@
 //! decoder blocks             : x += skip_w[j] ⊙ pop() ; x = Block(x, x0)
 //! h = rms(x)                 ; logits = c·tanh(h·Eᵀ / c)
 //! Block: x = mix0⊙x + mix1⊙x0 ; x += attn_scale ⊙ Attn(rms(x)·s) ; x += mlp_scale ⊙ MLP(rms(x)·s)
+//! Sidecar after block i (site k): n = rms(x) ; x += scale[k] ⊙ proj(silu(gate·n + site_gate[k]) ⊙ conv(value·n))
 //! ```
+//!
+//! The sidecar's output is what an encoder layer pushes as its skip value (#581's order).
 
 use super::adapters::{lora_linear, DeviceLora};
 use super::config::ModelConfig;
-use super::params::{Dims, Params};
+use super::params::{is_product_weight, Params};
 use super::weights::{Matrix, ModelWeights};
-use crate::artifact::quant::is_control;
 use crate::backend::{AttnGeometry, Backend, RopeSpec};
 use crate::train::Proj;
 use crate::{Error, Result};
@@ -38,6 +40,24 @@ pub(crate) struct VeTape<T> {
     pub e: T,
     /// `proj(e)`, the term added to `v` times `ve_layer_scales[slot] · ve_shared.scale`.
     pub p: T,
+}
+
+/// What the sidecar's backward needs at one site.
+pub(crate) struct SidecarTape<T> {
+    pub site: usize,
+    /// The block's output, the sidecar's input.
+    pub x_in: T,
+    pub n: T,
+    /// `gate · n` (before the site's bias).
+    pub gp: T,
+    /// `value · n` (the convolution's input).
+    pub vv: T,
+    /// The convolution's output.
+    pub c: T,
+    /// `silu(gp + site_gate[site]) ⊙ c` (the projection's input).
+    pub z: T,
+    /// `proj · z`, the term added times the site's scale.
+    pub o: T,
 }
 
 /// Saved activations of one block (what [`crate::train::TrainModel::backward`] reads).
@@ -64,6 +84,8 @@ pub(crate) struct BlockTape<T> {
     pub u: [Option<T>; 6],
     /// The value-embedding term, in the layers that add one.
     pub ve: Option<VeTape<T>>,
+    /// The sidecar after this block, at its sites.
+    pub sidecar: Option<SidecarTape<T>>,
 }
 
 /// Everything the backward needs from one forward.
@@ -107,6 +129,8 @@ impl<T> Forward<T> {
 
 /// A block's output and, when recording, its tape.
 type BlockOut<T> = (T, Option<BlockTape<T>>);
+/// The sidecar's output at one site and, when recording, its tape.
+type SidecarOut<T> = (T, Option<SidecarTape<T>>);
 
 /// The per-call state every block sees.
 struct Pass<'a, T> {
@@ -168,14 +192,46 @@ impl Scalars {
     }
 }
 
+/// Rows of parameter matrices that ops take one at a time, as `[1, cols]` tensors of their
+/// own, copied from the parameters (and again whenever they change).
+pub(crate) struct RowViews<T> {
+    /// Row `j` of `skip_weights` (what `add_scaled` takes).
+    pub(crate) skip: Vec<T>,
+    /// Row `k` of the sidecar's `site_gate` (the gate's bias at site `k`).
+    pub(crate) site_gate: Vec<T>,
+    /// Row `k` of `shared_sparse_scale`.
+    pub(crate) site_scale: Vec<T>,
+}
+
+impl<T> RowViews<T> {
+    /// The rows of `p`'s matrices, `row(matrix, r)` copying one and `rows(matrix)` counting them.
+    pub(crate) fn of<U>(
+        p: &Params<U>,
+        rows: impl Fn(&U) -> usize,
+        mut row: impl FnMut(&U, usize) -> Result<T>,
+    ) -> Result<Self> {
+        let mut all = |m: Option<&U>| -> Result<Vec<T>> {
+            match m {
+                Some(m) => (0..rows(m)).map(|r| row(m, r)).collect(),
+                None => Ok(Vec::new()),
+            }
+        };
+        Ok(RowViews {
+            skip: all(p.skip_weights.as_ref())?,
+            site_gate: all(p.sidecar.as_ref().map(|s| &s.site_gate))?,
+            site_scale: all(p.sidecar.as_ref().map(|s| &s.scale))?,
+        })
+    }
+}
+
 /// A model whose weights live on a backend, ready to run forward passes.
 pub struct DeviceModel<B: Backend> {
     pub config: ModelConfig,
     backend: B,
     /// Every parameter on the backend.
     pub(crate) params: Params<B::Tensor>,
-    /// Row `j` of `skip_weights` as a `[1, d]` tensor (what `add_scaled` takes).
-    pub(crate) skip_rows: Vec<B::Tensor>,
+    /// Rows of the skip weights and of the sidecar's per-site parameters.
+    pub(crate) rows: RowViews<B::Tensor>,
     pub(crate) scalars: Scalars,
 }
 
@@ -185,41 +241,40 @@ impl<B: Backend> DeviceModel<B> {
     /// (control tensors) through [`Backend::upload`].
     pub fn new(backend: B, weights: &ModelWeights) -> Result<Self> {
         let params = weights.params.try_map(|name, dims, m| {
-            if dims == Dims::Matrix && !is_control(name) {
+            if is_product_weight(name, dims) {
                 backend.upload_weight(&m.data, m.rows, m.cols)
             } else {
                 backend.upload(&m.data, m.rows, m.cols)
             }
         })?;
-        let skip_rows = match &weights.skip_weights {
-            Some(s) => (0..s.rows)
-                .map(|r| backend.upload(s.row(r), 1, s.cols))
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
+        let rows = RowViews::of(
+            &weights.params,
+            |m| m.rows,
+            |m, r| backend.upload(m.row(r), 1, m.cols),
+        )?;
         Ok(DeviceModel {
             config: weights.config.clone(),
             scalars: Scalars::of(&weights.params),
             params,
-            skip_rows,
+            rows,
             backend,
         })
     }
 
-    /// A model from parameters already on `backend`, with the skip weights' rows and the host
-    /// copies of the scalar parameters they imply (what [`DeviceModel::new`] derives itself).
+    /// A model from parameters already on `backend`, with their rows and the host copies of
+    /// the scalar parameters they imply (what [`DeviceModel::new`] derives itself).
     pub(crate) fn assemble(
         backend: B,
         config: ModelConfig,
         params: Params<B::Tensor>,
-        skip_rows: Vec<B::Tensor>,
+        rows: RowViews<B::Tensor>,
         scalars: Scalars,
     ) -> Self {
         DeviceModel {
             config,
             backend,
             params,
-            skip_rows,
+            rows,
             scalars,
         }
     }
@@ -319,15 +374,22 @@ impl<B: Backend> DeviceModel<B> {
         for i in 0..layers {
             if i >= enc {
                 let j = i - enc;
-                if j < self.skip_rows.len() {
+                if j < self.rows.skip.len() {
                     if let Some(src) = pending.pop() {
-                        be.add_scaled(&mut x, &skip_vals[src], &self.skip_rows[j])?;
+                        be.add_scaled(&mut x, &skip_vals[src], &self.rows.skip[j])?;
                         skip_src[j] = Some(src);
                     }
                 }
             }
-            let (out, tape) = self.block(i, x, &x0, &pass)?;
+            let (out, mut tape) = self.block(i, x, &x0, &pass)?;
             x = out;
+            if let Some(site) = cfg.sidecar.as_ref().and_then(|s| s.site_of(i)) {
+                let (out, st) = self.sidecar(site, x, &pass)?;
+                x = out;
+                if let Some(t) = tape.as_mut() {
+                    t.sidecar = st;
+                }
+            }
             blocks.extend(tape);
             if i < enc {
                 pending.push(skip_vals.len());
@@ -415,9 +477,49 @@ impl<B: Backend> DeviceModel<B> {
                 m,
                 u: [uq, uk, uv, uo, ufc, uproj],
                 ve: ve_tape,
+                sidecar: None,
             }),
             _ => None,
         };
+        Ok((x, tape))
+    }
+
+    /// The sidecar at site `site` on the output `x_in` of its block, and its tape when
+    /// recording.
+    fn sidecar(
+        &self,
+        site: usize,
+        x_in: B::Tensor,
+        pass: &Pass<'_, B::Tensor>,
+    ) -> Result<SidecarOut<B::Tensor>> {
+        let (cfg, be) = (&self.config, &self.backend);
+        let sc =
+            self.params.sidecar.as_ref().ok_or_else(|| {
+                Error::Config("the config has a sidecar, the parameters none".into())
+            })?;
+        let n = be.rms_norm(&x_in, cfg.norm_eps, 1.0)?;
+        let gp = be.linear(&n, &sc.gate)?;
+        let vv = be.linear(&n, &sc.value)?;
+        let c = be.causal_conv(&vv, &sc.local, pass.geom.seq)?;
+        let z = be.silu_gate(&gp, &self.rows.site_gate[site], &c)?;
+        let o = be.linear(&z, &sc.proj)?;
+        // The input is kept only for the backward.
+        let (mut x, kept) = if pass.record {
+            (be.copy(&x_in)?, Some(x_in))
+        } else {
+            (x_in, None)
+        };
+        be.add_scaled(&mut x, &o, &self.rows.site_scale[site])?;
+        let tape = kept.map(|x_in| SidecarTape {
+            site,
+            x_in,
+            n,
+            gp,
+            vv,
+            c,
+            z,
+            o,
+        });
         Ok((x, tape))
     }
 

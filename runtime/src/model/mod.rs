@@ -12,9 +12,11 @@ pub mod params;
 mod weights;
 
 pub use adapters::DeviceLora;
-pub use config::{Activation, BigramConfig, ConfigOverrides, ModelConfig, ValueEmbedConfig};
+pub use config::{
+    Activation, BigramConfig, ConfigOverrides, ModelConfig, SidecarConfig, ValueEmbedConfig,
+};
 pub use decode::Decoder;
-pub(crate) use forward::{ln_scale, BlockTape, Forward, Scalars};
+pub(crate) use forward::{ln_scale, BlockTape, Forward, RowViews, Scalars, SidecarTape};
 pub use forward::{DeviceModel, Tape};
-pub use params::{BigramParams, BlockParams, Dims, Params, ValueEmbedParams};
+pub use params::{BigramParams, BlockParams, Dims, Params, SidecarParams, ValueEmbedParams};
 pub use weights::{BigramWeights, BlockWeights, Matrix, ModelWeights, Param, ValueEmbedWeights};

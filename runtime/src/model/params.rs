@@ -25,6 +25,8 @@ pub enum Dims {
     Scalar,
     /// A one-element `[1]` (held as `[1, 1]`).
     One,
+    /// A depthwise `Conv1d` kernel `[rows, 1, cols]` (held as `[rows, cols]`).
+    Conv,
 }
 
 impl Dims {
@@ -35,8 +37,20 @@ impl Dims {
             Dims::Vector => vec![cols],
             Dims::Scalar => vec![],
             Dims::One => vec![1],
+            Dims::Conv => vec![rows, 1, cols],
         }
     }
+}
+
+/// Whether parameter `name` is read only as the weight of a matrix product, an embedding
+/// gather or the head (what [`crate::backend::Backend::upload_weight`] may store in reduced
+/// precision): a 2-D matrix that is not a control tensor, nor one of the sidecar's per-site
+/// rows (read as biases and scales).
+pub fn is_product_weight(name: &str, dims: Dims) -> bool {
+    dims == Dims::Matrix
+        && !crate::artifact::quant::is_control(name)
+        && name != "shared_sparse.site_gate.weight"
+        && name != "shared_sparse_scale"
 }
 
 /// One transformer block's parameters.
@@ -76,6 +90,24 @@ pub struct ValueEmbedParams<T> {
     pub layer_scales: Vec<T>,
 }
 
+/// The shared sparse sidecar's parameters (PR #555/#581): one module applied after several
+/// blocks, with a gate bias and an output scale per site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidecarParams<T> {
+    /// `[hidden, d]`.
+    pub gate: T,
+    /// `[hidden, d]`.
+    pub value: T,
+    /// The causal depthwise kernel `[hidden, k]` (`[hidden, 1, k]` in the state dict).
+    pub local: T,
+    /// `[d, hidden]`.
+    pub proj: T,
+    /// `[sites, hidden]`: the gate's bias at each site.
+    pub site_gate: T,
+    /// `[sites, d]`: the output's scale at each site (`shared_sparse_scale`).
+    pub scale: T,
+}
+
 /// All parameters of a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params<T> {
@@ -86,6 +118,7 @@ pub struct Params<T> {
     /// `[num_skips, d]`, when the model has U-Net skips.
     pub skip_weights: Option<T>,
     pub blocks: Vec<BlockParams<T>>,
+    pub sidecar: Option<SidecarParams<T>>,
     pub value_embed: Option<ValueEmbedParams<T>>,
     /// Untied output head; `None` when tied to `tok_emb`.
     pub lm_head: Option<T>,
@@ -123,6 +156,14 @@ macro_rules! walk {
             f(n("attn_scale"), Dims::Vector, $($r)+ b.attn_scale);
             f(n("mlp_scale"), Dims::Vector, $($r)+ b.mlp_scale);
             f(n("resid_mix"), Dims::Matrix, $($r)+ b.resid_mix);
+        }
+        if let Some(sc) = $($r)+ p.sidecar {
+            f("shared_sparse.gate.weight".to_string(), Dims::Matrix, $($r)+ sc.gate);
+            f("shared_sparse.value.weight".to_string(), Dims::Matrix, $($r)+ sc.value);
+            f("shared_sparse.local.weight".to_string(), Dims::Conv, $($r)+ sc.local);
+            f("shared_sparse.proj.weight".to_string(), Dims::Matrix, $($r)+ sc.proj);
+            f("shared_sparse.site_gate.weight".to_string(), Dims::Matrix, $($r)+ sc.site_gate);
+            f("shared_sparse_scale".to_string(), Dims::Matrix, $($r)+ sc.scale);
         }
         if let Some(v) = $($r)+ p.value_embed {
             f("ve_shared.embed.weight".to_string(), Dims::Matrix, $($r)+ v.embed);
@@ -197,6 +238,17 @@ impl<T> Params<T> {
                 resid_mix: g(&b.resid_mix)?,
             });
         }
+        let sidecar = match &self.sidecar {
+            Some(sc) => Some(SidecarParams {
+                gate: g(&sc.gate)?,
+                value: g(&sc.value)?,
+                local: g(&sc.local)?,
+                proj: g(&sc.proj)?,
+                site_gate: g(&sc.site_gate)?,
+                scale: g(&sc.scale)?,
+            }),
+            None => None,
+        };
         let value_embed = match &self.value_embed {
             Some(v) => Some(ValueEmbedParams {
                 embed: g(&v.embed)?,
@@ -217,6 +269,7 @@ impl<T> Params<T> {
             smear_gate,
             skip_weights,
             blocks,
+            sidecar,
             value_embed,
             lm_head,
         })
@@ -286,6 +339,14 @@ pub fn layout(config: &ModelConfig) -> Params<(usize, usize)> {
         smear_gate: config.smear_gate.then_some((1, d)),
         skip_weights: (config.num_skips > 0).then_some((config.num_skips, d)),
         blocks: (0..config.num_layers).map(|_| block()).collect(),
+        sidecar: config.sidecar.as_ref().map(|sc| SidecarParams {
+            gate: (sc.hidden, d),
+            value: (sc.hidden, d),
+            local: (sc.hidden, sc.kernel),
+            proj: (d, sc.hidden),
+            site_gate: (sc.layers.len(), sc.hidden),
+            scale: (sc.layers.len(), d),
+        }),
         value_embed: config.value_embed.as_ref().map(|ve| ValueEmbedParams {
             embed: (v, ve.dim),
             proj: (kv, ve.dim),
@@ -330,6 +391,14 @@ mod tests {
                     resid_mix: n(),
                 })
                 .collect(),
+            sidecar: Some(SidecarParams {
+                gate: n(),
+                value: n(),
+                local: n(),
+                proj: n(),
+                site_gate: n(),
+                scale: n(),
+            }),
             value_embed: Some(ValueEmbedParams {
                 embed: n(),
                 proj: n(),
@@ -389,5 +458,6 @@ mod tests {
         assert_eq!(Dims::Vector.shape(1, 4), vec![4]);
         assert!(Dims::Scalar.shape(1, 1).is_empty());
         assert_eq!(Dims::One.shape(1, 1), vec![1]);
+        assert_eq!(Dims::Conv.shape(48, 3), vec![48, 1, 3]);
     }
 }

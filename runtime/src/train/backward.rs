@@ -4,7 +4,8 @@
 //! Base weight gradients (`dW = dyᵀx` of every linear, scales, gains, embeddings) are skipped
 //! when not requested, so LoRA-only backward costs two `dx` products per linear. BigramHash,
 //! SmearGate and value embeddings only feed base gradients (the adapters sit after them or
-//! beside them), so their backward runs only with base gradients.
+//! beside them), so their backward runs only with base gradients; the sidecar sits between
+//! blocks, so its input gradient flows always and its weight gradients only with base ones.
 
 use super::base_grads::BaseGrads;
 use super::lora::{LoraGrads, Proj};
@@ -12,8 +13,8 @@ use super::tape::TrainModel;
 use crate::backend::train::TrainBackend;
 use crate::model::adapters::LoraSlot;
 use crate::model::{
-    ln_scale, BigramParams, BlockParams, BlockTape, DeviceLora, ModelWeights, Params, Tape,
-    ValueEmbedParams,
+    ln_scale, BigramParams, BlockParams, BlockTape, DeviceLora, ModelWeights, Params,
+    SidecarParams, SidecarTape, Tape, ValueEmbedParams,
 };
 use crate::{Error, Result};
 
@@ -50,6 +51,22 @@ struct VeGrads<T> {
     /// `dc = Σ dv ⊙ p` (`[1, 1]`).
     dc: T,
 }
+
+/// Gradients of the sidecar's parameters from one site.
+struct SiteGrads<T> {
+    site: usize,
+    gate: T,
+    value: T,
+    local: T,
+    proj: T,
+    /// `[1, hidden]`: this site's row of `site_gate`.
+    site_gate: T,
+    /// `[1, d]`: this site's row of `shared_sparse_scale`.
+    scale: T,
+}
+
+/// `d x_in` of the sidecar at one site and, with base gradients, its parameters'.
+type SiteOut<T> = (T, Option<SiteGrads<T>>);
 
 /// Adapter gradients `(dA, dB)` by member, then by index in [`super::Lora::adapters`].
 type Slots<T> = Vec<Option<(T, T)>>;
@@ -255,13 +272,19 @@ impl<B: TrainBackend> TrainModel<B> {
         let mut dx0 = be.zeros(total, d)?;
         let mut dskip: Vec<Option<B::Tensor>> = (0..enc).map(|_| None).collect();
         let mut dskip_w: Vec<Option<B::Tensor>> =
-            (0..self.model.skip_rows.len()).map(|_| None).collect();
+            (0..self.model.rows.skip.len()).map(|_| None).collect();
         let mut bgrads: Vec<Option<BlockGrads<B::Tensor>>> = (0..layers).map(|_| None).collect();
+        let mut site_grads = Vec::new();
         for i in (0..layers).rev() {
             if i < enc {
                 if let Some(ds) = dskip[i].take() {
                     self.add(&mut dx, &ds)?;
                 }
+            }
+            if let Some(st) = &tape.blocks[i].sidecar {
+                let (d, g) = self.sidecar_backward(st, dx, tape.geom.seq, want_base)?;
+                dx = d;
+                site_grads.extend(g);
             }
             let (dx_in, dx0_part, bg) =
                 self.block_backward(i, &tape.blocks[i], dx, tape, lora, want_base, &mut slots)?;
@@ -273,7 +296,7 @@ impl<B: TrainBackend> TrainModel<B> {
                 if let Some(src) = tape.skip_src.get(j).copied().flatten() {
                     let (ds, dsw) = be.add_scaled_backward(
                         &tape.skip_vals[src],
-                        &self.model.skip_rows[j],
+                        &self.model.rows.skip[j],
                         &dx,
                     )?;
                     dskip[src] = Some(ds);
@@ -340,6 +363,7 @@ impl<B: TrainBackend> TrainModel<B> {
             }
             blocks.push(bg.weights);
         }
+        let sidecar = self.sidecar_grads(site_grads)?;
         let value_embed = match &self.model.params.value_embed {
             None => None,
             Some(ve) => {
@@ -383,6 +407,7 @@ impl<B: TrainBackend> TrainModel<B> {
                     smear_gate,
                     skip_weights,
                     blocks,
+                    sidecar,
                     value_embed,
                     lm_head,
                 },
@@ -420,6 +445,97 @@ impl<B: TrainBackend> TrainModel<B> {
             embed: d_embed,
             proj,
             scale: d_scale,
+        }))
+    }
+
+    /// Backward of the sidecar at one site from the gradient of its output: `d x_in`, and its
+    /// parameters' gradients when `want_base`.
+    fn sidecar_backward(
+        &self,
+        st: &SidecarTape<B::Tensor>,
+        dx_out: B::Tensor,
+        seq: usize,
+        want_base: bool,
+    ) -> Result<SiteOut<B::Tensor>> {
+        let (be, eps) = (self.backend(), self.config().norm_eps);
+        let sc = self
+            .model
+            .params
+            .sidecar
+            .as_ref()
+            .ok_or_else(|| Error::Backend("backward: sidecar tape without a sidecar".into()))?;
+        let rows = &self.model.rows;
+        let (d_o, d_scale) = be.add_scaled_backward(&st.o, &rows.site_scale[st.site], &dx_out)?;
+        let mut dx = dx_out;
+        let dz = be.linear_backward_input(&d_o, &sc.proj)?;
+        let (dgp, d_site_gate, dc) =
+            be.silu_gate_backward(&st.gp, &rows.site_gate[st.site], &st.c, &dz)?;
+        let (dvv, d_local) = be.causal_conv_backward(&st.vv, &sc.local, &dc, seq)?;
+        let mut dn = be.linear_backward_input(&dgp, &sc.gate)?;
+        self.add(&mut dn, &be.linear_backward_input(&dvv, &sc.value)?)?;
+        self.add(&mut dx, &be.rms_norm_backward(&st.x_in, &dn, eps, 1.0)?)?;
+        if !want_base {
+            return Ok((dx, None));
+        }
+        Ok((
+            dx,
+            Some(SiteGrads {
+                site: st.site,
+                gate: be.linear_backward_weight(&dgp, &st.n)?,
+                value: be.linear_backward_weight(&dvv, &st.n)?,
+                local: d_local,
+                proj: be.linear_backward_weight(&d_o, &st.z)?,
+                site_gate: d_site_gate,
+                scale: d_scale,
+            }),
+        ))
+    }
+
+    /// The sidecar's parameter gradients: the shared matrices summed over sites, the per-site
+    /// rows stacked (zero for a site no forward reached).
+    fn sidecar_grads(
+        &self,
+        sites: Vec<SiteGrads<B::Tensor>>,
+    ) -> Result<Option<SidecarParams<B::Tensor>>> {
+        let be = self.backend();
+        let Some(sc) = &self.model.params.sidecar else {
+            return Ok(None);
+        };
+        let zeros = |t: &B::Tensor| {
+            let (r, c) = be.shape(t);
+            be.zeros(r, c)
+        };
+        let (mut gate, mut value, mut local, mut proj) = (
+            zeros(&sc.gate)?,
+            zeros(&sc.value)?,
+            zeros(&sc.local)?,
+            zeros(&sc.proj)?,
+        );
+        let n = be.shape(&sc.site_gate).0;
+        let mut gate_rows: Vec<Option<B::Tensor>> = (0..n).map(|_| None).collect();
+        let mut scale_rows: Vec<Option<B::Tensor>> = (0..n).map(|_| None).collect();
+        for g in sites {
+            self.add(&mut gate, &g.gate)?;
+            self.add(&mut value, &g.value)?;
+            self.add(&mut local, &g.local)?;
+            self.add(&mut proj, &g.proj)?;
+            let slot = gate_rows
+                .get_mut(g.site)
+                .ok_or_else(|| Error::Backend("backward: bad sidecar site".into()))?;
+            *slot = Some(g.site_gate);
+            scale_rows[g.site] = Some(g.scale);
+        }
+        let stack = |rows: &[Option<B::Tensor>], t: &B::Tensor| {
+            let refs: Vec<Option<&B::Tensor>> = rows.iter().map(Option::as_ref).collect();
+            be.stack_rows(&refs, be.shape(t).1)
+        };
+        Ok(Some(SidecarParams {
+            gate,
+            value,
+            local,
+            proj,
+            site_gate: stack(&gate_rows, &sc.site_gate)?,
+            scale: stack(&scale_rows, &sc.scale)?,
         }))
     }
 

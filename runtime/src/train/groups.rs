@@ -1,6 +1,8 @@
 //! Which optimizer updates which parameter (spec 3.4): matrices inside the blocks go to Muon,
 //! embedding tables and the untied head to their own Adam groups, everything else (control
-//! tensors such as scales, gains, mixes and skip weights) to the scalar Adam group.
+//! tensors such as scales, gains, mixes and skip weights) to the scalar Adam group. #581 adds
+//! the sidecar's 2-D parameters to Muon (`site_gate` too, an `nn.Embedding` but 2-D there);
+//! its 3-D convolution kernel and `shared_sparse_scale` go to the scalar group.
 
 use crate::artifact::quant::is_control;
 
@@ -34,7 +36,10 @@ pub fn group_of(name: &str, shape: &[usize]) -> Group {
         Group::Head
     } else if name == "tok_emb.weight" || name.ends_with(".embed.weight") {
         Group::Embed
-    } else if name.starts_with("blocks.") && shape.len() == 2 && !is_control(name) {
+    } else if (name.starts_with("blocks.") || name.starts_with("shared_sparse."))
+        && shape.len() == 2
+        && !is_control(name)
+    {
         Group::Matrix
     } else {
         Group::Scalar
@@ -66,5 +71,15 @@ mod tests {
         assert_eq!(optimizer_group(proj.0, &proj.1, false), Group::Scalar);
         assert_eq!(optimizer_group(proj.0, &proj.1, true), Group::Matrix);
         assert_eq!(optimizer_group("bigram.scale", &[], true), Group::Scalar);
+        // #581's split of the sidecar.
+        for m in ["gate", "value", "proj", "site_gate"] {
+            let name = format!("shared_sparse.{m}.weight");
+            assert_eq!(group_of(&name, &[16, 64]), Group::Matrix, "{name}");
+        }
+        assert_eq!(
+            group_of("shared_sparse.local.weight", &[16, 1, 3]),
+            Group::Scalar
+        );
+        assert_eq!(group_of("shared_sparse_scale", &[3, 64]), Group::Scalar);
     }
 }

@@ -11,16 +11,13 @@ use super::lora::{Lora, Site};
 use crate::backend::train::TrainBackend;
 use crate::model::adapters::lora_delta;
 use crate::model::{
-    DeviceLora, DeviceModel, Forward, ModelConfig, ModelWeights, Params, Scalars, Tape,
+    DeviceLora, DeviceModel, Forward, ModelConfig, ModelWeights, Params, RowViews, Scalars, Tape,
 };
 use crate::{Error, Result};
 
-/// Each row of the skip weights as a `[1, d]` tensor, copied on the backend.
-fn skip_rows<B: TrainBackend>(be: &B, p: &Params<B::Tensor>) -> Result<Vec<B::Tensor>> {
-    match &p.skip_weights {
-        Some(s) => (0..be.shape(s).0).map(|r| be.row(s, r)).collect(),
-        None => Ok(Vec::new()),
-    }
+/// The rows ops take one at a time (skip weights, the sidecar's sites), copied on the backend.
+fn param_rows<B: TrainBackend>(be: &B, p: &Params<B::Tensor>) -> Result<RowViews<B::Tensor>> {
+    RowViews::of(p, |t| be.shape(t).0, |t, r| be.row(t, r))
 }
 
 /// Model weights on a training backend: a [`DeviceModel`] plus the backward.
@@ -36,9 +33,9 @@ impl<B: TrainBackend> TrainModel<B> {
         })
     }
 
-    /// A model from parameters already on `backend`. Its skip rows are copied on the device;
-    /// the scalar parameters the forward multiplies by are read back in one download (or taken
-    /// from `scalars` when the caller already has them).
+    /// A model from parameters already on `backend`. Its parameter rows (skip weights, sidecar
+    /// sites) are copied on the device; the scalar parameters the forward multiplies by are
+    /// read back in one download (or taken from `scalars` when the caller already has them).
     pub(crate) fn from_params(
         backend: B,
         config: ModelConfig,
@@ -57,9 +54,9 @@ impl<B: TrainBackend> TrainModel<B> {
                 Scalars::from_values(&params, &v)
             }
         };
-        let skip_rows = skip_rows(&backend, &params)?;
+        let rows = param_rows(&backend, &params)?;
         Ok(TrainModel {
-            model: DeviceModel::assemble(backend, config, params, skip_rows, scalars),
+            model: DeviceModel::assemble(backend, config, params, rows, scalars),
         })
     }
 
@@ -73,10 +70,10 @@ impl<B: TrainBackend> TrainModel<B> {
         &self.model.params
     }
 
-    /// After an in-place update of the parameters: the skip rows copied again on the device,
+    /// After an in-place update of the parameters: their rows copied again on the device,
     /// and the scalar factors set to `scalars`.
     pub(crate) fn refresh(&mut self, scalars: Scalars) -> Result<()> {
-        self.model.skip_rows = skip_rows(self.model.backend(), &self.model.params)?;
+        self.model.rows = param_rows(self.model.backend(), &self.model.params)?;
         self.model.scalars = scalars;
         Ok(())
     }

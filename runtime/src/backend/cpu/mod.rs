@@ -16,6 +16,7 @@ pub mod optim;
 pub(crate) mod par;
 mod rope;
 mod segments;
+pub mod sidecar;
 pub(crate) mod simd;
 
 pub use matmul::linear;
