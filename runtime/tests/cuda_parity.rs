@@ -313,6 +313,48 @@ fn mlp3x11l_first_two_windows_nll<G: Gpu>(gpu: CudaBackend<G>) {
     model_nll_matches(gpu, "mlp3x11L_int6_zstd.ptz");
 }
 
+/// #581's sidecar model (its own code wrote it: `seed_submissions.rs`) through the backend's
+/// default ops for the sidecar (download, CPU oracle, upload) and its kernels for the rest:
+/// per-position NLL and the gradients of its mean against the CPU backend.
+fn sidecar_model_nll_and_grads<G: Gpu>(gpu: CudaBackend<G>) {
+    use pgolf_rt::train::TrainModel;
+    let path = format!(
+        "{}/tests/fixtures/seeds/pr581_tiny.ptz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let ov = ConfigOverrides {
+        rope_dims: Some(16),
+        ln_scale: Some(true),
+        ..Default::default()
+    };
+    let w = ModelWeights::from_artifact(&Artifact::load(path).unwrap(), &ov).unwrap();
+    assert!(w.config.sidecar.is_some());
+    let ids: Vec<u32> = (0..257u32).map(|i| (i * 37 + 11) % 1024).collect();
+    let (batch, seq) = (2, 128);
+    let (x, y) = (&ids[..256], &ids[1..257]);
+    let cpu = TrainModel::new(CpuBackend::new(), &w).unwrap();
+    let dev = TrainModel::new(gpu, &w).unwrap();
+    let want = cpu.model().nll(x, y, batch, seq, None).unwrap();
+    let got = dev.model().nll(x, y, batch, seq, None).unwrap();
+    let d = max_diff(&got, &want);
+    println!("pr581 sidecar: max abs NLL diff {d:.3e}");
+    assert!(d < TOL, "sidecar model NLL differs by {d}");
+    let rows: Vec<usize> = (0..256).collect();
+    let (_, gc) = cpu
+        .loss_and_grads(x, batch, seq, &rows, y, None, true)
+        .unwrap();
+    let (_, gd) = dev
+        .loss_and_grads(x, batch, seq, &rows, y, None, true)
+        .unwrap();
+    let (mut gc, mut gd) = (gc.base.unwrap(), gd.base.unwrap());
+    for (a, b) in gc.params_mut().into_iter().zip(gd.params_mut()) {
+        assert_eq!(a.name, b.name);
+        let scale = a.values.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let e = max_diff(b.values, a.values) / scale;
+        assert!(e < 1e-4, "gradient of {}: {e:.2e} relative", a.name);
+    }
+}
+
 /// The traffic counters count what crosses: an upload's bytes, a download's bytes and its wait,
 /// one launch per product or kernel, nothing for device-side copies.
 fn traffic_is_counted<G: Gpu>(gpu: CudaBackend<G>) {
@@ -351,7 +393,8 @@ on_both_devices!(
     backends: attention_on_tensor_cores,
         traffic_is_counted,
         baseline9l_first_two_windows_nll,
-        mlp3x11l_first_two_windows_nll
+        mlp3x11l_first_two_windows_nll,
+        sidecar_model_nll_and_grads
 );
 
 /// `PGOLF_REQUIRE_CUDA=1` (what the GPU check sets) turns a missing device into a failure:

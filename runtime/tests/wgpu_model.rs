@@ -105,6 +105,38 @@ fn check_artifact(artifact: &str) {
     assert!(worst < 1e-3, "{artifact}: log-probs differ by {worst}");
 }
 
+/// #581's sidecar model (its own code wrote it: `seed_submissions.rs`): the sidecar's ops run
+/// through the backend's defaults (download, CPU oracle, upload), the rest through the shaders.
+#[test]
+fn sidecar_model_wgpu_matches_cpu() {
+    let gpu = match WgpuBackend::with_f16_weights(false) {
+        Ok(g) => g,
+        Err(e) => return common::skip("PGOLF_REQUIRE_WGPU", e),
+    };
+    let path = format!(
+        "{}/tests/fixtures/seeds/pr581_tiny.ptz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let ov = ConfigOverrides {
+        rope_dims: Some(16),
+        ln_scale: Some(true),
+        ..Default::default()
+    };
+    let w = ModelWeights::from_artifact(&Artifact::load(path).unwrap(), &ov).unwrap();
+    assert!(w.config.sidecar.is_some());
+    let ids: Vec<u32> = (0..257u32).map(|i| (i * 37 + 11) % 1024).collect();
+    let cpu = DeviceModel::new(CpuBackend::new(), &w).unwrap();
+    let gpu = DeviceModel::new(gpu, &w).unwrap();
+    let c = cpu.nll(&ids[..256], &ids[1..], 2, 128, None).unwrap();
+    let g = gpu.nll(&ids[..256], &ids[1..], 2, 128, None).unwrap();
+    let worst = common::max_abs_diff(&g, &c);
+    eprintln!(
+        "pr581 sidecar on {}: max |nll diff| {worst:.2e}",
+        gpu.backend_name()
+    );
+    assert!(worst < 1e-4, "sidecar model NLL differs by {worst}");
+}
+
 #[test]
 fn baseline9l_wgpu_matches_cpu_on_two_standard_windows() {
     check_artifact("baseline9L_int8_zlib.ptz");
