@@ -30,9 +30,15 @@ def decompress(raw):
     return zlib.decompress(raw)
 
 
+BF16_TEMPLATE = {"tok_emb.weight", "shared_sparse.site_gate.weight", "shared_sparse.local.weight",
+                 "shared_sparse_scale"}
+
+
 def template_dtype(name):
-    # Same rule as pgolf-rt's quant::template_dtype: nn.Embedding tables are bf16.
-    return torch.bfloat16 if name == "tok_emb.weight" or name.endswith(".embed.weight") else torch.float32
+    # Same rule as pgolf-rt's quant::template_dtype: nn.Embedding tables and the sidecar's
+    # non-Linear parameters are bf16.
+    bf16 = name in BF16_TEMPLATE or name.endswith(".embed.weight")
+    return torch.bfloat16 if bf16 else torch.float32
 
 
 def dequantize(obj):

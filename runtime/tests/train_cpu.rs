@@ -11,7 +11,7 @@ use pgolf_rt::data::TokenStream;
 use pgolf_rt::model::{ConfigOverrides, ModelWeights};
 use pgolf_rt::train::{
     export_weights, init_weights, load_checkpoint, save_checkpoint, Architecture, ExportKind,
-    InitConfig, OptimizerConfig, QatMode, Schedule, TrainConfig, TrainModel, Trainer,
+    InitConfig, OptimizerConfig, QatMode, Schedule, SidecarArch, TrainConfig, TrainModel, Trainer,
 };
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,7 @@ fn lineage_modules() -> Architecture {
         bigram: Some((64, 16)),
         smear_gate: true,
         value_embed: Some((16, 1)),
+        sidecar: None,
         ..arch()
     }
 }
@@ -278,6 +279,76 @@ fn eleven_layer_lineage_modules_train() {
     let art = Artifact::from_bytes(&bytes).unwrap();
     let back = ModelWeights::from_artifact(&art, &ov).unwrap();
     assert_eq!(back.config, tw.config);
+}
+
+/// #581's shared sparse sidecar trains (its site rows and scales start at zero and get
+/// gradients through the scale), its 2-D matrices through Muon and the rest through Adam, and
+/// the export reads back with its sites.
+#[test]
+fn sparse_sidecar_trains_and_exports() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let a = Architecture {
+        bigram: Some((64, 16)),
+        smear_gate: true,
+        num_layers: 3,
+        sidecar: Some(SidecarArch {
+            hidden: 8,
+            start_layer: 0,
+            end_layer: None,
+            every: 2,
+            max_sites: 0,
+        }),
+        ..arch()
+    };
+    let ov = ConfigOverrides {
+        ln_scale: Some(true),
+        ..ConfigOverrides::default()
+    };
+    let cfg_model = a.config(&ov).unwrap();
+    // Layers 0 and 2: #581's rule with SPARSE_EVERY=2; layer 0 is the encoder's (its skip
+    // carries the sidecar's output).
+    assert_eq!(cfg_model.sidecar.as_ref().unwrap().layers, vec![0, 2]);
+    let mut t = trainer_for(&shared, config(10, 1, 1), a, &ov);
+    let w0 = t.weights().unwrap();
+    let sc0 = w0.sidecar.clone().unwrap();
+    assert!(sc0.scale.data.iter().all(|&v| v == 0.0));
+    assert!(sc0.local.data.iter().all(|v| v.abs() <= 1.0 / 3f32.sqrt()));
+    let losses: Vec<f64> = (0..10)
+        .map(|_| t.train_step().unwrap().train_loss)
+        .collect();
+    println!("sidecar losses {losses:?}");
+    assert!(
+        losses[8] + losses[9] < losses[0] + losses[1] - 0.4,
+        "{losses:?}"
+    );
+    let tw = t.weights().unwrap();
+    let sc = tw.sidecar.as_ref().unwrap();
+    for (name, a, b) in [
+        ("gate", &sc.gate, &sc0.gate),
+        ("value", &sc.value, &sc0.value),
+        ("local", &sc.local, &sc0.local),
+        ("proj", &sc.proj, &sc0.proj),
+        ("site_gate", &sc.site_gate, &sc0.site_gate),
+        ("scale", &sc.scale, &sc0.scale),
+    ] {
+        assert_ne!(a.data, b.data, "sidecar {name} did not train");
+    }
+    // Shapes tell the sites' count, not their layers: the reader is told (--sidecar-layers);
+    // by default it would put them on the last layers.
+    let told = ConfigOverrides {
+        sidecar_layers: Some(vec![0, 2]),
+        ..ov.clone()
+    };
+    for kind in [ExportKind::Int6Zstd, ExportKind::Int8Zlib] {
+        let bytes = export_weights(&t.final_weights().unwrap(), kind).unwrap();
+        let art = Artifact::from_bytes(&bytes).unwrap();
+        let back = ModelWeights::from_artifact(&art, &told).unwrap();
+        assert_eq!(back.config, tw.config, "{kind:?}");
+        let guessed = ModelWeights::from_artifact(&art, &ov).unwrap();
+        assert_eq!(guessed.config.sidecar.unwrap().layers, vec![1, 2]);
+    }
 }
 
 /// Spec 4.2: `bigram.proj` is optimized by Muon in the 1.1271 record and by the scalar Adam

@@ -216,6 +216,7 @@ fn device_resident_pass_equals_the_host_loop() {
         bigram: Some((64, 8)),
         smear_gate: true,
         value_embed: Some((8, 1)),
+        sidecar: None,
     };
     let ov = ConfigOverrides::default();
     let models = [

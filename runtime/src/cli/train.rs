@@ -14,8 +14,8 @@ use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelConfig, Mod
 use pgolf_rt::tokenizer::{ByteLut, Tokenizer};
 use pgolf_rt::train::{
     export_weights, init_weights, load_checkpoint, save_checkpoint, Architecture, ExportKind,
-    InitConfig, LearningRates, MuonConfig, OptimizerConfig, QatMode, Schedule, TrainConfig,
-    Trainer,
+    InitConfig, LearningRates, MuonConfig, OptimizerConfig, QatMode, Schedule, SidecarArch,
+    TrainConfig, Trainer,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,6 +104,21 @@ pub struct TrainArgs {
     ve_layers: usize,
     #[arg(long, env = "VE_DIM", default_value_t = 128)]
     ve_dim: usize,
+    /// Width of the shared sparse sidecar's gate and value paths (0: none; #581: 48).
+    #[arg(long, env = "SPARSE_HIDDEN_DIM", default_value_t = 0)]
+    sparse_hidden_dim: usize,
+    /// First layer the sidecar follows (#581: 8).
+    #[arg(long, env = "SPARSE_START_LAYER", default_value_t = 8)]
+    sparse_start_layer: usize,
+    /// Last layer the sidecar follows (-1: the last layer).
+    #[arg(long, env = "SPARSE_END_LAYER", default_value_t = -1, allow_negative_numbers = true)]
+    sparse_end_layer: i64,
+    /// The sidecar follows every N-th layer from SPARSE_START_LAYER.
+    #[arg(long, env = "SPARSE_EVERY", default_value_t = 1, value_parser = at_least_one)]
+    sparse_every: usize,
+    /// At most this many sidecar sites (0: no limit).
+    #[arg(long, env = "SPARSE_MAX_SITES", default_value_t = 0)]
+    sparse_max_sites: usize,
     /// Rotated dims per head (partial RoPE; default the whole head; 11-layer records: 16).
     #[arg(long, env = "ROPE_DIMS")]
     rope_dims: Option<usize>,
@@ -370,6 +385,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         bigram: (a.bigram_vocab_size > 0).then_some((a.bigram_vocab_size, a.bigram_dim)),
         smear_gate: a.smear_gate != 0,
         value_embed: (a.ve_layers > 0).then_some((a.ve_dim, a.ve_layers)),
+        sidecar: (a.sparse_hidden_dim > 0).then_some(SidecarArch {
+            hidden: a.sparse_hidden_dim,
+            start_layer: a.sparse_start_layer,
+            end_layer: usize::try_from(a.sparse_end_layer).ok(),
+            every: a.sparse_every,
+            max_sites: a.sparse_max_sites,
+        }),
     };
     let overrides = a.overrides()?;
     let model_cfg = arch.config(&overrides)?;

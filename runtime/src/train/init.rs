@@ -12,6 +12,11 @@
 //! | `bigram.embed`, `bigram.proj` / `bigram.scale` (spec 4.2) | zeros / 0.05 |
 //! | `smear.gate` (spec 4.3) | zeros |
 //! | `ve_shared.embed` / `ve_shared.proj` / `ve_shared.scale` / `ve_layer_scales` (spec 4.8) | N(0, 0.01²) / zeros / 0.1 / ones |
+//! | `shared_sparse.{gate,value,proj}` / `.local` / `.site_gate`, `shared_sparse_scale` (#555/#581) | U(±1/√in) / U(±1/√k) (`nn.Conv1d` default) / zeros |
+//!
+//! With the orthogonal init (spec 4.4) every matrix of both dims ≥ 64 is drawn orthogonal, and
+//! the projections named `*.proj` among them (BigramHash's, VE's, the sidecar's; the blocks' are
+//! zero) are scaled by `1/sqrt(2L)`, as the records' `_init_weights` does.
 //!
 //! The random streams differ from PyTorch's, so runs match PyTorch in distribution, not bit
 //! for bit.
@@ -38,6 +43,49 @@ pub struct Architecture {
     pub smear_gate: bool,
     /// Value embeddings `(dim, n)` on the last `n` layers (spec 4.8).
     pub value_embed: Option<(usize, usize)>,
+    /// The shared sparse sidecar (#555/#581).
+    pub sidecar: Option<SidecarArch>,
+}
+
+/// The sidecar's hyper-parameters, as #581 names them (`SPARSE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SidecarArch {
+    /// `SPARSE_HIDDEN_DIM` (48 in #581).
+    pub hidden: usize,
+    /// `SPARSE_START_LAYER` (8).
+    pub start_layer: usize,
+    /// `SPARSE_END_LAYER` (`None`: the last layer).
+    pub end_layer: Option<usize>,
+    /// `SPARSE_EVERY` (1).
+    pub every: usize,
+    /// `SPARSE_MAX_SITES` (0: no limit).
+    pub max_sites: usize,
+}
+
+impl SidecarArch {
+    /// Taps of the causal convolution (#581's `kernel_size=3`).
+    pub const KERNEL: usize = 3;
+
+    /// The layers it follows, by #581's rule: `start ≤ i ≤ end`, every `every`-th, at most
+    /// `max_sites` of them.
+    pub fn layers(&self, num_layers: usize) -> Vec<usize> {
+        let end = self
+            .end_layer
+            .unwrap_or(num_layers.saturating_sub(1))
+            .min(num_layers.saturating_sub(1));
+        let mut l: Vec<usize> = (0..num_layers)
+            .filter(|&i| {
+                self.hidden > 0
+                    && i >= self.start_layer
+                    && i <= end
+                    && (i - self.start_layer).is_multiple_of(self.every.max(1))
+            })
+            .collect();
+        if self.max_sites > 0 {
+            l.truncate(self.max_sites);
+        }
+        l
+    }
 }
 
 impl Architecture {
@@ -54,6 +102,7 @@ impl Architecture {
             bigram: None,
             smear_gate: false,
             value_embed: None,
+            sidecar: None,
         }
     }
 
@@ -130,20 +179,47 @@ impl Architecture {
                 out.push((format!("ve_layer_scales.{k}"), vec![1]));
             }
         }
+        if let Some(sc) = &self.sidecar {
+            let (h, n) = (sc.hidden, sc.layers(self.num_layers).len());
+            if h == 0 || n == 0 || sc.every == 0 {
+                return Err(Error::Usage(format!(
+                    "the sparse sidecar needs a positive hidden width and every, and at least \
+                     one layer from SPARSE_START_LAYER {} (got hidden {h}, every {}, {n} sites)",
+                    sc.start_layer, sc.every
+                )));
+            }
+            out.extend([
+                ("shared_sparse.gate.weight".into(), vec![h, d]),
+                ("shared_sparse.value.weight".into(), vec![h, d]),
+                (
+                    "shared_sparse.local.weight".into(),
+                    vec![h, 1, SidecarArch::KERNEL],
+                ),
+                ("shared_sparse.proj.weight".into(), vec![d, h]),
+                ("shared_sparse.site_gate.weight".into(), vec![n, h]),
+                ("shared_sparse_scale".into(), vec![n, d]),
+            ]);
+        }
         if !self.tie_embeddings {
             out.push(("lm_head.weight".into(), vec![v, d]));
         }
         Ok(out)
     }
 
-    /// The full model config, inferred from the shapes exactly as for a loaded artifact.
+    /// The full model config, inferred from the shapes exactly as for a loaded artifact (the
+    /// sidecar's layers, which shapes cannot tell, from its hyper-parameters unless
+    /// `overrides` names them).
     pub fn config(&self, overrides: &ConfigOverrides) -> Result<ModelConfig> {
         let shapes = self.shapes()?;
         let refs: Vec<(&str, &[usize])> = shapes
             .iter()
             .map(|(n, s)| (n.as_str(), s.as_slice()))
             .collect();
-        ModelConfig::infer(&refs, overrides)
+        let mut ov = overrides.clone();
+        if let (Some(sc), None) = (&self.sidecar, &ov.sidecar_layers) {
+            ov.sidecar_layers = Some(sc.layers(self.num_layers));
+        }
+        ModelConfig::infer(&refs, &ov)
     }
 }
 
@@ -238,8 +314,16 @@ pub fn init_weights(config: &ModelConfig, init: &InitConfig) -> ModelWeights {
                 p.values[d..].fill(0.0);
             }
             _ if name.ends_with("attn.proj.weight") || name.ends_with("mlp.proj.weight") => {}
+            ("shared_sparse.site_gate.weight", _) | ("shared_sparse_scale", _) => {}
+            ("shared_sparse.local.weight", _) => {
+                let bound = 1.0 / (p.shape[2] as f32).sqrt();
+                p.values
+                    .iter_mut()
+                    .for_each(|v| *v = bound * (2.0 * rng.next_f32() - 1.0));
+            }
             // Spec 4.4: the model-level orthogonal init also re-draws the BigramHash and VE
-            // projections that their constructors zeroed (that is what makes those paths train).
+            // projections that their constructors zeroed (that is what makes those paths train),
+            // and scales every `*.proj` it draws by 1/sqrt(2L).
             _ if (group_of(name, &p.shape) == Group::Matrix
                 || name == "bigram.proj.weight"
                 || name == "ve_shared.proj.weight")
@@ -247,7 +331,11 @@ pub fn init_weights(config: &ModelConfig, init: &InitConfig) -> ModelWeights {
                 && p.shape[0] >= 64
                 && p.shape[1] >= 64 =>
             {
-                let o = orthogonal(p.shape[0], p.shape[1], &mut rng);
+                let mut o = orthogonal(p.shape[0], p.shape[1], &mut rng);
+                if name.ends_with(".proj.weight") {
+                    let s = 1.0 / ((2 * config.num_layers) as f32).sqrt();
+                    o.iter_mut().for_each(|v| *v *= s);
+                }
                 p.values.copy_from_slice(&o);
             }
             _ if group_of(name, &p.shape) == Group::Matrix => {
@@ -265,6 +353,87 @@ pub fn init_weights(config: &ModelConfig, init: &InitConfig) -> ModelWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sidecar_layers_follow_581s_rule() {
+        let sc = SidecarArch {
+            hidden: 48,
+            start_layer: 8,
+            end_layer: None,
+            every: 1,
+            max_sites: 0,
+        };
+        assert_eq!(sc.layers(11), vec![8, 9, 10]);
+        assert_eq!(SidecarArch { every: 2, ..sc }.layers(11), vec![8, 10]);
+        assert_eq!(SidecarArch { max_sites: 2, ..sc }.layers(11), vec![8, 9]);
+        assert_eq!(
+            SidecarArch {
+                end_layer: Some(9),
+                ..sc
+            }
+            .layers(11),
+            vec![8, 9]
+        );
+        assert!(SidecarArch {
+            start_layer: 11,
+            ..sc
+        }
+        .layers(11)
+        .is_empty());
+        let mut a = Architecture::baseline();
+        a.num_layers = 11;
+        a.sidecar = Some(SidecarArch {
+            start_layer: 12,
+            ..sc
+        });
+        assert!(a.config(&ConfigOverrides::default()).is_err(), "no site");
+        a.sidecar = Some(sc);
+        let cfg = a.config(&ConfigOverrides::default()).unwrap();
+        let s = cfg.sidecar.as_ref().unwrap();
+        assert_eq!(
+            (s.hidden, s.kernel, s.layers.clone()),
+            (48, 3, vec![8, 9, 10])
+        );
+        // #581's count: 3 matrices of 48x512, 48x3 taps, 3 x (48 + 512) site values.
+        let base = Architecture { sidecar: None, ..a };
+        let extra = cfg.param_count()
+            - base
+                .config(&ConfigOverrides::default())
+                .unwrap()
+                .param_count();
+        assert_eq!(extra, 3 * 48 * 512 + 48 * 3 + 3 * (48 + 512));
+    }
+
+    /// Spec 4.4: orthogonal `*.proj` matrices are scaled by 1/sqrt(2L) (here BigramHash's).
+    #[test]
+    fn orthogonal_projections_are_scaled() {
+        let mut a = Architecture::baseline();
+        a.num_layers = 2;
+        a.model_dim = 128;
+        a.bigram = Some((64, 64));
+        let cfg = a.config(&ConfigOverrides::default()).unwrap();
+        let init = InitConfig {
+            orthogonal: true,
+            ..InitConfig::default()
+        };
+        let w = init_weights(&cfg, &init);
+        let p = w.bigram.as_ref().unwrap().proj.as_ref().unwrap();
+        assert_eq!((p.rows, p.cols), (128, 64));
+        for c in 0..64 {
+            let n: f32 = (0..128)
+                .map(|r| p.data[r * 64 + c].powi(2))
+                .sum::<f32>()
+                .sqrt();
+            assert!(
+                (n - 0.5).abs() < 1e-4,
+                "column {c}: norm {n}, want 1/sqrt(4)"
+            );
+        }
+        // A block matrix is orthogonal and not scaled: c_q's rows have unit norm.
+        let q = &w.blocks[0].c_q;
+        let n: f32 = q.row(3).iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-4, "{n}");
+    }
 
     #[test]
     fn baseline_architecture_has_the_spec_parameter_count() {
