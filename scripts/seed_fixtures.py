@@ -16,7 +16,9 @@ is what pgolf-rt's CPU engine computes.
         --val DATA/fineweb_val_000000.bin --train DATA/fineweb_train_000000.bin \
         --out runtime/tests/fixtures/seeds --name pr489_tiny
 
-Writes `<name>.ptz` (the submission's own bytes) and `<name>.json`. With `--grads-only` it
+Writes `<name>.ptz` (the submission's own bytes) and `<name>.json`. With `--steps-only` it
+reads the committed `<name>.ptz` back the same way and runs 4 training steps as the PR's `main()`
+does (`<name>.steps.json`: see `pr_train_steps`). With `--grads-only` it
 trains nothing: it reads the committed `<name>.ptz` back with the PR's loader and writes
 `<name>.grads.json`, a fingerprint of the PR's float32 gradients of its own training loss on the
 first val tokens (per tensor: the norm, the projection on a fixed direction, and the whole
@@ -24,6 +26,7 @@ gradient of small tensors), which `runtime/tests/seed_submissions.rs` checks pgo
 """
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -304,6 +307,8 @@ def main():
     ap.add_argument("--int6-last-n", type=int, default=0)
     ap.add_argument("--grads-only", action="store_true",
                     help="read the committed <name>.ptz back and write <name>.grads.json only")
+    ap.add_argument("--steps-only", action="store_true",
+                    help="read the committed <name>.ptz back and write <name>.steps.json only")
     ap.add_argument("--grad-batch", type=int, default=2)
     ap.add_argument("--grad-seq", type=int, default=64)
     args = ap.parse_args()
@@ -318,6 +323,9 @@ def main():
     out = Path(args.out)
     if args.grads_only:
         grads_only(mod, args, cfg, hp, out)
+        return
+    if args.steps_only:
+        steps_only(mod, args, cfg, hp, out)
         return
 
     model = build(mod, args.pr, cfg, hp).float()
@@ -380,6 +388,186 @@ def main():
     (out / f"{args.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(f"{args.name}: {len(blob)} bytes, mean nll {[round(w['mean_nll'], 4) for w in windows]}, "
           f"train losses {[round(l, 3) for l in losses]}")
+
+
+def pr_groups(pr: str, model, ctrl):
+    """The optimizer group of every parameter as the PR's `main()` assigns them: block matrices
+    to Muon, block control tensors to the scalar Adam, then each PR's own rules for the modules
+    outside the blocks (#489: the bigram table and projection to Muon; #581: the sidecar's 2-D
+    parameters to Muon, the rest of it to the scalars; #687: the bigram and VE tables with
+    `tok_emb`, their projections to Muon)."""
+    g = {"tok_emb.weight": "embed"}
+    for n, p in model.blocks.named_parameters():
+        g[f"blocks.{n}"] = "matrix" if p.ndim == 2 and not any(c in n for c in ctrl) else "scalar"
+    if getattr(model, "shared_sparse", None) is not None:
+        for n, p in model.shared_sparse.named_parameters():
+            mat = p.ndim == 2 and not any(c in n for c in ctrl)
+            g[f"shared_sparse.{n}"] = "matrix" if mat else "scalar"
+        g["shared_sparse_scale"] = "scalar"
+    g["skip_weights"] = "scalar"
+    g["smear.gate"] = "scalar"
+    if model.bigram is not None:
+        g["bigram.embed.weight"] = "matrix" if pr == "489" else "embed"
+        if model.bigram.proj is not None:
+            g["bigram.proj.weight"] = "matrix"
+        g["bigram.scale"] = "scalar"
+    if getattr(model, "ve_shared", None) is not None:
+        g["ve_shared.embed.weight"] = "embed"
+        if model.ve_shared.proj is not None:
+            g["ve_shared.proj.weight"] = "matrix"
+        g["ve_shared.scale"] = "scalar"
+        for k in range(len(model.ve_layer_scales)):
+            g[f"ve_layer_scales.{k}"] = "scalar"
+    if model.lm_head is not None:
+        g["lm_head.weight"] = "head"
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(g) == sorted(names), sorted(set(g) ^ set(names))
+    return g
+
+
+class _Fp32Torch:
+    """`torch`, with `torch.bfloat16` read as float32 (for the PR's Muon buffer)."""
+
+    def __init__(self, t):
+        self._t = t
+
+    def __getattr__(self, k):
+        return self._t.float32 if k == "bfloat16" else getattr(self._t, k)
+
+
+@contextlib.contextmanager
+def muon_in_fp32(mod, on: bool):
+    """While on: the PR's Muon runs in float32. Its `zeropower_via_newtonschulz5` is replaced by
+    `torch_optim.newton_schulz5` (the same NS5, coefficients and order, in float32) and its bf16
+    update buffer (`dtype=torch.bfloat16` in `Muon.step`) is float32. Bit-level bf16 rounding
+    makes two runs of the PR's own bf16 Muon drift apart from 1e-7 differences in the weights
+    (a few 1e-3 relative in 4 steps); float32 shows how exactly pgolf-rt follows the PR."""
+    if not on:
+        yield
+        return
+    from torch_optim import newton_schulz5
+
+    saved = mod.torch, mod.zeropower_via_newtonschulz5
+    mod.torch, mod.zeropower_via_newtonschulz5 = _Fp32Torch(torch), newton_schulz5
+    try:
+        yield
+    finally:
+        mod.torch, mod.zeropower_via_newtonschulz5 = saved
+
+
+def pr_train_steps(mod, pr: str, model, hp, tokens, steps: int, batch: int, seq: int,
+                   muon_bf16: bool = True):
+    """`steps` training steps of `model` as the PR's `main()` runs them: its optimizers (its own
+    Muon, with its bf16 Newton-Schulz and bf16 update buffer; torch Adam (#489) or AdamW with its
+    decay (#581, #687), fused), its groups (`pr_groups`), its default hyper-parameters, its Muon
+    momentum warm-up, its global-norm clipping; the learning-rate multiplier is 1 (warmdown is
+    far). The model runs in float32 (float32 RoPE and attention)."""
+    ctrl = tuple(mod.CONTROL_TENSOR_NAME_PATTERNS)
+    groups = pr_groups(pr, model, ctrl)
+    by = {k: [p for n, p in model.named_parameters() if groups[n] == k]
+          for k in ("embed", "matrix", "scalar", "head")}
+    adam_wd = 0.0 if pr == "489" else hp.adam_wd
+    muon_wd = hp.weight_decay if pr == "489" else hp.muon_wd
+    adam = torch.optim.Adam if pr == "489" else torch.optim.AdamW
+    kw = dict(betas=(hp.beta1, hp.beta2), eps=hp.adam_eps, fused=True)
+    if pr != "489":
+        kw["weight_decay"] = adam_wd
+    opts = [adam(by["embed"], lr=hp.tied_embed_lr, **kw),
+            mod.Muon(by["matrix"], lr=hp.matrix_lr, momentum=hp.muon_momentum,
+                     backend_steps=hp.muon_backend_steps, weight_decay=muon_wd),
+            adam(by["scalar"], lr=hp.scalar_lr, **kw)]
+    if by["head"]:
+        opts.insert(1, torch.optim.Adam(by["head"], lr=hp.head_lr, betas=(hp.beta1, hp.beta2),
+                                        eps=hp.adam_eps, fused=True))
+    out = []
+    for step in range(steps):
+        off = step * batch * seq
+        chunk = tokens[off: off + batch * seq + 1].to(torch.int64)
+        x, y = chunk[:-1].reshape(batch, seq), chunk[1:].reshape(batch, seq)
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss = model(x, y)
+        loss.backward()
+        w = hp.muon_momentum_warmup_steps
+        frac = min(step / w, 1.0) if w > 0 else 1.0
+        momentum = (1 - frac) * hp.muon_momentum_warmup_start + frac * hp.muon_momentum
+        for o in opts:
+            if isinstance(o, mod.Muon):
+                for grp in o.param_groups:
+                    grp["momentum"] = momentum
+        params = list(model.parameters())
+        if hp.grad_clip_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, hp.grad_clip_norm)
+        else:
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        with muon_in_fp32(mod, not muon_bf16):
+            for o in opts:
+                o.step()
+        out.append(dict(tokens=[int(t) for t in chunk], loss=float(loss.detach()),
+                        grad_norm=float(norm), momentum=momentum))
+    settings = dict(tied_embed_lr=hp.tied_embed_lr, matrix_lr=hp.matrix_lr, scalar_lr=hp.scalar_lr,
+                    head_lr=hp.head_lr, beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps,
+                    adam_wd=adam_wd, muon_wd=muon_wd, muon_backend_steps=hp.muon_backend_steps,
+                    grad_clip_norm=hp.grad_clip_norm, lr_mul=1.0, muon_bf16=muon_bf16)
+    return out, settings, groups
+
+
+def fingerprint(model, full: bool = True):
+    """Per state-dict tensor: the norm, the projection on `direction`, the whole tensor if small
+    (and `full`)."""
+    out = []
+    for k, (name, p) in enumerate(model.named_parameters()):
+        g = p.detach().double().reshape(-1).numpy()
+        r = direction(g.size, k)
+        rec = dict(name=name, norm=float((g * g).sum() ** 0.5), dot=float((g * r).sum()),
+                   dir_norm=float((r * r).sum() ** 0.5))
+        if full and g.size <= GRAD_FULL_MAX:
+            rec["values"] = [float(f"{v:.9g}") for v in g]
+        out.append(rec)
+    return out
+
+
+def load_committed(mod, args, cfg, hp, out: Path):
+    blob = (out / f"{args.name}.ptz").read_bytes()
+    fresh = as_submission_dtypes(mod, build(mod, args.pr, cfg, hp))
+    template = {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+    if args.pr == "489":
+        return blob, load_489(mod, blob, fresh)
+    if args.pr == "581":
+        return blob, load_581(mod, blob, fresh, template)
+    return blob, load_687(mod, blob, fresh, template)
+
+
+def steps_only(mod, args, cfg, hp, out: Path):
+    """The committed artifact, read by the PR's loader, trained 4 steps as the PR trains: with
+    its bf16 Muon, with a float32 Muon, and with its bf16 Muon from weights perturbed by 1e-7
+    relative noise (how far the PR's own run moves from a difference that small)."""
+    train = mod.load_data_shard(Path(args.train))
+    runs = {}
+    for label, bf16, eps in (("bf16", True, 0.0), ("fp32", False, 0.0), ("bf16_perturbed", True, 1e-7)):
+        blob, loaded = load_committed(mod, args, cfg, hp, out)
+        m32 = as_fp32(loaded, rope_from=build(mod, args.pr, cfg, hp)).train()
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in m32.parameters():
+                p.mul_(1 + eps * torch.randn(p.shape, generator=gen))
+        steps, settings, groups = pr_train_steps(mod, args.pr, m32, hp, train, 4,
+                                                 args.grad_batch, args.grad_seq, muon_bf16=bf16)
+        runs[label] = dict(settings=settings, steps=steps, final=fingerprint(m32, full=eps == 0))
+    doc = dict(pr=int(args.pr), pr_commit=args.commit, artifact=f"{args.name}.ptz",
+               artifact_sha256=hashlib.sha256(blob).hexdigest(), batch=args.grad_batch,
+               seq=args.grad_seq, groups=groups, runs=runs,
+               reference="PR loader + fresh PR GPT, float32 (float32 RoPE and attention), "
+                         "train mode; the PR's optimizers and groups as its main() builds them "
+                         "(pr_train_steps); runs: its bf16 Muon, a float32 Muon (muon_in_fp32), "
+                         "its bf16 Muon from weights times (1 + 1e-7 N(0,1)); final weights: norm, "
+                         "dot with r_i = sin(0.37 i + k), all values of tensors up to "
+                         "grad_full_max",
+               grad_full_max=GRAD_FULL_MAX)
+    (out / f"{args.name}.steps.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+    for label, r in runs.items():
+        print(f"{args.name} ({label}): 4 PR steps, losses {[round(s['loss'], 6) for s in r['steps']]}")
 
 
 def grads_only(mod, args, cfg, hp, out: Path):

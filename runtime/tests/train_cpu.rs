@@ -366,7 +366,7 @@ fn bigram_projection_trains_with_muon_or_adam() {
     let make = |muon: bool| {
         let mut cfg = config(4, 1, 1);
         cfg.qat = QatMode::Off;
-        cfg.optim.bigram_proj_muon = muon;
+        cfg.optim.muon_route.bigram_proj = muon;
         let mut t = trainer_for(&shared, cfg, a, &ConfigOverrides::default());
         let mut w = t.weights().unwrap();
         let bg = w.bigram.as_mut().unwrap();

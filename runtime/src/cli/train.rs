@@ -14,8 +14,8 @@ use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelConfig, Mod
 use pgolf_rt::tokenizer::{ByteLut, Tokenizer};
 use pgolf_rt::train::{
     export_weights, init_weights, load_checkpoint, save_checkpoint, Architecture, ExportKind,
-    InitConfig, LearningRates, MuonConfig, OptimizerConfig, QatMode, Schedule, SidecarArch,
-    TrainConfig, Trainer,
+    InitConfig, LearningRates, MuonConfig, MuonRoute, OptimizerConfig, QatMode, Schedule,
+    SidecarArch, TrainConfig, Trainer,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -137,6 +137,12 @@ pub struct TrainArgs {
     /// `muon` (1.1271 record).
     #[arg(long, env = "BIGRAM_PROJ_OPTIMIZER", value_parser = ["adam", "muon"], default_value = "adam")]
     bigram_proj_optimizer: String,
+    /// Optimizer of the BigramHash table: `adam` (with `tok_emb`) or `muon` (#489).
+    #[arg(long, env = "BIGRAM_EMBED_OPTIMIZER", value_parser = ["adam", "muon"], default_value = "adam")]
+    bigram_embed_optimizer: String,
+    /// Optimizer of the value embeddings' projection: `adam` (scalar group) or `muon` (#687).
+    #[arg(long, env = "VE_PROJ_OPTIMIZER", value_parser = ["adam", "muon"], default_value = "adam")]
+    ve_proj_optimizer: String,
     #[arg(long, env = "EMBED_LR", default_value_t = 0.6, value_parser = finite_f32)]
     embed_lr: f32,
     #[arg(long, env = "HEAD_LR", default_value_t = 0.008, value_parser = finite_f32)]
@@ -280,7 +286,11 @@ impl TrainArgs {
                 beta2: self.beta2,
                 adam_eps: self.adam_eps,
                 adam_weight_decay: self.adam_wd,
-                bigram_proj_muon: self.bigram_proj_optimizer == "muon",
+                muon_route: MuonRoute {
+                    bigram_proj: self.bigram_proj_optimizer == "muon",
+                    bigram_embed: self.bigram_embed_optimizer == "muon",
+                    ve_proj: self.ve_proj_optimizer == "muon",
+                },
                 muon: MuonConfig {
                     lr: self.matrix_lr,
                     momentum: self.muon_momentum,

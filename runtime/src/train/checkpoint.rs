@@ -2,7 +2,7 @@
 //! Muon momentum, Adam moments and step counts, data position, step, training clock), written
 //! atomically as an uncompressed `torch.save` dict (so PyTorch can read it too).
 
-use super::groups::{optimizer_group, Group};
+use super::groups::{optimizer_group, Group, MuonRoute};
 use super::optimizers::ADAM_GROUPS;
 use super::trainer::Trainer;
 use crate::artifact::torch::{save, SaveValue};
@@ -46,11 +46,11 @@ fn weights_dict(w: &ModelWeights) -> Result<SaveValue> {
 }
 
 /// `(name, shape)` of the parameters in one optimizer group, in update order.
-fn group_names(w: &ModelWeights, g: Group, bigram_proj_muon: bool) -> Vec<(String, Vec<usize>)> {
+fn group_names(w: &ModelWeights, g: Group, route: MuonRoute) -> Vec<(String, Vec<usize>)> {
     let mut w = w.clone();
     w.params_mut()
         .into_iter()
-        .filter(|p| optimizer_group(&p.name, &p.shape, bigram_proj_muon) == g)
+        .filter(|p| optimizer_group(&p.name, &p.shape, route) == g)
         .map(|p| (p.name, p.shape))
         .collect()
 }
@@ -88,11 +88,11 @@ pub fn save_checkpoint<B: TrainBackend + Clone>(t: &Trainer<B>, path: &Path) -> 
     if let Some(e) = &st.ema {
         root.push(("ema".into(), weights_dict(e.weights())?));
     }
-    let proj_muon = st.opt.cfg.bigram_proj_muon;
-    let mats = group_names(&st.weights, Group::Matrix, proj_muon);
+    let route = st.opt.cfg.muon_route;
+    let mats = group_names(&st.weights, Group::Matrix, route);
     root.push(("muon".into(), buffers(&mats, &st.opt.muon.bufs)?));
     for (g, label) in ADAM_GROUPS {
-        let names = group_names(&st.weights, g, proj_muon);
+        let names = group_names(&st.weights, g, route);
         let a = match g {
             Group::Embed => &st.opt.embed,
             Group::Head => &st.opt.head,
@@ -191,11 +191,11 @@ pub fn load_checkpoint<B: TrainBackend + Clone>(t: &mut Trainer<B>, path: &Path)
     if let Some(e) = &mut st.ema {
         fill_weights(&mut e.shadow, get(&root, "ema", path)?, path)?;
     }
-    let proj_muon = st.opt.cfg.bigram_proj_muon;
-    let mats = group_names(&st.weights, Group::Matrix, proj_muon);
+    let route = st.opt.cfg.muon_route;
+    let mats = group_names(&st.weights, Group::Matrix, route);
     st.opt.muon.bufs = read_buffers(get(&root, "muon", path)?, &mats, path)?;
     for (g, label) in ADAM_GROUPS {
-        let names = group_names(&st.weights, g, proj_muon);
+        let names = group_names(&st.weights, g, route);
         let d = get(&root, &format!("adam_{label}"), path)?;
         let step = get_int(d, "step", path)? as u64;
         let m = read_buffers(get(d, "m", path)?, &names, path)?;

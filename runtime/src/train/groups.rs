@@ -19,11 +19,28 @@ pub enum Group {
     Scalar,
 }
 
-/// The optimizer group of a parameter: [`group_of`], except that with `bigram_proj_muon` the
-/// BigramHash projection `bigram.proj.weight` goes to Muon (the 1.1271 record; the LeakyReLU
-/// record keeps it in the scalar Adam group, spec 4.2).
-pub fn optimizer_group(name: &str, shape: &[usize], bigram_proj_muon: bool) -> Group {
-    if bigram_proj_muon && name == "bigram.proj.weight" && shape.len() == 2 {
+/// Which matrices outside the blocks go to Muon instead of their Adam group: the records differ
+/// (spec 4.2). All off is [`group_of`] alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MuonRoute {
+    /// `bigram.proj.weight` (1.1271 record, #489, #581, #687; the LeakyReLU record keeps it in
+    /// the scalar Adam group).
+    pub bigram_proj: bool,
+    /// `bigram.embed.weight` (#489; the others put the table with `tok_emb`).
+    pub bigram_embed: bool,
+    /// `ve_shared.proj.weight` (#687).
+    pub ve_proj: bool,
+}
+
+/// The optimizer group of a parameter: [`group_of`], except the matrices `route` sends to Muon.
+pub fn optimizer_group(name: &str, shape: &[usize], route: MuonRoute) -> Group {
+    let to_muon = match name {
+        "bigram.proj.weight" => route.bigram_proj,
+        "bigram.embed.weight" => route.bigram_embed,
+        "ve_shared.proj.weight" => route.ve_proj,
+        _ => false,
+    };
+    if to_muon && shape.len() == 2 {
         Group::Matrix
     } else {
         group_of(name, shape)
@@ -68,9 +85,39 @@ mod tests {
         assert_eq!(group_of("skip_weights", &[4, 512]), Group::Scalar);
         assert_eq!(group_of("bigram.embed.weight", &[2048, 128]), Group::Embed);
         let proj = ("bigram.proj.weight", [512usize, 128]);
-        assert_eq!(optimizer_group(proj.0, &proj.1, false), Group::Scalar);
-        assert_eq!(optimizer_group(proj.0, &proj.1, true), Group::Matrix);
-        assert_eq!(optimizer_group("bigram.scale", &[], true), Group::Scalar);
+        let route = |bigram_proj, bigram_embed, ve_proj| MuonRoute {
+            bigram_proj,
+            bigram_embed,
+            ve_proj,
+        };
+        let all = route(true, true, true);
+        assert_eq!(
+            optimizer_group(proj.0, &proj.1, MuonRoute::default()),
+            Group::Scalar
+        );
+        assert_eq!(
+            optimizer_group(proj.0, &proj.1, route(true, false, false)),
+            Group::Matrix
+        );
+        assert_eq!(optimizer_group("bigram.scale", &[], all), Group::Scalar);
+        let table = ("bigram.embed.weight", [2048usize, 128]);
+        assert_eq!(
+            optimizer_group(table.0, &table.1, route(true, false, true)),
+            Group::Embed
+        );
+        assert_eq!(
+            optimizer_group(table.0, &table.1, route(false, true, false)),
+            Group::Matrix
+        );
+        let ve = ("ve_shared.proj.weight", [256usize, 128]);
+        assert_eq!(
+            optimizer_group(ve.0, &ve.1, route(true, true, false)),
+            Group::Scalar
+        );
+        assert_eq!(
+            optimizer_group(ve.0, &ve.1, route(false, false, true)),
+            Group::Matrix
+        );
         // #581's split of the sidecar.
         for m in ["gate", "value", "proj", "site_gate"] {
             let name = format!("shared_sparse.{m}.weight");

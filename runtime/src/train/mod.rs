@@ -36,6 +36,7 @@ pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use collective::{Collective, DeviceCollective, HostCollective, InProcess};
 pub use ema::Ema;
 pub use export::{export_weights, ExportKind};
+pub use groups::MuonRoute;
 pub use init::{init_weights, Architecture, InitConfig, SidecarArch};
 pub use lora::{Adapter, Lora, LoraGrads, LoraTargets, Proj, Site};
 pub use muon::{Muon, MuonConfig};

@@ -3,7 +3,7 @@
 //! follow the schedule's multiplier. Optional global-norm gradient clipping first.
 
 use super::adam::{Adam, AdamConfig, OptimizerKind};
-use super::groups::{optimizer_group, Group};
+use super::groups::{optimizer_group, Group, MuonRoute};
 use super::muon::{HostNs, MatrixParam, Muon, MuonConfig, NewtonSchulz};
 use super::sgd::{clip_coef, global_norm};
 use crate::model::ModelWeights;
@@ -49,8 +49,8 @@ pub struct OptimizerConfig {
     pub muon: MuonConfig,
     /// Clip the global gradient norm to this (0 disables).
     pub grad_clip_norm: f32,
-    /// BigramHash projection in Muon instead of the scalar Adam group (spec 4.2).
-    pub bigram_proj_muon: bool,
+    /// Which matrices outside the blocks Muon takes (spec 4.2; the records differ).
+    pub muon_route: MuonRoute,
 }
 
 impl Default for OptimizerConfig {
@@ -63,7 +63,7 @@ impl Default for OptimizerConfig {
             adam_weight_decay: 0.0,
             muon: MuonConfig::default(),
             grad_clip_norm: 0.0,
-            bigram_proj_muon: false,
+            muon_route: MuonRoute::default(),
         }
     }
 }
@@ -186,7 +186,7 @@ impl Optimizers {
         let mut mat_grads: Vec<&[f32]> = Vec::new();
         let mut adam: [AdamBatch; 3] = Default::default();
         for (p, g) in params.iter_mut().zip(grads.iter()) {
-            match optimizer_group(&p.name, &p.shape, self.cfg.bigram_proj_muon) {
+            match optimizer_group(&p.name, &p.shape, self.cfg.muon_route) {
                 Group::Matrix => {
                     mats.push(MatrixParam {
                         rows: p.shape[0],

@@ -170,7 +170,7 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         let mut groups = Vec::new();
         let mut w = weights.clone();
         for p in w.params_mut() {
-            let g = optimizer_group(&p.name, &p.shape, cfg.optim.bigram_proj_muon);
+            let g = optimizer_group(&p.name, &p.shape, cfg.optim.muon_route);
             let k = match g {
                 Group::Matrix => 3,
                 g => adam_slot(g),
