@@ -353,13 +353,11 @@ fn seed_ttt_recipes_pass_the_audit_and_gain_on_their_fixtures() {
         let base = plain.run(CpuBackend::new(), &w, &toks, &lut, None).unwrap();
         let geometry = FullTttConfig {
             seq_len: 256,
+            chunk: 2048,
             ..FullTttConfig::default()
         };
         let plan = EvalPlan {
-            adapt: Adaptation::Full(FullTttConfig {
-                chunk: 2048,
-                ..recipe.config(&w.config, &geometry)
-            }),
+            adapt: Adaptation::Full(recipe.config(&w.config, &geometry)),
             audit: Some(AuditPlan::default()),
             ..plain
         };

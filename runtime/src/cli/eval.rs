@@ -677,6 +677,7 @@ fn full_config(
         stride: a.stride.or(if a.sliding { Some(64) } else { None }),
         batch: a.batch,
         train_seq: t.ttt_train_seq,
+        chunk: t.ttt_chunk.unwrap_or(FullTttConfig::default().chunk),
         ..FullTttConfig::default()
     };
     let mut c = t

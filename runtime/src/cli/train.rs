@@ -125,6 +125,10 @@ pub struct TrainArgs {
     /// Exclusive self-attention on the last N layers.
     #[arg(long, env = "XSA_LAST_N", default_value_t = 0)]
     xsa_last_n: usize,
+    /// The NTK RoPE rule for windows longer than this (the 11-layer records' `Rotary` hard-codes
+    /// 1024, so their TRAIN_SEQ_LEN=2048 trains with base 10000·2^(rd/(rd-2))); default: off.
+    #[arg(long, env = "NTK_TRAIN_LEN")]
+    ntk_train_len: Option<usize>,
     /// 1: scale block norms by 1/sqrt(layer+1).
     #[arg(long, env = "LN_SCALE", default_value_t = 0, value_parser = switch)]
     ln_scale: u8,
@@ -248,6 +252,7 @@ impl TrainArgs {
             activation: Some(self.activation.parse::<Activation>()?),
             ln_scale: Some(self.ln_scale != 0),
             xsa_last: Some(self.xsa_last_n),
+            rope_ntk_train_len: Some(self.ntk_train_len),
             ..ConfigOverrides::default()
         })
     }

@@ -44,13 +44,15 @@ impl TttRecipe {
     }
 
     /// The recipe's settings for a model of architecture `model`, keeping the eval geometry
-    /// (`seq_len`, `stride`, `batch`) and the training sequence length of `base`.
+    /// (`seq_len`, `stride`, `batch`, `chunk`) and the training sequence length of `base`: the
+    /// settings that depend on them (#581's warm-up, one chunk's steps) follow them.
     pub fn config(self, model: &ModelConfig, base: &FullTttConfig) -> FullTttConfig {
         let geometry = FullTttConfig {
             seq_len: base.seq_len,
             stride: base.stride,
             batch: base.batch,
             train_seq: base.train_seq,
+            chunk: base.chunk,
             ..FullTttConfig::default()
         };
         let adamw = FullTttConfig {
@@ -68,6 +70,7 @@ impl TttRecipe {
                 ..adamw
             },
             TttRecipe::Pr581 => {
+                // #581 warms up over its first epoch of 20: here the first chunk's 20 passes.
                 let steps_per_epoch = (adamw.chunk / adamw.train_seq()).div_ceil(32).max(1);
                 FullTttConfig {
                     epochs: 20,
@@ -122,5 +125,32 @@ impl std::str::FromStr for TttRecipe {
 impl std::fmt::Display for TttRecipe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Architecture;
+
+    /// #581's warm-up spans the first chunk's optimiser steps at whatever chunk the caller
+    /// sets (it was once computed from the default chunk alone).
+    #[test]
+    fn pr581_warmup_follows_the_chunk() {
+        let model = Architecture::baseline()
+            .config(&crate::model::ConfigOverrides::default())
+            .unwrap();
+        for (chunk, seq) in [(32_768usize, 1024usize), (2048, 256), (4096, 64)] {
+            let base = FullTttConfig {
+                chunk,
+                seq_len: seq,
+                ..FullTttConfig::default()
+            };
+            let c = TttRecipe::Pr581.config(&model, &base);
+            assert_eq!(c.chunk, chunk);
+            let steps = (chunk / seq).div_ceil(c.train_batch.max(1)).max(1);
+            assert_eq!(c.warmup_steps, 20 * (chunk / seq).div_ceil(32).max(1));
+            assert!(c.warmup_steps >= steps, "{chunk}/{seq}");
+        }
     }
 }
