@@ -2,7 +2,18 @@
 
 mod cli;
 
+/// `pgolf-rt inspect A | head` ends quietly when the reader closes the pipe, as Unix tools
+/// do, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+fn die_quietly_on_broken_pipe() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    die_quietly_on_broken_pipe();
     // Forward passes reuse freed activation memory instead of faulting in fresh pages.
     pgolf_rt::alloc::retain_freed_memory();
     if let Err(e) = cli::run() {

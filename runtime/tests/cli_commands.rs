@@ -182,6 +182,30 @@ fn inspect_reports_the_architecture_tensors_and_budget() {
     assert!(err.contains("/nonexistent/model.ptz"), "{err}");
 }
 
+/// `pgolf-rt inspect A | head -1`: when the reader closes the pipe, the command ends as Unix
+/// tools do (SIGPIPE or a clean exit), never with a Rust panic about a failed print.
+#[test]
+fn inspect_into_a_closed_pipe_ends_without_a_panic() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgolf-rt"))
+        .args(["inspect", MODEL])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pgolf-rt");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: the rest of the listing goes into a closed pipe.
+    assert!(first.starts_with("artifact"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "a panic's exit code: {err}");
+}
+
 #[test]
 fn eval_mix_hedge_matches_the_library_and_the_plain_eval() {
     let Some(shared) = common::shared() else {
