@@ -318,17 +318,7 @@ fn mlp3x11l_first_two_windows_nll<G: Gpu>(gpu: CudaBackend<G>) {
 /// per-position NLL and the gradients of its mean against the CPU backend.
 fn sidecar_model_nll_and_grads<G: Gpu>(gpu: CudaBackend<G>) {
     use pgolf_rt::train::TrainModel;
-    let path = format!(
-        "{}/tests/fixtures/seeds/pr581_tiny.ptz",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let ov = ConfigOverrides {
-        rope_dims: Some(16),
-        ln_scale: Some(true),
-        ..Default::default()
-    };
-    let w = ModelWeights::from_artifact(&Artifact::load(path).unwrap(), &ov).unwrap();
-    assert!(w.config.sidecar.is_some());
+    let w = common::seeds::pr581();
     let ids: Vec<u32> = (0..257u32).map(|i| (i * 37 + 11) % 1024).collect();
     let (batch, seq) = (2, 128);
     let (x, y) = (&ids[..256], &ids[1..257]);

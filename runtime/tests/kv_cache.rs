@@ -298,17 +298,7 @@ fn generation_picks_what_the_full_recompute_picks_within_the_window() {
 /// decodes like the full forward token by token and in chunks.
 #[test]
 fn sidecar_model_decodes_like_the_full_forward() {
-    use pgolf_rt::artifact::Artifact;
-    let path = format!(
-        "{}/tests/fixtures/seeds/pr581_tiny.ptz",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let ov = ConfigOverrides {
-        rope_dims: Some(16),
-        ln_scale: Some(true),
-        ..Default::default()
-    };
-    let w = ModelWeights::from_artifact(&Artifact::load(path).unwrap(), &ov).unwrap();
+    let w = common::seeds::pr581();
     assert_eq!(w.config.sidecar.as_ref().unwrap().layers, vec![1, 2, 3]);
     let worst = worst_difference(&device(&w), &random_ids(5, 40));
     println!("pr581 sidecar: max |cached - full| log-prob {worst:.2e}");

@@ -123,13 +123,7 @@ fn expectations() -> Vec<Expect> {
         // scale, the NTK rule past 1024 tokens; all-fp16 by its own size rule.
         Expect {
             stem: "pr581_tiny",
-            overrides: ConfigOverrides {
-                rope_dims: Some(16),
-                logit_softcap: Some(30.0),
-                ln_scale: Some(true),
-                rope_ntk_train_len: Some(Some(1024)),
-                ..Default::default()
-            },
+            overrides: common::seeds::pr581_overrides(),
             compression: Compression::Zstd,
             format: ContainerFormat::MixedWm,
             layers: 4,
@@ -149,7 +143,7 @@ fn expectations() -> Vec<Expect> {
 }
 
 fn fixture_path(file: &str) -> String {
-    format!("{}/tests/fixtures/seeds/{file}", env!("CARGO_MANIFEST_DIR"))
+    common::seeds::path(file)
 }
 
 fn check(e: &Expect) -> f64 {
@@ -417,51 +411,31 @@ fn seed_gradients_match_pytorch() {
             e.stem
         );
         let mut base = g.base.expect("base gradients");
-        let ours: std::collections::HashMap<String, Vec<f32>> = base
-            .params_mut()
-            .into_iter()
-            .map(|p| (p.name, p.values.to_vec()))
-            .collect();
-        let recs = fx["tensors"].as_array().unwrap();
-        assert_eq!(recs.len(), ours.len(), "{}: tensor count", e.stem);
-        let mut worst = (0.0f64, String::new());
-        for (k, rec) in recs.iter().enumerate() {
-            let name = rec["name"].as_str().unwrap();
-            let got = ours
-                .get(name)
-                .unwrap_or_else(|| panic!("{}: no gradient for {name}", e.stem));
-            let norm = rec["norm"].as_f64().unwrap();
-            let scale = norm.max(1e-12);
-            let got_norm = got.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
-            let mut err = (got_norm - norm).abs() / scale;
-            let dir: Vec<f64> = (0..got.len())
-                .map(|i| (0.37 * i as f64 + k as f64).sin())
-                .collect();
-            let dot: f64 = got.iter().zip(&dir).map(|(&a, b)| a as f64 * b).sum();
-            let dir_norm = rec["dir_norm"].as_f64().unwrap();
-            err = err.max((dot - rec["dot"].as_f64().unwrap()).abs() / (scale * dir_norm));
-            if let Some(full) = rec.get("grad").and_then(Value::as_array) {
-                assert_eq!(full.len(), got.len(), "{}: {name} size", e.stem);
-                let d2: f64 = full
-                    .iter()
-                    .zip(got)
-                    .map(|(a, &b)| (a.as_f64().unwrap() - b as f64).powi(2))
-                    .sum();
-                err = err.max(d2.sqrt() / scale);
-            }
-            assert!(
-                err < TOL_GRAD,
-                "{}: gradient of {name} off by {err:.2e} relative (norm {norm:.4e})",
-                e.stem
-            );
-            if err > worst.0 {
-                worst = (err, name.to_string());
-            }
-        }
+        let recs = &fx["tensors"];
+        let got = fingerprint(
+            base.params_mut()
+                .into_iter()
+                .map(|p| (p.name, p.values.to_vec())),
+            recs,
+        );
+        assert_eq!(
+            recs.as_array().unwrap().len(),
+            got.len(),
+            "{}: tensor count",
+            e.stem
+        );
+        let worst = distance(recs, &got, Some("grad"));
+        assert!(
+            worst.0 < TOL_GRAD,
+            "{}: gradient of {} off by {:.2e} relative",
+            e.stem,
+            worst.1,
+            worst.0
+        );
         eprintln!(
             "{}: loss {loss:.7} (PyTorch {want_loss:.7}); {} gradients within {:.2e} relative (worst: {})",
             e.stem,
-            recs.len(),
+            got.len(),
             worst.0,
             worst.1
         );
@@ -495,7 +469,7 @@ fn seed_training_steps_match_the_prs_own() {
             .zip(step_losses(pert))
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        let spread_w = final_distance(&bf["final"], &fingerprint_of(&pert["final"]), false);
+        let spread_w = distance(&bf["final"], &fingerprint_of(&pert["final"]), None).0;
         eprintln!(
             "{}: the PR's own bf16 run, weights perturbed by 1e-7: losses move {spread_loss:.2e}, \
              weights {spread_w:.2e} relative",
@@ -560,24 +534,52 @@ fn fingerprint_of(recs: &Value) -> Fingerprint {
         .collect()
 }
 
+/// pgolf-rt's tensors as fingerprint records: norm, and projection of tensor `k` (its index in
+/// `order`, the PR's parameter order) on `sin(0.37 i + k)`, as `scripts/seed_fixtures.py`
+/// records them; the values kept. A tensor the PR does not have is a failure.
+fn fingerprint(tensors: impl Iterator<Item = (String, Vec<f32>)>, order: &Value) -> Fingerprint {
+    let index: std::collections::HashMap<&str, usize> = order
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(k, r)| (r["name"].as_str().unwrap(), k))
+        .collect();
+    tensors
+        .map(|(name, vals)| {
+            let k = *index
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("{name}: not among the PR's tensors"));
+            let v: Vec<f64> = vals.iter().map(|&x| x as f64).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let dot = v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x * (0.37 * i as f64 + k as f64).sin())
+                .sum();
+            (name, (norm, dot, Some(v)))
+        })
+        .collect()
+}
+
 /// The largest relative difference, over tensors, between the fingerprint records `want` (the
-/// PR's) and `got`: in norm, in projection (relative to `norm · |r|`), and with `values` in
-/// values where both have them (`|Δ| / norm`).
-fn final_distance(want: &Value, got: &Fingerprint, values: bool) -> f64 {
-    let mut worst = 0.0f64;
+/// PR's) and `got`, and the tensor where it is: in norm, in projection (relative to
+/// `norm · |r|`), and in values (`|Δ| / norm`) where the record has the field `values` and
+/// `got` has them.
+fn distance(want: &Value, got: &Fingerprint, values: Option<&str>) -> (f64, String) {
+    let mut worst = (0.0f64, String::new());
     for rec in want.as_array().unwrap() {
         let name = rec["name"].as_str().unwrap();
-        let (gn, gd, gv) = &got[name];
-        let (gn, gd) = (*gn, *gd);
+        let (gn, gd, gv) = got
+            .get(name)
+            .unwrap_or_else(|| panic!("no tensor {name} on pgolf-rt's side"));
         let norm = rec["norm"].as_f64().unwrap().max(1e-12);
         let dn = rec["dir_norm"].as_f64().unwrap();
         let mut err = (gn - norm).abs() / norm;
         err = err.max((gd - rec["dot"].as_f64().unwrap()).abs() / (norm * dn));
-        let want_values = rec
-            .get("values")
-            .and_then(Value::as_array)
-            .filter(|_| values);
+        let want_values = values.and_then(|k| rec.get(k)).and_then(Value::as_array);
         if let (Some(w), Some(g)) = (want_values, gv.as_ref()) {
+            assert_eq!(w.len(), g.len(), "{name}: size");
             let d2: f64 = w
                 .iter()
                 .zip(g)
@@ -585,7 +587,9 @@ fn final_distance(want: &Value, got: &Fingerprint, values: bool) -> f64 {
                 .sum();
             err = err.max(d2.sqrt() / norm);
         }
-        worst = worst.max(err);
+        if err > worst.0 {
+            worst = (err, name.to_string());
+        }
     }
     worst
 }
@@ -675,30 +679,13 @@ fn pgolf_steps(e: &Expect, fx: &Value, run: &Value) -> (f64, f64) {
             );
         }
     }
-    // The fixture projects tensor `k` of the PR's parameter order on `sin(0.37 i + k)`.
-    let order: std::collections::HashMap<&str, usize> = run["final"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(k, r)| (r["name"].as_str().unwrap(), k))
-        .collect();
-    let got: Fingerprint = w
-        .params_mut()
-        .into_iter()
-        .map(|p| {
-            let k = order[p.name.as_str()];
-            let v: Vec<f64> = p.values.iter().map(|&x| x as f64).collect();
-            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-            let dot = v
-                .iter()
-                .enumerate()
-                .map(|(i, x)| x * (0.37 * i as f64 + k as f64).sin())
-                .sum();
-            (p.name, (norm, dot, Some(v)))
-        })
-        .collect();
+    let got = fingerprint(
+        w.params_mut()
+            .into_iter()
+            .map(|p| (p.name, p.values.to_vec())),
+        &run["final"],
+    );
     // bf16: norms and projections only, as the PR's own spread is measured.
-    let values = !st["muon_bf16"].as_bool().unwrap();
-    (worst_loss, final_distance(&run["final"], &got, values))
+    let values = (!st["muon_bf16"].as_bool().unwrap()).then_some("values");
+    (worst_loss, distance(&run["final"], &got, values).0)
 }

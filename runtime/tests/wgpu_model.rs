@@ -113,17 +113,7 @@ fn sidecar_model_wgpu_matches_cpu() {
         Ok(g) => g,
         Err(e) => return common::skip("PGOLF_REQUIRE_WGPU", e),
     };
-    let path = format!(
-        "{}/tests/fixtures/seeds/pr581_tiny.ptz",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let ov = ConfigOverrides {
-        rope_dims: Some(16),
-        ln_scale: Some(true),
-        ..Default::default()
-    };
-    let w = ModelWeights::from_artifact(&Artifact::load(path).unwrap(), &ov).unwrap();
-    assert!(w.config.sidecar.is_some());
+    let w = common::seeds::pr581();
     let ids: Vec<u32> = (0..257u32).map(|i| (i * 37 + 11) % 1024).collect();
     let cpu = DeviceModel::new(CpuBackend::new(), &w).unwrap();
     let gpu = DeviceModel::new(gpu, &w).unwrap();

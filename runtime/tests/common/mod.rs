@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod devices;
+pub mod seeds;
 pub mod tiny;
 
 use pgolf_rt::artifact::Artifact;
