@@ -33,6 +33,24 @@ fn check_conv(rows: usize, cols: usize, x: usize, w: (usize, usize), seq: usize)
     Ok(())
 }
 
+/// The taps of output row `t`: `(j, t − (k−1) + j)` for each input row inside `t`'s window.
+fn taps(t: usize, k: usize, seq: usize) -> impl Iterator<Item = (usize, usize)> {
+    let p = t % seq;
+    (0..k).filter_map(move |j| {
+        let back = k - 1 - j;
+        (back <= p).then(|| (j, t - back))
+    })
+}
+
+/// The output rows that read input row `s`: `(j, s + (k−1) − j)` for each inside `s`'s window.
+fn readers(s: usize, k: usize, seq: usize) -> impl Iterator<Item = (usize, usize)> {
+    let p = s % seq;
+    (0..k).filter_map(move |j| {
+        let fwd = k - 1 - j;
+        (p + fwd < seq).then(|| (j, s + fwd))
+    })
+}
+
 /// `y [rows, cols]` of the causal depthwise convolution of `x` by `w [cols, k]`.
 pub fn causal_conv(
     x: &[f32],
@@ -45,14 +63,8 @@ pub fn causal_conv(
     check_conv(rows, cols, x.len(), (w.len() / k.max(1), k), seq)?;
     let mut y = vec![0.0f32; rows * cols];
     par::for_each_row(&mut y, cols, |t, out| {
-        let p = t % seq;
-        for j in 0..k {
-            // Input row t - (k-1) + j, inside the window only.
-            let back = k - 1 - j;
-            if back > p {
-                continue;
-            }
-            let xr = &x[(t - back) * cols..(t - back + 1) * cols];
+        for (j, src) in taps(t, k, seq) {
+            let xr = &x[src * cols..(src + 1) * cols];
             for c in 0..cols {
                 out[c] += w[c * k + j] * xr[c];
             }
@@ -79,14 +91,8 @@ pub fn causal_conv_backward(
     }
     let mut dx = vec![0.0f32; rows * cols];
     par::for_each_row(&mut dx, cols, |s, out| {
-        let p = s % seq;
-        for j in 0..k {
-            // Output row s + (k-1) - j read this row through tap j.
-            let fwd = k - 1 - j;
-            if p + fwd >= seq {
-                continue;
-            }
-            let dr = &dy[(s + fwd) * cols..(s + fwd + 1) * cols];
+        for (j, dst) in readers(s, k, seq) {
+            let dr = &dy[dst * cols..(dst + 1) * cols];
             for c in 0..cols {
                 out[c] += w[c * k + j] * dr[c];
             }
@@ -94,14 +100,9 @@ pub fn causal_conv_backward(
     });
     let mut acc = vec![0.0f64; cols * k];
     for t in 0..rows {
-        let p = t % seq;
         let dr = &dy[t * cols..(t + 1) * cols];
-        for j in 0..k {
-            let back = k - 1 - j;
-            if back > p {
-                continue;
-            }
-            let xr = &x[(t - back) * cols..(t - back + 1) * cols];
+        for (j, src) in taps(t, k, seq) {
+            let xr = &x[src * cols..(src + 1) * cols];
             for c in 0..cols {
                 acc[c * k + j] += dr[c] as f64 * xr[c] as f64;
             }
