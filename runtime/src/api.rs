@@ -31,11 +31,12 @@ use crate::artifact::Artifact;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Precision};
 use crate::eval::plan::{Adaptation, EvalPlan, EvalReport};
+use crate::eval::windows::{pack, Packed};
 use crate::eval::{
     check_finite, run_windows, score_window, sliding_windows, text_score, EvalOptions, TextScore,
     Window,
 };
-use crate::model::{ConfigOverrides, Decoder, DeviceModel, ModelConfig, ModelWeights};
+use crate::model::{ConfigOverrides, Decoder, DeviceModel, LayerSteps, ModelConfig, ModelWeights};
 use crate::tokenizer::{ByteLut, PieceType, Tokenizer};
 use crate::{Error, Result};
 use std::path::Path;
@@ -526,6 +527,7 @@ impl Model {
             batch: SCORE_BATCH,
             windows,
             next_window: 0,
+            in_flight: None,
             scored: 0,
             bits: 0.0,
             bytes: 0,
@@ -599,13 +601,24 @@ pub struct TextScorer<'m> {
     /// window, so the scores never depend on how the work is stepped).
     batch: usize,
     windows: Vec<Window>,
+    /// Windows `[0, next_window)` are scored.
     next_window: usize,
+    /// The next group's forward, part-way through its layers ([`TextScorer::step_layers`]).
+    in_flight: Option<InFlight<'m>>,
     /// Negative log-likelihood of every target; `[0, scored)` are computed.
     nll: Vec<f32>,
     scored: usize,
     /// Sums over the scored targets (for the progress report).
     bits: f64,
     bytes: u64,
+}
+
+/// A group of windows whose forward pass is part-way through its layers.
+struct InFlight<'m> {
+    /// The group is windows `[next_window, to)`.
+    to: usize,
+    packed: Packed,
+    steps: LayerSteps<'m, CpuBackend>,
 }
 
 /// How far a [`TextScorer`] got.
@@ -617,17 +630,26 @@ pub struct ScoreProgress {
     pub targets_total: usize,
     pub windows_done: usize,
     pub windows_total: usize,
+    /// Layers the next group's forward pass has run ([`TextScorer::step_layers`]; 0 between
+    /// groups), of `layers`.
+    pub pass_layers_done: usize,
+    pub layers: usize,
     /// Bits per byte of the tokens scored so far (NaN while they hold no byte).
     pub bits_per_byte: f64,
 }
 
-impl TextScorer<'_> {
+impl<'m> TextScorer<'m> {
     /// Runs the next `windows` windows (at least one, rounded up to whole groups of
     /// [`TextScorer::with_batch`] windows; fewer when fewer are left) and returns the progress. Does nothing once every window ran. Errors when the model gives a token a
     /// non-finite log-probability.
     pub fn step(&mut self, windows: usize) -> Result<ScoreProgress> {
+        let mut groups = windows.max(1).div_ceil(self.batch);
+        if let Some(f) = self.in_flight.take() {
+            // The group a layer step started counts as one.
+            self.land(f)?;
+            groups -= 1;
+        }
         let from = self.next_window;
-        let groups = windows.max(1).div_ceil(self.batch);
         let to = from
             .saturating_add(groups.saturating_mul(self.batch))
             .min(self.windows.len());
@@ -648,17 +670,67 @@ impl TextScorer<'_> {
                 opts,
                 |t, v| nll[t] = v,
             )?;
-            self.next_window = to;
-            let w = &self.windows[to - 1];
-            let end = w.start + w.len;
-            check_finite(&self.nll, &self.ids, self.scored..end)?;
-            for t in self.scored..end {
-                self.bits += self.nll[t] as f64 / std::f64::consts::LN_2;
-                self.bytes += self.model.lut.bytes_for(self.ids[t], self.ids[t + 1]) as u64;
-            }
-            self.scored = end;
+            self.account(to)?;
         }
         Ok(self.progress())
+    }
+
+    /// Runs the next `layers` layers (at least one) of the forward passes [`TextScorer::step`]
+    /// runs, the same groups of windows: a group's head and scores come with its last layer.
+    /// The scores are the same, bit for bit, however the work is stepped; a step is one
+    /// layer of one pass, for a Stop button that must answer within a fraction of a window of
+    /// a large model. Does nothing once every window ran.
+    pub fn step_layers(&mut self, layers: usize) -> Result<ScoreProgress> {
+        for _ in 0..layers.max(1) {
+            if self.is_done() {
+                break;
+            }
+            let mut f = match self.in_flight.take() {
+                Some(f) => f,
+                None => self.start_group()?,
+            };
+            f.steps.step()?;
+            if f.steps.is_done() {
+                self.land(f)?;
+            } else {
+                self.in_flight = Some(f);
+            }
+        }
+        Ok(self.progress())
+    }
+
+    /// The next group's forward, its embeddings run.
+    fn start_group(&self) -> Result<InFlight<'m>> {
+        let model: &'m Model = self.model;
+        let to = (self.next_window + self.batch).min(self.windows.len());
+        let packed = pack(&self.ids, &self.windows[self.next_window..to], self.seq)?;
+        let steps = model
+            .model
+            .layer_steps(packed.ids.clone(), to - self.next_window, self.seq)?;
+        Ok(InFlight { to, packed, steps })
+    }
+
+    /// Finishes the group in flight: its remaining layers, its head, its scores.
+    fn land(&mut self, f: InFlight<'m>) -> Result<()> {
+        let nll = f.steps.nll(&f.packed.tgt, Some(&f.packed.rows))?;
+        for (&t, v) in f.packed.targets.iter().zip(nll) {
+            self.nll[t] = v;
+        }
+        self.account(f.to)
+    }
+
+    /// Windows `[next_window, to)` ran: checks and sums their targets.
+    fn account(&mut self, to: usize) -> Result<()> {
+        self.next_window = to;
+        let w = &self.windows[to - 1];
+        let end = w.start + w.len;
+        check_finite(&self.nll, &self.ids, self.scored..end)?;
+        for t in self.scored..end {
+            self.bits += self.nll[t] as f64 / std::f64::consts::LN_2;
+            self.bytes += self.model.lut.bytes_for(self.ids[t], self.ids[t + 1]) as u64;
+        }
+        self.scored = end;
+        Ok(())
     }
 
     /// Runs `windows_per_pass` windows in each forward pass (default 4, what [`Model::score`]
@@ -676,6 +748,8 @@ impl TextScorer<'_> {
             targets_total: self.nll.len(),
             windows_done: self.next_window,
             windows_total: self.windows.len(),
+            pass_layers_done: self.in_flight.as_ref().map_or(0, |f| f.steps.layers_done()),
+            layers: self.model.config().num_layers,
             bits_per_byte: if self.bytes == 0 {
                 f64::NAN
             } else {
@@ -1088,6 +1162,55 @@ mod tests {
         let short = model.scorer("Hello, world.").unwrap();
         assert_eq!(short.progress().windows_total, 1);
         assert!(model.scorer("").is_err());
+    }
+
+    /// Layer steps ([`TextScorer::step_layers`]), alone and mixed with window steps: the same
+    /// score bit for bit, each step one layer, progress inside the pass in flight.
+    #[test]
+    fn stepping_a_scorer_by_layers_gives_exactly_the_whole_score() {
+        let model = tiny();
+        let layers = model.config().num_layers;
+        let text = long_text();
+        for batch in [4, 1] {
+            let whole = {
+                let mut job = model.scorer(&text).unwrap().with_batch(batch);
+                job.step(usize::MAX).unwrap();
+                job.finish().unwrap()
+            };
+            for (per_step, mixed) in [(1, false), (3, false), (1, true), (layers + 1, true)] {
+                let mut job = model.scorer(&text).unwrap().with_batch(batch);
+                let mut steps = 0;
+                while !job.is_done() {
+                    let before = job.progress();
+                    let p = if mixed && steps % 3 == 2 {
+                        job.step(1).unwrap()
+                    } else {
+                        job.step_layers(per_step).unwrap()
+                    };
+                    steps += 1;
+                    assert_eq!(p.layers, layers);
+                    assert!(p.pass_layers_done < layers);
+                    if per_step == 1 && !mixed {
+                        // One layer: either one more layer of the pass, or the pass landed.
+                        let landed = p.windows_done > before.windows_done;
+                        assert!(
+                            landed || p.pass_layers_done == before.pass_layers_done + 1,
+                            "{before:?} -> {p:?}"
+                        );
+                        assert_eq!(landed, before.pass_layers_done == layers - 1);
+                    }
+                }
+                let got = job.finish().unwrap();
+                assert_eq!(
+                    got, whole,
+                    "batch {batch}, {per_step} layers per step, mixed {mixed}"
+                );
+                let windows = job.progress().windows_total;
+                if per_step == 1 && !mixed {
+                    assert_eq!(steps, windows.div_ceil(batch) * layers);
+                }
+            }
+        }
     }
 
     #[test]

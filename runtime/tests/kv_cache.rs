@@ -141,6 +141,51 @@ fn cached_log_probs_match_the_full_forward_on_every_variant() {
     assert!(failed.is_empty(), "over {TOL:e}: {failed:?}");
 }
 
+/// A forward run one layer at a time ([`DeviceModel::layer_steps`], what a page steps so its
+/// Stop button answers within a layer) gives [`DeviceModel::nll`]'s values bit for bit, on every
+/// variant and on #581's sidecar model; a step past the last layer does nothing.
+#[test]
+fn layer_steps_give_the_forward_bit_for_bit() {
+    let mut models = variants();
+    models.push(("pr581 sidecar", common::seeds::pr581()));
+    let (batch, seq) = (2, 24);
+    let ids = random_ids(13, batch * seq + 1);
+    let (x, y) = (&ids[..batch * seq], &ids[1..]);
+    let rows: Vec<usize> = (3..batch * seq).step_by(5).collect();
+    for (name, w) in models {
+        let vocab = w.config.vocab_size as u32;
+        let x: Vec<u32> = x.iter().map(|&t| t % vocab).collect();
+        let y: Vec<u32> = y.iter().map(|&t| t % vocab).collect();
+        let model = device(&w);
+        let want = model.nll(&x, &y, batch, seq, Some(&rows)).unwrap();
+        let mut steps = model.layer_steps(x.clone(), batch, seq).unwrap();
+        assert_eq!(steps.layers_total(), w.config.num_layers);
+        let mut seen = Vec::new();
+        while !steps.is_done() {
+            seen.push(steps.layers_done());
+            steps.step().unwrap();
+        }
+        steps.step().unwrap();
+        assert_eq!(seen, (0..w.config.num_layers).collect::<Vec<_>>(), "{name}");
+        let got = steps.nll(&y, Some(&rows)).unwrap();
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}: stepped forward differs"
+        );
+        // Started and finished without stepping: the same again.
+        let got = model
+            .layer_steps(x.clone(), batch, seq)
+            .unwrap()
+            .nll(&y, None)
+            .unwrap();
+        let full = model.nll(&x, &y, batch, seq, None).unwrap();
+        assert_eq!(got, full, "{name}");
+    }
+    let model = device(&tiny(7, false, &ConfigOverrides::default()));
+    assert!(model.layer_steps(vec![1, 2, 3], 2, 2).is_err());
+}
+
 /// With the NTK rule the RoPE base grows with the window, so every longer window changes every
 /// key: the decoder recomputes its cache and gives what a forward over just the prefix gives.
 #[test]

@@ -17,7 +17,7 @@ pub mod ttt;
 pub mod ttt_batch;
 pub mod ttt_full;
 pub mod ttt_recipe;
-mod windows;
+pub(crate) mod windows;
 
 pub use metric::{BpbAccumulator, EvalResult};
 pub use plan::{Adaptation, AuditPlan, EvalPlan, EvalReport};

@@ -102,25 +102,13 @@ pub fn run_windows<B: Backend>(
     let total: usize = windows.iter().map(|w| w.len - w.score_from).sum();
     let mut done = 0;
     for group in windows.chunks(batch) {
+        let Packed {
+            ids,
+            tgt,
+            rows,
+            targets,
+        } = pack(stream, group, seq)?;
         let b = group.len();
-        let mut ids = vec![0u32; b * seq];
-        let mut tgt = vec![0u32; b * seq];
-        let mut rows = Vec::new();
-        let mut targets = Vec::new();
-        for (i, w) in group.iter().enumerate() {
-            if w.len > seq || w.start + w.len + 1 > stream.len() || w.score_from > w.len {
-                return Err(Error::Usage(format!(
-                    "window {w:?} does not fit the stream"
-                )));
-            }
-            ids[i * seq..i * seq + w.len].copy_from_slice(&stream[w.start..w.start + w.len]);
-            tgt[i * seq..i * seq + w.len]
-                .copy_from_slice(&stream[w.start + 1..w.start + w.len + 1]);
-            for p in w.score_from..w.len {
-                rows.push(i * seq + p);
-                targets.push(w.start + p);
-            }
-        }
         let nll = model.nll(&ids, &tgt, b, seq, Some(&rows))?;
         for (t, v) in targets.iter().zip(nll) {
             on_score(*t, v);
@@ -131,6 +119,44 @@ pub fn run_windows<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// One forward pass's inputs for a group of windows, each padded to `seq`.
+pub(crate) struct Packed {
+    /// `[windows, seq]` input ids and targets (zero past a window's length).
+    pub ids: Vec<u32>,
+    pub tgt: Vec<u32>,
+    /// The flat positions scored, and the stream target each one is.
+    pub rows: Vec<usize>,
+    pub targets: Vec<usize>,
+}
+
+/// Packs `group` (each window at most `seq` long) of `stream` into one forward pass's inputs.
+pub(crate) fn pack(stream: &[u32], group: &[Window], seq: usize) -> Result<Packed> {
+    let b = group.len();
+    let mut ids = vec![0u32; b * seq];
+    let mut tgt = vec![0u32; b * seq];
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (i, w) in group.iter().enumerate() {
+        if w.len > seq || w.start + w.len + 1 > stream.len() || w.score_from > w.len {
+            return Err(Error::Usage(format!(
+                "window {w:?} does not fit the stream"
+            )));
+        }
+        ids[i * seq..i * seq + w.len].copy_from_slice(&stream[w.start..w.start + w.len]);
+        tgt[i * seq..i * seq + w.len].copy_from_slice(&stream[w.start + 1..w.start + w.len + 1]);
+        for p in w.score_from..w.len {
+            rows.push(i * seq + p);
+            targets.push(w.start + p);
+        }
+    }
+    Ok(Packed {
+        ids,
+        tgt,
+        rows,
+        targets,
+    })
 }
 
 #[cfg(test)]

@@ -132,6 +132,93 @@ type BlockOut<T> = (T, Option<BlockTape<T>>);
 /// The sidecar's output at one site and, when recording, its tape.
 type SidecarOut<T> = (T, Option<SidecarTape<T>>);
 
+/// The forward's state between two layers.
+struct Stack<T> {
+    x: T,
+    x0: T,
+    /// The next layer to run (layers `0..next` ran).
+    next: usize,
+    /// Output of each encoder layer (the U-Net skip values), and those not yet consumed.
+    skip_vals: Vec<T>,
+    pending: Vec<usize>,
+    /// For decoder block `j`: the encoder layer whose output was added to its input.
+    skip_src: Vec<Option<usize>>,
+    blocks: Vec<BlockTape<T>>,
+    emb: Embedded<T>,
+}
+
+/// What the embedding stage records for the backward (all `None` without recording).
+struct Embedded<T> {
+    x_emb: Option<T>,
+    bigram: Option<BigramTape<T>>,
+    x_smear_in: Option<T>,
+}
+
+/// A forward pass run one layer at a time, from [`DeviceModel::layer_steps`]: the same ops in
+/// the same order as [`DeviceModel::nll`], so the same values bit for bit, with a point between
+/// layers where the caller may do something else (a page answering its Stop button while one
+/// window of a large model runs). Inference only: no adapters, no tape.
+pub struct LayerSteps<'m, B: Backend> {
+    model: &'m DeviceModel<B>,
+    ids: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    /// `None` after a step failed.
+    stack: Option<Stack<B::Tensor>>,
+}
+
+impl<B: Backend> LayerSteps<'_, B> {
+    /// Layers run so far.
+    pub fn layers_done(&self) -> usize {
+        self.stack.as_ref().map_or(0, |s| s.next)
+    }
+
+    /// Layers of the model.
+    pub fn layers_total(&self) -> usize {
+        self.model.config.num_layers
+    }
+
+    /// Whether every layer ran (what is left is the final norm and the head).
+    pub fn is_done(&self) -> bool {
+        self.layers_done() == self.layers_total()
+    }
+
+    /// Runs the next layer (nothing once every layer ran).
+    pub fn step(&mut self) -> Result<()> {
+        let st = self
+            .stack
+            .take()
+            .ok_or_else(|| Error::Backend("this forward failed at an earlier layer".into()))?;
+        if st.next == self.layers_total() {
+            self.stack = Some(st);
+            return Ok(());
+        }
+        let pass = self
+            .model
+            .pass(&self.ids, self.batch, self.seq, None, false)?;
+        self.stack = Some(self.model.layer(st, &pass)?);
+        Ok(())
+    }
+
+    /// Runs the layers left, the final norm and the head: [`DeviceModel::nll`] of these ids
+    /// for `targets` (and `rows`), bit for bit.
+    pub fn nll(mut self, targets: &[u32], rows: Option<&[usize]>) -> Result<Vec<f32>> {
+        if targets.len() != self.ids.len() {
+            return Err(Error::Usage("nll: targets and ids differ in length".into()));
+        }
+        while !self.is_done() {
+            self.step()?;
+        }
+        let st = self
+            .stack
+            .take()
+            .ok_or_else(|| Error::Backend("this forward failed at an earlier layer".into()))?;
+        let m = self.model;
+        let h = m.backend.rms_norm(&st.x, m.config.norm_eps, 1.0)?;
+        m.nll_of_hidden(&h, targets, rows)
+    }
+}
+
 /// The per-call state every block sees.
 struct Pass<'a, T> {
     ids: &'a [u32],
@@ -315,14 +402,70 @@ impl<B: Backend> DeviceModel<B> {
         adapters: Option<&DeviceLora<B::Tensor>>,
         record: bool,
     ) -> Result<Forward<B::Tensor>> {
+        let pass = self.pass(ids, batch, seq, adapters, record)?;
+        let mut st = self.embed(&pass)?;
+        while st.next < self.config.num_layers {
+            st = self.layer(st, &pass)?;
+        }
+        let h = self.backend.rms_norm(&st.x, self.config.norm_eps, 1.0)?;
+        Ok(match st.emb.x_emb {
+            None => Forward::Hidden(h),
+            Some(x_emb) => Forward::Taped(Tape {
+                ids: ids.to_vec(),
+                geom: pass.geom,
+                rope: pass.rope,
+                x_emb,
+                bigram: st.emb.bigram,
+                x_smear_in: st.emb.x_smear_in,
+                x0: st.x0,
+                blocks: st.blocks,
+                skip_src: st.skip_src,
+                skip_vals: st.skip_vals,
+                x_final: st.x,
+                h,
+            }),
+        })
+    }
+
+    /// The per-call state of a forward over `batch` windows of `seq` tokens.
+    fn pass<'a>(
+        &self,
+        ids: &'a [u32],
+        batch: usize,
+        seq: usize,
+        adapters: Option<&'a DeviceLora<B::Tensor>>,
+        record: bool,
+    ) -> Result<Pass<'a, B::Tensor>> {
         let cfg = &self.config;
-        let be = &self.backend;
         if ids.len() != batch * seq || seq == 0 {
             return Err(Error::Usage(format!(
                 "forward: {} ids for {batch} windows of {seq}",
                 ids.len()
             )));
         }
+        Ok(Pass {
+            ids,
+            geom: AttnGeometry {
+                batch,
+                seq,
+                heads: cfg.num_heads,
+                kv_heads: cfg.num_kv_heads,
+                head_dim: cfg.head_dim,
+            },
+            rope: RopeSpec {
+                base: cfg.rope_base_for(seq),
+                dims: cfg.rope_dims,
+            },
+            adapters,
+            record,
+        })
+    }
+
+    /// The forward up to the first block: embeddings, BigramHash, the first norm, SmearGate.
+    fn embed(&self, pass: &Pass<'_, B::Tensor>) -> Result<Stack<B::Tensor>> {
+        let cfg = &self.config;
+        let be = &self.backend;
+        let (ids, seq, record) = (pass.ids, pass.geom.seq, pass.record);
         let mut x_emb = be.embedding(&self.params.tok_emb, ids)?;
         let mut bigram = None;
         if let Some(bg) = &self.params.bigram {
@@ -349,70 +492,81 @@ impl<B: Backend> DeviceModel<B> {
             }
         }
         let x0 = be.copy(&x)?;
-        let pass = Pass {
-            ids,
-            geom: AttnGeometry {
-                batch,
-                seq,
-                heads: cfg.num_heads,
-                kv_heads: cfg.num_kv_heads,
-                head_dim: cfg.head_dim,
-            },
-            rope: RopeSpec {
-                base: cfg.rope_base_for(seq),
-                dims: cfg.rope_dims,
-            },
-            adapters,
-            record,
-        };
         let (layers, enc) = (cfg.num_layers, cfg.num_encoder_layers);
-        // U-Net skips: encoder outputs by layer, and the stack of those not yet consumed.
-        let mut skip_vals = Vec::with_capacity(enc);
-        let mut pending: Vec<usize> = Vec::with_capacity(enc);
-        let mut skip_src = vec![None; layers.saturating_sub(enc)];
-        let mut blocks = Vec::with_capacity(if record { layers } else { 0 });
-        for i in 0..layers {
-            if i >= enc {
-                let j = i - enc;
-                if j < self.rows.skip.len() {
-                    if let Some(src) = pending.pop() {
-                        be.add_scaled(&mut x, &skip_vals[src], &self.rows.skip[j])?;
-                        skip_src[j] = Some(src);
-                    }
-                }
-            }
-            let (out, mut tape) = self.block(i, x, &x0, &pass)?;
-            x = out;
-            if let Some(site) = cfg.sidecar.as_ref().and_then(|s| s.site_of(i)) {
-                let (out, st) = self.sidecar(site, x, &pass)?;
-                x = out;
-                if let Some(t) = tape.as_mut() {
-                    t.sidecar = st;
-                }
-            }
-            blocks.extend(tape);
-            if i < enc {
-                pending.push(skip_vals.len());
-                skip_vals.push(be.copy(&x)?);
-            }
-        }
-        let h = be.rms_norm(&x, cfg.norm_eps, 1.0)?;
-        Ok(match x_emb {
-            None => Forward::Hidden(h),
-            Some(x_emb) => Forward::Taped(Tape {
-                ids: ids.to_vec(),
-                geom: pass.geom,
-                rope: pass.rope,
+        let stack = Stack {
+            x,
+            x0,
+            next: 0,
+            skip_vals: Vec::with_capacity(enc),
+            pending: Vec::with_capacity(enc),
+            skip_src: vec![None; layers.saturating_sub(enc)],
+            blocks: Vec::with_capacity(if record { layers } else { 0 }),
+            emb: Embedded {
                 x_emb,
                 bigram,
                 x_smear_in,
-                x0,
-                blocks,
-                skip_src,
-                skip_vals,
-                x_final: x,
-                h,
-            }),
+            },
+        };
+        Ok(stack)
+    }
+
+    /// Layer `st.next` (its U-Net skip, its block, the sidecar after it at its sites), then
+    /// `st.next + 1`.
+    fn layer(
+        &self,
+        mut st: Stack<B::Tensor>,
+        pass: &Pass<'_, B::Tensor>,
+    ) -> Result<Stack<B::Tensor>> {
+        let cfg = &self.config;
+        let be = &self.backend;
+        let (i, enc) = (st.next, cfg.num_encoder_layers);
+        let mut x = st.x;
+        if i >= enc {
+            let j = i - enc;
+            if j < self.rows.skip.len() {
+                if let Some(src) = st.pending.pop() {
+                    be.add_scaled(&mut x, &st.skip_vals[src], &self.rows.skip[j])?;
+                    st.skip_src[j] = Some(src);
+                }
+            }
+        }
+        let (out, mut tape) = self.block(i, x, &st.x0, pass)?;
+        x = out;
+        if let Some(site) = cfg.sidecar.as_ref().and_then(|s| s.site_of(i)) {
+            let (out, sc) = self.sidecar(site, x, pass)?;
+            x = out;
+            if let Some(t) = tape.as_mut() {
+                t.sidecar = sc;
+            }
+        }
+        st.blocks.extend(tape);
+        if i < enc {
+            st.pending.push(st.skip_vals.len());
+            st.skip_vals.push(be.copy(&x)?);
+        }
+        st.x = x;
+        st.next += 1;
+        Ok(st)
+    }
+
+    /// Starts a forward of `batch` windows of `seq` tokens run one layer at a time
+    /// ([`LayerSteps`]); runs the embeddings (and BigramHash, SmearGate) now.
+    pub fn layer_steps(
+        &self,
+        ids: Vec<u32>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<LayerSteps<'_, B>> {
+        let stack = {
+            let pass = self.pass(&ids, batch, seq, None, false)?;
+            self.embed(&pass)?
+        };
+        Ok(LayerSteps {
+            model: self,
+            ids,
+            batch,
+            seq,
+            stack: Some(stack),
         })
     }
 
@@ -537,17 +691,27 @@ impl<B: Backend> DeviceModel<B> {
             return Err(Error::Usage("nll: targets and ids differ in length".into()));
         }
         let h = self.hidden(ids, batch, seq)?;
+        self.nll_of_hidden(&h, targets, rows)
+    }
+
+    /// [`DeviceModel::nll`] from the final hidden states `h` of the forward.
+    fn nll_of_hidden(
+        &self,
+        h: &B::Tensor,
+        targets: &[u32],
+        rows: Option<&[usize]>,
+    ) -> Result<Vec<f32>> {
         let be = &self.backend;
         match rows {
             Some(rows) => {
-                if let Some(&r) = rows.iter().find(|&&r| r >= ids.len()) {
+                if let Some(&r) = rows.iter().find(|&&r| r >= targets.len()) {
                     return Err(Error::Usage(format!("nll: row {r} out of range")));
                 }
-                let hs = be.gather_rows(&h, rows)?;
+                let hs = be.gather_rows(h, rows)?;
                 let t: Vec<u32> = rows.iter().map(|&r| targets[r]).collect();
                 be.nll(&hs, self.head(), &t, self.config.logit_softcap)
             }
-            None => be.nll(&h, self.head(), targets, self.config.logit_softcap),
+            None => be.nll(h, self.head(), targets, self.config.logit_softcap),
         }
     }
 

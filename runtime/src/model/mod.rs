@@ -17,6 +17,6 @@ pub use config::{
 };
 pub use decode::Decoder;
 pub(crate) use forward::{ln_scale, BlockTape, Forward, RowViews, Scalars, SidecarTape};
-pub use forward::{DeviceModel, Tape};
+pub use forward::{DeviceModel, LayerSteps, Tape};
 pub use params::{BigramParams, BlockParams, Dims, Params, SidecarParams, ValueEmbedParams};
 pub use weights::{BigramWeights, BlockWeights, Matrix, ModelWeights, Param, ValueEmbedWeights};
