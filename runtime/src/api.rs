@@ -30,7 +30,7 @@
 use crate::artifact::Artifact;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Precision};
-use crate::eval::plan::{Adaptation, EvalPlan, EvalReport};
+use crate::eval::plan::{Adaptation, EvalPlan, EvalReport, OnProgress};
 use crate::eval::windows::{pack, Packed};
 use crate::eval::{
     check_finite, run_windows, score_window, sliding_windows, text_score, EvalOptions, TextScore,
@@ -277,8 +277,19 @@ impl Model {
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
     pub fn evaluate(&self, plan: &EvalPlan, tokens: &[u32]) -> Result<EvalReport> {
+        self.evaluate_with(plan, tokens, None)
+    }
+
+    /// [`Model::evaluate`] calling `progress` as it goes: targets scored (no adaptation),
+    /// documents (LoRA TTT) or chunks (full TTT) done, with the totals so far for TTT.
+    pub fn evaluate_with(
+        &self,
+        plan: &EvalPlan,
+        tokens: &[u32],
+        progress: Option<&mut OnProgress>,
+    ) -> Result<EvalReport> {
         match plan.adapt {
-            Adaptation::None => plan.run_inference(&self.model, tokens, &self.lut, None),
+            Adaptation::None => plan.run_inference(&self.model, tokens, &self.lut, progress),
             _ => {
                 let be = self.model.backend();
                 let weights = ModelWeights {
@@ -288,9 +299,22 @@ impl Model {
                         crate::model::Matrix::new(r, c, be.download(t)?)
                     })?,
                 };
-                plan.run(CpuBackend::new(), &weights, tokens, &self.lut, None)
+                plan.run(CpuBackend::new(), &weights, tokens, &self.lut, progress)
             }
         }
+    }
+
+    /// `text` as one document of a token stream: BOS, then its tokens (what [`Model::score`]
+    /// scores, and a stream [`Model::evaluate`] takes). Errors for an empty text.
+    pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = vec![self.tokenizer.bos_id()];
+        ids.extend(self.tokenizer.encode(text));
+        if ids.len() == 1 {
+            return Err(Error::Usage(
+                "nothing to score: the text is empty (no token after BOS)".into(),
+            ));
+        }
+        Ok(ids)
     }
 
     /// The tokenizer.
@@ -509,14 +533,8 @@ impl Model {
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
     pub fn scorer(&self, text: &str) -> Result<TextScorer<'_>> {
-        let mut ids = vec![self.tokenizer.bos_id()];
-        ids.extend(self.tokenizer.encode(text));
+        let ids = self.text_tokens(text)?;
         let targets = ids.len() - 1;
-        if targets == 0 {
-            return Err(Error::Usage(
-                "nothing to score: the text is empty (no token after BOS)".into(),
-            ));
-        }
         let seq = score_window(self.config(), targets, self.context);
         let windows = sliding_windows(ids.len(), seq, 64.min(seq))?;
         Ok(TextScorer {

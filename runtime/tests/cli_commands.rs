@@ -1,4 +1,4 @@
-//! The `score`, `inspect`, `generate`, `eval --mix hedge` and `eval --ttt-recipe` commands
+//! The `score`, `inspect`, `generate`, `eval --mix hedge`, `eval --ttt-recipe` and `eval --text` commands
 //! through the binary, each against the library computing the same thing another way (the
 //! embedding API, the artifact reader, the mixer, the plain eval and the eval plan), on the
 //! committed default model.
@@ -444,4 +444,84 @@ fn eval_ttt_recipe_is_the_library_plan_and_passes_the_audit() {
         assert_ne!(code, Some(0));
         assert!(err.contains(want), "{extra:?}: {err}");
     }
+}
+
+/// `eval --text FILE` (and `--text -`, standard input): the text as one document, BOS first,
+/// under a plan with sliding windows, #461's full TTT and the mixer: the same numbers as
+/// `Model::evaluate` of `Model::text_tokens` with that plan; `--data` with `--text`, or neither,
+/// is refused.
+#[test]
+fn eval_text_is_the_embedding_api_plan_on_the_text() {
+    use pgolf_rt::eval::plan::{Adaptation, EvalPlan};
+    use pgolf_rt::eval::{FullTttConfig, TttRecipe};
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/web/fixed_text.txt"
+    );
+    let text = std::fs::read_to_string(file).unwrap();
+    let flags = [
+        "eval",
+        "--backend",
+        "cpu",
+        "--json",
+        "--seq-len",
+        "128",
+        "--stride",
+        "64",
+        "--ttt-recipe",
+        "pr461",
+        "--ttt-chunk",
+        "128",
+        "--mix",
+        "hedge",
+        "--artifact",
+        MODEL,
+        "--tokenizer",
+        TOKENIZER,
+    ];
+    let (code, out, err) = run(&[&flags[..], &["--text", file]].concat(), None);
+    assert_eq!(code, Some(0), "{err}");
+    let j = last_json(&out);
+    let (code, out, err) = run(&[&flags[..], &["--text", "-"]].concat(), Some(&text));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        last_json(&out)["val_bpb"],
+        j["val_bpb"],
+        "stdin and the file"
+    );
+
+    let model = pgolf_rt::Model::load_options(MODEL, TOKENIZER, &f32_options()).unwrap();
+    let tokens = model.text_tokens(&text).unwrap();
+    assert_eq!(tokens[0], model.tokenizer().bos_id());
+    let geometry = FullTttConfig {
+        seq_len: 128,
+        stride: Some(64),
+        chunk: 128,
+        ..FullTttConfig::default()
+    };
+    let plan = EvalPlan {
+        seq_len: 128,
+        stride: Some(64),
+        adapt: Adaptation::Full(TttRecipe::Pr461.config(model.config(), &geometry)),
+        mix: Some(MixerConfig::default()),
+        ..EvalPlan::default()
+    };
+    let lib = model.evaluate(&plan, &tokens).unwrap();
+    // Whole windows of 128 targets only, as the challenge scores a stream.
+    let whole = (tokens.len() - 1) / 128 * 128;
+    assert_eq!(j["tokens"].as_u64().unwrap() as usize, whole);
+    assert_eq!(lib.result.tokens as usize, whole);
+    assert_eq!(j["val_bpb"].as_f64().unwrap(), lib.result.val_bpb);
+    let neural = lib.mixed.as_ref().unwrap().neural().val_bpb;
+    assert_eq!(j["mix"]["neural_val_bpb"].as_f64().unwrap(), neural);
+
+    for (extra, want) in [
+        (&["--text", file, "--data", file][..], "cannot be used with"),
+        (&[][..], "--data"),
+    ] {
+        let (code, _, err) = run(&[&flags[..], extra].concat(), None);
+        assert_ne!(code, Some(0));
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+    assert!(model.text_tokens("").is_err());
 }

@@ -3,7 +3,7 @@
 use super::model_args::{
     load_weights, precision, with_model, with_train_backend, ArchArgs, BackendChoice, Precision,
 };
-use super::parse::{at_least_one, audit_count, check_forward, finite_f32, finite_f64};
+use super::parse::{self, at_least_one, audit_count, check_forward, finite_f32, finite_f64};
 use super::progress;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -21,8 +21,12 @@ pub struct EvalArgs {
     #[arg(long)]
     artifact: PathBuf,
     /// Shard file, directory, or glob (e.g. 'data/fineweb_val_*.bin').
-    #[arg(long)]
-    data: String,
+    #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+    data: Option<String>,
+    /// Evaluate a UTF-8 text file instead of shards (`-`: standard input), as one document:
+    /// BOS, then its tokens (at most PGOLF_MAX_TEXT_BYTES).
+    #[arg(long, value_name = "FILE")]
+    text: Option<String>,
     /// SentencePiece .model file (for the byte counts of bits per byte).
     #[arg(long)]
     tokenizer: PathBuf,
@@ -326,12 +330,20 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let lut = tokenizer
         .byte_lut_for_model(weights.config.vocab_size)
         .with_context(|| format!("--tokenizer {}", a.tokenizer.display()))?;
-    let mut tokens = load_tokens(&a.data)?;
+    let (mut tokens, source) = match (&a.data, &a.text) {
+        (Some(d), _) => (load_tokens(d)?, d.clone()),
+        (None, Some(t)) => {
+            let mut ids = vec![tokenizer.bos_id()];
+            ids.extend(tokenizer.encode(&parse::text_file(t)?));
+            (ids, t.clone())
+        }
+        (None, None) => anyhow::bail!("give --data or --text"),
+    };
     if let Some(n) = a.max_tokens {
         tokens.truncate(n);
     }
     pgolf_rt::eval::plan::check_tokens(&tokens, weights.config.vocab_size)
-        .with_context(|| a.data.clone())?;
+        .with_context(|| source.clone())?;
     let plan = eval_plan(&a, &weights.config)?;
     plan.validate()?;
     if audit_fault()? != pgolf_rt::eval::ttt::Fault::None {

@@ -89,6 +89,17 @@ pub fn text_or_stdin(arg: Option<&str>) -> Result<String> {
     }
 }
 
+/// The text of a file argument (`-` reads standard input), capped at
+/// [`pgolf_rt::limits::TEXT_BYTES`].
+pub fn text_file(path: &str) -> Result<String> {
+    if path == "-" {
+        return text_or_stdin(None);
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+    let bytes = pgolf_rt::limits::read_capped(f, &pgolf_rt::limits::TEXT_BYTES, path)?;
+    String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8 text"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

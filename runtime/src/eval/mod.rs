@@ -78,7 +78,7 @@ fn accumulate<B: Backend>(
     windows: &[Window],
     opts: EvalOptions,
 ) -> Result<EvalResult> {
-    let start = std::time::Instant::now();
+    let start = web_time::Instant::now();
     let mut acc = BpbAccumulator::default();
     run_windows(model, stream, windows, opts, |target, nll| {
         acc.add(nll, lut.bytes_for(stream[target], stream[target + 1]));

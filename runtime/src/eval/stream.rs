@@ -26,7 +26,7 @@ pub struct StreamScorer<'a> {
     ablation: Vec<(Expert, Mixer, BpbAccumulator)>,
     /// The smallest target index that may be scored next.
     next: usize,
-    start: std::time::Instant,
+    start: web_time::Instant,
     /// `(target, nll)` of every scored target, when recording.
     record: Option<Vec<(usize, f64)>>,
     /// Largest `|Σ_y p_mix(y) − 1|` seen, when checking normalisation.
@@ -83,7 +83,7 @@ impl<'a> StreamScorer<'a> {
             mix,
             ablation,
             next: 0,
-            start: std::time::Instant::now(),
+            start: web_time::Instant::now(),
             record: None,
             sum_error: None,
             audit: None,

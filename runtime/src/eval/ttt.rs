@@ -434,7 +434,7 @@ pub fn eval_per_document<B: Backend>(
     window: usize,
     max_docs: Option<usize>,
 ) -> Result<EvalResult> {
-    let start = std::time::Instant::now();
+    let start = web_time::Instant::now();
     let mut acc = BpbAccumulator::default();
     for d in select_docs(tokens, max_docs) {
         let dt = &tokens[d.start..d.start + d.len];

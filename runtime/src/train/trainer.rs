@@ -26,7 +26,7 @@ use crate::backend::train::TrainBackend;
 use crate::data::TokenStream;
 use crate::model::{DeviceModel, Matrix, ModelWeights, Params, Scalars};
 use crate::{Error, Result};
-use std::time::Instant;
+use web_time::Instant;
 
 /// Everything that defines a run besides the model and the data.
 #[derive(Debug, Clone, PartialEq)]

@@ -660,7 +660,7 @@ pub fn run_mixed<B: Backend>(
     cfgs: &[MixerConfig],
     opts: EvalOptions,
 ) -> Result<Vec<MixedEval>> {
-    let start = std::time::Instant::now();
+    let start = web_time::Instant::now();
     let vocab = model.config.vocab_size;
     let mut mixers = cfgs
         .iter()
