@@ -7,9 +7,15 @@
 #   * the page's first score of that ~1 KB text takes under 2 s (performance.now() in the page),
 #   * the worker's window-by-window score of a several-window text equals its one-call score,
 #     every token's log-probability bit for bit,
+#   * the page's evaluation of that text (windows of 128, stride 64, #461's full TTT in chunks
+#     of 128, the Hedge mixer, the legality audit) equals native `pgolf-rt eval --text` within
+#     1e-4 bits per byte, the mixture's and the model's alone, and its audit passes,
 #   * out-of-range fields and an empty prompt are refused, text split into byte-fallback tokens
 #     gets a note; a greedy continuation comes back
 #     non-empty, streamed (a message per token); a hover card shows the top guesses,
+#   * the page says whether its model is the tiny demo; the same artifact loaded by URL (with
+#     download progress, then from the Cache API), picked as a file, and dropped on the page
+#     scores the sample the same, bit for bit; a text file is refused and the page keeps its model,
 #   * a 1000-token generation and a ~100 KB score (which shows progress and an estimated time)
 #     stop within $MAX_STOP_MS of the click on Stop, and a 50 ms main-thread timer never waits
 #     more than $MAX_TICK_GAP_MS during the long score,
@@ -90,6 +96,15 @@ native_bpb="$(python3 -c 'import json,sys; print(repr(json.loads(sys.argv[1])["b
   die "cannot read bits_per_byte from the native JSON: $native_json"
 echo "   native bits per byte: $native_bpb"
 
+# The page's evaluation (test.mjs sets it: windows of 128, stride 64, #461's full TTT in chunks of
+# 128, the Hedge mixer, the audit) run natively with the same plan.
+step "native eval of $(basename "$text") (pgolf-rt eval --text, #461's TTT + mixer + audit)"
+eval_json="$(cargo run -q --release -p pgolf-rt -- eval --json --artifact "$artifact" \
+  --tokenizer "$tokenizer" --text "$text" --seq-len 128 --stride 64 --batch 8 --ttt-recipe pr461 \
+  --ttt-chunk 128 --mix hedge --audit | tail -n 1)" || die "native pgolf-rt eval --text"
+echo "   native eval: $(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["val_bpb"], "bits per byte, neural alone", j["mix"]["neural_val_bpb"], ", audit passed:", j["audit"]["passed"])' "$eval_json")" ||
+  die "cannot read the native eval JSON: $eval_json"
+
 step "serve examples/web on 127.0.0.1"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 python3 -m http.server --bind 127.0.0.1 --directory examples/web "$port" >/dev/null 2>&1 &
@@ -106,10 +121,14 @@ result="$(CHROMIUM="$chromium_bin" node scripts/browser/test.mjs "http://127.0.0
   "$screenshot" "$timeout_s")" || true
 [ -n "$result" ] || die "the browser driver printed nothing"
 
-python3 - "$result" "$native_bpb" "$tol" "$max_ms" "$screenshot" "$max_stop_ms" "$max_gap_ms" <<'PY'
+demo=false
+cmp -s "$artifact" "$root/models/pg-tiny-4L128.int8.ptz" && demo=true
+python3 - "$result" "$native_bpb" "$tol" "$max_ms" "$screenshot" "$max_stop_ms" "$max_gap_ms" "$eval_json" "$demo" <<'PY'
 import json, math, os, sys
 res, native, tol, max_ms, shot = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 max_stop_ms, max_gap_ms = float(sys.argv[6]), float(sys.argv[7])
+native_eval = json.loads(sys.argv[8])
+demo = sys.argv[9] == "true"
 for line in res.get("console", []):
     print("   console:", line)
 fails = []
@@ -144,7 +163,7 @@ else:
     if f"{res['info']['num_layers']}-layer" not in (res.get("footer") or ""):
         fails.append(f"the footer does not give the model's {res['info']['num_layers']} layers: {res.get('footer')!r}")
 chunk = res.get("chunkCheck") or {}
-print(f"   window by window vs one call ({chunk.get('num_tokens')} tokens): {chunk.get('chunked')!r} vs {chunk.get('whole')!r}, same token log-probs: {chunk.get('sameTokens')}")
+print(f"   layer by layer (and window steps) vs one call ({chunk.get('num_tokens')} tokens): {chunk.get('chunked')!r} vs {chunk.get('whole')!r}, same token log-probs: {chunk.get('sameTokens')}")
 if not (chunk.get("sameTokens") and chunk.get("chunked") == chunk.get("whole")):
     fails.append(f"the stepped score differs from the one-call score: {chunk}")
 print(f"   {res.get('refusals')}")
@@ -160,6 +179,29 @@ note = res.get("byteFallbackNote") or ""
 print(f"   byte-fallback note: {note!r}")
 if "raw byte" not in note:
     fails.append(f"no note for a text split into byte-fallback tokens: {note!r}")
+ev = res.get("evaluation") or {}
+rep = ev.get("report") or {}
+if not rep:
+    fails.append("the page did not evaluate the fixed text")
+else:
+    print(f"   evaluation ({ev.get('progress_messages')} progress messages, {ev.get('ms', float('nan')):.0f} ms): page shows {ev.get('shown')!r}; {ev.get('audit_shown')!r}")
+    pairs = [("val_bpb", rep.get("val_bpb"), native_eval["val_bpb"]),
+             ("the model alone", (rep.get("mix") or {}).get("neural_val_bpb"), native_eval["mix"]["neural_val_bpb"])]
+    for name, w, n in pairs:
+        d = abs(w - n) if isinstance(w, (int, float)) else float("nan")
+        print(f"   evaluation {name}: wasm {w!r}  native {n!r}  |diff| {d:.3e}")
+        if not d < tol:
+            fails.append(f"the page's evaluation ({name}) {w!r} differs from native pgolf-rt eval {n!r} (tolerance {tol})")
+    if rep.get("tokens") != native_eval["tokens"] or rep.get("bytes") != native_eval["bytes"]:
+        fails.append(f"the page evaluated {rep.get('tokens')} tokens / {rep.get('bytes')} bytes, native {native_eval['tokens']} / {native_eval['bytes']}")
+    if not (rep.get("audit") or {}).get("passed") or not native_eval["audit"]["passed"]:
+        fails.append(f"the audit did not pass: page {rep.get('audit')}, native {native_eval['audit']}")
+    if rep.get("adapt") != "full" or native_eval.get("mode") != "full-ttt":
+        fails.append(f"the evaluation did not run full TTT: page {rep.get('adapt')!r}, native {native_eval.get('mode')!r}")
+    if (ev.get("progress_messages") or 0) < 1:
+        fails.append("the evaluation sent no progress")
+    if ev.get("shown", "").split(" ")[0] != f"{rep['val_bpb']:.5f}":
+        fails.append(f"the page shows {ev.get('shown')!r} for {rep['val_bpb']!r}")
 lg = res.get("longGeneration") or {}
 stop = lg.get("stop") or {}
 print(f"   long generation: stopped after {lg.get('tokens')} of 1000 tokens ({lg.get('pieces')} streamed messages), {stop.get('ms', float('nan')):.0f} ms after the click on Stop")
@@ -184,6 +226,27 @@ elif not stop["ms"] < max_stop_ms:
     fails.append(f"the long score stopped {stop['ms']:.0f} ms after the click, over {max_stop_ms:.0f} ms")
 if not (ls.get("ticks") or 0) >= 3 or not ls["max_gap_ms"] < max_gap_ms:
     fails.append(f"the main thread stalled during the long score: largest timer gap {ls.get('max_gap_ms')} ms (limit {max_gap_ms:.0f})")
+fl = res.get("firstLoad") or {}
+print(f"   first load: {fl.get('name')!r} ({fl.get('source')}), demo: {fl.get('demo')}; note: {res.get('modelNote')!r}")
+if fl.get("demo") != demo or (("tiny demo model" in (res.get("modelNote") or "")) != demo):
+    fails.append(f"the page does not say plainly whether this is the tiny demo model (expected {demo}): {fl}, {res.get('modelNote')!r}")
+models = res.get("models") or {}
+want_bpb = (res.get("firstScore") or {}).get("bits_per_byte")
+for key, source, name in [("url", "network", None), ("cached", "cache", None), ("file", "file", "model.ptz"),
+                          ("dropped", "file", "dropped.ptz"), ("defaultAgain", "network", fl.get("name"))]:
+    m = models.get(key) or {}
+    print(f"   model {key}: {m.get('shown')!r}, {m.get('bytes')} bytes in {m.get('ms', float('nan')):.0f} ms, "
+          f"{m.get('progress_messages')} progress messages, sample scored {m.get('bpb')!r}")
+    if m.get("source") != source or (name is not None and m.get("name") != name):
+        fails.append(f"model {key}: expected source {source!r}, name {name!r}: {m}")
+    if m.get("bpb") != want_bpb or m.get("bytes") != res.get("artifactBytes"):
+        fails.append(f"model {key} (the same artifact) scored {m.get('bpb')!r}, not {want_bpb!r}: {m}")
+if (models.get("url") or {}).get("progress_messages", 0) < 1:
+    fails.append(f"the URL download showed no progress: {models.get('url')}")
+ref = models.get("refused") or {}
+print(f"   a text file as the model: {ref.get('note')!r}")
+if ref.get("loadsAdded") != 0 or "Could not load" not in (ref.get("note") or "") or not ref.get("shown"):
+    fails.append(f"a file that is no artifact was not refused with the page keeping its model: {ref}")
 if not os.path.isfile(shot):
     fails.append(f"no screenshot at {shot}")
 else:

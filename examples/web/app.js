@@ -21,7 +21,11 @@ const state = (window.pgolf = {
   genEvents: 0, // "gen-piece" messages of the running generation
   lastGeneration: null, // {prompt, text, ms, tokens, pieces, stopped}
   stops: [], // {task, ms}: from the click on Stop to the worker's answer
-  busy: null, // "score" | "generate" | null
+  evaluations: [], // finished evaluations: {plan, report, ms, progress_messages}
+  loads: [], // models loaded: {name, source, bytes, demo, ms, progress_messages}
+  loadNote: "", // the last load's refusal (the page keeps its model)
+  evalEvents: 0, // "eval-progress" messages of the running evaluation
+  busy: null, // "load" | "score" | "generate" | "evaluate" | null
 });
 
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
@@ -47,6 +51,8 @@ function setBusy(task) {
   const idle = task === null;
   $("score-btn").disabled = !idle;
   $("gen-btn").disabled = !idle;
+  $("ev-btn").disabled = !idle;
+  for (const id of ["model-url-btn", "model-file", "model-default-btn"]) $(id).disabled = !idle;
   $("score-stop").disabled = task !== "score";
   $("gen-stop").disabled = task !== "generate";
 }
@@ -100,12 +106,13 @@ function onScoreStart(m) {
 
 function onScoreProgress(m) {
   state.scoreEvents.push({ ...m, at: performance.now() });
-  $("score-progress").value = m.targets_done / m.targets_total;
+  // Windows done, and the layers of the one in flight (a large model's window takes seconds).
+  $("score-progress").value = (m.windows_done + m.pass_layers_done / m.layers) / m.windows_total;
   if (m.windows_done < m.windows_total) {
     const eta = m.eta_s === null ? "" : ` · about ${seconds(m.eta_s)} left`;
-    $("score-eta").textContent =
-      `${fmt(m.targets_done)} / ${fmt(m.targets_total)} tokens · ${m.bits_per_byte.toFixed(4)} bits per byte so far · ` +
-      `${fmt(Math.round(m.targets_per_s))} tokens/s${eta}`;
+    const bpb = Number.isFinite(m.bits_per_byte) ? `${m.bits_per_byte.toFixed(4)} bits per byte so far` : "first window";
+    const rate = m.targets_done > 0 ? ` · ${fmt(Math.round(m.targets_per_s))} tokens/s` : "";
+    $("score-eta").textContent = `${fmt(m.targets_done)} / ${fmt(m.targets_total)} tokens · ${bpb}${rate}${eta}`;
   }
 }
 
@@ -206,6 +213,90 @@ function onGenDone({ text, tokens, ms, stopped }) {
   setBusy(null);
 }
 
+// ---- evaluation (windows, TTT, mixer, audit) ----
+
+// The plan of the evaluation fields (WasmModel.evaluate's object; the CLI flags of the same names).
+function evalPlan() {
+  const plan = { seq_len: Number($("ev-seq").value), batch: 8 };
+  if ($("ev-stride").value !== "") plan.stride = Number($("ev-stride").value);
+  const adapt = $("ev-adapt").value;
+  if (adapt === "lora") plan.ttt = "lora";
+  else if (adapt !== "none") plan.recipe = adapt;
+  if (adapt !== "none") plan.ttt_chunk = field("ev-chunk", "chunk");
+  if ($("ev-mix").checked) plan.mix = "hedge";
+  if ($("ev-audit").checked) plan.audit = true;
+  return plan;
+}
+
+function evaluate() {
+  const text = $("text").value;
+  let plan;
+  try {
+    plan = evalPlan();
+  } catch (e) {
+    $("ev-status").textContent = e.message;
+    return;
+  }
+  if (text.trim().length === 0) {
+    $("ev-status").textContent = "nothing to evaluate: the text is empty";
+    return;
+  }
+  startEvaluation(text, plan);
+}
+
+function startEvaluation(text, plan) {
+  state.evalEvents = 0;
+  $("ev-result").textContent = "";
+  $("ev-progress").value = 0;
+  $("ev-status").textContent = plan.audit ? "auditing, then evaluating…" : "evaluating…";
+  setBusy("evaluate");
+  worker.postMessage({ type: "evaluate", text, plan });
+}
+
+function onEvalProgress({ done, total, unit, bits_per_byte }) {
+  state.evalEvents += 1;
+  $("ev-progress").value = total > 0 ? done / total : 0;
+  const bpb = Number.isFinite(bits_per_byte) ? ` · ${bits_per_byte.toFixed(4)} bits per byte so far` : "";
+  $("ev-status").textContent = `${fmt(done)} / ${fmt(total)} ${unit}${bpb}`;
+}
+
+function onEvalDone({ plan, report, ms }) {
+  state.evaluations.push({ plan, report, ms, progress_messages: state.evalEvents });
+  $("ev-progress").value = 1;
+  $("ev-status").textContent = `done in ${seconds(ms / 1000)}`;
+  const out = $("ev-result");
+  out.textContent = "";
+  const line = (text, cls) => {
+    const p = document.createElement("p");
+    p.textContent = text;
+    if (cls) p.className = cls;
+    out.append(p);
+    return p;
+  };
+  const how = report.adapt === "none" ? "no adaptation" : `${report.adapt} TTT`;
+  line(
+    `${report.val_bpb.toFixed(5)} bits per byte (${report.val_loss.toFixed(5)} nats per token) over ` +
+      `${fmt(report.tokens)} tokens, ${fmt(report.bytes)} bytes · ${how}${report.mix ? " + Hedge mixer" : ""}`,
+    "ev-main",
+  ).id = "ev-bpb";
+  if (report.mix) {
+    const experts = report.mix.experts
+      .filter((e) => e.enabled)
+      .map((e) => `${e.name} ${e.val_bpb.toFixed(4)} (weight ${e.final_weight.toFixed(2)})`);
+    line(`the model alone: ${report.mix.neural_val_bpb.toFixed(5)} · experts: ${experts.join(", ")}`);
+  }
+  if (report.audit) {
+    const failed = report.audit.checks.filter((c) => !c.passed).map((c) => c.name);
+    line(
+      report.audit.passed
+        ? `legality audit passed (${report.audit.checks.map((c) => c.name).join(", ")})`
+        : `legality audit FAILED: ${failed.join(", ")}`,
+      report.audit.passed ? "ev-pass" : "ev-fail",
+    ).id = "ev-audit-result";
+  }
+  setBusy(null);
+}
+
 // ---- stop ----
 
 function stop() {
@@ -220,11 +311,79 @@ function noteStop(task) {
 
 // ---- loading ----
 
-function onLoaded({ info, artifactBytes, fetchMs, buildMs }) {
+let loadProgress = 0; // "load-progress" messages of the running load
+
+// Loads `artifact` (a URL, or a File picked or dropped) in the worker, with the page's
+// tokenizer; `cache` keeps a URL's download in the Cache API.
+function loadModel(artifact, { name, cache = false, demo = false }) {
+  if (state.busy !== null) {
+    $("model-note").textContent = `cannot load ${name} now: stop the running ${state.busy} first`;
+    return;
+  }
+  state.t0 = performance.now();
+  loadProgress = 0;
+  $("model-note").textContent = "";
+  $("model-progress").hidden = false;
+  $("model-progress").removeAttribute("value");
+  $("model-progress-text").textContent = `loading ${name}…`;
+  setBusy("load");
+  worker.postMessage({ type: "load", artifact, tokenizer: "tokenizer.model", cache, name, demo });
+}
+
+function onLoadProgress({ received, total }) {
+  loadProgress += 1;
+  const mb = (n) => (n / 1e6).toFixed(1);
+  if (total) $("model-progress").value = received / total;
+  $("model-progress-text").textContent = `downloading ${mb(received)}${total ? ` / ${mb(total)}` : ""} MB`;
+}
+
+function loadUrl() {
+  const url = $("model-url").value.trim();
+  if (url === "") {
+    $("model-note").textContent = "give the URL of a challenge artifact (.ptz) first";
+    return;
+  }
+  let absolute;
+  try {
+    absolute = new URL(url, location.href).href;
+  } catch {
+    $("model-note").textContent = `not a URL: "${url}"`;
+    return;
+  }
+  loadModel(absolute, { name: absolute, cache: true });
+}
+
+function loadFile(file) {
+  if (file) loadModel(file, { name: file.name });
+}
+
+function loadDefault() {
+  loadModel("model.ptz", { name: state.defaultModel.name, demo: state.defaultModel.demo });
+}
+
+const SOURCES = {
+  network: "downloaded",
+  cache: "from this browser's cache",
+  file: "from a file",
+};
+
+function onLoaded({ info, artifactBytes, fetchMs, buildMs, source, cacheMissing, name, demo }) {
+  const first = state.info === null;
   state.info = info;
   state.artifactBytes = artifactBytes;
   state.loadMs = performance.now() - state.t0;
   state.buildMs = buildMs;
+  state.loads.push({ name, source, bytes: artifactBytes, demo, ms: state.loadMs, progress_messages: loadProgress });
+  $("model-progress").hidden = true;
+  $("model-progress-text").textContent = "";
+  $("model-name").textContent = name;
+  $("model-source").textContent = name === state.defaultModel.name && source === "network" ? "(the page's)" : `(${SOURCES[source]})`;
+  $("model-note").textContent =
+    (demo
+      ? `This is pgolf-rt's tiny demo model (${info.num_layers} layers, ${(info.param_count / 1e6).toFixed(1)} M ` +
+        "parameters, trained for minutes): its scores and text are far from a challenge model's. " +
+        "Load a challenge artifact to try a real one."
+      : "") + (cacheMissing ? " This browser offers no Cache API here: the download is not kept." : "");
   $("artifact-size").textContent = `${fmt(artifactBytes)} bytes (${(artifactBytes / 1e6).toFixed(2)} MB)`;
   $("load-time").textContent =
     `${(state.loadMs / 1000).toFixed(2)} s (download ${(fetchMs / 1000).toFixed(2)} s, ` +
@@ -241,21 +400,32 @@ function onLoaded({ info, artifactBytes, fetchMs, buildMs }) {
   for (const id of ["text", "prompt"]) $(id).disabled = false;
   setBusy(null);
   setStatus("Ready.", "ready");
-  if (state.sample) {
-    $("text").value = state.sample;
-    score(); // the page's first score: the ~1 KB sample text (then the page is ready)
-  } else state.ready = true;
+  if (first && state.sample) $("text").value = state.sample;
+  // The page's first score is the ~1 KB sample text (then the page is ready); after another
+  // load, the text shown is scored again by the new model.
+  if ($("text").value.trim().length > 0) score();
+  else state.ready = true;
 }
 
 function onError({ task, message }) {
+  if (task === "load" && state.ready) {
+    // A later load that failed: the worker kept the model it had.
+    state.loadNote = message;
+    $("model-progress").hidden = true;
+    $("model-progress-text").textContent = "";
+    $("model-note").textContent = `Could not load that model: ${message}. Still using ${$("model-name").textContent}.`;
+    return setBusy(null);
+  }
   if (task === "load" || !state.ready) return fail(message);
   if (task === "generate") $("gen-ms").textContent = message;
   else if (task === "score") $("score-eta").textContent = message;
+  else if (task === "evaluate") $("ev-status").textContent = message;
   else console.error(`${task}: ${message}`);
   if (task === state.busy) setBusy(null);
 }
 
 const handlers = {
+  "load-progress": onLoadProgress,
   loaded: onLoaded,
   "score-start": onScoreStart,
   "score-progress": onScoreProgress,
@@ -265,6 +435,8 @@ const handlers = {
   "gen-piece": onGenPiece,
   "gen-done": onGenDone,
   alternatives: onAlternatives,
+  "eval-progress": onEvalProgress,
+  "eval-done": onEvalDone,
   "check-chunked": (m) => state.onCheck && state.onCheck(m),
   error: onError,
 };
@@ -275,6 +447,9 @@ worker.onmessage = ({ data }) => {
   else console.error("unknown message from the worker", data);
 };
 worker.onerror = (e) => fail(`the worker failed: ${e.message || "(no message: see the console)"}`);
+
+// Test hook: evaluates the text box's text with any plan object (the worker checks it).
+state.evaluateWith = (plan) => startEvaluation($("text").value, plan);
 
 // Test hook: scores `text` in the worker both window by window and in one call.
 state.checkChunked = (text) =>
@@ -288,12 +463,30 @@ async function main() {
   state.t0 = performance.now();
   const res = await fetch("fixed_text.txt");
   state.sample = res.ok ? await res.text() : "";
+  // model.json (from prepare.sh): the default artifact's name and whether it is the tiny demo.
+  const meta = await fetch("model.json").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  state.defaultModel = { name: (meta && meta.name) || "model.ptz", demo: Boolean(meta && meta.demo) };
   setStatus("Downloading and preparing the model (in a Web Worker)…");
-  worker.postMessage({ type: "load", artifact: "model.ptz", tokenizer: "tokenizer.model" });
+  loadDefault();
 }
 
 $("score-btn").addEventListener("click", score);
 $("gen-btn").addEventListener("click", generate);
+$("ev-btn").addEventListener("click", evaluate);
+$("model-url-btn").addEventListener("click", loadUrl);
+$("model-url").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && state.busy === null) loadUrl();
+});
+$("model-file").addEventListener("change", (e) => loadFile(e.target.files[0]));
+$("model-default-btn").addEventListener("click", loadDefault);
+// An artifact dropped anywhere on the page is loaded (a dropped text file is not a model:
+// the worker's refusal says so and the page keeps its model).
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  if (state.info === null) return;
+  loadFile(e.dataTransfer && e.dataTransfer.files[0]);
+});
 $("score-stop").addEventListener("click", stop);
 $("gen-stop").addEventListener("click", stop);
 $("text").addEventListener("keydown", (e) => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the demo page's WebAssembly package into examples/web/pkg and copies the default model
-# (models/pg-tiny-4L128.int8.ptz, trained by pgolf-rt train) and its tokenizer beside the page. Then serve the folder:
+# (models/pg-tiny-4L128.int8.ptz, trained by pgolf-rt train) and its tokenizer beside the page,
+# with model.json (its file name, and whether it is the tiny demo model). Then serve the folder:
 #   python3 -m http.server -b 127.0.0.1 -d examples/web 8000   # open http://127.0.0.1:8000/
 # Needs: rustup target wasm32-unknown-unknown and wasm-bindgen-cli of the same version as the
 # wasm-bindgen crate in Cargo.lock (scripts/browser-test.sh installs both).
@@ -28,4 +29,9 @@ echo "   $(stat -c %s "$here/pkg/pgolf_rt_wasm_bg.wasm") bytes of wasm ($(stat -
 copy() { cmp -s "$1" "$2" || cp "$1" "$2"; }
 copy "$artifact" "$here/model.ptz"
 copy "$tokenizer" "$here/tokenizer.model"
-echo "== model.ptz ($(stat -c %s "$here/model.ptz") bytes) and tokenizer.model are in examples/web"
+# What the page says of its model: the artifact's file name, and whether it is the tiny demo.
+demo=false
+cmp -s "$artifact" "$root/models/pg-tiny-4L128.int8.ptz" && demo=true
+python3 -c 'import json, sys; print(json.dumps({"name": sys.argv[1], "demo": sys.argv[2] == "true"}))' \
+  "$(basename "$artifact")" "$demo" >"$here/model.json.tmp" && mv "$here/model.json.tmp" "$here/model.json"
+echo "== model.ptz ($(stat -c %s "$here/model.ptz") bytes), model.json and tokenizer.model are in examples/web"

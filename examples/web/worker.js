@@ -1,16 +1,19 @@
 // pgolf-rt browser demo, the model's side: a module Web Worker that owns the WebAssembly model
 // and runs one task at a time (load, score, generate), in small steps. Between steps it yields
-// to its event loop, so a "stop" message from the page is seen within one step (one scoring
-// window, or one generated token) and the page's main thread never waits on the model.
+// to its event loop, so a "stop" message from the page is seen within one step (one layer of a
+// scoring window, or one generated token) and the page's main thread never waits on the model.
 //
-// Messages in:  {type: "load", artifact, tokenizer}          (URLs of the .ptz and .model files)
+// Messages in:  {type: "load", artifact, tokenizer, cache, name, demo}
+//                    (artifact: a URL or a File; tokenizer: a URL; cache: keep URL downloads in the Cache API)
 //               {type: "score", text}                        (window by window, with progress)
 //               {type: "generate", prompt, n, temperature, topK, seed}   (token by token)
+//               {type: "evaluate", text, plan}                 (WasmModel.evaluate: windows, TTT, mixer, audit)
 //               {type: "stop"}                               (ends the running score/generation)
 //               {type: "alternatives", target, k}            (top-k at a token of the last score)
-//               {type: "check-chunked", text}                (test hook: stepped vs one-call score)
-// Messages out: loaded, score-start, score-progress, score-done, score-stopped, gen-start,
-//               gen-piece, gen-done, alternatives, check-chunked, error (see each post below).
+//               {type: "check-chunked", text}                (test hook: layer-stepped vs one-call score)
+// Messages out: load-progress, loaded, score-start, score-progress, score-done, score-stopped, gen-start,
+//               gen-piece, gen-done, eval-progress, eval-done, alternatives, check-chunked,
+//               error (see each post below).
 import init, { WasmModel } from "./pkg/pgolf_rt_wasm.js";
 
 let model = null;
@@ -18,6 +21,7 @@ let busy = false; // a score or generation is running
 let stopRequested = false;
 let lastScore = null; // the ScoreJob of the last finished score (for "alternatives")
 let tokensPerSecond = null; // forward tokens per second, measured on earlier windows
+const SLICE_MS = 30; // longest run of layer steps between two looks at the message queue
 
 const post = (msg) => self.postMessage(msg);
 
@@ -30,23 +34,83 @@ function yieldToEvents() {
   });
 }
 
-async function fetchBytes(url) {
+// A challenge artifact is at most 16,000,000 bytes; anything far larger is refused before it
+// fills the tab's memory.
+const MAX_ARTIFACT_BYTES = 64 * 1024 * 1024;
+const CACHE_NAME = "pgolf-rt-models"; // the Cache API store of artifacts loaded by URL
+const tooLarge = (what, n) =>
+  new Error(`${what} is ${n.toLocaleString("en-US")} bytes, over the ${MAX_ARTIFACT_BYTES / 1048576} MiB ` +
+    "limit: a challenge artifact is at most 16 MB");
+
+// The body of `url`, read chunk by chunk, posting {type: "load-progress", received, total}
+// (total: null when the server does not say).
+async function download(url, progress) {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`fetching ${url}: HTTP ${res.status}`);
-  return new Uint8Array(await res.arrayBuffer());
+  const total = Number(res.headers.get("content-length")) || null;
+  if (total !== null && total > MAX_ARTIFACT_BYTES) throw tooLarge(url, total);
+  if (!progress || !res.body) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  const parts = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    received += value.length;
+    if (received > MAX_ARTIFACT_BYTES) {
+      await reader.cancel();
+      throw tooLarge(url, received);
+    }
+    parts.push(value);
+    post({ type: "load-progress", received, total });
+  }
+  const bytes = new Uint8Array(received);
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return bytes;
 }
 
-async function load({ artifact, tokenizer }) {
+// The artifact's bytes and where they came from: a File/Blob the user picked or dropped
+// ("file"), or a URL, from the Cache API when `cache` and it is there ("cache"), else the
+// network ("network", then stored in the cache when `cache`).
+async function artifactBytes(artifact, cache) {
+  if (artifact instanceof Blob) {
+    if (artifact.size > MAX_ARTIFACT_BYTES) throw tooLarge(artifact.name || "the file", artifact.size);
+    return { bytes: new Uint8Array(await artifact.arrayBuffer()), source: "file" };
+  }
+  const store = cache && self.caches ? await caches.open(CACHE_NAME) : null;
+  const hit = store ? await store.match(artifact) : undefined;
+  if (hit) return { bytes: new Uint8Array(await hit.arrayBuffer()), source: "cache" };
+  const bytes = await download(artifact, true);
+  if (store) await store.put(artifact, new Response(bytes, { headers: { "content-type": "application/octet-stream" } }));
+  return { bytes, source: "network", cacheMissing: cache && !store };
+}
+
+// Loads a model: `artifact` a URL or a File, `tokenizer` a URL. The running model is replaced
+// only once the new one is ready: a bad artifact leaves the page with the model it had.
+async function load({ artifact, tokenizer, cache = false, name, demo = false }) {
   const t0 = performance.now();
   await init();
-  const [a, t] = await Promise.all([fetchBytes(artifact), fetchBytes(tokenizer)]);
+  const [a, t] = await Promise.all([artifactBytes(artifact, cache), download(tokenizer, false)]);
   const tFetched = performance.now();
-  model = new WasmModel(a, t);
+  const next = new WasmModel(a.bytes, t);
   const tReady = performance.now();
+  if (lastScore) lastScore.free();
+  lastScore = null;
+  if (model) model.free();
+  model = next;
+  tokensPerSecond = null;
   post({
     type: "loaded",
     info: model.info(),
-    artifactBytes: a.length,
+    artifactBytes: a.bytes.length,
+    source: a.source,
+    cacheMissing: Boolean(a.cacheMissing),
+    name,
+    demo,
     fetchMs: tFetched - t0,
     buildMs: tReady - tFetched,
   });
@@ -81,16 +145,24 @@ async function runScore(job, t0) {
       post({ type: "score-stopped", ...job.progress(), ms: performance.now() - t0 });
       return false;
     }
+    // Layer by layer for up to SLICE_MS, then yield: a stop is seen within one layer of one
+    // window (a 1,024-token window of a 9-layer model takes seconds in WebAssembly).
     const ts = performance.now();
-    const p = job.step(1);
-    const rate = (job.window_len * 1000) / Math.max(performance.now() - ts, 0.1);
+    let p;
+    let layers = 0;
+    do {
+      p = job.step_layers(1);
+      layers++;
+    } while (!job.done && performance.now() - ts < SLICE_MS);
+    const tokens = (layers / p.layers) * job.window_len;
+    const rate = (tokens * 1000) / Math.max(performance.now() - ts, 0.1);
     tokensPerSecond = tokensPerSecond ? 0.7 * tokensPerSecond + 0.3 * rate : rate;
     const elapsed = (performance.now() - t0) / 1000;
     post({
       type: "score-progress",
       ...p,
       targets_per_s: p.targets_done / elapsed,
-      eta_s: eta(p.windows_total - p.windows_done, job.window_len),
+      eta_s: eta(p.windows_total - p.windows_done - p.pass_layers_done / p.layers, job.window_len),
     });
     await yieldToEvents();
   }
@@ -130,18 +202,30 @@ async function generate({ prompt, n, temperature, topK, seed }) {
   }
 }
 
+// One evaluation, in one call: it runs to its end (no stop), posting progress as it goes.
+function evaluate({ text, plan }) {
+  const t0 = performance.now();
+  const report = model.evaluate(text, plan, (done, total, unit, bpb) =>
+    post({ type: "eval-progress", done, total, unit, bits_per_byte: bpb }),
+  );
+  post({ type: "eval-done", plan, report, ms: performance.now() - t0 });
+}
+
 function alternatives({ target, k }) {
   const list = lastScore ? lastScore.alternatives(target, k) : [];
   post({ type: "alternatives", target, list });
 }
 
-// Test hook: the stepped score of `text` (one window per step) against the one-call score.
+// Test hook: the stepped score of `text` (layer steps, with a window step every fifth) against
+// the one-call score.
 async function checkChunked({ text }) {
   const job = model.score_job(text);
   let chunked;
+  let steps = 0;
   try {
     while (!job.done) {
-      job.step(1);
+      if (++steps % 5 === 0) job.step(1);
+      else job.step_layers(1);
       await yieldToEvents();
     }
     chunked = job.result();
@@ -161,7 +245,7 @@ async function checkChunked({ text }) {
   });
 }
 
-const tasks = { load, score, generate, "check-chunked": checkChunked };
+const tasks = { load, score, generate, evaluate, "check-chunked": checkChunked };
 
 self.onmessage = async ({ data }) => {
   if (data.type === "stop") {

@@ -76,6 +76,8 @@ try {
     tokenSpans: document.querySelectorAll("#tokens span").length,
     shownChars: document.getElementById("tokens").textContent,
     sample: document.getElementById("text").value,
+    firstLoad: window.pgolf.loads[0] || null,
+    modelNote: document.getElementById("model-note").textContent,
   }));
   if (loaded.error) throw new Error(`the page reported: ${loaded.error}`);
   // The coloured view keeps the text's own characters (newlines included).
@@ -125,6 +127,41 @@ try {
   await until(page, () => window.pgolf.lastGeneration);
   const gen = await page.evaluate(() => window.pgolf.lastGeneration);
 
+  // An evaluation of the fixed text as the challenge scores it (the page's default plan: windows
+  // of 128, stride 64, #461's full TTT in chunks of 128, the Hedge mixer, the audit); the shell
+  // script compares it with `pgolf-rt eval --text`. A chunk of 0 is refused first.
+  await page.fill("#ev-chunk", "0");
+  await page.click("#ev-btn");
+  const chunkMsg = await page.textContent("#ev-status");
+  if (!chunkMsg.startsWith("chunk must be") || (await page.evaluate(() => window.pgolf.evaluations.length))) {
+    throw new Error(`chunk 0: expected a refusal naming the chunk, got "${chunkMsg}"`);
+  }
+  // Plans the worker must refuse, each with a message that names the mistake.
+  for (const [plan, want] of [
+    [{ seq_len: 128, windows: 3 }, "unknown plan field"],
+    [{ seq_len: 0 }, "plan.seq_len must be a whole number"],
+    [{ ttt: "lora", recipe: "pr461" }, "full-model recipe"],
+    [{ recipe: "pr999" }, "unknown TTT recipe"],
+    [{ ttt_chunk: 64 }, "need plan.ttt or plan.recipe"],
+    [{ mix: "hedge", stride: 500, seq_len: 128 }, "stride 500"],
+  ]) {
+    await page.evaluate((p) => window.pgolf.evaluateWith(p), plan);
+    await until(page, () => window.pgolf.busy === null);
+    const msg = await page.textContent("#ev-status");
+    if (!msg.includes(want) || (await page.evaluate(() => window.pgolf.evaluations.length))) {
+      throw new Error(`plan ${JSON.stringify(plan)}: expected a refusal with "${want}", got "${msg}"`);
+    }
+  }
+  loaded.refusals += "; chunk 0 and 6 bad evaluation plans refused";
+  await page.fill("#ev-chunk", "128");
+  await page.click("#ev-btn");
+  await until(page, () => window.pgolf.evaluations.length >= 1);
+  loaded.evaluation = await page.evaluate(() => ({
+    ...window.pgolf.evaluations[0],
+    shown: document.getElementById("ev-bpb").textContent,
+    audit_shown: document.getElementById("ev-audit-result")?.textContent,
+  }));
+
   // The hover card of a token: its bits and the model's top three guesses there.
   await page.hover("#tokens span.tok:nth-child(6)");
   await until(page, () => /top guesses:\n.*%/.test(document.getElementById("hovercard").textContent));
@@ -160,7 +197,11 @@ try {
     window.pgolf.ticker = setInterval(() => window.pgolf.ticks.push(performance.now()), 50);
   }, sample.repeat(100));
   await page.click("#score-btn");
-  await until(page, () => window.pgolf.scoreEvents.filter((e) => e.type === "score-progress").length >= 3);
+  // Stop once some windows have landed (a partial score to show) and three progress messages came.
+  await until(page, () => {
+    const progress = window.pgolf.scoreEvents.filter((e) => e.type === "score-progress");
+    return progress.length >= 3 && progress.at(-1).targets_done > 0;
+  });
   const stopsBefore = await page.evaluate(() => window.pgolf.stops.length);
   await page.click("#score-stop");
   await until(page, (n) => window.pgolf.stops.length > n, stopsBefore);
@@ -187,6 +228,49 @@ try {
       stop: window.pgolf.stops.at(-1),
     };
   });
+  // Models: by URL (downloaded with progress, then again from the Cache API), from a file, dropped
+  // on the page, a file that is no artifact refused (the page keeps its model), and the default
+  // again; each new model scores the sample text again.
+  await page.fill("#text", sample);
+  const models = {};
+  const loadThen = async (act) => {
+    const before = await page.evaluate(() => [window.pgolf.loads.length, window.pgolf.scores.length]);
+    await act();
+    await until(
+      page,
+      ([l, n]) => window.pgolf.loads.length > l && window.pgolf.scores.length > n && window.pgolf.busy === null,
+      before,
+    );
+    return page.evaluate(() => ({
+      ...window.pgolf.loads.at(-1),
+      bpb: window.pgolf.scores.at(-1).bits_per_byte,
+      shown: `${document.getElementById("model-name").textContent} ${document.getElementById("model-source").textContent}`,
+      note: document.getElementById("model-note").textContent,
+    }));
+  };
+  await page.evaluate(() => caches.delete("pgolf-rt-models"));
+  await page.fill("#model-url", new URL("model.ptz?as=url", url).href);
+  models.url = await loadThen(() => page.click("#model-url-btn"));
+  models.cached = await loadThen(() => page.click("#model-url-btn"));
+  models.file = await loadThen(() => page.setInputFiles("#model-file", "examples/web/model.ptz"));
+  const drop = await page.evaluateHandle(async () => {
+    const blob = await (await fetch("model.ptz")).blob();
+    const dt = new DataTransfer();
+    dt.items.add(new File([blob], "dropped.ptz"));
+    return dt;
+  });
+  models.dropped = await loadThen(() => page.dispatchEvent("body", "drop", { dataTransfer: drop }));
+  const loadsBefore = await page.evaluate(() => window.pgolf.loads.length);
+  await page.setInputFiles("#model-file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("not a model") });
+  await until(page, () => window.pgolf.busy === null && window.pgolf.loadNote !== "");
+  models.refused = await page.evaluate((n) => ({
+    note: document.getElementById("model-note").textContent,
+    loadsAdded: window.pgolf.loads.length - n,
+    shown: document.getElementById("model-name").textContent,
+  }), loadsBefore);
+  models.defaultAgain = await loadThen(() => page.click("#model-default-btn"));
+  loaded.models = models;
+
   console.log(
     JSON.stringify({ ok: true, ...loaded, generation: gen, longGeneration: longGen, longScore, console: consoleLines }),
   );

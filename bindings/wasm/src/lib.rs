@@ -20,13 +20,20 @@
 //! // Without blocking (in a Web Worker, yielding to its event loop between steps):
 //! const job = model.score_job(longText);
 //! while (!job.done) { const p = job.step(1); /* {targets_done, targets_total, bits_per_byte, ...} */ }
+//! // or a layer at a time (a large model's window takes seconds): job.step_layers(1)
 //! const whole = job.result();   // the same object as model.score(longText), bit for bit
+//! // As the challenge scores a stream, with score-first TTT, the mixer and the audit:
+//! const r = model.evaluate(text, { seq_len: 128, stride: 64, recipe: "pr461", ttt_chunk: 128,
+//!                                  mix: "hedge", audit: true }, (done, total, unit, bpb) => {});
+//! // r: {val_bpb, val_loss, tokens, bytes, adapt, mix: {...}, audit: {passed, checks}}
 //! const gen = model.generator("Once upon a time", 1000, 0.8, 40, 1n);
 //! while (!gen.done) { const { text } = gen.step(1); /* post text, check for a stop request */ }
 //! ```
 
 use js_sys::{Array, Object, Reflect};
-use pgolf_rt::eval::TextScore;
+use pgolf_rt::eval::mixer::MixerConfig;
+use pgolf_rt::eval::plan::{Adaptation, AuditPlan, EvalPlan, EvalReport, Progress};
+use pgolf_rt::eval::{EvalResult, FullTttConfig, TextScore, TttConfig, TttRecipe};
 use pgolf_rt::{Decoding, Generator, Model, Sampling, ScoreProgress, TextScorer};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -100,8 +107,226 @@ fn progress_to_js(p: &ScoreProgress) -> Result<JsValue, JsError> {
     set(&o, "targets_total", p.targets_total as u32)?;
     set(&o, "windows_done", p.windows_done as u32)?;
     set(&o, "windows_total", p.windows_total as u32)?;
+    set(&o, "pass_layers_done", p.pass_layers_done as u32)?;
+    set(&o, "layers", p.layers as u32)?;
     set(&o, "bits_per_byte", p.bits_per_byte)?;
     Ok(o.into())
+}
+
+/// Field `key` of the JS object `obj`; `None` when it is absent, `undefined` or `null`.
+fn field(obj: &JsValue, key: &str) -> Result<Option<JsValue>, JsError> {
+    if obj.is_undefined() || obj.is_null() {
+        return Ok(None);
+    }
+    if !obj.is_object() {
+        return Err(JsError::new("the evaluation plan must be an object"));
+    }
+    let v = Reflect::get(obj, &JsValue::from_str(key))
+        .map_err(|_| JsError::new("cannot read the evaluation plan"))?;
+    Ok((!v.is_undefined() && !v.is_null()).then_some(v))
+}
+
+/// A whole number of at least 1 (and below 2^32) in field `key`.
+fn count_field(obj: &JsValue, key: &str) -> Result<Option<usize>, JsError> {
+    let Some(v) = field(obj, key)? else {
+        return Ok(None);
+    };
+    match v.as_f64() {
+        Some(x) if x.fract() == 0.0 && (1.0..4294967296.0).contains(&x) => Ok(Some(x as usize)),
+        _ => Err(JsError::new(&format!(
+            "plan.{key} must be a whole number of at least 1, not {v:?}"
+        ))),
+    }
+}
+
+fn string_field(obj: &JsValue, key: &str) -> Result<Option<String>, JsError> {
+    match field(obj, key)? {
+        None => Ok(None),
+        Some(v) => v
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| JsError::new(&format!("plan.{key} must be a string, not {v:?}"))),
+    }
+}
+
+fn bool_field(obj: &JsValue, key: &str) -> Result<bool, JsError> {
+    match field(obj, key)? {
+        None => Ok(false),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| JsError::new(&format!("plan.{key} must be true or false, not {v:?}"))),
+    }
+}
+
+/// The [`EvalPlan`] of a JS plan object (see [`WasmModel::evaluate`]); the defaults are the
+/// CLI's.
+fn eval_plan(model: &Model, plan: &JsValue) -> Result<EvalPlan, JsError> {
+    const KEYS: [&str; 10] = [
+        "seq_len",
+        "stride",
+        "batch",
+        "ttt",
+        "recipe",
+        "ttt_chunk",
+        "ttt_epochs",
+        "ttt_lr",
+        "mix",
+        "audit",
+    ];
+    if plan.is_object() {
+        for k in Object::keys(plan.unchecked_ref::<Object>()).iter() {
+            let k = k.as_string().unwrap_or_default();
+            if !KEYS.contains(&k.as_str()) {
+                return Err(JsError::new(&format!(
+                    "unknown plan field {k:?} (known: {})",
+                    KEYS.join(", ")
+                )));
+            }
+        }
+    }
+    let seq_len = count_field(plan, "seq_len")?.unwrap_or(model.context);
+    let stride = count_field(plan, "stride")?;
+    let batch = count_field(plan, "batch")?.unwrap_or(EvalPlan::default().batch);
+    let recipe = match string_field(plan, "recipe")? {
+        Some(r) => Some(r.parse::<TttRecipe>().map_err(js_err)?),
+        None => None,
+    };
+    let chunk = count_field(plan, "ttt_chunk")?;
+    let epochs = count_field(plan, "ttt_epochs")?;
+    let lr = match field(plan, "ttt_lr")? {
+        None => None,
+        Some(v) => match v.as_f64() {
+            Some(x) if x.is_finite() && x >= 0.0 => Some(x as f32),
+            _ => {
+                return Err(JsError::new(&format!(
+                    "plan.ttt_lr must be a finite number >= 0, not {v:?}"
+                )))
+            }
+        },
+    };
+    let ttt = string_field(plan, "ttt")?;
+    let adapt = match (ttt.as_deref(), recipe) {
+        (None | Some("none"), None) => {
+            if chunk.is_some() || epochs.is_some() || lr.is_some() {
+                return Err(JsError::new(
+                    "plan.ttt_chunk, ttt_epochs and ttt_lr need plan.ttt or plan.recipe",
+                ));
+            }
+            Adaptation::None
+        }
+        (Some("lora"), None) => {
+            let mut c = TttConfig::default();
+            c.chunk = chunk.unwrap_or(c.chunk);
+            c.epochs = epochs.unwrap_or(c.epochs);
+            c.optimizer.lr = lr.unwrap_or(c.optimizer.lr);
+            Adaptation::Lora(c)
+        }
+        (Some("lora"), Some(_)) => {
+            return Err(JsError::new(
+                "plan.recipe names a full-model recipe: it does not go with ttt \"lora\"",
+            ))
+        }
+        (None | Some("full"), recipe) => {
+            let base = FullTttConfig {
+                seq_len,
+                stride,
+                batch,
+                chunk: chunk.unwrap_or(FullTttConfig::default().chunk),
+                ..FullTttConfig::default()
+            };
+            let mut c = recipe
+                .unwrap_or(TttRecipe::Pr461)
+                .config(model.config(), &base);
+            // A recipe with a flat schedule (lr_min = lr) stays flat under another ttt_lr.
+            let flat = c.lr_min == c.lr;
+            c.epochs = epochs.unwrap_or(c.epochs);
+            if let Some(lr) = lr {
+                c.lr = lr;
+                // As the CLI: a flat schedule follows the new rate, and the floor never
+                // exceeds the peak.
+                if flat || c.lr_min > c.lr {
+                    c.lr_min = c.lr;
+                }
+            }
+            Adaptation::Full(c)
+        }
+        (Some(other), _) => {
+            return Err(JsError::new(&format!(
+                "plan.ttt must be \"none\", \"lora\" or \"full\", not {other:?}"
+            )))
+        }
+    };
+    let mix = match string_field(plan, "mix")?.as_deref() {
+        None | Some("none") => None,
+        Some("hedge") => Some(MixerConfig::default()),
+        Some(other) => {
+            return Err(JsError::new(&format!(
+                "plan.mix must be \"none\" or \"hedge\", not {other:?}"
+            )))
+        }
+    };
+    let plan = EvalPlan {
+        seq_len,
+        stride,
+        batch,
+        adapt,
+        mix,
+        audit: bool_field(plan, "audit")?.then(AuditPlan::default),
+    };
+    plan.validate().map_err(js_err)?;
+    Ok(plan)
+}
+
+fn result_fields(o: &Object, r: &EvalResult) -> Result<(), JsError> {
+    set(o, "val_bpb", r.val_bpb)?;
+    set(o, "val_loss", r.val_loss)?;
+    set(o, "tokens", r.tokens as f64)?;
+    set(o, "bytes", r.bytes as f64)?;
+    set(o, "seconds", r.seconds)
+}
+
+fn report_to_js(plan: &EvalPlan, rep: &EvalReport) -> Result<JsValue, JsError> {
+    let out = Object::new();
+    result_fields(&out, &rep.result)?;
+    set(&out, "adapt", plan.adapt.name())?;
+    let mix = match &rep.mixed {
+        None => JsValue::NULL,
+        Some(m) => {
+            let o = Object::new();
+            set(&o, "neural_val_bpb", m.neural().val_bpb)?;
+            let experts = Array::new();
+            for e in &m.experts {
+                let x = Object::new();
+                set(&x, "name", e.expert.name())?;
+                set(&x, "enabled", e.enabled)?;
+                set(&x, "val_bpb", e.result.val_bpb)?;
+                set(&x, "final_weight", e.final_weight)?;
+                experts.push(&x);
+            }
+            set(&o, "experts", experts)?;
+            o.into()
+        }
+    };
+    set(&out, "mix", mix)?;
+    let audit = match &rep.audit {
+        None => JsValue::NULL,
+        Some(a) => {
+            let o = Object::new();
+            set(&o, "passed", a.passed())?;
+            let checks = Array::new();
+            for c in &a.checks {
+                let x = Object::new();
+                set(&x, "name", c.name.as_str())?;
+                set(&x, "passed", c.passed)?;
+                set(&x, "detail", c.detail.as_str())?;
+                checks.push(&x);
+            }
+            set(&o, "checks", checks)?;
+            o.into()
+        }
+    };
+    set(&out, "audit", audit)?;
+    Ok(out.into())
 }
 
 fn sampling(temperature: f32, top_k: u32, seed: u64) -> Sampling {
@@ -208,6 +433,49 @@ impl WasmModel {
         })
     }
 
+    /// Evaluates `text` as one document (BOS, then its tokens) the way the challenge scores a
+    /// stream: `pgolf-rt eval --text` with the same settings gives the same numbers. `plan` is an
+    /// object whose fields are all optional:
+    /// `{seq_len (the context), stride (none: standard windows), batch (8), ttt ("none", "lora"
+    /// or "full"; a recipe means "full"), recipe ("pr461", "pr489", "pr581", "pr687"),
+    /// ttt_chunk, ttt_epochs, ttt_lr, mix ("none" or "hedge"), audit (false)}`, each as the
+    /// CLI flag of that name. The stream is cut to whole windows of `seq_len` targets, as in
+    /// the challenge. `on_progress(done, total, unit, bits_per_byte)` (optional) is called as
+    /// the work goes (`unit`: "targets", "docs" or "chunks"; `bits_per_byte` so far, NaN
+    /// without TTT). Returns `{val_bpb, val_loss, tokens, bytes, seconds, adapt, mix:
+    /// {neural_val_bpb, experts: [{name, enabled, val_bpb, final_weight}]} or null, audit:
+    /// {passed, checks: [{name, passed, detail}]} or null}`. This call blocks until done:
+    /// run it in a Web Worker.
+    pub fn evaluate(
+        &self,
+        text: &str,
+        plan: JsValue,
+        on_progress: Option<js_sys::Function>,
+    ) -> Result<JsValue, JsError> {
+        let plan = eval_plan(&self.model, &plan)?;
+        let tokens = self.model.text_tokens(text).map_err(js_err)?;
+        let mut call = |p: &Progress| {
+            if let Some(f) = &on_progress {
+                let bpb = p.totals.map_or(f64::NAN, |a| {
+                    a.nll_sum / std::f64::consts::LN_2 / a.bytes as f64
+                });
+                // A throwing callback must not abort the evaluation; the page sees its own error.
+                let _ = f.call4(
+                    &JsValue::NULL,
+                    &JsValue::from(p.done as f64),
+                    &JsValue::from(p.total as f64),
+                    &JsValue::from_str(p.unit),
+                    &JsValue::from(bpb),
+                );
+            }
+        };
+        let report = self
+            .model
+            .evaluate_with(&plan, &tokens, Some(&mut call))
+            .map_err(js_err)?;
+        report_to_js(&plan, &report)
+    }
+
     /// `{summary, param_count, vocab_size, num_layers, model_dim, num_heads, num_kv_heads,
     /// mlp_hidden, tied_embeddings, context}`; `summary` is the architecture as `pgolf-rt inspect`
     /// prints it.
@@ -246,10 +514,20 @@ pub struct ScoreJob {
 #[wasm_bindgen]
 impl ScoreJob {
     /// Runs the next `windows` windows (at least one) and returns
-    /// `{targets_done, targets_total, windows_done, windows_total, bits_per_byte}`
+    /// `{targets_done, targets_total, windows_done, windows_total, pass_layers_done, layers,
+    /// bits_per_byte}`
     /// (`bits_per_byte` of the tokens scored so far).
     pub fn step(&mut self, windows: u32) -> Result<JsValue, JsError> {
         let p = self.scorer.step(windows as usize).map_err(js_err)?;
+        progress_to_js(&p)
+    }
+
+    /// Runs the next `layers` layers (at least one) of the windows' forward passes: the same
+    /// scores bit for bit as `step`, in steps short enough for a Stop button with a large
+    /// model. Returns the object `step` returns (`pass_layers_done` of `layers`: how far the
+    /// window in flight is).
+    pub fn step_layers(&mut self, layers: u32) -> Result<JsValue, JsError> {
+        let p = self.scorer.step_layers(layers as usize).map_err(js_err)?;
         progress_to_js(&p)
     }
 
