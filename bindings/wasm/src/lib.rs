@@ -62,17 +62,25 @@ fn js_err(e: pgolf_rt::Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// A `'static` view of the model behind `rc`, for the jobs ([`ScoreJob`], [`GenerateJob`]) that
-/// JavaScript holds as objects of their own (wasm-bindgen objects cannot borrow).
-///
-/// # Safety
-/// The caller stores the returned reference only in a value it keeps beside a clone of `rc`,
-/// declared before that clone (so dropped first): the `Rc` keeps the model alive at a fixed
-/// address for as long as the reference exists, and nothing mutates a shared `Model`.
-unsafe fn share(rc: &Rc<Model>) -> &'static Model {
-    // SAFETY: see the function's contract.
-    unsafe { &*Rc::as_ptr(rc) }
-}
+// The jobs ([`ScoreJob`], [`GenerateJob`]) are objects JavaScript holds on their own, and a
+// wasm-bindgen object cannot borrow: each owns a clone of the model's `Rc` together with the
+// library's scorer or generator that borrows it, as one self-referential cell (`self_cell`
+// checks the borrow, so this crate needs no `unsafe`).
+self_cell::self_cell!(
+    struct ScorerCell {
+        owner: Rc<Model>,
+        #[covariant]
+        dependent: TextScorer,
+    }
+);
+
+self_cell::self_cell!(
+    struct GeneratorCell {
+        owner: Rc<Model>,
+        #[covariant]
+        dependent: Generator,
+    }
+);
 
 fn score_to_js(model: &Model, s: &TextScore) -> Result<JsValue, JsError> {
     let ids: Vec<u32> = s.tokens.iter().map(|t| t.id).collect();
@@ -366,13 +374,12 @@ impl WasmModel {
 
     /// Starts scoring `text` window by window (see [`ScoreJob`]); errors for an empty text.
     pub fn score_job(&self, text: &str) -> Result<ScoreJob, JsError> {
-        // SAFETY: the reference lives in `scorer`, declared before `model` (a clone of the Rc).
-        let model = unsafe { share(&self.model) };
-        Ok(ScoreJob {
+        let cell = ScorerCell::try_new(self.model.clone(), |m| {
             // One window per forward pass: each step as short as it can be (Stop).
-            scorer: model.scorer(text).map_err(js_err)?.with_batch(1),
-            model: self.model.clone(),
+            m.scorer(text).map(|s| s.with_batch(1))
         })
+        .map_err(js_err)?;
+        Ok(ScoreJob { cell })
     }
 
     /// Continues `prompt` by `n` tokens and returns the continuation's text. `temperature` 0 is
@@ -422,15 +429,12 @@ impl WasmModel {
         top_k: u32,
         seed: u64,
     ) -> Result<GenerateJob, JsError> {
-        // SAFETY: the reference lives in `generator`, declared before `model` (an Rc clone).
-        let model = unsafe { share(&self.model) };
         let s = sampling(temperature, top_k, seed);
-        Ok(GenerateJob {
-            generator: model
-                .generator(prompt, n as usize, &s, Decoding::Cached)
-                .map_err(js_err)?,
-            model: self.model.clone(),
+        let cell = GeneratorCell::try_new(self.model.clone(), |m| {
+            m.generator(prompt, n as usize, &s, Decoding::Cached)
         })
+        .map_err(js_err)?;
+        Ok(GenerateJob { cell })
     }
 
     /// Evaluates `text` as one document (BOS, then its tokens) the way the challenge scores a
@@ -506,9 +510,7 @@ impl WasmModel {
 /// `done`, yielding to the event loop in between, then `result()`.
 #[wasm_bindgen]
 pub struct ScoreJob {
-    scorer: TextScorer<'static>,
-    /// Keeps alive the model the field above borrows (declared after it: dropped after it).
-    model: Rc<Model>,
+    cell: ScorerCell,
 }
 
 #[wasm_bindgen]
@@ -518,7 +520,10 @@ impl ScoreJob {
     /// bits_per_byte}`
     /// (`bits_per_byte` of the tokens scored so far).
     pub fn step(&mut self, windows: u32) -> Result<JsValue, JsError> {
-        let p = self.scorer.step(windows as usize).map_err(js_err)?;
+        let p = self
+            .cell
+            .with_dependent_mut(|_, s| s.step(windows as usize))
+            .map_err(js_err)?;
         progress_to_js(&p)
     }
 
@@ -527,48 +532,54 @@ impl ScoreJob {
     /// model. Returns the object `step` returns (`pass_layers_done` of `layers`: how far the
     /// window in flight is).
     pub fn step_layers(&mut self, layers: u32) -> Result<JsValue, JsError> {
-        let p = self.scorer.step_layers(layers as usize).map_err(js_err)?;
+        let p = self
+            .cell
+            .with_dependent_mut(|_, s| s.step_layers(layers as usize))
+            .map_err(js_err)?;
         progress_to_js(&p)
     }
 
     /// The progress so far (the same object as `step` returns).
     pub fn progress(&self) -> Result<JsValue, JsError> {
-        progress_to_js(&self.scorer.progress())
+        progress_to_js(&self.cell.borrow_dependent().progress())
     }
 
     /// Whether every window ran.
     #[wasm_bindgen(getter)]
     pub fn done(&self) -> bool {
-        self.scorer.is_done()
+        self.cell.borrow_dependent().is_done()
     }
 
     /// Tokens each window's forward pass runs.
     #[wasm_bindgen(getter)]
     pub fn window_len(&self) -> u32 {
-        self.scorer.window_len() as u32
+        self.cell.borrow_dependent().window_len() as u32
     }
 
     /// Byte-fallback tokens in the text (characters the vocabulary has no piece for).
     #[wasm_bindgen(getter)]
     pub fn byte_fallback_tokens(&self) -> u32 {
-        self.model.byte_fallback_tokens(self.scorer.ids()) as u32
+        let c = &self.cell;
+        c.borrow_owner()
+            .byte_fallback_tokens(c.borrow_dependent().ids()) as u32
     }
 
     /// The whole score, the same object (and numbers) as [`WasmModel::score`]; an error until
     /// `done`.
     pub fn result(&self) -> Result<JsValue, JsError> {
-        let s = self.scorer.finish().map_err(js_err)?;
-        score_to_js(&self.model, &s)
+        let s = self.cell.borrow_dependent().finish().map_err(js_err)?;
+        score_to_js(self.cell.borrow_owner(), &s)
     }
 
     /// The `k` tokens the model found most likely in place of scored token `target` (0 is the
     /// text's first), from the context that scored it: `[{id, piece, prob}]`, most likely first.
     pub fn alternatives(&self, target: u32, k: u32) -> Result<JsValue, JsError> {
         let top = self
-            .scorer
+            .cell
+            .borrow_dependent()
             .alternatives(target as usize, k as usize)
             .map_err(js_err)?;
-        let tok = self.model.tokenizer();
+        let tok = self.cell.borrow_owner().tokenizer();
         let out = Array::new();
         for (id, prob) in top {
             let o = Object::new();
@@ -589,9 +600,7 @@ impl ScoreJob {
 /// until `done` (or `stop()`), yielding to the event loop in between.
 #[wasm_bindgen]
 pub struct GenerateJob {
-    generator: Generator<'static>,
-    /// Keeps alive the model the field above borrows (declared after it: dropped after it).
-    model: Rc<Model>,
+    cell: GeneratorCell,
 }
 
 #[wasm_bindgen]
@@ -600,19 +609,25 @@ impl GenerateJob {
     /// they complete, how many were picked, and whether the generation is over (then `text`
     /// ends with what is still owed: U+FFFD per byte of an unfinished character).
     pub fn step(&mut self, k: u32) -> Result<JsValue, JsError> {
-        let mut text = String::new();
-        let mut tokens = 0u32;
-        while tokens < k.max(1) {
-            match self.generator.next_piece().map_err(js_err)? {
-                Some(piece) => text.push_str(&piece),
-                None => break,
-            }
-            tokens += 1;
-        }
-        let done = self.generator.remaining() == 0;
-        if done {
-            text.push_str(&self.generator.finish());
-        }
+        let (text, tokens, done) = self
+            .cell
+            .with_dependent_mut(|_, g| {
+                let mut text = String::new();
+                let mut tokens = 0u32;
+                while tokens < k.max(1) {
+                    match g.next_piece()? {
+                        Some(piece) => text.push_str(&piece),
+                        None => break,
+                    }
+                    tokens += 1;
+                }
+                let done = g.remaining() == 0;
+                if done {
+                    text.push_str(&g.finish());
+                }
+                Ok::<_, pgolf_rt::Error>((text, tokens, done))
+            })
+            .map_err(js_err)?;
         let o = Object::new();
         set(&o, "text", text)?;
         set(&o, "tokens", tokens)?;
@@ -622,30 +637,32 @@ impl GenerateJob {
 
     /// Ends the generation early; returns the text still owed (usually empty).
     pub fn stop(&mut self) -> String {
-        self.generator.finish()
+        self.cell.with_dependent_mut(|_, g| g.finish())
     }
 
     /// Whether the generation is over (every token picked, or stopped).
     #[wasm_bindgen(getter)]
     pub fn done(&self) -> bool {
-        self.generator.remaining() == 0
+        self.cell.borrow_dependent().remaining() == 0
     }
 
     /// Tokens generated so far.
     #[wasm_bindgen(getter)]
     pub fn generated(&self) -> u32 {
-        self.generator.generated() as u32
+        self.cell.borrow_dependent().generated() as u32
     }
 
     /// Tokens of the prompt as the model sees them (BOS included).
     #[wasm_bindgen(getter)]
     pub fn prompt_tokens(&self) -> u32 {
-        self.generator.prompt_ids().len() as u32
+        self.cell.borrow_dependent().prompt_ids().len() as u32
     }
 
     /// Byte-fallback tokens in the prompt (characters the vocabulary has no piece for).
     #[wasm_bindgen(getter)]
     pub fn prompt_byte_fallback_tokens(&self) -> u32 {
-        self.model.byte_fallback_tokens(self.generator.prompt_ids()) as u32
+        let c = &self.cell;
+        c.borrow_owner()
+            .byte_fallback_tokens(c.borrow_dependent().prompt_ids()) as u32
     }
 }
