@@ -1,4 +1,6 @@
-//! CUDA backend vs the CPU oracle: every `Backend` op on small shapes, then the per-token NLL of
+//! CUDA backend vs the CPU oracle: every `Backend` op on small shapes (the conformance suite,
+//! `common/conformance`, plus CUDA's own refusal of a head dim it has no kernel for), then the
+//! per-token NLL of
 //! the first two 1024-token windows of both reference artifacts (float32 path: max abs diff
 //! < 1e-4).
 //!
@@ -15,176 +17,25 @@
 
 mod common;
 
-use common::devices::{
-    assert_close, attention_cases, check_tensor_core_attention, data, max_diff, AttnCase, AttnOp,
-    Pair, TOL,
+use common::conformance::{
+    attention_causal_gqa_xsa, embedding_and_gather_rows, head_nll_and_log_probs, linear_matches,
+    linear_segments_matches, norms_mixes_and_adds, qk_norm_rope_full_and_partial,
+    sidecar_conv_and_gate, upload_download_copy_roundtrip,
 };
+use common::conformance::{data, max_diff, AttnCase, AttnOp};
+use common::devices::{check_tensor_core_attention, Pair, TOL};
 use pgolf_rt::artifact::Artifact;
 use pgolf_rt::backend::cpu::CpuBackend;
 use pgolf_rt::backend::cuda::gpu::Gpu;
 use pgolf_rt::backend::cuda::CudaBackend;
 use pgolf_rt::backend::train::TrainBackend;
-use pgolf_rt::backend::{AttnGeometry, Backend, RopeSpec};
+use pgolf_rt::backend::{AttnGeometry, Backend};
 use pgolf_rt::data::load_tokens;
-use pgolf_rt::model::{Activation, ConfigOverrides, DeviceModel, ModelWeights};
+use pgolf_rt::model::{ConfigOverrides, DeviceModel, ModelWeights};
 
-fn upload_download_copy_roundtrip<G: Gpu>(p: &Pair<G>) {
-    let v = data(37 * 5, 0.7, 3.0);
-    let g = p.gpu.upload(&v, 37, 5).unwrap();
-    assert_eq!(p.gpu.download(&g).unwrap(), v);
-    let g2 = p.gpu.copy(&g).unwrap();
-    assert_eq!(p.gpu.download(&g2).unwrap(), v);
-    assert_eq!(p.gpu.shape(&g2), (37, 5));
-    let e = p.gpu.upload(&[], 0, 5).unwrap();
-    assert!(p.gpu.download(&e).unwrap().is_empty());
-}
-
-fn embedding_and_gather_rows<G: Gpu>(p: &Pair<G>) {
-    let (tc, tg) = p.up(&data(50 * 24, 0.31, 2.0), 50, 24);
-    let ids: Vec<u32> = (0..77u32).map(|i| (i * 13 + 5) % 50).collect();
-    p.check(
-        "embedding",
-        &p.cpu.embedding(&tc, &ids).unwrap(),
-        &p.gpu.embedding(&tg, &ids).unwrap(),
-    );
-    assert!(
-        p.gpu.embedding(&tg, &[50]).is_err(),
-        "out-of-range id must be an error"
-    );
-    let rows: Vec<usize> = vec![49, 0, 3, 3, 17];
-    p.check(
-        "gather_rows",
-        &p.cpu.gather_rows(&tc, &rows).unwrap(),
-        &p.gpu.gather_rows(&tg, &rows).unwrap(),
-    );
-}
-
-fn linear_matches<G: Gpu>(p: &Pair<G>) {
-    for &(m, k, n) in &[(1, 1, 1), (7, 33, 19), (130, 512, 96), (257, 64, 1024)] {
-        let (xc, xg) = p.up(&data(m * k, 0.37, 1.0), m, k);
-        let (wc, wg) = p.up(&data(n * k, 0.91, 0.2), n, k);
-        p.check(
-            &format!("linear {m}x{k}·{n}x{k}ᵀ"),
-            &p.cpu.linear(&xc, &wc).unwrap(),
-            &p.gpu.linear(&xg, &wg).unwrap(),
-        );
-    }
-}
-
-fn linear_segments_matches<G: Gpu>(p: &Pair<G>) {
-    let (rows, k, n) = (40, 24, 6);
-    // Three members with an empty one and rows no member covers.
-    let segs = [(0, 10), (10, 10), (15, 37)];
-    let (xc, xg) = p.up(&data(rows * k, 0.37, 1.0), rows, k);
-    let (wc, wg) = p.up(&data(segs.len() * n * k, 0.91, 0.3), segs.len() * n, k);
-    p.check(
-        "linear_segments",
-        &p.cpu.linear_segments(&xc, &wc, &segs).unwrap(),
-        &p.gpu.linear_segments(&xg, &wg, &segs).unwrap(),
-    );
-    assert!(p.gpu.linear_segments(&xg, &wg, &[(0, 41)]).is_err());
-    assert!(p
-        .gpu
-        .linear_segments(&xg, &wg, &[(5, 9), (0, 2), (9, 9)])
-        .is_err());
-}
-
-fn norms_mixes_and_adds<G: Gpu>(p: &Pair<G>) {
-    let (r, c) = (67, 96);
-    let (xc, xg) = p.up(&data(r * c, 0.21, 3.0), r, c);
-    let (x0c, x0g) = p.up(&data(r * c, 0.57, 1.5), r, c);
-    let (mc, mg) = p.up(&data(2 * c, 0.11, 1.2), 2, c);
-    let (sc, sg) = p.up(&data(c, 0.43, 0.8), 1, c);
-    for (eps, scale) in [(1e-6f32, 1.0f32), (1e-5, 0.5)] {
-        p.check(
-            &format!("rms_norm eps={eps} scale={scale}"),
-            &p.cpu.rms_norm(&xc, eps, scale).unwrap(),
-            &p.gpu.rms_norm(&xg, eps, scale).unwrap(),
-        );
-    }
-    p.check(
-        "resid_mix",
-        &p.cpu.resid_mix(&xc, &x0c, &mc).unwrap(),
-        &p.gpu.resid_mix(&xg, &x0g, &mg).unwrap(),
-    );
-    let (mut ac, mut ag) = (p.cpu.copy(&xc).unwrap(), p.gpu.copy(&xg).unwrap());
-    p.cpu.add_scaled(&mut ac, &x0c, &sc).unwrap();
-    p.gpu.add_scaled(&mut ag, &x0g, &sg).unwrap();
-    p.check("add_scaled", &ac, &ag);
-    p.cpu.add_scalar_scaled(&mut ac, &x0c, -0.37).unwrap();
-    p.gpu.add_scalar_scaled(&mut ag, &x0g, -0.37).unwrap();
-    p.check("add_scalar_scaled", &ac, &ag);
-    for seq in [1, 67] {
-        p.check(
-            &format!("smear seq={seq}"),
-            &p.cpu.smear(&xc, &sc, seq).unwrap(),
-            &p.gpu.smear(&xg, &sg, seq).unwrap(),
-        );
-    }
-    for act in [Activation::Relu2, Activation::LeakyRelu2 { slope: 0.5 }] {
-        p.check(
-            &format!("activation {act:?}"),
-            &p.cpu.activation(&xc, act).unwrap(),
-            &p.gpu.activation(&xg, act).unwrap(),
-        );
-    }
-}
-
-fn qk_norm_rope_full_and_partial<G: Gpu>(p: &Pair<G>) {
-    for &(hd, dims, base) in &[
-        (64usize, 64usize, 10_000.0f32),
-        (64, 16, 10_000.0),
-        (32, 8, 500.0),
-        (16, 0, 10_000.0),
-    ] {
-        let g = AttnGeometry {
-            batch: 3,
-            seq: 45,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: hd,
-        };
-        let rows = g.batch * g.seq;
-        let (mut qc, mut qg) = p.up(&data(rows * g.heads * hd, 0.33, 2.0), rows, g.heads * hd);
-        let (mut kc, mut kg) = p.up(
-            &data(rows * g.kv_heads * hd, 0.77, 2.0),
-            rows,
-            g.kv_heads * hd,
-        );
-        let (gc, gg) = p.up(&data(g.heads, 0.5, 1.5), 1, g.heads);
-        let rope = RopeSpec { base, dims };
-        p.cpu
-            .qk_norm_rope(&mut qc, &mut kc, &g, &rope, &gc, 1e-6)
-            .unwrap();
-        p.gpu
-            .qk_norm_rope(&mut qg, &mut kg, &g, &rope, &gg, 1e-6)
-            .unwrap();
-        p.check(&format!("qk_norm_rope q hd={hd} dims={dims}"), &qc, &qg);
-        p.check(&format!("qk_norm_rope k hd={hd} dims={dims}"), &kc, &kg);
-    }
-}
-
-fn attention_causal_gqa_xsa<G: Gpu>(p: &Pair<G>) {
-    let cases = [
-        (2, 150, 4, 2, 8),
-        (1, 64, 2, 2, 16),
-        (2, 200, 8, 4, 64),
-        (1, 1, 8, 4, 64),
-        (1, 97, 4, 1, 32),
-        (1, 130, 2, 1, 128),
-    ];
-    for c in attention_cases(&cases) {
-        let (tc, tg) = (c.upload(&p.cpu), c.upload(&p.gpu));
-        p.check(
-            &format!("attention {}", c.name()),
-            &p.cpu
-                .attention(&tc[0], &tc[1], &tc[2], &c.g, c.xsa)
-                .unwrap(),
-            &p.gpu
-                .attention(&tg[0], &tg[1], &tg[2], &c.g, c.xsa)
-                .unwrap(),
-        );
-    }
+/// The op checks every backend owes (`common::conformance`), with CUDA's own at the end of
+/// the list: a head dim the kernels do not have is an error, not a wrong answer.
+fn unsupported_head_dim_is_an_error<G: Gpu>(p: &Pair<G>) {
     let g = AttnGeometry {
         batch: 1,
         seq: 4,
@@ -224,44 +75,6 @@ fn attention_on_tensor_cores<G: Gpu>(gpu: CudaBackend<G>) {
         (1, 40, 2, 1, 16),
     ];
     check_tensor_core_attention(gpu, &Forward, &shapes, 5e-3);
-}
-
-fn head_nll_and_log_probs<G: Gpu>(p: &Pair<G>) {
-    for &(rows, d, vocab, cap) in &[
-        (5usize, 8usize, 11usize, 30.0f32),
-        (300, 64, 1024, 30.0),
-        (33, 32, 1000, 0.0),
-    ] {
-        let (hc, hg) = p.up(&data(rows * d, 0.31, 3.0), rows, d);
-        let (wc, wg) = p.up(&data(vocab * d, 0.77, 0.5), vocab, d);
-        let t: Vec<u32> = (0..rows as u32)
-            .map(|i| (i * 7 + 3) % vocab as u32)
-            .collect();
-        let nc = p.cpu.nll(&hc, &wc, &t, cap).unwrap();
-        let ng = p.gpu.nll(&hg, &wg, &t, cap).unwrap();
-        assert_close(
-            &format!("nll {rows}x{d} vocab {vocab} cap {cap}"),
-            &ng,
-            &nc,
-            TOL,
-        );
-        let lc = p.cpu.log_probs(&hc, &wc, cap).unwrap();
-        let lg = p.gpu.log_probs(&hg, &wg, cap).unwrap();
-        assert_close(
-            &format!("log_probs {rows}x{d} vocab {vocab} cap {cap}"),
-            &lg,
-            &lc,
-            TOL,
-        );
-    }
-    let (hg, wg) = (
-        p.gpu.upload(&[1.0; 4], 1, 4).unwrap(),
-        p.gpu.upload(&[1.0; 8], 2, 4).unwrap(),
-    );
-    assert!(
-        p.gpu.nll(&hg, &wg, &[2], 30.0).is_err(),
-        "out-of-range target must be an error"
-    );
 }
 
 fn model_nll_matches<G: Gpu>(gpu: CudaBackend<G>, artifact: &str) {
@@ -377,9 +190,11 @@ on_both_devices!(
         linear_matches,
         linear_segments_matches,
         norms_mixes_and_adds,
+        sidecar_conv_and_gate,
         qk_norm_rope_full_and_partial,
         attention_causal_gqa_xsa,
-        head_nll_and_log_probs;
+        head_nll_and_log_probs,
+        unsupported_head_dim_is_an_error;
     backends: attention_on_tensor_cores,
         traffic_is_counted,
         baseline9l_first_two_windows_nll,

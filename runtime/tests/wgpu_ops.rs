@@ -1,7 +1,9 @@
-//! Every op of the wgpu backend against the CPU oracle on small random shapes: sizes that are
-//! not multiples of the tile sizes (matmul 64, attention 64/16, reductions 256), batch > 1,
-//! grouped-query attention, XSA on and off. Without a wgpu adapter each test prints
-//! `SKIPPED: <reason>` and passes, or fails under `PGOLF_REQUIRE_WGPU=1` (as in CI).
+//! Every op of the wgpu backend against the CPU oracle: the conformance suite every backend
+//! runs (`common/conformance`: sizes that are not multiples of the tile sizes, matmul 64,
+//! attention 64/16, reductions 256, batch > 1, grouped-query attention, XSA on and off, the
+//! ops with host defaults), then the shapes of a real forward, long windows, f16 weights and
+//! the kernel timings. Without a wgpu adapter each test prints `SKIPPED: <reason>` and passes,
+//! or fails under `PGOLF_REQUIRE_WGPU=1` (as in CI).
 #![cfg(feature = "wgpu")]
 
 mod common;
@@ -92,247 +94,26 @@ fn checkt(p: &Pair, what: &str, g: &<WgpuBackend as Backend>::Tensor, c: &CpuTen
     check(what, &p.g.download(g).unwrap(), &c.data, tol);
 }
 
+/// A fresh backend beside the CPU oracle for each conformance test (the backend is not `Clone`).
+fn conformance_pair() -> Option<common::conformance::Pair<WgpuBackend>> {
+    match WgpuBackend::new() {
+        Ok(b) => Some(common::conformance::Pair::new(b)),
+        Err(e) => {
+            common::skip("PGOLF_REQUIRE_WGPU", e);
+            None
+        }
+    }
+}
+
+// Every op against the CPU oracle: the conformance suite every backend runs.
+conformance_ops!(conformance_pair());
+
 #[test]
 fn names_the_adapter() {
     let Some(g) = gpu() else { return };
     let name = g.name();
     eprintln!("{name}");
     assert!(name.starts_with("wgpu ("));
-}
-
-#[test]
-fn upload_download_copy_roundtrip() {
-    let Some(p) = pair() else { return };
-    let x = rand(37 * 13, 1, 5.0);
-    let (g, _) = p.up(&x, 37, 13);
-    assert_eq!(p.g.download(&g).unwrap(), x);
-    let c = p.g.copy(&g).unwrap();
-    drop(g);
-    // Recycled buffers must not disturb the copy.
-    let y = p.g.upload(&rand(37 * 13, 2, 1.0), 37, 13).unwrap();
-    let z = p.g.rms_norm(&y, 1e-6, 1.0).unwrap();
-    drop(z);
-    assert_eq!(p.g.download(&c).unwrap(), x);
-    assert!(p.g.upload(&x, 5, 5).is_err());
-    let e = p.g.upload(&[], 0, 7).unwrap();
-    assert_eq!(p.g.download(&e).unwrap(), Vec::<f32>::new());
-}
-
-#[test]
-fn embedding_and_gather_rows() {
-    let Some(p) = pair() else { return };
-    let (tg, tc) = p.up(&rand(70 * 24, 3, 1.0), 70, 24);
-    let ids: Vec<u32> = (0..301u32).map(|i| (i * 37 + 5) % 70).collect();
-    let (a, b) = (
-        p.g.embedding(&tg, &ids).unwrap(),
-        p.c.embedding(&tc, &ids).unwrap(),
-    );
-    checkt(&p, "embedding", &a, &b, 0.0);
-    assert!(p.g.embedding(&tg, &[3, 70]).is_err(), "out-of-range id");
-    let rows = [300usize, 0, 17, 17, 299];
-    let (a2, b2) = (
-        p.g.gather_rows(&a, &rows).unwrap(),
-        p.c.gather_rows(&b, &rows).unwrap(),
-    );
-    checkt(&p, "gather_rows", &a2, &b2, 0.0);
-    assert!(p.g.gather_rows(&a, &[301]).is_err());
-}
-
-#[test]
-fn linear_matches_cpu_on_ragged_shapes() {
-    let Some(p) = pair() else { return };
-    for (i, &(m, k, n)) in [
-        (1, 1, 1),
-        (3, 5, 7),
-        (37, 70, 45),
-        (64, 64, 64),
-        (130, 129, 65),
-        (200, 512, 96),
-        (17, 1536, 512),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let (xg, xc) = p.up(&rand(m * k, 10 + i as u64, 1.0), m, k);
-        let (wg, wc) = p.up(&rand(n * k, 20 + i as u64, 0.5), n, k);
-        let (a, b) = (p.g.linear(&xg, &wg).unwrap(), p.c.linear(&xc, &wc).unwrap());
-        checkt(&p, &format!("linear {m}x{k}·({n}x{k})ᵀ"), &a, &b, 2e-5);
-    }
-    let (xg, _) = p.up(&rand(6, 1, 1.0), 2, 3);
-    let (wg, _) = p.up(&rand(8, 1, 1.0), 2, 4);
-    assert!(p.g.linear(&xg, &wg).is_err(), "width mismatch is an error");
-}
-
-#[test]
-fn rms_norm_matches_cpu() {
-    let Some(p) = pair() else { return };
-    for &(rows, cols, scale) in &[(5, 37, 1.0), (3, 600, 0.57), (129, 512, 1.0), (1, 1, 2.0)] {
-        let (xg, xc) = p.up(&rand(rows * cols, rows as u64, 3.0), rows, cols);
-        let (a, b) = (
-            p.g.rms_norm(&xg, 1e-6, scale).unwrap(),
-            p.c.rms_norm(&xc, 1e-6, scale).unwrap(),
-        );
-        checkt(&p, &format!("rms_norm {rows}x{cols}"), &a, &b, 2e-6);
-    }
-}
-
-#[test]
-fn residual_ops_match_cpu() {
-    let Some(p) = pair() else { return };
-    let (rows, cols) = (33, 300);
-    let (xg, xc) = p.up(&rand(rows * cols, 1, 2.0), rows, cols);
-    let (x0g, x0c) = p.up(&rand(rows * cols, 2, 2.0), rows, cols);
-    let (mg, mc) = p.up(&rand(2 * cols, 3, 1.5), 2, cols);
-    let (a, b) = (
-        p.g.resid_mix(&xg, &x0g, &mg).unwrap(),
-        p.c.resid_mix(&xc, &x0c, &mc).unwrap(),
-    );
-    checkt(&p, "resid_mix", &a, &b, 1e-6);
-    assert!(p.g.resid_mix(&xg, &x0g, &xg).is_err());
-
-    let (sg, sc) = p.up(&rand(cols, 4, 1.0), 1, cols);
-    let (mut ag, mut bc) = (a, b);
-    p.g.add_scaled(&mut ag, &x0g, &sg).unwrap();
-    p.c.add_scaled(&mut bc, &x0c, &sc).unwrap();
-    checkt(&p, "add_scaled", &ag, &bc, 1e-6);
-    assert!(p.g.add_scaled(&mut ag, &x0g, &x0g).is_err());
-
-    p.g.add_scalar_scaled(&mut ag, &xg, -0.37).unwrap();
-    p.c.add_scalar_scaled(&mut bc, &xc, -0.37).unwrap();
-    checkt(&p, "add_scalar_scaled", &ag, &bc, 1e-6);
-    let (sg2, _) = p.up(&rand(cols, 4, 1.0), 1, cols);
-    assert!(p.g.add_scalar_scaled(&mut ag, &sg2, 1.0).is_err());
-}
-
-#[test]
-fn smear_matches_cpu() {
-    let Some(p) = pair() else { return };
-    let (seq, batch, cols) = (7, 3, 45);
-    let (xg, xc) = p.up(&rand(seq * batch * cols, 5, 2.0), seq * batch, cols);
-    let (gg, gc) = p.up(&rand(cols, 6, 3.0), 1, cols);
-    let (a, b) = (
-        p.g.smear(&xg, &gg, seq).unwrap(),
-        p.c.smear(&xc, &gc, seq).unwrap(),
-    );
-    checkt(&p, "smear", &a, &b, 1e-6);
-    assert!(p.g.smear(&xg, &gg, 8).is_err());
-}
-
-#[test]
-fn activations_match_cpu() {
-    let Some(p) = pair() else { return };
-    let (xg, xc) = p.up(&rand(77 * 130, 7, 3.0), 77, 130);
-    for act in [Activation::Relu2, Activation::LeakyRelu2 { slope: 0.5 }] {
-        let (a, b) = (
-            p.g.activation(&xg, act).unwrap(),
-            p.c.activation(&xc, act).unwrap(),
-        );
-        checkt(&p, &format!("{act:?}"), &a, &b, 1e-6);
-    }
-}
-
-#[test]
-fn qk_norm_rope_matches_cpu() {
-    let Some(p) = pair() else { return };
-    for &(batch, seq, heads, kv_heads, hd, dims, base) in &[
-        (2, 37, 4, 2, 16, 16, 10_000.0f32),
-        (1, 150, 8, 4, 64, 16, 10_000.0),
-        (3, 5, 2, 1, 24, 0, 500.0),
-        (1, 1030, 2, 2, 64, 64, 41_000.0),
-    ] {
-        let geom = AttnGeometry {
-            batch,
-            seq,
-            heads,
-            kv_heads,
-            head_dim: hd,
-        };
-        let rope = RopeSpec { base, dims };
-        let rows = batch * seq;
-        let (mut qg, mut qc) = p.up(&rand(rows * heads * hd, 8, 4.0), rows, heads * hd);
-        let (mut kg, mut kc) = p.up(&rand(rows * kv_heads * hd, 9, 4.0), rows, kv_heads * hd);
-        let (gg, gc) = p.up(&rand(heads, 10, 2.0), 1, heads);
-        p.g.qk_norm_rope(&mut qg, &mut kg, &geom, &rope, &gg, 1e-6)
-            .unwrap();
-        p.c.qk_norm_rope(&mut qc, &mut kc, &geom, &rope, &gc, 1e-6)
-            .unwrap();
-        checkt(&p, &format!("q {geom:?} {rope:?}"), &qg, &qc, 1e-5);
-        checkt(&p, &format!("k {geom:?} {rope:?}"), &kg, &kc, 1e-5);
-    }
-}
-
-#[test]
-fn attention_matches_cpu_gqa_xsa_ragged() {
-    let Some(p) = pair() else { return };
-    for &(batch, seq, heads, kv_heads, hd) in &[
-        (2, 150, 4, 2, 16),
-        (1, 1, 2, 1, 8),
-        (3, 77, 8, 4, 64),
-        (1, 200, 2, 2, 32),
-        (1, 130, 4, 1, 128),
-    ] {
-        let geom = AttnGeometry {
-            batch,
-            seq,
-            heads,
-            kv_heads,
-            head_dim: hd,
-        };
-        let rows = batch * seq;
-        let (qg, qc) = p.up(&rand(rows * heads * hd, 11, 1.5), rows, heads * hd);
-        let (kg, kc) = p.up(&rand(rows * kv_heads * hd, 12, 1.5), rows, kv_heads * hd);
-        let (vg, vc) = p.up(&rand(rows * kv_heads * hd, 13, 2.0), rows, kv_heads * hd);
-        for xsa in [false, true] {
-            let a = p.g.attention(&qg, &kg, &vg, &geom, xsa).unwrap();
-            let b = p.c.attention(&qc, &kc, &vc, &geom, xsa).unwrap();
-            checkt(&p, &format!("attention {geom:?} xsa={xsa}"), &a, &b, 2e-5);
-        }
-    }
-    let geom = AttnGeometry {
-        batch: 1,
-        seq: 4,
-        heads: 3,
-        kv_heads: 2,
-        head_dim: 4,
-    };
-    let (t, _) = p.up(&rand(48, 1, 1.0), 4, 12);
-    assert!(
-        p.g.attention(&t, &t, &t, &geom, false).is_err(),
-        "heads % kv_heads != 0"
-    );
-}
-
-#[test]
-fn nll_and_log_probs_match_cpu() {
-    let Some(p) = pair() else { return };
-    for &(rows, dim, vocab, softcap) in &[
-        (37, 24, 70, 30.0f32),
-        (300, 64, 1024, 30.0),
-        (5, 16, 300, 0.0),
-        (1, 8, 1, 15.0),
-    ] {
-        let (hg, hc) = p.up(&rand(rows * dim, 14, 2.0), rows, dim);
-        let (wg, wc) = p.up(&rand(vocab * dim, 15, 2.0), vocab, dim);
-        let t: Vec<u32> = (0..rows as u32)
-            .map(|i| (i * 31 + 7) % vocab as u32)
-            .collect();
-        let a = p.g.nll(&hg, &wg, &t, softcap).unwrap();
-        let b = p.c.nll(&hc, &wc, &t, softcap).unwrap();
-        check(&format!("nll {rows}x{dim}, vocab {vocab}"), &a, &b, 2e-5);
-        let a = p.g.log_probs(&hg, &wg, softcap).unwrap();
-        let b = p.c.log_probs(&hc, &wc, softcap).unwrap();
-        check(
-            &format!("log_probs {rows}x{dim}, vocab {vocab}"),
-            &a,
-            &b,
-            2e-5,
-        );
-    }
-    let (hg, _) = p.up(&rand(4 * 8, 1, 1.0), 4, 8);
-    let (wg, _) = p.up(&rand(10 * 8, 1, 1.0), 10, 8);
-    assert!(p.g.nll(&hg, &wg, &[0, 1, 2, 10], 30.0).is_err());
-    assert!(p.g.nll(&hg, &wg, &[0, 1, 2], 30.0).is_err());
-    assert!(p.g.nll(&hg, &wg, &[], 30.0).is_err());
 }
 
 /// The shapes of a real standard-eval forward (2 windows of 1024, d=512, 8/4 heads of 64,

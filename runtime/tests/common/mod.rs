@@ -2,6 +2,7 @@
 //! the skip policy ([`skip`]).
 #![allow(dead_code)]
 
+pub mod conformance;
 #[cfg(feature = "cuda")]
 pub mod devices;
 pub mod seeds;
