@@ -315,6 +315,79 @@ fn lora_ttt_first_documents<G: Gpu>(gpu: CudaBackend<G>) {
     );
 }
 
+/// LoRA TTT of one document on a tiny model keeps its adapters and their Adam moments on the
+/// device: the same scores as on the CPU, and a run with more epochs moves at most the window's
+/// ids, rows, targets and weights (16 B/token + 4 KiB) up and 1 KiB back per extra step, in at
+/// most 2 waits; one download and upload of the rank-16 adapters (~10 KB each way), as the host
+/// Adam did, would exceed both.
+fn lora_ttt_adapters_stay_on_the_device<G: Gpu>(gpu: CudaBackend<G>) {
+    use pgolf_rt::data::BOS_ID;
+    use pgolf_rt::eval::ttt::ttt_document;
+    use pgolf_rt::eval::TttConfig;
+    use pgolf_rt::train::Lora;
+    let w = tiny(21, true, &ConfigOverrides::default());
+    let mut r = SplitMix64(9);
+    let doc: Vec<u32> = (0..4 * 32 + 1)
+        .map(|i| match i {
+            0 => BOS_ID,
+            _ if r.next_u64().is_multiple_of(4) => 2 + (r.next_u64() % 30) as u32,
+            _ => [3, 9, 4, 17, 8, 25][i % 6],
+        })
+        .collect();
+    let window = 64usize;
+    let cfg = |epochs| TttConfig {
+        rank: 16,
+        chunk: 32,
+        window,
+        epochs,
+        ..TttConfig::default()
+    };
+    let (mc, mg) = (
+        TrainModel::new(CpuBackend::new(), &w).unwrap(),
+        TrainModel::new(gpu.clone(), &w).unwrap(),
+    );
+    let on_cpu = ttt_document(&mc, &doc, &cfg(2), 0).unwrap();
+    let on_gpu = ttt_document(&mg, &doc, &cfg(2), 0).unwrap();
+    let d = common::max_abs_diff(&on_cpu, &on_gpu);
+    println!("LoRA TTT, tiny model, 2 epochs: max |ΔNLL| cuda vs cpu {d:.2e}");
+    assert!(d < 1e-4, "LoRA TTT scores differ from the CPU by {d}");
+    let plain = ttt_document(&mc, &doc, &cfg(0), 0).unwrap();
+    assert_ne!(on_cpu, plain, "the adapters must have trained");
+    let mut traffic = Vec::new();
+    for epochs in [1, 3] {
+        let t0 = gpu.traffic().expect("the CUDA backend counts traffic");
+        ttt_document(&mg, &doc, &cfg(epochs), 0).unwrap();
+        traffic.push(gpu.traffic().unwrap().since(t0));
+    }
+    // 3 trained chunks, one step each per epoch: 6 more steps with 3 epochs than with 1.
+    let extra_steps = 6u64;
+    let lora = Lora::new(&w.config, cfg(1).targets, 16, 0).unwrap();
+    let adapter_bytes: u64 = lora
+        .adapters
+        .iter()
+        .map(|a| 4 * (a.a.data.len() + a.b.data.len()) as u64)
+        .sum();
+    let (a, b) = (&traffic[0], &traffic[1]);
+    let h2d = (b.h2d_bytes - a.h2d_bytes) as f64 / extra_steps as f64;
+    let d2h = (b.d2h_bytes - a.d2h_bytes) as f64 / extra_steps as f64;
+    let syncs = (b.syncs - a.syncs) as f64 / extra_steps as f64;
+    println!(
+        "LoRA TTT per extra step: h2d {h2d:.0} B, d2h {d2h:.0} B, syncs {syncs:.1} \
+         (adapters {adapter_bytes} B)"
+    );
+    let h2d_bound = (16 * window + 4096) as f64;
+    assert!(
+        adapter_bytes as f64 > h2d_bound,
+        "the check needs adapters larger than its bound"
+    );
+    assert!(
+        h2d <= h2d_bound,
+        "h2d per step {h2d} B (adapters {adapter_bytes} B)"
+    );
+    assert!(d2h <= 1024.0, "d2h per step {d2h} B");
+    assert!(syncs <= 2.0, "syncs per step {syncs}");
+}
+
 /// Full-model score-first TTT (`--ttt full`) of a tiny model with every optional module: the
 /// same per-target scores as on the CPU, and the weights stay on the device: a pass with more
 /// training steps moves at most a step's batch (16 B/token + 4 KiB) and 1 KiB back per extra
@@ -435,5 +508,6 @@ on_both_devices!(
         whole_model_gradients,
         trainer_steps,
         full_ttt_tiny,
+        lora_ttt_adapters_stay_on_the_device,
         lora_ttt_first_documents,
 );

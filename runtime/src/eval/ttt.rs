@@ -20,7 +20,7 @@ use crate::backend::Backend;
 use crate::data::{find_documents, Document};
 use crate::model::DeviceModel;
 use crate::tokenizer::ByteLut;
-use crate::train::{Adam, AdamConfig, Lora, LoraTargets, TrainModel};
+use crate::train::{AdamConfig, DeviceAdam, DeviceLora, Lora, LoraTargets, Tape, TrainModel};
 use crate::{Error, Result};
 
 /// LoRA TTT settings; the defaults are the published recipe.
@@ -198,29 +198,35 @@ pub fn ttt_document_scored<B: TrainBackend>(
     let vocab = model.config().vocab_size;
     let chunks = doc_chunks(doc.len(), cfg.chunk, cfg.window);
     let adapt = doc.len() >= cfg.min_doc_len && cfg.epochs > 0;
-    let mut lora = Lora::new(
+    let lora = Lora::new(
         model.config(),
         cfg.targets,
         cfg.rank,
         doc_seed(cfg.seed, doc_index),
     )?;
-    let mut opt = Adam::new(cfg.optimizer);
+    // The adapters go to the device once and are stepped there, with their optimizer state:
+    // per step only the window's ids cross (and the scores come back).
+    let mut dev = model.upload_lora(&lora)?;
+    let mut opt = DeviceAdam::new(cfg.optimizer);
+    let mut step = |tape: &Tape<B::Tensor>,
+                    rows: &[usize],
+                    targets: &[u32],
+                    dev: &mut DeviceLora<B::Tensor>|
+     -> Result<()> {
+        let dnll = vec![1.0 / rows.len() as f32; rows.len()];
+        let g = model.backward_lora_on_device(tape, rows, targets, &dnll, dev)?;
+        let grads: Vec<&B::Tensor> = g.iter().flat_map(|(a, b)| [a, b]).collect();
+        opt.step(model.backend(), &mut dev.tensors_mut(), &grads)
+    };
     for (i, c) in chunks.iter().enumerate() {
         let ids = &doc[c.win_start..c.end];
         let targets_all = &doc[c.win_start + 1..c.end + 1];
         let rows: Vec<usize> = (c.chunk_start - c.win_start..c.end - c.win_start).collect();
         let targets: Vec<u32> = rows.iter().map(|&r| targets_all[r]).collect();
-        let mut dev = model.upload_lora(&lora)?;
         let mut tape = model.forward(ids, 1, ids.len(), Some(&dev))?;
         if cfg.fault == Fault::AdaptBeforeScore && adapt {
             // Illegal on purpose (audit tests only): a step on this chunk's own targets first.
-            let dnll = vec![1.0 / rows.len() as f32; rows.len()];
-            let g = model.backward(&tape, &rows, &targets, &dnll, Some(&dev), false)?;
-            let g = g
-                .lora
-                .ok_or_else(|| Error::Backend("TTT: no adapter gradients".into()))?;
-            opt.step(&mut lora.params_mut(), &g.slices())?;
-            dev = model.upload_lora(&lora)?;
+            step(&tape, &rows, &targets, &mut dev)?;
             tape = model.forward(ids, 1, ids.len(), Some(&dev))?;
         }
         // Scored before any update that uses this chunk (but for the fault above).
@@ -255,7 +261,6 @@ pub fn ttt_document_scored<B: TrainBackend>(
             continue;
         }
         let mut tape = Some(tape);
-        let mut dev = dev;
         for _ in 0..cfg.epochs {
             let first = if cfg.replay_scored { 0 } else { i };
             for (j, cj) in chunks.iter().enumerate().take(i + 1).skip(first) {
@@ -266,17 +271,9 @@ pub fn ttt_document_scored<B: TrainBackend>(
                 // The scoring forward doubles as the first training forward of this chunk.
                 let t = match tape.take().filter(|_| j == i) {
                     Some(t) => t,
-                    None => {
-                        dev = model.upload_lora(&lora)?;
-                        model.forward(ids, 1, ids.len(), Some(&dev))?
-                    }
+                    None => model.forward(ids, 1, ids.len(), Some(&dev))?,
                 };
-                let dnll = vec![1.0 / rows.len() as f32; rows.len()];
-                let g = model.backward(&t, &rows, &targets, &dnll, Some(&dev), false)?;
-                let g = g
-                    .lora
-                    .ok_or_else(|| Error::Backend("TTT: no adapter gradients".into()))?;
-                opt.step(&mut lora.params_mut(), &g.slices())?;
+                step(&t, &rows, &targets, &mut dev)?;
             }
         }
     }

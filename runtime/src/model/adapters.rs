@@ -44,6 +44,28 @@ impl<T> DeviceLora<T> {
         self.members
     }
 
+    /// Every adapter tensor, `A` then `B` of each adapter in [`crate::train::Lora::adapters`]
+    /// order (the order of [`crate::train::Lora::params_mut`] and of the backward's
+    /// gradients), for an optimizer that steps them where they are.
+    pub fn tensors_mut(&mut self) -> Vec<&mut T> {
+        let mut by_index: Vec<(usize, &mut (T, T))> = Vec::with_capacity(self.count);
+        for (slots, index) in self.blocks.iter_mut().zip(&self.index_blocks) {
+            for (ab, i) in slots.iter_mut().zip(index) {
+                if let (Some(ab), Some(i)) = (ab.as_mut(), i) {
+                    by_index.push((*i, ab));
+                }
+            }
+        }
+        if let (Some(ab), Some(i)) = (self.head.as_mut(), self.index_head) {
+            by_index.push((i, ab));
+        }
+        by_index.sort_by_key(|(i, _)| *i);
+        by_index
+            .into_iter()
+            .flat_map(|(_, (a, b))| [a, b])
+            .collect()
+    }
+
     /// The adapters of linear `proj` of block `layer`, if adapted.
     pub(crate) fn block_slot(&self, layer: usize, proj: usize) -> Option<LoraSlot<'_, T>> {
         let ab = self.blocks.get(layer)?[proj].as_ref()?;

@@ -2,7 +2,8 @@
 //! `v ← β2 v + (1−β2) g²`, `p ← p − lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + eps)`, as
 //! `torch.optim.Adam`), AdamW (decoupled decay `p ← p (1 − lr·wd)` first) and plain SGD.
 
-use crate::backend::cpu::optim::{adam_update, AdamStep};
+use crate::backend::cpu::optim::{adam_update, AdamStep, SgdStep};
+use crate::backend::train::TrainBackend;
 use crate::{Error, Result};
 
 /// Which update rule.
@@ -79,20 +80,7 @@ impl Adam {
     /// The factors of the current step (`self.step` already counted): bias corrections in f64
     /// as `torch.optim.Adam` computes them, then rounded to f32.
     pub fn factors(&self) -> AdamStep {
-        let c = self.cfg;
-        let bc1 = 1.0 - (c.beta1 as f64).powi(self.step as i32);
-        let bc2 = 1.0 - (c.beta2 as f64).powi(self.step as i32);
-        AdamStep {
-            beta1: c.beta1,
-            beta2: c.beta2,
-            eps: c.eps,
-            step_size: (c.lr as f64 / bc1) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            decay: match c.kind {
-                OptimizerKind::AdamW { weight_decay } => 1.0 - c.lr * weight_decay,
-                _ => 1.0,
-            },
-        }
+        factors(&self.cfg, self.step)
     }
 
     /// One update of `params` with `grads` (same lengths, same order every call).
@@ -121,6 +109,93 @@ impl Adam {
                     .zip(self.m.iter_mut().zip(self.v.iter_mut()))
                 {
                     adam_update(p, g, m, v, &s);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The factors of step `step` (counted from 1) of `c`: bias corrections in f64 as
+/// `torch.optim.Adam` computes them, then rounded to f32.
+fn factors(c: &AdamConfig, step: u64) -> AdamStep {
+    let bc1 = 1.0 - (c.beta1 as f64).powi(step as i32);
+    let bc2 = 1.0 - (c.beta2 as f64).powi(step as i32);
+    AdamStep {
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        step_size: (c.lr as f64 / bc1) as f32,
+        bc2_sqrt: bc2.sqrt() as f32,
+        decay: match c.kind {
+            OptimizerKind::AdamW { weight_decay } => 1.0 - c.lr * weight_decay,
+            _ => 1.0,
+        },
+    }
+}
+
+/// [`Adam`] over tensors on a training backend: the moments (or, for SGD, the momentum
+/// buffers, unused at momentum 0) live beside the parameters on the device and each update is
+/// the backend's `adam_update` / `sgd_update` op, whose host oracle is the one [`Adam::step`]
+/// runs: the same values on the CPU backend, and nothing crosses to the host on a GPU. What
+/// LoRA TTT steps its adapters with.
+pub struct DeviceAdam<T> {
+    pub cfg: AdamConfig,
+    pub step: u64,
+    /// Per parameter: `(m, v)` (Adam, AdamW) or `(buffer, unused)` (SGD).
+    state: Vec<(T, T)>,
+}
+
+impl<T> DeviceAdam<T> {
+    pub fn new(cfg: AdamConfig) -> Self {
+        DeviceAdam {
+            cfg,
+            step: 0,
+            state: Vec::new(),
+        }
+    }
+
+    /// One update of `params` with `grads` (same shapes, same order every call).
+    pub fn step<B: TrainBackend<Tensor = T>>(
+        &mut self,
+        be: &B,
+        params: &mut [&mut T],
+        grads: &[&T],
+    ) -> Result<()> {
+        if params.len() != grads.len()
+            || params
+                .iter()
+                .zip(grads)
+                .any(|(p, g)| be.shape(p) != be.shape(g))
+            || (!self.state.is_empty() && self.state.len() != params.len())
+        {
+            return Err(Error::Usage("optimizer: params and grads differ".into()));
+        }
+        if self.state.is_empty() {
+            for p in params.iter() {
+                let (r, c) = be.shape(p);
+                self.state.push((be.zeros(r, c)?, be.zeros(r, c)?));
+            }
+        }
+        self.step += 1;
+        let c = self.cfg;
+        for ((p, g), (m, v)) in params.iter_mut().zip(grads).zip(&mut self.state) {
+            match c.kind {
+                // `p -= lr · g`: torch's SGD without momentum or decay, as `Adam::step` runs it.
+                OptimizerKind::Sgd => be.sgd_update(
+                    p,
+                    g,
+                    m,
+                    &SgdStep {
+                        lr: c.lr,
+                        momentum: 0.0,
+                        weight_decay: 0.0,
+                        grad_scale: 1.0,
+                        first: true,
+                    },
+                )?,
+                OptimizerKind::Adam | OptimizerKind::AdamW { .. } => {
+                    be.adam_update(p, g, m, v, &factors(&c, self.step))?
                 }
             }
         }
@@ -177,5 +252,65 @@ mod tests {
         });
         w.step(&mut [p.as_mut_slice()], &[&[0.0]]).unwrap();
         assert!((p[0] - 0.95).abs() < 1e-7);
+    }
+
+    /// [`DeviceAdam`] on the CPU backend is [`Adam`] bit for bit (what lets LoRA TTT step its
+    /// adapters on the device without changing a score): Adam, AdamW and SGD, two tensors of
+    /// different shapes, four steps; and it refuses grads of another shape.
+    #[test]
+    fn device_adam_is_the_host_adam_bit_for_bit() {
+        use crate::backend::cpu::CpuBackend;
+        use crate::backend::Backend;
+        let be = CpuBackend::new();
+        let shapes = [(3usize, 5usize), (1, 7)];
+        let vals = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 + 1.0) * seed).sin()).collect()
+        };
+        for kind in [
+            OptimizerKind::Adam,
+            OptimizerKind::AdamW { weight_decay: 0.1 },
+            OptimizerKind::Sgd,
+        ] {
+            let cfg = AdamConfig {
+                kind,
+                lr: 0.03,
+                ..AdamConfig::default()
+            };
+            let mut host: Vec<Vec<f32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &(r, c))| vals(r * c, 0.7 + i as f32))
+                .collect();
+            let mut dev: Vec<_> = shapes
+                .iter()
+                .zip(&host)
+                .map(|(&(r, c), h)| be.upload(h, r, c).unwrap())
+                .collect();
+            let (mut ha, mut da) = (Adam::new(cfg), DeviceAdam::new(cfg));
+            for step in 0..4 {
+                let grads: Vec<Vec<f32>> = shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(r, c))| vals(r * c, 1.3 + step as f32 + i as f32))
+                    .collect();
+                let g_dev: Vec<_> = shapes
+                    .iter()
+                    .zip(&grads)
+                    .map(|(&(r, c), g)| be.upload(g, r, c).unwrap())
+                    .collect();
+                let mut hp: Vec<&mut [f32]> = host.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let hg: Vec<&[f32]> = grads.iter().map(|v| v.as_slice()).collect();
+                ha.step(&mut hp, &hg).unwrap();
+                let mut dp: Vec<_> = dev.iter_mut().collect();
+                da.step(&be, &mut dp, &g_dev.iter().collect::<Vec<_>>())
+                    .unwrap();
+                for (h, d) in host.iter().zip(&dev) {
+                    assert_eq!(h, &be.download(d).unwrap(), "{kind:?} step {step}");
+                }
+            }
+            let wrong = be.upload(&[0.0; 15], 5, 3).unwrap();
+            let mut dp: Vec<_> = dev.iter_mut().collect();
+            assert!(da.step(&be, &mut dp, &[&wrong, &wrong]).is_err());
+        }
     }
 }

@@ -169,9 +169,35 @@ impl<B: TrainBackend> TrainModel<B> {
         lora: Option<&DeviceLora<B::Tensor>>,
         want_base: bool,
     ) -> Result<(Option<BaseGrads<B::Tensor>>, Vec<LoraGrads>)> {
-        let (base, lora, _) =
+        let (base, slots, _) =
             self.backward_with(tape, rows, targets, Loss::PerRow(dnll), lora, want_base)?;
-        Ok((base, lora))
+        let members = lora.map_or(0, |l| l.members);
+        Ok((base, split_members(self.backend(), slots, members)?))
+    }
+
+    /// The adapters' gradients of `Σ_i dnll[i] · nll(rows[i], targets[i])`, left on the
+    /// device: `(dA, dB)` per adapter in [`super::Lora::adapters`] order, for one member
+    /// (what [`super::DeviceAdam`] steps). Nothing is downloaded.
+    pub fn backward_lora_on_device(
+        &self,
+        tape: &Tape<B::Tensor>,
+        rows: &[usize],
+        targets: &[u32],
+        dnll: &[f32],
+        lora: &DeviceLora<B::Tensor>,
+    ) -> Result<Vec<(B::Tensor, B::Tensor)>> {
+        if lora.members != 1 {
+            return Err(Error::Usage(format!(
+                "backward_lora_on_device: one adapter set, not {}",
+                lora.members
+            )));
+        }
+        let (_, slots, _) =
+            self.backward_with(tape, rows, targets, Loss::PerRow(dnll), Some(lora), false)?;
+        slots
+            .into_iter()
+            .map(|s| s.ok_or_else(|| Error::Backend("backward: adapter without gradient".into())))
+            .collect()
     }
 
     /// The backward with the head's loss weights given per row, or one weight for every row
@@ -189,7 +215,7 @@ impl<B: TrainBackend> TrainModel<B> {
         want_base: bool,
     ) -> Result<(
         Option<BaseGrads<B::Tensor>>,
-        Vec<LoraGrads>,
+        Slots<B::Tensor>,
         Option<B::Tensor>,
     )> {
         let (be, cfg) = (self.backend(), self.config());
@@ -305,10 +331,8 @@ impl<B: TrainBackend> TrainModel<B> {
             }
         }
 
-        let members = lora.map_or(0, |l| l.members);
-        let lora_grads = split_members(be, slots, members)?;
         if !want_base {
-            return Ok((None, lora_grads, loss_sum));
+            return Ok((None, slots, loss_sum));
         }
 
         // Embedding: block 0's input is x0 itself.
@@ -412,7 +436,7 @@ impl<B: TrainBackend> TrainModel<B> {
                     lm_head,
                 },
             }),
-            lora_grads,
+            slots,
             loss_sum,
         ))
     }

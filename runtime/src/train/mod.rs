@@ -29,7 +29,7 @@ mod tape;
 pub mod trainer;
 
 pub use crate::model::{DeviceLora, Tape};
-pub use adam::{Adam, AdamConfig, OptimizerKind};
+pub use adam::{Adam, AdamConfig, DeviceAdam, OptimizerKind};
 pub use backward::Gradients;
 pub use base_grads::BaseGrads;
 pub use checkpoint::{load_checkpoint, save_checkpoint};
