@@ -9,7 +9,8 @@
 #     every token's log-probability bit for bit,
 #   * the page's evaluation of that text (windows of 128, stride 64, #461's full TTT in chunks
 #     of 128, the Hedge mixer, the legality audit) equals native `pgolf-rt eval --text` within
-#     1e-4 bits per byte, the mixture's and the model's alone, and its audit passes,
+#     1e-4 bits per byte, the mixture's and the model's alone, and its audit passes; a long
+#     evaluation stops within $MAX_STOP_MS and the page loads its model again,
 #   * out-of-range fields and an empty prompt are refused, text split into byte-fallback tokens
 #     gets a note; a greedy continuation comes back
 #     non-empty, streamed (a message per token); a hover card shows the top guesses,
@@ -202,6 +203,12 @@ else:
         fails.append("the evaluation sent no progress")
     if ev.get("shown", "").split(" ")[0] != f"{rep['val_bpb']:.5f}":
         fails.append(f"the page shows {ev.get('shown')!r} for {rep['val_bpb']!r}")
+es = res.get("evalStop") or {}
+print(f"   long evaluation stopped after {es.get('progress')} progress messages, {(es.get('stop') or {}).get('ms', float('nan')):.0f} ms after the click; model loaded again ({(es.get('reload') or {}).get('source')}) in {(es.get('reload') or {}).get('ms', float('nan')):.0f} ms")
+if (es.get("stop") or {}).get("task") != "evaluate" or not es["stop"]["ms"] < max_stop_ms:
+    fails.append(f"the long evaluation did not stop within {max_stop_ms:.0f} ms: {es}")
+if es.get("evaluations") != 1 or es.get("rescored") or not es.get("reload"):
+    fails.append(f"after stopping an evaluation: expected no result, no rescore, the model loaded again: {es}")
 lg = res.get("longGeneration") or {}
 stop = lg.get("stop") or {}
 print(f"   long generation: stopped after {lg.get('tokens')} of 1000 tokens ({lg.get('pieces')} streamed messages), {stop.get('ms', float('nan')):.0f} ms after the click on Stop")

@@ -28,7 +28,18 @@ const state = (window.pgolf = {
   busy: null, // "load" | "score" | "generate" | "evaluate" | null
 });
 
-const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+// The model's worker; replaced by a fresh one (which loads the same model again) when an
+// evaluation, which runs in one call, is stopped.
+let worker = null;
+function startWorker() {
+  worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  worker.onmessage = ({ data }) => {
+    const h = handlers[data.type];
+    if (h) h(data);
+    else console.error("unknown message from the worker", data);
+  };
+  worker.onerror = (e) => fail(`the worker failed: ${e.message || "(no message: see the console)"}`);
+}
 let lastText = ""; // the text of the score shown
 let lastScore = null;
 let stopClickedAt = null;
@@ -52,6 +63,7 @@ function setBusy(task) {
   $("score-btn").disabled = !idle;
   $("gen-btn").disabled = !idle;
   $("ev-btn").disabled = !idle;
+  $("ev-stop").disabled = task !== "evaluate";
   for (const id of ["model-url-btn", "model-file", "model-default-btn"]) $(id).disabled = !idle;
   $("score-stop").disabled = task !== "score";
   $("gen-stop").disabled = task !== "generate";
@@ -297,6 +309,21 @@ function onEvalDone({ plan, report, ms }) {
   setBusy(null);
 }
 
+// An evaluation runs in one call in the worker, which cannot look at its messages meanwhile:
+// Stop ends that worker and starts a fresh one with the same model (from the cache or the
+// file it came from), without scoring the text again.
+function stopEvaluation() {
+  if (state.busy !== "evaluate") return;
+  const clicked = performance.now();
+  worker.terminate();
+  state.stops.push({ task: "evaluate", ms: performance.now() - clicked });
+  $("ev-status").textContent = "stopped; loading the model again…";
+  startWorker();
+  setBusy(null);
+  const { artifact, name, cache, demo } = state.lastLoad;
+  loadModel(artifact, { name, cache, demo }, false);
+}
+
 // ---- stop ----
 
 function stop() {
@@ -312,10 +339,11 @@ function noteStop(task) {
 // ---- loading ----
 
 let loadProgress = 0; // "load-progress" messages of the running load
+let rescoreAfterLoad = true; // score the text again once the model is loaded
 
 // Loads `artifact` (a URL, or a File picked or dropped) in the worker, with the page's
 // tokenizer; `cache` keeps a URL's download in the Cache API.
-function loadModel(artifact, { name, cache = false, demo = false }) {
+function loadModel(artifact, { name, cache = false, demo = false }, rescore = true) {
   if (state.busy !== null) {
     $("model-note").textContent = `cannot load ${name} now: stop the running ${state.busy} first`;
     return;
@@ -327,6 +355,8 @@ function loadModel(artifact, { name, cache = false, demo = false }) {
   $("model-progress").removeAttribute("value");
   $("model-progress-text").textContent = `loading ${name}…`;
   setBusy("load");
+  state.lastLoad = { artifact, name, cache, demo };
+  rescoreAfterLoad = rescore;
   worker.postMessage({ type: "load", artifact, tokenizer: "tokenizer.model", cache, name, demo });
 }
 
@@ -403,7 +433,7 @@ function onLoaded({ info, artifactBytes, fetchMs, buildMs, source, cacheMissing,
   if (first && state.sample) $("text").value = state.sample;
   // The page's first score is the ~1 KB sample text (then the page is ready); after another
   // load, the text shown is scored again by the new model.
-  if ($("text").value.trim().length > 0) score();
+  if (rescoreAfterLoad && $("text").value.trim().length > 0) score();
   else state.ready = true;
 }
 
@@ -441,12 +471,7 @@ const handlers = {
   error: onError,
 };
 
-worker.onmessage = ({ data }) => {
-  const h = handlers[data.type];
-  if (h) h(data);
-  else console.error("unknown message from the worker", data);
-};
-worker.onerror = (e) => fail(`the worker failed: ${e.message || "(no message: see the console)"}`);
+startWorker();
 
 // Test hook: evaluates the text box's text with any plan object (the worker checks it).
 state.evaluateWith = (plan) => startEvaluation($("text").value, plan);
@@ -473,6 +498,7 @@ async function main() {
 $("score-btn").addEventListener("click", score);
 $("gen-btn").addEventListener("click", generate);
 $("ev-btn").addEventListener("click", evaluate);
+$("ev-stop").addEventListener("click", stopEvaluation);
 $("model-url-btn").addEventListener("click", loadUrl);
 $("model-url").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && state.busy === null) loadUrl();

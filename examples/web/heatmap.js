@@ -106,13 +106,15 @@ export function renderTokens(el, text, score) {
   el.replaceChildren(frag);
 }
 
-// The hover card's text for token `t` (alternatives: [{piece, prob}] or null while unknown).
+// The hover card's text for token `t` (alternatives: [{piece, prob}], null while unknown, or
+// "unavailable" when the worker that scored it was replaced).
 export function describe(t, alternatives) {
   const lines = [
     `${JSON.stringify(t.piece)}  (id ${t.id})`,
     `${t.bits.toFixed(2)} bits · p = ${Math.exp(t.logprob).toPrecision(3)} · ${t.bytes} byte(s)`,
   ];
   if (alternatives === null) lines.push("top guesses: …");
+  else if (alternatives === "unavailable") lines.push("top guesses: score the text again to see them");
   else if (alternatives.length > 0) {
     lines.push("top guesses:");
     for (const a of alternatives) lines.push(`  ${JSON.stringify(a.piece)}  ${(100 * a.prob).toFixed(1)}%`);

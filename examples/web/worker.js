@@ -202,7 +202,8 @@ async function generate({ prompt, n, temperature, topK, seed }) {
   }
 }
 
-// One evaluation, in one call: it runs to its end (no stop), posting progress as it goes.
+// One evaluation, in one call, posting progress as it goes; it cannot see a "stop" message, so
+// the page stops it by ending this worker (and starting another with the same model).
 function evaluate({ text, plan }) {
   const t0 = performance.now();
   const report = model.evaluate(text, plan, (done, total, unit, bpb) =>
@@ -212,8 +213,10 @@ function evaluate({ text, plan }) {
 }
 
 function alternatives({ target, k }) {
-  const list = lastScore ? lastScore.alternatives(target, k) : [];
-  post({ type: "alternatives", target, list });
+  // No score here: this worker replaced one whose evaluation was stopped (the page's score
+  // came from the old one).
+  if (!lastScore) return post({ type: "alternatives", target, list: "unavailable" });
+  post({ type: "alternatives", target, list: lastScore.alternatives(target, k) });
 }
 
 // Test hook: the stepped score of `text` (layer steps, with a window step every fifth) against

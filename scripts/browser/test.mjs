@@ -162,6 +162,7 @@ try {
     audit_shown: document.getElementById("ev-audit-result")?.textContent,
   }));
 
+
   // The hover card of a token: its bits and the model's top three guesses there.
   await page.hover("#tokens span.tok:nth-child(6)");
   await until(page, () => /top guesses:\n.*%/.test(document.getElementById("hovercard").textContent));
@@ -169,6 +170,24 @@ try {
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
   await page.mouse.move(0, 0);
+
+  // A long evaluation (#581's 20 epochs per chunk over 100 copies of the sample) stopped once it
+  // reports progress: the worker is replaced, the model loaded again, the text not rescored.
+  const evalBefore = await page.evaluate(() => [window.pgolf.loads.length, window.pgolf.scores.length]);
+  await page.fill("#text", sample.repeat(100));
+  await page.evaluate(() => window.pgolf.evaluateWith({ seq_len: 128, recipe: "pr581", ttt_chunk: 64 }));
+  await until(page, () => window.pgolf.evalEvents >= 1);
+  await page.click("#ev-stop");
+  await until(page, (n) => window.pgolf.loads.length > n && window.pgolf.busy === null, evalBefore[0]);
+  loaded.evalStop = await page.evaluate((before) => ({
+    stop: window.pgolf.stops.at(-1),
+    evaluations: window.pgolf.evaluations.length,
+    progress: window.pgolf.evalEvents,
+    reload: window.pgolf.loads.at(-1),
+    rescored: window.pgolf.scores.length > before[1],
+    status: document.getElementById("ev-status").textContent,
+  }), evalBefore);
+  await page.fill("#text", sample);
 
   // Text the vocabulary has no pieces for: scored, with a note on its byte-fallback tokens.
   await page.fill("#text", "Tokyo is 東京 in Japanese.");
