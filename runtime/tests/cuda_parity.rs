@@ -17,11 +17,6 @@
 
 mod common;
 
-use common::conformance::{
-    attention_causal_gqa_xsa, embedding_and_gather_rows, head_nll_and_log_probs, linear_matches,
-    linear_segments_matches, norms_mixes_and_adds, qk_norm_rope_full_and_partial,
-    sidecar_conv_and_gate, upload_download_copy_roundtrip,
-};
 use common::conformance::{data, max_diff, AttnCase, AttnOp};
 use common::devices::{check_tensor_core_attention, Pair, TOL};
 use pgolf_rt::artifact::Artifact;
@@ -184,17 +179,11 @@ fn traffic_is_counted<G: Gpu>(gpu: CudaBackend<G>) {
     assert_eq!(gpu.traffic().unwrap().since(t0).syncs, 2);
 }
 
+// Every op against the CPU oracle: the conformance suite every backend runs.
+conformance_on_both_devices!(conformance_ops);
+
 on_both_devices!(
-    ops: upload_download_copy_roundtrip,
-        embedding_and_gather_rows,
-        linear_matches,
-        linear_segments_matches,
-        norms_mixes_and_adds,
-        sidecar_conv_and_gate,
-        qk_norm_rope_full_and_partial,
-        attention_causal_gqa_xsa,
-        head_nll_and_log_probs,
-        unsupported_head_dim_is_an_error;
+    ops: unsupported_head_dim_is_an_error;
     backends: attention_on_tensor_cores,
         traffic_is_counted,
         baseline9l_first_two_windows_nll,
@@ -212,7 +201,7 @@ fn require_cuda_turns_a_missing_device_into_a_failure() {
         let mut c = std::process::Command::new(std::env::current_exe().unwrap());
         c.args([
             "--exact",
-            "gpu::upload_download_copy_roundtrip",
+            "conformance::gpu::upload_download_copy_roundtrip",
             "--nocapture",
         ]);
         if require {

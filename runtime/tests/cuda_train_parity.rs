@@ -10,10 +10,6 @@
 
 mod common;
 
-use common::conformance::train::{
-    attention_backward, head_backward, linear_backward, newton_schulz,
-    norm_resid_smear_activation_backward, optimizer_ops, qk_norm_rope_backward, scatter_backward,
-};
 use common::conformance::{assert_close, AttnCase, AttnOp};
 use common::devices::check_tensor_core_attention;
 use common::tiny::{tiny, tiny_with_modules, V};
@@ -495,15 +491,11 @@ fn full_ttt_tiny<G: Gpu>(gpu: CudaBackend<G>) {
     );
 }
 
+// Every training op against the CPU oracle: the conformance suite's training half.
+conformance_on_both_devices!(conformance_train_ops);
+
 on_both_devices!(
-    ops: linear_backward,
-        optimizer_ops,
-        newton_schulz,
-        scatter_backward,
-        norm_resid_smear_activation_backward,
-        qk_norm_rope_backward,
-        attention_backward,
-        head_backward;
+    ops: ;
     backends: attention_backward_on_tensor_cores,
         whole_model_gradients,
         trainer_steps,

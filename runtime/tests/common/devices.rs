@@ -36,8 +36,8 @@ pub type Tensor<G> = <CudaBackend<G> as Backend>::Tensor;
 pub type Pair<G> = super::conformance::Pair<CudaBackend<G>>;
 
 /// One `#[test]` per check in `gpu` (a real device, skipped without one) and in `emu` (the
-/// host emulator of the kernels, feature `cuda-emu`). `ops:` checks take a [`Pair`] (the
-/// conformance suite's op checks, `common::conformance`, and CUDA's own),
+/// host emulator of the kernels, feature `cuda-emu`). `ops:` checks take a [`Pair`] (CUDA's
+/// own; the conformance suite's run through [`conformance_on_both_devices!`]),
 /// `backends:` checks a `CudaBackend<G>`.
 #[macro_export]
 macro_rules! on_both_devices {
@@ -69,6 +69,29 @@ macro_rules! on_both_devices {
             fn $be() {
                 super::$be(EmuGpu::backend().expect("emulator"));
             })*
+        }
+    };
+}
+
+/// A conformance suite's tests (`conformance_ops` or `conformance_train_ops`, by name) on both
+/// device layers: `conformance::gpu::*` (a real device, skipped without one) and
+/// `conformance::emu::*` (the emulator, feature `cuda-emu`), so the suite's op list is the one
+/// place an op is added.
+#[macro_export]
+macro_rules! conformance_on_both_devices {
+    ($suite:ident) => {
+        mod conformance {
+            mod gpu {
+                $crate::$suite!(
+                    $crate::common::devices::cuda().map($crate::common::conformance::Pair::new)
+                );
+            }
+            #[cfg(feature = "cuda-emu")]
+            mod emu {
+                $crate::$suite!(Some($crate::common::conformance::Pair::new(
+                    pgolf_rt::backend::cuda::emu::EmuGpu::backend().expect("emulator"),
+                )));
+            }
         }
     };
 }

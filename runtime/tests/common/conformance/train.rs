@@ -3,6 +3,31 @@
 //! Newton-Schulz, on small shapes that are not multiples of any block size.
 
 use super::{assert_close, attention_cases, data, Pair};
+
+/// One `#[test]` per training op for the backend pair `$make` builds (an `Option<Pair<B>>`,
+/// `B: TrainBackend`: `None` skips, having said why).
+#[macro_export]
+macro_rules! conformance_train_ops {
+    ($make:expr) => {
+        $crate::conformance_train_ops!(@each $make;
+            linear_backward,
+            optimizer_ops,
+            newton_schulz,
+            scatter_backward,
+            norm_resid_smear_activation_backward,
+            qk_norm_rope_backward,
+            attention_backward,
+            head_backward);
+    };
+    (@each $make:expr; $($op:ident),*) => {
+        $(#[test]
+        fn $op() {
+            if let Some(p) = $make {
+                $crate::common::conformance::train::$op(&p);
+            }
+        })*
+    };
+}
 use pgolf_rt::backend::train::TrainBackend;
 use pgolf_rt::backend::{AttnGeometry, Backend, RopeSpec};
 use pgolf_rt::model::Activation;
