@@ -1,6 +1,7 @@
 //! The embedding API: load a compressed model once, then score or continue text.
 //!
-//! [`Model`] bundles the weights (on the CPU backend) with their SentencePiece tokenizer.
+//! [`Model`] bundles the weights (on the CPU backend, or any other through
+//! [`Model::from_bytes_on`]) with their SentencePiece tokenizer.
 //! [`Model::score`] gives per-token log-probabilities and the text's bits per byte, exactly as
 //! `pgolf-rt score` computes them; [`Model::generate`] continues a prompt over a KV cache
 //! ([`Model::generate_with`] streams it). Both also come resumable, for callers that must not
@@ -100,7 +101,8 @@ pub struct LoadOptions {
     pub precision: Option<Precision>,
 }
 
-/// A ready-to-use model with its tokenizer, on the CPU backend.
+/// A ready-to-use model with its tokenizer, on the CPU backend (or on `B`, see
+/// [`Model::from_bytes_on`]).
 ///
 /// [`Model::load`] and [`Model::from_bytes`] run the matrix products at the fastest precision
 /// the CPU has (see [`LoadOptions::precision`]; [`Model::precision`] says which): in bf16 a
@@ -122,8 +124,8 @@ pub struct LoadOptions {
 /// }
 /// # Ok::<(), pgolf_rt::Error>(())
 /// ```
-pub struct Model {
-    model: DeviceModel<CpuBackend>,
+pub struct Model<B: Backend = CpuBackend> {
+    model: DeviceModel<B>,
     tokenizer: Tokenizer,
     lut: ByteLut,
     /// Context window used for scoring and generation.
@@ -227,24 +229,12 @@ impl Model {
             None => CpuBackend::fastest(),
             Some(p) => CpuBackend::with_precision(p)?,
         };
-        let weights = ModelWeights::from_artifact(&art, &opts.overrides)?;
-        let lut = tokenizer.byte_lut_for_model(weights.config.vocab_size)?;
-        Ok(Model {
-            model: DeviceModel::new(backend, &weights)?,
-            tokenizer,
-            lut,
-            context: 1024,
-        })
+        Model::build_on(backend, art, tokenizer, &opts.overrides)
     }
 
     /// The precision its matrix products run at.
     pub fn precision(&self) -> Precision {
         self.model.backend().precision()
-    }
-
-    /// The architecture.
-    pub fn config(&self) -> &ModelConfig {
-        &self.model.config
     }
 
     /// Evaluates a token stream (BOS-delimited documents, as in a challenge shard) as `plan`
@@ -302,81 +292,6 @@ impl Model {
                 plan.run(CpuBackend::new(), &weights, tokens, &self.lut, progress)
             }
         }
-    }
-
-    /// `text` as one document of a token stream: BOS, then its tokens (what [`Model::score`]
-    /// scores, and a stream [`Model::evaluate`] takes). Errors for an empty text.
-    pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = vec![self.tokenizer.bos_id()];
-        ids.extend(self.tokenizer.encode(text));
-        if ids.len() == 1 {
-            return Err(Error::Usage(
-                "nothing to score: the text is empty (no token after BOS)".into(),
-            ));
-        }
-        Ok(ids)
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    /// Scores `text` as a document (BOS first): per-token log-probabilities and bits per byte.
-    /// An empty text, or one without bytes, is an error (its bits per byte are undefined).
-    ///
-    /// Same numbers as `pgolf-rt score`: windows of [`Model::context`] tokens, advancing by 64
-    /// once the text is longer than that. A text that fits in one window runs one forward pass of
-    /// its own length (not padded to the full window), which gives the same log-probabilities.
-    /// Four windows share a forward pass, as in `pgolf-rt score`; it is exactly what a
-    /// [`Model::scorer`] stepped to its end gives.
-    ///
-    /// ```
-    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
-    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
-    /// if std::path::Path::new(artifact).exists() {
-    ///     let model = pgolf_rt::Model::load(artifact, tokenizer)?;
-    ///     let s = model.score("It was a bright cold day in April.")?;
-    ///     let ids: Vec<u32> = s.tokens.iter().map(|t| t.id).collect();
-    ///     let texts = model.token_texts(&ids);
-    ///     for (t, piece) in s.tokens.iter().zip(&texts) {
-    ///         let bits = -t.logprob as f64 / std::f64::consts::LN_2;
-    ///         println!("{piece:?}: {bits:.2} bits over {} bytes", t.bytes);
-    ///     }
-    ///     assert_eq!(texts.concat(), "It was a bright cold day in April.");
-    ///     assert_eq!(s.total_bytes, 34);
-    ///     assert!((s.bits_per_byte - s.total_bits / 34.0).abs() < 1e-12);
-    /// }
-    /// # Ok::<(), pgolf_rt::Error>(())
-    /// ```
-    pub fn score(&self, text: &str) -> Result<TextScore> {
-        let mut job = self.scorer(text)?;
-        job.step(usize::MAX)?;
-        job.finish()
-    }
-
-    /// The text each token stands for, in order, such that the strings concatenate to the
-    /// decoded text (`▁` shown as a space, byte-fallback pieces reassembled into UTF-8: a
-    /// character split over several byte tokens belongs to the token that completes it).
-    /// Control tokens (BOS) give empty strings. Useful to display a [`TextScore`] token by token.
-    ///
-    /// ```
-    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
-    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
-    /// if std::path::Path::new(tokenizer).exists() {
-    ///     let model = pgolf_rt::Model::load(artifact, tokenizer)?;
-    ///     let ids = model.tokenizer().encode("naïve café");
-    ///     assert_eq!(model.token_texts(&ids).concat(), "naïve café");
-    /// }
-    /// # Ok::<(), pgolf_rt::Error>(())
-    /// ```
-    pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
-        let mut d = Detokenizer::new(&self.tokenizer);
-        let mut out: Vec<String> = ids.iter().map(|&id| d.push(id)).collect();
-        if let Some(last) = out.last_mut() {
-            last.push_str(&d.finish());
-        }
-        out
     }
 
     /// Continues `prompt` by `n` tokens and returns the continuation's text, such that
@@ -508,6 +423,160 @@ impl Model {
             text: String::new(),
         })
     }
+}
+
+impl<B: Backend> Model<B> {
+    /// A model on another backend than the CPU: the wgpu one, say, to score on a GPU (in a
+    /// browser through its WebGPU, where `backend` comes from
+    /// [`crate::backend::wgpu::WgpuBackend::new_async`] and scores are read back with
+    /// [`TextScorer::start_pass`]). Scoring ([`Model::score`], [`Model::scorer`],
+    /// [`Model::top_next`]) runs on `backend`; generation and [`Model::evaluate`] are the CPU
+    /// model's.
+    ///
+    /// ```
+    /// use pgolf_rt::{backend::cpu::CpuBackend, model::ConfigOverrides, Model};
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let (a, t) = (std::fs::read(artifact)?, std::fs::read(tokenizer)?);
+    ///     let on = Model::from_bytes_on(CpuBackend::new(), &a, &t, &ConfigOverrides::default())?;
+    ///     let exact = pgolf_rt::Model::from_bytes_options(&a, &t, &pgolf_rt::LoadOptions {
+    ///         precision: Some(pgolf_rt::backend::Precision::F32),
+    ///         ..Default::default()
+    ///     })?;
+    ///     assert_eq!(on.score("Hello, world.")?, exact.score("Hello, world.")?);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_bytes_on(
+        backend: B,
+        artifact: &[u8],
+        tokenizer: &[u8],
+        overrides: &ConfigOverrides,
+    ) -> Result<Self> {
+        Self::build_on(
+            backend,
+            Artifact::from_bytes(artifact)?,
+            Tokenizer::from_bytes(tokenizer)?,
+            overrides,
+        )
+    }
+
+    /// [`Model::from_bytes_on`] from files.
+    pub fn load_on(
+        backend: B,
+        artifact: impl AsRef<Path>,
+        tokenizer: impl AsRef<Path>,
+        overrides: &ConfigOverrides,
+    ) -> Result<Self> {
+        Self::build_on(
+            backend,
+            Artifact::load(artifact)?,
+            Tokenizer::load(tokenizer)?,
+            overrides,
+        )
+    }
+
+    fn build_on(
+        backend: B,
+        art: Artifact,
+        tokenizer: Tokenizer,
+        overrides: &ConfigOverrides,
+    ) -> Result<Self> {
+        let weights = ModelWeights::from_artifact(&art, overrides)?;
+        let lut = tokenizer.byte_lut_for_model(weights.config.vocab_size)?;
+        Ok(Model {
+            model: DeviceModel::new(backend, &weights)?,
+            tokenizer,
+            lut,
+            context: 1024,
+        })
+    }
+
+    /// The backend its forward passes run on.
+    pub fn backend(&self) -> &B {
+        self.model.backend()
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    /// `text` as one document of a token stream: BOS, then its tokens (what [`Model::score`]
+    /// scores, and a stream [`Model::evaluate`] takes). Errors for an empty text.
+    pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = vec![self.tokenizer.bos_id()];
+        ids.extend(self.tokenizer.encode(text));
+        if ids.len() == 1 {
+            return Err(Error::Usage(
+                "nothing to score: the text is empty (no token after BOS)".into(),
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Scores `text` as a document (BOS first): per-token log-probabilities and bits per byte.
+    /// An empty text, or one without bytes, is an error (its bits per byte are undefined).
+    ///
+    /// Same numbers as `pgolf-rt score`: windows of [`Model::context`] tokens, advancing by 64
+    /// once the text is longer than that. A text that fits in one window runs one forward pass of
+    /// its own length (not padded to the full window), which gives the same log-probabilities.
+    /// Four windows share a forward pass, as in `pgolf-rt score`; it is exactly what a
+    /// [`Model::scorer`] stepped to its end gives.
+    ///
+    /// ```
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(artifact).exists() {
+    ///     let model = pgolf_rt::Model::load(artifact, tokenizer)?;
+    ///     let s = model.score("It was a bright cold day in April.")?;
+    ///     let ids: Vec<u32> = s.tokens.iter().map(|t| t.id).collect();
+    ///     let texts = model.token_texts(&ids);
+    ///     for (t, piece) in s.tokens.iter().zip(&texts) {
+    ///         let bits = -t.logprob as f64 / std::f64::consts::LN_2;
+    ///         println!("{piece:?}: {bits:.2} bits over {} bytes", t.bytes);
+    ///     }
+    ///     assert_eq!(texts.concat(), "It was a bright cold day in April.");
+    ///     assert_eq!(s.total_bytes, 34);
+    ///     assert!((s.bits_per_byte - s.total_bits / 34.0).abs() < 1e-12);
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn score(&self, text: &str) -> Result<TextScore> {
+        let mut job = self.scorer(text)?;
+        job.step(usize::MAX)?;
+        job.finish()
+    }
+
+    /// The text each token stands for, in order, such that the strings concatenate to the
+    /// decoded text (`▁` shown as a space, byte-fallback pieces reassembled into UTF-8: a
+    /// character split over several byte tokens belongs to the token that completes it).
+    /// Control tokens (BOS) give empty strings. Useful to display a [`TextScore`] token by token.
+    ///
+    /// ```
+    /// let artifact = "../../shared/reference/baseline9L_int8_zlib.ptz";
+    /// let tokenizer = "../../shared/data/tokenizers/pg_sp1024_bpe.model";
+    /// if std::path::Path::new(tokenizer).exists() {
+    ///     let model = pgolf_rt::Model::load(artifact, tokenizer)?;
+    ///     let ids = model.tokenizer().encode("naïve café");
+    ///     assert_eq!(model.token_texts(&ids).concat(), "naïve café");
+    /// }
+    /// # Ok::<(), pgolf_rt::Error>(())
+    /// ```
+    pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
+        let mut d = Detokenizer::new(&self.tokenizer);
+        let mut out: Vec<String> = ids.iter().map(|&id| d.push(id)).collect();
+        if let Some(last) = out.last_mut() {
+            last.push_str(&d.finish());
+        }
+        out
+    }
 
     /// Starts scoring `text` as [`Model::score`] does (BOS first, the same windows), to be run a
     /// few windows at a time with [`TextScorer::step`]; [`TextScorer::finish`] then gives
@@ -532,7 +601,7 @@ impl Model {
     /// }
     /// # Ok::<(), pgolf_rt::Error>(())
     /// ```
-    pub fn scorer(&self, text: &str) -> Result<TextScorer<'_>> {
+    pub fn scorer(&self, text: &str) -> Result<TextScorer<'_, B>> {
         let ids = self.text_tokens(text)?;
         let targets = ids.len() - 1;
         let seq = score_window(self.config(), targets, self.context);
@@ -609,8 +678,8 @@ const SCORE_BATCH: usize = 4;
 ///
 /// Each [`TextScorer::step`] runs the next windows of [`Model::score`]'s sliding-window scheme
 /// and reports how far it got; [`TextScorer::finish`] gives the whole [`TextScore`].
-pub struct TextScorer<'m> {
-    model: &'m Model,
+pub struct TextScorer<'m, B: Backend = CpuBackend> {
+    model: &'m Model<B>,
     /// BOS then the text's tokens.
     ids: Vec<u32>,
     /// Window length.
@@ -622,7 +691,7 @@ pub struct TextScorer<'m> {
     /// Windows `[0, next_window)` are scored.
     next_window: usize,
     /// The next group's forward, part-way through its layers ([`TextScorer::step_layers`]).
-    in_flight: Option<InFlight<'m>>,
+    in_flight: Option<InFlight<'m, B>>,
     /// Negative log-likelihood of every target; `[0, scored)` are computed.
     nll: Vec<f32>,
     scored: usize,
@@ -632,11 +701,35 @@ pub struct TextScorer<'m> {
 }
 
 /// A group of windows whose forward pass is part-way through its layers.
-struct InFlight<'m> {
+struct InFlight<'m, B: Backend> {
     /// The group is windows `[next_window, to)`.
     to: usize,
     packed: Packed,
-    steps: LayerSteps<'m, CpuBackend>,
+    steps: LayerSteps<'m, B>,
+}
+
+/// One group of windows' forward pass whose scores are still on the device: what
+/// [`TextScorer::start_pass`] returns, for a caller that downloads them itself (a browser, which
+/// cannot wait for its GPU) and hands them to [`TextScorer::finish_pass`].
+pub struct ScorePass<B: Backend> {
+    /// The group is windows `[from, to)`.
+    from: usize,
+    to: usize,
+    /// The text's targets the rows of `nll` score, in order.
+    targets: Vec<usize>,
+    nll: B::Tensor,
+}
+
+impl<B: Backend> ScorePass<B> {
+    /// The pass's negative log-likelihoods, `[rows, 1]` on the device.
+    pub fn nll(&self) -> &B::Tensor {
+        &self.nll
+    }
+
+    /// Tokens the pass scores (the rows of [`ScorePass::nll`]).
+    pub fn targets(&self) -> usize {
+        self.targets.len()
+    }
 }
 
 /// How far a [`TextScorer`] got.
@@ -656,7 +749,7 @@ pub struct ScoreProgress {
     pub bits_per_byte: f64,
 }
 
-impl<'m> TextScorer<'m> {
+impl<'m, B: Backend> TextScorer<'m, B> {
     /// Runs the next `windows` windows (at least one, rounded up to whole groups of
     /// [`TextScorer::with_batch`] windows; fewer when fewer are left) and returns the progress. Does nothing once every window ran. Errors when the model gives a token a
     /// non-finite log-probability.
@@ -718,8 +811,8 @@ impl<'m> TextScorer<'m> {
     }
 
     /// The next group's forward, its embeddings run.
-    fn start_group(&self) -> Result<InFlight<'m>> {
-        let model: &'m Model = self.model;
+    fn start_group(&self) -> Result<InFlight<'m, B>> {
+        let model: &'m Model<B> = self.model;
         let to = (self.next_window + self.batch).min(self.windows.len());
         let packed = pack(&self.ids, &self.windows[self.next_window..to], self.seq)?;
         let steps = model
@@ -729,12 +822,66 @@ impl<'m> TextScorer<'m> {
     }
 
     /// Finishes the group in flight: its remaining layers, its head, its scores.
-    fn land(&mut self, f: InFlight<'m>) -> Result<()> {
+    fn land(&mut self, f: InFlight<'m, B>) -> Result<()> {
         let nll = f.steps.nll(&f.packed.tgt, Some(&f.packed.rows))?;
         for (&t, v) in f.packed.targets.iter().zip(nll) {
             self.nll[t] = v;
         }
         self.account(f.to)
+    }
+
+    /// Runs the next group of windows' forward pass (the group [`TextScorer::step`] and
+    /// [`TextScorer::step_layers`] would run; the rest of it, if a layer step started it) and
+    /// leaves its scores on the device, where [`Backend::nll_tensor`] keeps them: the caller
+    /// downloads [`ScorePass::nll`] when it can and hands the values to
+    /// [`TextScorer::finish_pass`]. This is how a browser scores on its GPU: it must not wait
+    /// for a download, so it reads one back asynchronously
+    /// ([`crate::backend::wgpu::WgpuBackend::start_download`]) and finishes the pass when it
+    /// arrives. The scores are the same, bit for bit, as the other steps give. `None` once every
+    /// window ran. A pass dropped unfinished changes nothing (the next start runs it again).
+    pub fn start_pass(&mut self) -> Result<Option<ScorePass<B>>> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let f = match self.in_flight.take() {
+            Some(f) => f,
+            None => self.start_group()?,
+        };
+        let Packed {
+            tgt, rows, targets, ..
+        } = f.packed;
+        let nll = f.steps.nll_tensor(&tgt, Some(&rows))?;
+        Ok(Some(ScorePass {
+            from: self.next_window,
+            to: f.to,
+            targets,
+            nll,
+        }))
+    }
+
+    /// Takes the downloaded values of `pass` (one per row of [`ScorePass::nll`]): the pass's
+    /// windows count as run. Errors for a pass that is not the next one (started before
+    /// another pass or step finished its windows) or values of the wrong length, and as
+    /// [`TextScorer::step`] does for a non-finite log-probability.
+    pub fn finish_pass(&mut self, pass: ScorePass<B>, nll: &[f32]) -> Result<ScoreProgress> {
+        if pass.from != self.next_window || self.in_flight.is_some() {
+            return Err(Error::Usage(format!(
+                "this pass scores windows {}..{} but the scorer is at window {}",
+                pass.from, pass.to, self.next_window
+            )));
+        }
+        if nll.len() != pass.targets.len() {
+            return Err(Error::Usage(format!(
+                "the pass scores {} tokens, {} values came",
+                pass.targets.len(),
+                nll.len()
+            )));
+        }
+        for (&t, &v) in pass.targets.iter().zip(nll) {
+            self.nll[t] = v;
+        }
+        self.account(pass.to)?;
+        Ok(self.progress())
     }
 
     /// Windows `[next_window, to)` ran: checks and sums their targets.
@@ -810,6 +957,14 @@ impl<'m> TextScorer<'m> {
     /// first token), with their probabilities, from the context of the window that scored it.
     /// Errors for a token not scored yet.
     pub fn alternatives(&self, target: usize, k: usize) -> Result<Vec<(u32, f32)>> {
+        self.model.top_next(self.context_of(target)?, k)
+    }
+
+    /// The token ids the window that scored `target` saw up to it (BOS-led, `target`'s own
+    /// input last): the context [`TextScorer::alternatives`] ranks the next token after, for a
+    /// caller that ranks it on another model (a page scoring on WebGPU asks its CPU model, since
+    /// it cannot wait for the GPU). Errors for a token not scored yet.
+    pub fn context_of(&self, target: usize) -> Result<&[u32]> {
         if target >= self.scored {
             return Err(Error::Usage(format!(
                 "token {target} is not scored yet ({} of {} are)",
@@ -822,7 +977,7 @@ impl<'m> TextScorer<'m> {
             .iter()
             .find(|w| w.start + w.score_from <= target && target < w.start + w.len)
             .ok_or_else(|| Error::Usage(format!("no window scores token {target}")))?;
-        self.model.top_next(&self.ids[w.start..=target], k)
+        Ok(&self.ids[w.start..=target])
     }
 }
 

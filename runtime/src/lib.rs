@@ -24,6 +24,7 @@ pub mod tokenizer;
 pub mod train;
 
 pub use api::{
-    Decoding, Generation, Generator, LoadOptions, Model, Sampling, ScoreProgress, TextScorer,
+    Decoding, Generation, Generator, LoadOptions, Model, Sampling, ScorePass, ScoreProgress,
+    TextScorer,
 };
 pub use error::{Error, Result};

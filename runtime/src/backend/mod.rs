@@ -325,6 +325,21 @@ pub trait Backend: Send + Sync {
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>>;
+    /// [`Backend::nll`] with the values left on the device as a `[rows, 1]` tensor, for a
+    /// caller that downloads them when it can: a browser, whose event loop must not wait for the
+    /// GPU, reads them back asynchronously ([`crate::api::TextScorer::start_pass`]). The
+    /// default runs [`Backend::nll`] and uploads the values; the wgpu backend overrides it.
+    fn nll_tensor(
+        &self,
+        h: &Self::Tensor,
+        head: &Self::Tensor,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<Self::Tensor> {
+        let rows = targets.len();
+        let v = self.nll(h, head, targets, softcap)?;
+        self.upload(&v, rows, 1)
+    }
     /// Fused head + soft-cap + log-softmax: full `[rows, vocab]` log-probabilities on the host.
     fn log_probs(&self, h: &Self::Tensor, head: &Self::Tensor, softcap: f32) -> Result<Vec<f32>>;
 }

@@ -202,7 +202,24 @@ impl<B: Backend> LayerSteps<'_, B> {
 
     /// Runs the layers left, the final norm and the head: [`DeviceModel::nll`] of these ids
     /// for `targets` (and `rows`), bit for bit.
-    pub fn nll(mut self, targets: &[u32], rows: Option<&[usize]>) -> Result<Vec<f32>> {
+    pub fn nll(self, targets: &[u32], rows: Option<&[usize]>) -> Result<Vec<f32>> {
+        let m = self.model;
+        let h = self.final_hidden(targets)?;
+        m.nll_of_hidden(&h, targets, rows)
+    }
+
+    /// [`LayerSteps::nll`] with the values left on the device (`[rows, 1]`,
+    /// [`Backend::nll_tensor`]), for a caller that downloads them when it can (a browser).
+    pub fn nll_tensor(self, targets: &[u32], rows: Option<&[usize]>) -> Result<B::Tensor> {
+        let m = self.model;
+        let h = self.final_hidden(targets)?;
+        m.head_of_hidden(&h, targets, rows, |be, h, t| {
+            be.nll_tensor(h, m.head(), t, m.config.logit_softcap)
+        })
+    }
+
+    /// The layers left and the final norm.
+    fn final_hidden(mut self, targets: &[u32]) -> Result<B::Tensor> {
         if targets.len() != self.ids.len() {
             return Err(Error::Usage("nll: targets and ids differ in length".into()));
         }
@@ -214,8 +231,7 @@ impl<B: Backend> LayerSteps<'_, B> {
             .take()
             .ok_or_else(|| Error::Backend("this forward failed at an earlier layer".into()))?;
         let m = self.model;
-        let h = m.backend.rms_norm(&st.x, m.config.norm_eps, 1.0)?;
-        m.nll_of_hidden(&h, targets, rows)
+        m.backend.rms_norm(&st.x, m.config.norm_eps, 1.0)
     }
 }
 
@@ -701,6 +717,20 @@ impl<B: Backend> DeviceModel<B> {
         targets: &[u32],
         rows: Option<&[usize]>,
     ) -> Result<Vec<f32>> {
+        self.head_of_hidden(h, targets, rows, |be, h, t| {
+            be.nll(h, self.head(), t, self.config.logit_softcap)
+        })
+    }
+
+    /// `head(hidden rows, their targets)` on the scored rows of `h` (all when `rows` is
+    /// `None`): the head op of [`DeviceModel::nll`] and [`LayerSteps::nll_tensor`].
+    fn head_of_hidden<R>(
+        &self,
+        h: &B::Tensor,
+        targets: &[u32],
+        rows: Option<&[usize]>,
+        head: impl FnOnce(&B, &B::Tensor, &[u32]) -> Result<R>,
+    ) -> Result<R> {
         let be = &self.backend;
         match rows {
             Some(rows) => {
@@ -709,9 +739,9 @@ impl<B: Backend> DeviceModel<B> {
                 }
                 let hs = be.gather_rows(h, rows)?;
                 let t: Vec<u32> = rows.iter().map(|&r| targets[r]).collect();
-                be.nll(&hs, self.head(), &t, self.config.logit_softcap)
+                head(be, &hs, &t)
             }
-            None => be.nll(h, self.head(), targets, self.config.logit_softcap),
+            None => head(be, h, targets),
         }
     }
 

@@ -34,6 +34,14 @@ pub(crate) struct Gpu {
     pub error: Arc<Mutex<Option<String>>>,
 }
 
+/// What to check when no adapter comes.
+#[cfg(not(target_arch = "wasm32"))]
+const NO_ADAPTER_HINT: &str =
+    "is a Vulkan/Metal/DX12 driver installed? on Linux without a GPU: mesa-vulkan-drivers";
+#[cfg(target_arch = "wasm32")]
+const NO_ADAPTER_HINT: &str =
+    "this browser offers no WebGPU adapter here (navigator.gpu absent, or no GPU it may use)";
+
 fn no_adapter(why: impl std::fmt::Display) -> Error {
     Error::Backend(format!("no wgpu adapter: {why}"))
 }
@@ -74,7 +82,7 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     }
     wgpu::util::initialize_adapter_from_env_or_default(instance, None)
         .await
-        .map_err(|e| no_adapter(format!("{e} (is a Vulkan/Metal/DX12 driver installed? on Linux without a GPU: mesa-vulkan-drivers)")))
+        .map_err(|e| no_adapter(format!("{e} ({})", NO_ADAPTER_HINT)))
 }
 
 /// Whether `PGOLF_WGPU_F32=1` asks for f32 weight storage.
@@ -83,11 +91,28 @@ pub fn f32_requested() -> bool {
 }
 
 /// Opens the adapter chosen by the environment (see the module doc), with `SHADER_F16` when
-/// `want_f16` and the adapter offers it.
+/// `want_f16` and the adapter offers it. Natively it waits for the adapter and the device; in
+/// WebAssembly it cannot (a browser answers with promises), so it is an error there: use
+/// [`open_async`].
 pub(crate) fn open(want_f16: bool) -> Result<Gpu> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = want_f16;
+        Err(Error::Backend(
+            "wgpu in WebAssembly: the browser's WebGPU answers asynchronously, so open the \
+             backend with WgpuBackend::new_async"
+                .into(),
+        ))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    pollster::block_on(open_async(want_f16))
+}
+
+/// [`open`] as a future: what a browser awaits (its WebGPU adapter and device are promises).
+pub(crate) async fn open_async(want_f16: bool) -> Result<Gpu> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(pick_adapter(&instance))?;
+    let adapter = pick_adapter(&instance).await?;
     let info = adapter.get_info();
     let limits = adapter.limits();
     let adapter_features = adapter.features();
@@ -97,20 +122,22 @@ pub(crate) fn open(want_f16: bool) -> Result<Gpu> {
     } else {
         wgpu::Features::empty()
     };
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("pgolf-rt"),
-        required_features,
-        required_limits: limits.clone(),
-        experimental_features: wgpu::ExperimentalFeatures::disabled(),
-        memory_hints: wgpu::MemoryHints::Performance,
-        trace: wgpu::Trace::Off,
-    }))
-    .map_err(|e| {
-        Error::Backend(format!(
-            "wgpu adapter {:?}: cannot open a device: {e}",
-            info.name
-        ))
-    })?;
+    let (device, queue) = adapter
+        .request_device(&wgpu::DeviceDescriptor {
+            label: Some("pgolf-rt"),
+            required_features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        })
+        .await
+        .map_err(|e| {
+            Error::Backend(format!(
+                "wgpu adapter {:?}: cannot open a device: {e}",
+                info.name
+            ))
+        })?;
     let error = Arc::new(Mutex::new(None::<String>));
     let slot = error.clone();
     device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {

@@ -7,7 +7,11 @@
 //! - `pipelines.rs`: the WGSL sources from the top-level `shaders/` folder (one kernel per file)
 //!   and their pipelines, built on first use; a unit test validates every file with naga.
 //! - `stream.rs`: one in-order command stream; ops record compute passes, the host syncs only on
-//!   downloads (`download`, `nll`, `log_probs`).
+//!   downloads (`download`, `nll`, `log_probs`). In WebAssembly (the browser's WebGPU, wgpu's
+//!   `webgpu` backend) nothing may wait for the GPU: the backend opens with
+//!   [`WgpuBackend::new_async`], and results come back through
+//!   [`WgpuBackend::start_download`] / [`WgpuBackend::finish_download`] (`nll_tensor` keeps a
+//!   pass's scores on the device until then); the blocking downloads are errors there.
 //! - this file: the tensor type and the op launchers (shape checks, parameter blocks,
 //!   dispatch sizes).
 //!
@@ -123,6 +127,40 @@ impl std::fmt::Debug for WgpuTensor {
     }
 }
 
+/// Little-endian f32 values, or f16 ones widened (a weight stored as f16).
+fn decode_values(bytes: &[u8], f16: bool) -> Vec<f32> {
+    if f16 {
+        bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+            .collect()
+    } else {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+}
+
+/// A tensor's values on their way to the host, from [`WgpuBackend::start_download`].
+pub struct Download {
+    read: stream::Readback,
+    f16: bool,
+}
+
+impl Download {
+    /// Whether the values arrived: [`WgpuBackend::finish_download`] can take them.
+    pub fn is_ready(&self) -> bool {
+        self.read.is_ready()
+    }
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Download(ready: {})", self.is_ready())
+    }
+}
+
 /// RoPE cos/sin tables on the device.
 struct RopeBuffers {
     cos: wgpu::Buffer,
@@ -187,16 +225,57 @@ impl WgpuBackend {
     /// Like [`WgpuBackend::new`], but f16 weight storage only if `allow_f16` (and the adapter
     /// offers `SHADER_F16`), whatever the environment says.
     pub fn with_f16_weights(allow_f16: bool) -> Result<Self> {
-        let gpu = device::open(allow_f16)?;
+        Ok(Self::from_gpu(device::open(allow_f16)?))
+    }
+
+    /// [`WgpuBackend::new`] as a future, for WebAssembly in a browser, where opening the
+    /// page's WebGPU adapter and device are promises (natively it works too). A browser without
+    /// WebGPU, or without an adapter it may use, is an `Err`.
+    pub async fn new_async() -> Result<Self> {
+        Self::with_f16_weights_async(!device::f32_requested()).await
+    }
+
+    /// [`WgpuBackend::with_f16_weights`] as a future (see [`WgpuBackend::new_async`]).
+    pub async fn with_f16_weights_async(allow_f16: bool) -> Result<Self> {
+        Ok(Self::from_gpu(device::open_async(allow_f16).await?))
+    }
+
+    fn from_gpu(gpu: Gpu) -> Self {
         let pool = Arc::new(BufferPool::new(gpu.device.clone()));
         let pipes = PipelineCache::new(gpu.device.clone());
-        Ok(WgpuBackend {
+        WgpuBackend {
             gpu,
             pool,
             pipes,
             stream: Stream::new(),
             rope: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts copying `t` to the host without waiting for the GPU, which is how a browser reads
+    /// results: `on_ready` runs once the values can be taken with
+    /// [`WgpuBackend::finish_download`] (in a browser from its event loop, natively during a
+    /// device poll such as [`WgpuBackend::synchronize`]). [`Backend::download`] is this plus a
+    /// wait, natively; in WebAssembly it is an error.
+    pub fn start_download(
+        &self,
+        t: &WgpuTensor,
+        on_ready: impl FnOnce() + wgpu::WasmNotSend + 'static,
+    ) -> Result<Download> {
+        let count = if t.f16 { t.len() * 2 } else { t.len() * 4 };
+        Ok(Download {
+            read: self
+                .stream
+                .start_read(&self.gpu, t.buf(), count, on_ready)?,
+            f16: t.f16,
         })
+    }
+
+    /// The values of a [`Download`] whose `on_ready` ran, as [`Backend::download`] gives them;
+    /// an error before then.
+    pub fn finish_download(&self, d: Download) -> Result<Vec<f32>> {
+        let bytes = self.stream.finish_read(&self.gpu, d.read)?;
+        Ok(decode_values(&bytes, d.f16))
     }
 
     /// The adapter's name, backend and device type.
@@ -459,14 +538,9 @@ impl Backend for WgpuBackend {
     }
 
     fn download(&self, t: &WgpuTensor) -> Result<Vec<f32>> {
-        if t.f16 {
-            let bytes = self.stream.read_bytes(&self.gpu, t.buf(), t.len() * 2)?;
-            return Ok(bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect());
-        }
-        self.stream.read_f32(&self.gpu, t.buf(), t.len())
+        let count = if t.f16 { t.len() * 2 } else { t.len() * 4 };
+        let bytes = self.stream.read_bytes(&self.gpu, t.buf(), count)?;
+        Ok(decode_values(&bytes, t.f16))
     }
 
     fn copy(&self, t: &WgpuTensor) -> Result<WgpuTensor> {
@@ -724,6 +798,17 @@ impl Backend for WgpuBackend {
         targets: &[u32],
         softcap: f32,
     ) -> Result<Vec<f32>> {
+        let out = self.nll_tensor(h, head, targets, softcap)?;
+        self.download(&out)
+    }
+
+    fn nll_tensor(
+        &self,
+        h: &WgpuTensor,
+        head: &WgpuTensor,
+        targets: &[u32],
+        softcap: f32,
+    ) -> Result<WgpuTensor> {
         f32_only(&[h], "nll")?;
         super::check_head(
             (h.rows, h.cols),
@@ -731,10 +816,10 @@ impl Backend for WgpuBackend {
             Some(targets),
             "nll",
         )?;
-        if h.rows == 0 {
-            return Ok(Vec::new());
-        }
         let out = self.alloc(h.rows, 1, "nll")?;
+        if h.rows == 0 {
+            return Ok(out);
+        }
         let tgt = self.init_buffer(targets.iter().copied(), targets.len());
         let vocab = u32_of(head.rows, "vocab")?;
         self.for_each_logit_chunk(h, head, softcap, |r0, m, logits| {
@@ -747,7 +832,7 @@ impl Backend for WgpuBackend {
             );
             Ok(())
         })?;
-        self.download(&out)
+        Ok(out)
     }
 
     fn log_probs(&self, h: &WgpuTensor, head: &WgpuTensor, softcap: f32) -> Result<Vec<f32>> {

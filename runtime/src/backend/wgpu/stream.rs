@@ -1,12 +1,14 @@
 //! The command stream: every op records one compute pass into a single pending command encoder;
 //! it is submitted when enough work has queued up (so the GPU starts while the host records the
 //! rest) and whenever the host needs data back. Downloads copy into a fresh `MAP_READ` staging
-//! buffer, submit, map and wait. wgpu errors recorded since the last sync turn into `Err` here.
+//! buffer, submit and map: natively the host then waits (`read_bytes`); in a browser, which
+//! must not wait, the caller takes the bytes once the mapping's callback ran (`start_read`,
+//! `finish_read`). wgpu errors recorded since the last sync turn into `Err` here.
 
 use super::device::Gpu;
 use super::pipelines::Pipeline;
 use crate::{Error, Result};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 /// Passes recorded before an automatic submit.
@@ -138,12 +140,45 @@ impl Stream {
             .collect())
     }
 
-    /// Copies the first `count` bytes of `src` (rounded up to 4) to the host.
+    /// Copies the first `count` bytes of `src` (rounded up to 4) to the host, waiting for the
+    /// GPU: natively a [`Stream::start_read`], a blocking device poll and a
+    /// [`Stream::finish_read`]. In WebAssembly nothing may wait for the browser's GPU, so it is
+    /// an error there: read with `start_read` and `finish_read` from the event loop.
     pub fn read_bytes(&self, gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<u8>> {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let bytes = (count as u64).next_multiple_of(4);
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (gpu, src);
+            Err(Error::Backend(
+                "wgpu in WebAssembly: a download cannot wait for the browser's GPU; \
+                 read it with WgpuBackend::start_download and finish_download"
+                    .into(),
+            ))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let rb = self.start_read(gpu, src, count, || {})?;
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Backend(format!("wgpu: device poll failed: {e}")))?;
+            self.finish_read(gpu, rb)
+        }
+    }
+
+    /// Starts copying the first `count` bytes of `src` (rounded up to 4) to the host without
+    /// waiting: submits the pending work and a copy into a fresh `MAP_READ` buffer, and asks for
+    /// it mapped; `on_ready` runs once it is (or failed): in a browser from its event loop,
+    /// natively during a device poll. Then [`Stream::finish_read`] takes the bytes.
+    pub fn start_read(
+        &self,
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        count: usize,
+        on_ready: impl FnOnce() + wgpu::WasmNotSend + 'static,
+    ) -> Result<Readback> {
+        let bytes = (count as u64).next_multiple_of(4).max(4);
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("pgolf-rt readback"),
             size: bytes,
@@ -152,24 +187,75 @@ impl Stream {
         });
         self.copy(gpu, src, &staging, bytes);
         self.flush(gpu);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let state = Arc::new(Mutex::new(MapState::Waiting));
+        let slot = state.clone();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = match r {
+                Ok(()) => MapState::Mapped,
+                Err(e) => MapState::Failed(e.to_string()),
+            };
+            on_ready();
         });
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Backend(format!("wgpu: device poll failed: {e}")))?;
+        Ok(Readback {
+            staging,
+            count,
+            state,
+        })
+    }
+
+    /// The bytes of a [`Readback`] whose copy arrived; an error while it has not (or when the
+    /// GPU reported an error since the last synchronisation).
+    pub fn finish_read(&self, gpu: &Gpu, rb: Readback) -> Result<Vec<u8>> {
         self.check(gpu)?;
-        rx.recv()
-            .map_err(|_| Error::Backend("wgpu: readback callback never ran".into()))?
-            .map_err(|e| Error::Backend(format!("wgpu: cannot map the readback buffer: {e}")))?;
+        let state = std::mem::replace(
+            &mut *rb.state.lock().unwrap_or_else(|p| p.into_inner()),
+            MapState::Waiting,
+        );
+        match state {
+            MapState::Mapped => {}
+            MapState::Waiting => {
+                return Err(Error::Backend(
+                    "wgpu: the download has not arrived yet (wait for its on_ready)".into(),
+                ))
+            }
+            MapState::Failed(e) => {
+                return Err(Error::Backend(format!(
+                    "wgpu: cannot map the readback buffer: {e}"
+                )))
+            }
+        }
         let out = {
-            let view = staging
+            let view = rb
+                .staging
                 .get_mapped_range(..)
                 .map_err(|e| Error::Backend(format!("wgpu: mapped range: {e}")))?;
-            view[..count].to_vec()
+            view[..rb.count].to_vec()
         };
-        staging.unmap();
+        rb.staging.unmap();
         Ok(out)
+    }
+}
+
+/// Where a [`Readback`]'s mapping stands.
+enum MapState {
+    Waiting,
+    Mapped,
+    Failed(String),
+}
+
+/// A copy of a buffer on its way to the host, from [`Stream::start_read`].
+pub(crate) struct Readback {
+    staging: wgpu::Buffer,
+    count: usize,
+    state: Arc<Mutex<MapState>>,
+}
+
+impl Readback {
+    /// Whether the copy arrived (or failed): [`Stream::finish_read`] will not wait.
+    pub fn is_ready(&self) -> bool {
+        !matches!(
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            MapState::Waiting
+        )
     }
 }
