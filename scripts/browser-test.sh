@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Browser test of the WASM build (issues 6 and 18): builds bindings/wasm (release) and its JS
 # glue, serves examples/web on 127.0.0.1, loads the default model in Debian's headless Chromium
-# (the model runs in the page's Web Worker, on the WebAssembly CPU path), and checks
+# (the model runs in the page's Web Worker, on the WebAssembly CPU path, and on WebGPU where the
+# browser offers it), and checks
 #   * the page's bits per byte of examples/web/fixed_text.txt equals native `pgolf-rt score`
 #     within 1e-4, and the coloured view keeps the text's characters (newlines included),
 #   * the page's first score of that ~1 KB text takes under 2 s (performance.now() in the page),
@@ -20,13 +21,19 @@
 #   * a 1000-token generation and a ~100 KB score (which shows progress and an estimated time)
 #     stop within $MAX_STOP_MS of the click on Stop, and a 50 ms main-thread timer never waits
 #     more than $MAX_TICK_GAP_MS during the long score,
+#   * where the browser offers WebGPU (Chromium's software adapter, SwiftShader, unless
+#     BROWSER_WEBGPU says otherwise), the sample scored on WebGPU equals native within 1e-4 too, the
+#     page picks the CPU path by default for a software adapter, a WebGPU score's hover card shows
+#     top guesses, and a long WebGPU score stops within $MAX_STOP_MS; the output says which paths
+#     ran and how long the sample took on each,
 # and saves a screenshot to $SCREENSHOT (default ${CARGO_TARGET_DIR:-target}/browser-test/screenshot.png).
 # Installs what it needs (apt chromium + chromium-driver, rustup target wasm32-unknown-unknown,
 # wasm-bindgen-cli matching Cargo.lock, playwright-core into scripts/browser/node_modules); each
 # step is skipped when already done. The model is the committed default (models/); set
 # PGOLF_ARTIFACT / PGOLF_TOKENIZER to test another.
 # Env: PGOLF_ARTIFACT, PGOLF_TOKENIZER, SCREENSHOT, MAX_FIRST_SCORE_MS (2000), BPB_TOLERANCE (1e-4),
-# MAX_STOP_MS (500), MAX_TICK_GAP_MS (250), TIMEOUT_S (300), CARGO_TARGET_DIR (target).
+# MAX_STOP_MS (500), MAX_TICK_GAP_MS (250), TIMEOUT_S (300), CARGO_TARGET_DIR (target),
+# BROWSER_WEBGPU (swiftshader | gpu | off), PGOLF_REQUIRE_WEBGPU=1 (no WebGPU adapter is a failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -142,7 +149,7 @@ if not first:
 else:
     wasm = first["bits_per_byte"]
     diff = abs(wasm - native)
-    print(f"   path: {res.get('path')}")
+    print(f"   path of the last score: {res.get('path')}; the first score ran on {first.get('on')}")
     print(f"   artifact {res['artifactBytes']} bytes, loaded in {res['loadMs']:.0f} ms (decode {res['buildMs']:.0f} ms), {res['info']['param_count']} parameters")
     print(f"   first score: {first['num_tokens']} tokens, {first['total_bytes']} bytes, {first['chars']} chars in {first['ms']:.1f} ms")
     second = res.get("secondScore") or {}
@@ -233,6 +240,37 @@ elif not stop["ms"] < max_stop_ms:
     fails.append(f"the long score stopped {stop['ms']:.0f} ms after the click, over {max_stop_ms:.0f} ms")
 if not (ls.get("ticks") or 0) >= 3 or not ls["max_gap_ms"] < max_gap_ms:
     fails.append(f"the main thread stalled during the long score: largest timer gap {ls.get('max_gap_ms')} ms (limit {max_gap_ms:.0f})")
+gpu = res.get("webgpu")
+if gpu:
+    a = gpu["adapter"]
+    print(f"   WebGPU ({res.get('webgpuMode')}): adapter {a.get('name')!r}, {a.get('backend')}, device type {a.get('device_type')}, "
+          f"{'f16' if a.get('f16_weights') else 'f32'} weights, model built in {gpu.get('ms', float('nan')):.0f} ms; "
+          f"chosen by default: {gpu.get('preferred')}")
+    print(f"   runs on: {res.get('pathShown')!r}")
+    scores = [s for s in [first, res.get("secondScore"), res.get("otherScore"), res.get("otherScoreWarm")] if s]
+    on = {"webgpu": [s for s in scores if s.get("on") == "webgpu"], "cpu": [s for s in scores if s.get("on") == "cpu"]}
+    for path, ss in on.items():
+        if not ss:
+            fails.append(f"the sample was not scored on {path}: {scores}")
+            continue
+        print(f"   sample on {path}: first {ss[0]['ms']:.1f} ms" + (f", warm {ss[1]['ms']:.1f} ms" if len(ss) > 1 else "") +
+              f", bits per byte {ss[0]['bits_per_byte']!r} (|diff| to native {abs(ss[0]['bits_per_byte'] - native):.3e})")
+        for s_ in ss:
+            if not abs(s_["bits_per_byte"] - native) < tol:
+                fails.append(f"the {path} score {s_['bits_per_byte']!r} differs from native {native!r} (tolerance {tol})")
+    if gpu.get("preferred") != (a.get("device_type") != "Cpu") or first.get("on") != ("webgpu" if gpu.get("preferred") else "cpu"):
+        fails.append(f"the default path does not follow the adapter (a software one is not chosen): {gpu}, first score on {first.get('on')}")
+    gs = res.get("gpuStop") or {}
+    st = gs.get("stop") or {}
+    print(f"   long WebGPU score ({gs.get('windows_total')} windows) stopped {st.get('ms', float('nan')):.0f} ms after the click: {gs.get('shown')!r}")
+    if gs.get("on") != "webgpu" or st.get("task") != "score" or not st.get("ms", 1e9) < max_stop_ms:
+        fails.append(f"the long WebGPU score did not stop within {max_stop_ms:.0f} ms: {gs}")
+    if res.get("hoverOn") == "webgpu" and "top guesses" not in card:
+        fails.append(f"no top guesses on the hover card of a WebGPU score: {card!r}")
+else:
+    print(f"   WebGPU ({res.get('webgpuMode')}): none, the page scores on the CPU ({res.get('webgpuWhy')})")
+    if os.environ.get("PGOLF_REQUIRE_WEBGPU") == "1":
+        fails.append(f"PGOLF_REQUIRE_WEBGPU=1 but the page has no WebGPU: {res.get('webgpuWhy')}")
 fl = res.get("firstLoad") or {}
 print(f"   first load: {fl.get('name')!r} ({fl.get('source')}), demo: {fl.get('demo')}; note: {res.get('modelNote')!r}")
 if fl.get("demo") != demo or (("tiny demo model" in (res.get("modelNote") or "")) != demo):

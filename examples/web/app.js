@@ -11,7 +11,9 @@ const fmt = (n) => n.toLocaleString("en-US");
 const state = (window.pgolf = {
   ready: false,
   error: null,
-  path: "wasm-cpu", // where the model runs: WebAssembly on the CPU, in a worker
+  path: "wasm-cpu", // where the last score ran: "wasm-cpu" (WebAssembly, in a worker) or "webgpu"
+  webgpu: null, // the model on WebGPU: {adapter: {name, backend, device_type, f16_weights, summary}, ms}
+  webgpuWhy: "", // why there is none
   artifactBytes: 0,
   loadMs: null,
   buildMs: null,
@@ -106,7 +108,7 @@ function score() {
   $("score-progress").value = 0;
   setBusy("score");
   lastText = text;
-  worker.postMessage({ type: "score", text });
+  worker.postMessage({ type: "score", text, on: $("score-on").value });
 }
 
 function onScoreStart(m) {
@@ -128,7 +130,8 @@ function onScoreProgress(m) {
   }
 }
 
-function onScoreDone({ result: s, ms }) {
+function onScoreDone({ result: s, ms, on }) {
+  state.path = on === "webgpu" ? "webgpu" : "wasm-cpu";
   lastScore = s;
   alternatives.clear();
   renderTokens($("tokens"), lastText, s);
@@ -136,7 +139,7 @@ function onScoreDone({ result: s, ms }) {
   $("bpb").dataset.bpb = String(s.bits_per_byte);
   $("ntokens").textContent = fmt(s.num_tokens);
   $("nbytes").textContent = fmt(s.total_bytes);
-  $("score-ms").textContent = `${ms.toFixed(0)} ms`;
+  $("score-ms").textContent = `${ms.toFixed(0)} ms (${on === "webgpu" ? "WebGPU" : "CPU"})`;
   $("score-ms").dataset.ms = String(ms);
   $("score-eta").textContent = "";
   $("score-progress").value = 1;
@@ -147,6 +150,7 @@ function onScoreDone({ result: s, ms }) {
     num_tokens: s.num_tokens,
     ms,
     chars: lastText.length,
+    on,
   });
   setBusy(null);
   state.ready = true;
@@ -357,7 +361,8 @@ function loadModel(artifact, { name, cache = false, demo = false }, rescore = tr
   setBusy("load");
   state.lastLoad = { artifact, name, cache, demo };
   rescoreAfterLoad = rescore;
-  worker.postMessage({ type: "load", artifact, tokenizer: "tokenizer.model", cache, name, demo });
+  const webgpu = new URLSearchParams(location.search).get("compute") !== "cpu";
+  worker.postMessage({ type: "load", artifact, tokenizer: "tokenizer.model", cache, name, demo, webgpu });
 }
 
 function onLoadProgress({ received, total }) {
@@ -397,7 +402,33 @@ const SOURCES = {
   file: "from a file",
 };
 
-function onLoaded({ info, artifactBytes, fetchMs, buildMs, source, cacheMissing, name, demo }) {
+// Where scores run, chosen when a model loads: WebGPU when the browser gave the model a
+// hardware adapter; WebAssembly on the CPU when it has none, or only a software one (SwiftShader
+// emulates a GPU on the CPU, far slower than the WebAssembly path: it stays selectable). The
+// "on" menu beside Score overrides the choice; generation and evaluation always run on the CPU.
+function showCompute(webgpu, why) {
+  state.webgpu = webgpu;
+  state.webgpuWhy = why;
+  const sel = $("score-on");
+  sel.querySelector('option[value="webgpu"]').disabled = webgpu === null;
+  sel.value = webgpu && webgpu.preferred ? "webgpu" : "cpu";
+  sel.disabled = webgpu === null;
+  const cpu = "WebAssembly (CPU, SIMD)";
+  if (webgpu) {
+    const a = webgpu.adapter;
+    const adapter = `${a.name || "unnamed adapter"}, ${a.f16_weights ? "f16" : "f32"} weights`;
+    $("path").textContent = webgpu.preferred
+      ? `scoring on WebGPU (${adapter}); generation and evaluation on ${cpu}; in a Web Worker`
+      : `${cpu}, in a Web Worker; the browser's WebGPU has only a software adapter (${adapter}), ` +
+        "slower than the CPU path here: pick it beside Score to compare";
+    $("path").title = a.summary;
+  } else {
+    $("path").textContent = `${cpu}, in a Web Worker (no WebGPU: ${why})`;
+    $("path").title = `no WebGPU path: ${why}`;
+  }
+}
+
+function onLoaded({ info, artifactBytes, fetchMs, buildMs, source, cacheMissing, name, demo, webgpu, webgpuWhy }) {
   const first = state.info === null;
   state.info = info;
   state.artifactBytes = artifactBytes;
@@ -423,7 +454,7 @@ function onLoaded({ info, artifactBytes, fetchMs, buildMs, source, cacheMissing,
     `${info.num_layers} layers, d=${info.model_dim}, ${info.num_heads} heads / ${info.num_kv_heads} KV, ` +
     `MLP ${info.mlp_hidden}, vocab ${info.vocab_size}${info.tied_embeddings ? ", tied" : ""}, context ${info.context}`;
   $("arch").title = info.summary;
-  $("path").textContent = "WebAssembly (CPU, SIMD), in a Web Worker";
+  showCompute(webgpu, webgpuWhy);
   $("footer-model").textContent =
     `a ${info.num_layers}-layer GPT of ${fmt(info.param_count)} parameters (d=${info.model_dim}, ` +
     `${(artifactBytes / 1e6).toFixed(2)} MB artifact)`;
@@ -472,6 +503,12 @@ const handlers = {
 };
 
 startWorker();
+
+// Test hook: scores the text box's text on "webgpu" or "cpu".
+state.scoreOn = (on) => {
+  $("score-on").value = on;
+  score();
+};
 
 // Test hook: evaluates the text box's text with any plan object (the worker checks it).
 state.evaluateWith = (plan) => startEvaluation($("text").value, plan);

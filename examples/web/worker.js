@@ -3,9 +3,11 @@
 // to its event loop, so a "stop" message from the page is seen within one step (one layer of a
 // scoring window, or one generated token) and the page's main thread never waits on the model.
 //
-// Messages in:  {type: "load", artifact, tokenizer, cache, name, demo}
-//                    (artifact: a URL or a File; tokenizer: a URL; cache: keep URL downloads in the Cache API)
-//               {type: "score", text}                        (window by window, with progress)
+// Messages in:  {type: "load", artifact, tokenizer, cache, name, demo, webgpu}
+//                    (artifact: a URL or a File; tokenizer: a URL; cache: keep URL downloads in the Cache API;
+//                    webgpu: also build the model on the browser's WebGPU, where it has an adapter)
+//               {type: "score", text, on}                    (window by window, with progress; on: "webgpu" or
+//                                                             "cpu", default: WebGPU on a hardware adapter)
 //               {type: "generate", prompt, n, temperature, topK, seed}   (token by token)
 //               {type: "evaluate", text, plan}                 (WasmModel.evaluate: windows, TTT, mixer, audit)
 //               {type: "stop"}                               (ends the running score/generation)
@@ -14,9 +16,14 @@
 // Messages out: load-progress, loaded, score-start, score-progress, score-done, score-stopped, gen-start,
 //               gen-piece, gen-done, eval-progress, eval-done, alternatives, check-chunked,
 //               error (see each post below).
-import init, { WasmModel } from "./pkg/pgolf_rt_wasm.js";
+import init, { GpuScoreJob, WasmModel, gpuModel } from "./pkg/pgolf_rt_wasm.js";
 
 let model = null;
+// The same model on the browser's WebGPU (scoring only: generation and evaluation stay on the
+// CPU model), or null: no WebGPU here, no adapter, or not asked for.
+let gpu = null;
+let gpuPreferred = false; // a hardware adapter: scores run there unless a task asks for the CPU
+let stopWaiter = null; // resolves the wait for a WebGPU pass when a "stop" arrives
 let busy = false; // a score or generation is running
 let stopRequested = false;
 let lastScore = null; // the ScoreJob of the last finished score (for "alternatives")
@@ -91,20 +98,46 @@ async function artifactBytes(artifact, cache) {
 
 // Loads a model: `artifact` a URL or a File, `tokenizer` a URL. The running model is replaced
 // only once the new one is ready: a bad artifact leaves the page with the model it had.
-async function load({ artifact, tokenizer, cache = false, name, demo = false }) {
+// The model on WebGPU, or why not: {gpu, adapter} or {gpu: null, why}.
+async function openGpu(bytes, tokenizer, wanted) {
+  if (!wanted) return { gpu: null, why: "WebGPU not asked for (?compute=cpu)" };
+  if (!self.navigator || !navigator.gpu) return { gpu: null, why: "this browser offers no WebGPU (navigator.gpu)" };
+  try {
+    const g = await gpuModel(bytes, tokenizer);
+    const adapter = g.adapter();
+    // The browser's own words for its adapter (wgpu's name is often empty on the web).
+    const a = await navigator.gpu.requestAdapter().catch(() => null);
+    const info = (a && a.info) || {};
+    adapter.browser = [info.vendor, info.architecture, info.description].filter(Boolean).join(" ");
+    if (!adapter.name) adapter.name = adapter.browser;
+    return { gpu: g, adapter };
+  } catch (e) {
+    return { gpu: null, why: String(e && e.message ? e.message : e) };
+  }
+}
+
+async function load({ artifact, tokenizer, cache = false, name, demo = false, webgpu = true }) {
   const t0 = performance.now();
   await init();
   const [a, t] = await Promise.all([artifactBytes(artifact, cache), download(tokenizer, false)]);
   const tFetched = performance.now();
   const next = new WasmModel(a.bytes, t);
   const tReady = performance.now();
+  const g = await openGpu(a.bytes, t, webgpu);
+  const tGpu = performance.now();
   if (lastScore) lastScore.free();
   lastScore = null;
   if (model) model.free();
+  if (gpu) gpu.free();
   model = next;
+  gpu = g.gpu;
+  gpuPreferred = gpu !== null && g.adapter.device_type !== "Cpu";
   tokensPerSecond = null;
   post({
     type: "loaded",
+    // A software adapter (device type Cpu: SwiftShader, WARP) is not chosen by default.
+    webgpu: gpu ? { adapter: g.adapter, ms: tGpu - tReady, preferred: g.adapter.device_type !== "Cpu" } : null,
+    webgpuWhy: gpu ? "" : g.why,
     info: model.info(),
     artifactBytes: a.bytes.length,
     source: a.source,
@@ -119,27 +152,79 @@ async function load({ artifact, tokenizer, cache = false, name, demo = false }) 
 // Seconds left for `windows` more windows of `windowLen` tokens, at the measured rate.
 const eta = (windows, windowLen) => (tokensPerSecond ? (windows * windowLen) / tokensPerSecond : null);
 
-async function score({ text }) {
+async function score({ text, on }) {
   const t0 = performance.now();
-  const job = model.score_job(text); // tokenizes once; throws for an empty text
+  const onGpu = on === "webgpu" || (on === undefined && gpuPreferred);
+  if (onGpu && !gpu) throw new Error("this model has no WebGPU path here");
+  // Tokenizes once; throws for an empty text.
+  const job = onGpu ? gpu.score_job(text) : model.score_job(text);
   let kept = false;
   try {
-    kept = await runScore(job, t0);
+    kept = await (onGpu ? runGpuScore(job, t0) : runScore(job, t0));
   } finally {
     if (!kept) job.free();
   }
 }
 
-// Steps `job` to its end (true: kept as lastScore) or to a stop request (false).
-async function runScore(job, t0) {
+function postStart(job, on) {
   const first = job.progress();
   post({
     type: "score-start",
     ...first,
+    on,
     window_len: job.window_len,
     byte_fallback_tokens: job.byte_fallback_tokens,
     eta_s: eta(first.windows_total, job.window_len),
   });
+}
+
+// The finished `job` becomes lastScore (for "alternatives").
+function postDone(job, t0, on) {
+  const result = job.result();
+  const ms = performance.now() - t0;
+  if (lastScore) lastScore.free();
+  lastScore = job;
+  post({ type: "score-done", result, ms, on });
+  return true;
+}
+
+// Resolves false when a "stop" arrives (see onmessage).
+const stopSignal = () => new Promise((resolve) => (stopWaiter = () => resolve(false)));
+
+// `job` (a GpuScoreJob) to its end, a window's pass at a time: queue the pass, wait for its
+// scores to come back from the GPU (the event loop runs meanwhile, so a stop ends the wait at
+// once and the pass is dropped), take them.
+async function runGpuScore(job, t0) {
+  postStart(job, "webgpu");
+  while (!job.done) {
+    if (stopRequested) {
+      post({ type: "score-stopped", ...job.progress(), ms: performance.now() - t0 });
+      return false;
+    }
+    const ts = performance.now();
+    const ready = job.submit();
+    if (ready === null) break;
+    const arrived = await Promise.race([ready.then(() => true), stopSignal()]);
+    stopWaiter = null;
+    if (!arrived) continue; // stopRequested is set: reported at the top of the loop
+    const p = job.collect();
+    const rate = (job.window_len * 1000) / Math.max(performance.now() - ts, 0.1);
+    tokensPerSecond = tokensPerSecond ? 0.7 * tokensPerSecond + 0.3 * rate : rate;
+    const elapsed = (performance.now() - t0) / 1000;
+    post({
+      type: "score-progress",
+      ...p,
+      targets_per_s: p.targets_done / elapsed,
+      eta_s: eta(p.windows_total - p.windows_done, job.window_len),
+    });
+  }
+  return postDone(job, t0, "webgpu");
+}
+
+// Steps `job` (a ScoreJob, on the CPU) to its end (true: kept as lastScore) or to a stop
+// request (false).
+async function runScore(job, t0) {
+  postStart(job, "cpu");
   while (!job.done) {
     if (stopRequested) {
       post({ type: "score-stopped", ...job.progress(), ms: performance.now() - t0 });
@@ -166,12 +251,7 @@ async function runScore(job, t0) {
     });
     await yieldToEvents();
   }
-  const result = job.result();
-  const ms = performance.now() - t0;
-  if (lastScore) lastScore.free();
-  lastScore = job;
-  post({ type: "score-done", result, ms });
-  return true;
+  return postDone(job, t0, "cpu");
 }
 
 async function generate({ prompt, n, temperature, topK, seed }) {
@@ -216,7 +296,10 @@ function alternatives({ target, k }) {
   // No score here: this worker replaced one whose evaluation was stopped (the page's score
   // came from the old one).
   if (!lastScore) return post({ type: "alternatives", target, list: "unavailable" });
-  post({ type: "alternatives", target, list: lastScore.alternatives(target, k) });
+  // A score from WebGPU asks the CPU model (the same weights) for the ranking: reading it from
+  // the GPU would mean waiting.
+  const list = lastScore instanceof GpuScoreJob ? lastScore.alternatives(target, k, model) : lastScore.alternatives(target, k);
+  post({ type: "alternatives", target, list });
 }
 
 // Test hook: the stepped score of `text` (layer steps, with a window step every fifth) against
@@ -253,6 +336,7 @@ const tasks = { load, score, generate, evaluate, "check-chunked": checkChunked }
 self.onmessage = async ({ data }) => {
   if (data.type === "stop") {
     stopRequested = busy;
+    if (busy && stopWaiter) stopWaiter();
     return;
   }
   try {

@@ -9,6 +9,9 @@
 //   * a 1000-token generation and a ~100 KB score stop within STOP_MS of the click on Stop, the
 //     long score shows progress and an estimated time, and a 50 ms timer on the main thread
 //     keeps ticking during it,
+//   * where the browser offers WebGPU (BROWSER_WEBGPU, default: Chromium's SwiftShader adapter),
+//     the sample scored on WebGPU and on the CPU, the hover card of a WebGPU score, and a long
+//     WebGPU score stopped while a pass is on the GPU,
 // saves a screenshot and prints one JSON line with the results (scripts/browser-test.sh judges).
 // Usage: node test.mjs URL SCREENSHOT_PNG [TIMEOUT_S]   (env CHROMIUM: browser executable)
 import { chromium } from "playwright-core";
@@ -22,6 +25,19 @@ if (!url || !screenshot) {
   process.exit(2);
 }
 const timeout = Number(timeoutS) * 1000;
+// BROWSER_WEBGPU: "swiftshader" (default: Chromium's software WebGPU adapter, what a machine
+// without a GPU has), "gpu" (the machine's own adapter, if Chromium finds one) or "off" (no GPU
+// process at all: the page has no WebGPU and scores on the CPU).
+const webgpuMode = process.env.BROWSER_WEBGPU || "swiftshader";
+const webgpuArgs = {
+  swiftshader: ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-webgpu-adapter=swiftshader"],
+  gpu: ["--enable-unsafe-webgpu", "--enable-features=Vulkan"],
+  off: ["--disable-gpu"],
+}[webgpuMode];
+if (!webgpuArgs) {
+  console.error(`BROWSER_WEBGPU=${webgpuMode}: expected swiftshader, gpu or off`);
+  process.exit(2);
+}
 const profile = mkdtempSync(join(tmpdir(), "pgolf-chromium-"));
 const consoleLines = [];
 let context;
@@ -44,7 +60,7 @@ try {
     args: [
       "--headless",
       "--no-sandbox",
-      "--disable-gpu",
+      ...webgpuArgs,
       "--disable-quic",
       "--no-first-run",
       "--disable-background-networking",
@@ -78,7 +94,11 @@ try {
     sample: document.getElementById("text").value,
     firstLoad: window.pgolf.loads[0] || null,
     modelNote: document.getElementById("model-note").textContent,
+    webgpu: window.pgolf.webgpu,
+    webgpuWhy: window.pgolf.webgpuWhy,
+    pathShown: document.getElementById("path").textContent,
   }));
+  loaded.webgpuMode = webgpuMode;
   if (loaded.error) throw new Error(`the page reported: ${loaded.error}`);
   // The coloured view keeps the text's own characters (newlines included).
   loaded.keepsText = loaded.shownChars === loaded.sample;
@@ -90,6 +110,24 @@ try {
   await page.click("#score-btn");
   await until(page, () => window.pgolf.scores.length >= 2);
   loaded.secondScore = await page.evaluate(() => window.pgolf.scores[1] || null);
+
+  // Where the browser offers WebGPU: the sample on the other path than the default one too
+  // (the same text, the same windows), then the default path again.
+  if (loaded.webgpu) {
+    const other = loaded.firstScore.on === "webgpu" ? "cpu" : "webgpu";
+    await page.evaluate((on) => window.pgolf.scoreOn(on), other);
+    await until(page, () => window.pgolf.scores.length >= 3);
+    loaded.otherScore = await page.evaluate(() => window.pgolf.scores[2]);
+    if (other === "webgpu") {
+      // Warm: the first WebGPU score compiled its pipelines.
+      await page.evaluate(() => window.pgolf.scoreOn("webgpu"));
+      await until(page, () => window.pgolf.scores.length >= 4);
+      loaded.otherScoreWarm = await page.evaluate(() => window.pgolf.scores[3]);
+    }
+    // The shown score is now WebGPU's: the hover card below ranks from its context on the CPU.
+    loaded.hoverOn = "webgpu";
+    await page.selectOption("#score-on", loaded.firstScore.on);
+  }
 
   // The stepped score (one window per step) of a text of several windows, against one call.
   loaded.chunkCheck = await page.evaluate((t) => window.pgolf.checkChunked(t), sample.repeat(6));
@@ -191,8 +229,9 @@ try {
 
   // Text the vocabulary has no pieces for: scored, with a note on its byte-fallback tokens.
   await page.fill("#text", "Tokyo is 東京 in Japanese.");
+  const scoresBefore = await page.evaluate(() => window.pgolf.scores.length);
   await page.click("#score-btn");
-  await until(page, () => window.pgolf.scores.length >= 3);
+  await until(page, (n) => window.pgolf.scores.length > n, scoresBefore);
   loaded.byteFallbackNote = await page.textContent("#score-note");
 
   // A long generation, stopped once it streams.
@@ -289,6 +328,25 @@ try {
   }), loadsBefore);
   models.defaultAgain = await loadThen(() => page.click("#model-default-btn"));
   loaded.models = models;
+
+  // Last (a software adapter keeps computing a dropped pass on the CPU for a while): a long
+  // score on WebGPU stopped while a window's pass is on the GPU.
+  if (loaded.webgpu) {
+    await page.fill("#text", sample.repeat(20));
+    await page.evaluate(() => (window.pgolf.scoreEvents = []));
+    await page.evaluate(() => window.pgolf.scoreOn("webgpu"));
+    await until(page, () => window.pgolf.scoreEvents.some((e) => e.type === "score-start"));
+    await page.waitForTimeout(200);
+    const n = await page.evaluate(() => window.pgolf.stops.length);
+    await page.click("#score-stop");
+    await until(page, (k) => window.pgolf.stops.length > k, n);
+    loaded.gpuStop = await page.evaluate(() => ({
+      stop: window.pgolf.stops.at(-1),
+      on: window.pgolf.scoreEvents.find((e) => e.type === "score-start").on,
+      windows_total: window.pgolf.scoreEvents.find((e) => e.type === "score-start").windows_total,
+      shown: document.getElementById("score-eta").textContent,
+    }));
+  }
 
   console.log(
     JSON.stringify({ ok: true, ...loaded, generation: gen, longGeneration: longGen, longScore, console: consoleLines }),

@@ -30,11 +30,14 @@
 //! while (!gen.done) { const { text } = gen.step(1); /* post text, check for a stop request */ }
 //! ```
 
-use js_sys::{Array, Object, Reflect};
+use js_sys::{Array, Object, Promise, Reflect};
+use pgolf_rt::backend::wgpu::{Download, WgpuBackend};
+use pgolf_rt::backend::Backend;
 use pgolf_rt::eval::mixer::MixerConfig;
 use pgolf_rt::eval::plan::{Adaptation, AuditPlan, EvalPlan, EvalReport, Progress};
 use pgolf_rt::eval::{EvalResult, FullTttConfig, TextScore, TttConfig, TttRecipe};
-use pgolf_rt::{Decoding, Generator, Model, Sampling, ScoreProgress, TextScorer};
+use pgolf_rt::model::ConfigOverrides;
+use pgolf_rt::{Decoding, Generator, Model, Sampling, ScorePass, ScoreProgress, TextScorer};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -82,7 +85,36 @@ self_cell::self_cell!(
     }
 );
 
-fn score_to_js(model: &Model, s: &TextScore) -> Result<JsValue, JsError> {
+/// The scorer of a model on the browser's WebGPU.
+type GpuScorer<'a> = TextScorer<'a, WgpuBackend>;
+
+self_cell::self_cell!(
+    struct GpuScorerCell {
+        owner: Rc<Model<WgpuBackend>>,
+        #[covariant]
+        dependent: GpuScorer,
+    }
+);
+
+/// `[{id, piece, prob}]` of a top-k list.
+fn top_to_js<B: Backend>(model: &Model<B>, top: Vec<(u32, f32)>) -> Result<JsValue, JsError> {
+    let tok = model.tokenizer();
+    let out = Array::new();
+    for (id, prob) in top {
+        let o = Object::new();
+        set(&o, "id", id)?;
+        set(
+            &o,
+            "piece",
+            tok.piece(id).unwrap_or("").replace('\u{2581}', " "),
+        )?;
+        set(&o, "prob", prob)?;
+        out.push(&o);
+    }
+    Ok(out.into())
+}
+
+fn score_to_js<B: Backend>(model: &Model<B>, s: &TextScore) -> Result<JsValue, JsError> {
     let ids: Vec<u32> = s.tokens.iter().map(|t| t.id).collect();
     let pieces = model.token_texts(&ids);
     let tokens = Array::new_with_length(s.tokens.len() as u32);
@@ -579,20 +611,174 @@ impl ScoreJob {
             .borrow_dependent()
             .alternatives(target as usize, k as usize)
             .map_err(js_err)?;
-        let tok = self.cell.borrow_owner().tokenizer();
-        let out = Array::new();
-        for (id, prob) in top {
-            let o = Object::new();
-            set(&o, "id", id)?;
-            set(
-                &o,
-                "piece",
-                tok.piece(id).unwrap_or("").replace('\u{2581}', " "),
-            )?;
-            set(&o, "prob", prob)?;
-            out.push(&o);
+        top_to_js(self.cell.borrow_owner(), top)
+    }
+}
+
+/// Opens the browser's WebGPU (adapter and device) and builds the model on it from the same
+/// bytes as [`WasmModel::new`]: a promise of a [`WasmGpuModel`], rejected where the browser has
+/// no WebGPU or no adapter it may use (then score on the CPU, [`WasmModel`]). Weights are f16 on
+/// the GPU where the adapter offers `shader-f16`, else f32.
+#[wasm_bindgen(js_name = gpuModel)]
+pub async fn gpu_model(
+    artifact_bytes: Vec<u8>,
+    tokenizer_bytes: Vec<u8>,
+) -> Result<WasmGpuModel, JsError> {
+    let backend = WgpuBackend::new_async().await.map_err(js_err)?;
+    let model = Model::from_bytes_on(
+        backend,
+        &artifact_bytes,
+        &tokenizer_bytes,
+        &ConfigOverrides::default(),
+    )
+    .map_err(js_err)?;
+    Ok(WasmGpuModel {
+        model: Rc::new(model),
+    })
+}
+
+/// A model on the browser's WebGPU, from [`gpu_model`]: it scores texts
+/// ([`WasmGpuModel::score_job`]); generation and evaluation stay on the CPU model.
+#[wasm_bindgen]
+pub struct WasmGpuModel {
+    model: Rc<Model<WgpuBackend>>,
+}
+
+#[wasm_bindgen]
+impl WasmGpuModel {
+    /// `{name, backend, device_type, f16_weights}` of the WebGPU adapter in use.
+    pub fn adapter(&self) -> Result<JsValue, JsError> {
+        let be = self.model.backend();
+        let i = be.adapter_info();
+        let o = Object::new();
+        set(&o, "name", i.name.clone())?;
+        set(&o, "backend", format!("{:?}", i.backend))?;
+        set(&o, "device_type", format!("{:?}", i.device_type))?;
+        set(&o, "f16_weights", be.f16_weights())?;
+        set(&o, "summary", be.name())?;
+        Ok(o.into())
+    }
+
+    /// Starts scoring `text` on the GPU as [`WasmModel::score_job`] does on the CPU (the same
+    /// windows, one per forward pass), a pass at a time (see [`GpuScoreJob`]); errors for an
+    /// empty text.
+    pub fn score_job(&self, text: &str) -> Result<GpuScoreJob, JsError> {
+        let cell = GpuScorerCell::try_new(self.model.clone(), |m| {
+            m.scorer(text).map(|s| s.with_batch(1))
+        })
+        .map_err(js_err)?;
+        Ok(GpuScoreJob {
+            cell,
+            pending: None,
+        })
+    }
+}
+
+/// A text being scored on WebGPU, from [`WasmGpuModel::score_job`]. The browser cannot wait for
+/// its GPU, so each pass is two calls: `submit()` queues the next window's forward pass and the
+/// download of its scores and returns a promise that resolves when they arrived (`null` once
+/// `done`); then `collect()` takes them and returns the progress object of
+/// [`ScoreJob::step`]. Between the two the worker's event loop runs (a Stop is seen at once; a
+/// pass dropped unfinished changes nothing).
+#[wasm_bindgen]
+pub struct GpuScoreJob {
+    cell: GpuScorerCell,
+    pending: Option<(ScorePass<WgpuBackend>, Download)>,
+}
+
+#[wasm_bindgen]
+impl GpuScoreJob {
+    /// Queues the next pass; a promise that resolves once its scores can be collected, or
+    /// `null` when every window ran. An error while a pass is on its way (collect it first).
+    pub fn submit(&mut self) -> Result<Option<Promise>, JsError> {
+        if self.pending.is_some() {
+            return Err(JsError::new(
+                "a pass is already on its way: await it and collect() first",
+            ));
         }
-        Ok(out.into())
+        let Some(pass) = self
+            .cell
+            .with_dependent_mut(|_, s| s.start_pass())
+            .map_err(js_err)?
+        else {
+            return Ok(None);
+        };
+        let mut resolve = None;
+        let promise = Promise::new(&mut |res, _rej| resolve = Some(res));
+        let resolve = resolve.ok_or_else(|| JsError::new("Promise gave no resolve function"))?;
+        let d = self
+            .cell
+            .borrow_owner()
+            .backend()
+            .start_download(pass.nll(), move || {
+                let _ = resolve.call0(&JsValue::NULL);
+            })
+            .map_err(js_err)?;
+        self.pending = Some((pass, d));
+        Ok(Some(promise))
+    }
+
+    /// Takes the scores of the pass `submit` queued (after its promise resolved) and returns
+    /// the progress, as [`ScoreJob::step`] does.
+    pub fn collect(&mut self) -> Result<JsValue, JsError> {
+        let (pass, d) = self
+            .pending
+            .take()
+            .ok_or_else(|| JsError::new("no pass on its way: submit() first"))?;
+        let v = self
+            .cell
+            .borrow_owner()
+            .backend()
+            .finish_download(d)
+            .map_err(js_err)?;
+        let p = self
+            .cell
+            .with_dependent_mut(|_, s| s.finish_pass(pass, &v))
+            .map_err(js_err)?;
+        progress_to_js(&p)
+    }
+
+    /// The progress so far (the object `collect` returns).
+    pub fn progress(&self) -> Result<JsValue, JsError> {
+        progress_to_js(&self.cell.borrow_dependent().progress())
+    }
+
+    /// Whether every window ran.
+    #[wasm_bindgen(getter)]
+    pub fn done(&self) -> bool {
+        self.cell.borrow_dependent().is_done()
+    }
+
+    /// Tokens each window's forward pass runs.
+    #[wasm_bindgen(getter)]
+    pub fn window_len(&self) -> u32 {
+        self.cell.borrow_dependent().window_len() as u32
+    }
+
+    /// Byte-fallback tokens in the text (characters the vocabulary has no piece for).
+    #[wasm_bindgen(getter)]
+    pub fn byte_fallback_tokens(&self) -> u32 {
+        let c = &self.cell;
+        c.borrow_owner()
+            .byte_fallback_tokens(c.borrow_dependent().ids()) as u32
+    }
+
+    /// The whole score, the object [`WasmModel::score`] returns; an error until `done`.
+    pub fn result(&self) -> Result<JsValue, JsError> {
+        let s = self.cell.borrow_dependent().finish().map_err(js_err)?;
+        score_to_js(self.cell.borrow_owner(), &s)
+    }
+
+    /// [`ScoreJob::alternatives`], ranked by `cpu` (the same model on the CPU: reading a GPU's
+    /// answer would have to wait for it) from the context that scored `target`.
+    pub fn alternatives(&self, target: u32, k: u32, cpu: &WasmModel) -> Result<JsValue, JsError> {
+        let ctx = self
+            .cell
+            .borrow_dependent()
+            .context_of(target as usize)
+            .map_err(js_err)?;
+        let top = cpu.model.top_next(ctx, k as usize).map_err(js_err)?;
+        top_to_js(&cpu.model, top)
     }
 }
 
