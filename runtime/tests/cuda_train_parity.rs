@@ -384,6 +384,105 @@ fn lora_ttt_adapters_stay_on_the_device<G: Gpu>(gpu: CudaBackend<G>) {
     assert!(syncs <= 2.0, "syncs per step {syncs}");
 }
 
+/// Batched LoRA TTT (`--ttt-batch-docs`: three documents of different lengths advancing
+/// together, each with its own adapters and Adam state) keeps every document's adapters and
+/// moments on the device: the same scores as on the CPU, and a run with more epochs moves at
+/// most the batch's ids, rows, targets and weights (16 B per token of the batch + 4 KiB) up and
+/// 1 KiB back per extra step, in at most 2 waits; stacking the batch's adapters on the host, as
+/// before, uploaded all of them (~30 KB) every forward.
+fn batched_lora_ttt_adapters_stay_on_the_device<G: Gpu>(gpu: CudaBackend<G>) {
+    use pgolf_rt::data::BOS_ID;
+    use pgolf_rt::eval::ttt_batch::ttt_documents_batched;
+    use pgolf_rt::eval::TttConfig;
+    let w = tiny(23, true, &ConfigOverrides::default());
+    let mut r = SplitMix64(11);
+    let docs: Vec<Vec<u32>> = [4 * 32 + 1, 3 * 32 + 9, 4 * 32 + 1]
+        .iter()
+        .map(|&n| {
+            (0..n)
+                .map(|i| match i {
+                    0 => BOS_ID,
+                    _ if r.next_u64().is_multiple_of(4) => 2 + (r.next_u64() % 30) as u32,
+                    _ => [3, 9, 4, 17, 8, 25][i % 6],
+                })
+                .collect()
+        })
+        .collect();
+    let batch: Vec<(&[u32], usize)> = docs.iter().enumerate().map(|(k, d)| (&d[..], k)).collect();
+    let window = 64usize;
+    let cfg = |epochs| TttConfig {
+        rank: 16,
+        chunk: 32,
+        window,
+        epochs,
+        ..TttConfig::default()
+    };
+    fn scores<B: TrainBackend>(
+        m: &TrainModel<B>,
+        batch: &[(&[u32], usize)],
+        cfg: &TttConfig,
+    ) -> Vec<f32> {
+        let mut nll: Vec<Vec<f32>> = vec![Vec::new(); batch.len()];
+        ttt_documents_batched(m, batch, cfg, false, |d, c| {
+            nll[d].extend_from_slice(c.nll);
+            Ok(())
+        })
+        .unwrap();
+        nll.concat()
+    }
+    let run = |m: &dyn Fn(&TttConfig) -> Vec<f32>, epochs| m(&cfg(epochs));
+    let (mc, mg) = (
+        TrainModel::new(CpuBackend::new(), &w).unwrap(),
+        TrainModel::new(gpu.clone(), &w).unwrap(),
+    );
+    let cpu = |c: &TttConfig| scores(&mc, &batch, c);
+    let dev = |c: &TttConfig| scores(&mg, &batch, c);
+    let on_cpu = run(&cpu, 2);
+    let on_gpu = run(&dev, 2);
+    let d = common::max_abs_diff(&on_cpu, &on_gpu);
+    println!("batched LoRA TTT, 3 documents, 2 epochs: max |ΔNLL| cuda vs cpu {d:.2e}");
+    assert!(
+        d < 1e-4,
+        "batched LoRA TTT scores differ from the CPU by {d}"
+    );
+    assert_ne!(on_cpu, run(&cpu, 0), "the adapters must have trained");
+    let mut traffic = Vec::new();
+    for epochs in [1, 3] {
+        let t0 = gpu.traffic().expect("the CUDA backend counts traffic");
+        run(&dev, epochs);
+        traffic.push(gpu.traffic().unwrap().since(t0));
+    }
+    // Trained chunks: 3 at most per document, the batch's chunk steps training together: the
+    // longest documents have 3 training chunk steps; 2 more epochs add 6 batched steps.
+    let extra_steps = 6u64;
+    let lora = Lora::new(&w.config, cfg(1).targets, 16, 0).unwrap();
+    let adapter_bytes: u64 = docs.len() as u64
+        * lora
+            .adapters
+            .iter()
+            .map(|a| 4 * (a.a.data.len() + a.b.data.len()) as u64)
+            .sum::<u64>();
+    let (a, b) = (&traffic[0], &traffic[1]);
+    let h2d = (b.h2d_bytes - a.h2d_bytes) as f64 / extra_steps as f64;
+    let d2h = (b.d2h_bytes - a.d2h_bytes) as f64 / extra_steps as f64;
+    let syncs = (b.syncs - a.syncs) as f64 / extra_steps as f64;
+    println!(
+        "batched LoRA TTT per extra step: h2d {h2d:.0} B, d2h {d2h:.0} B, syncs {syncs:.1} \
+         (the batch's adapters {adapter_bytes} B)"
+    );
+    let h2d_bound = (16 * window * docs.len() + 4096) as f64;
+    assert!(
+        adapter_bytes as f64 > h2d_bound,
+        "the check needs adapters larger than its bound"
+    );
+    assert!(
+        h2d <= h2d_bound,
+        "h2d per step {h2d} B (adapters {adapter_bytes} B)"
+    );
+    assert!(d2h <= 1024.0, "d2h per step {d2h} B");
+    assert!(syncs <= 2.0, "syncs per step {syncs}");
+}
+
 /// Full-model score-first TTT (`--ttt full`) of a tiny model with every optional module: the
 /// same per-target scores as on the CPU, and the weights stay on the device: a pass with more
 /// training steps moves at most a step's batch (16 B/token + 4 KiB) and 1 KiB back per extra
@@ -501,5 +600,6 @@ on_both_devices!(
         trainer_steps,
         full_ttt_tiny,
         lora_ttt_adapters_stay_on_the_device,
+        batched_lora_ttt_adapters_stay_on_the_device,
         lora_ttt_first_documents,
 );

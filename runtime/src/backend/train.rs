@@ -365,6 +365,28 @@ pub trait TrainBackend: Backend {
         self.upload(&v[r * cols..(r + 1) * cols], 1, cols)
     }
 
+    /// Row blocks stacked in order: `parts` (each `[r_k, cols]`, one `cols`) as one
+    /// `[Σ r_k, cols]` tensor. What batched LoRA TTT builds a batch's adapters from, each
+    /// document's own adapters staying where they are. The default copies through the host.
+    fn concat_rows(&self, parts: &[&Self::Tensor]) -> Result<Self::Tensor> {
+        let cols = check_concat(self, parts)?;
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend(self.download(p)?);
+        }
+        let rows = out.len() / cols.max(1);
+        self.upload(&out, rows, cols)
+    }
+
+    /// Rows `[start, end)` of `t` as a new `[end - start, cols]` tensor (a document's share of
+    /// a batch's gradients). The default copies through the host.
+    fn slice_rows(&self, t: &Self::Tensor, start: usize, end: usize) -> Result<Self::Tensor> {
+        let (rows, cols) = self.shape(t);
+        check_slice(rows, cols, start, end)?;
+        let v = self.download(t)?;
+        self.upload(&v[start * cols..end * cols], end - start, cols)
+    }
+
     /// `Σ_i a[i]·b[i]` as a `[1, 1]` tensor (where [`TrainBackend::dot`] returns it to the host).
     fn dot_tensor(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
         let d = self.dot(a, b)?;
@@ -413,4 +435,33 @@ pub trait TrainBackend: Backend {
             })
             .collect()
     }
+}
+
+/// Checks the parts of [`TrainBackend::concat_rows`]: at least one, all of one width; the width.
+pub fn check_concat<B: Backend + ?Sized>(be: &B, parts: &[&B::Tensor]) -> Result<usize> {
+    let first = parts
+        .first()
+        .ok_or_else(|| crate::Error::Backend("concat_rows: no parts".into()))?;
+    let cols = be.shape(first).1;
+    if let Some((k, p)) = parts
+        .iter()
+        .enumerate()
+        .find(|(_, p)| be.shape(p).1 != cols)
+    {
+        return Err(crate::Error::Backend(format!(
+            "concat_rows: part {k} has {} columns, part 0 has {cols}",
+            be.shape(p).1
+        )));
+    }
+    Ok(cols)
+}
+
+/// Checks rows `[start, end)` of a `[rows, cols]` tensor for [`TrainBackend::slice_rows`].
+pub fn check_slice(rows: usize, cols: usize, start: usize, end: usize) -> Result<()> {
+    if start > end || end > rows {
+        return Err(crate::Error::Backend(format!(
+            "slice_rows: rows {start}..{end} of a {rows}x{cols} tensor"
+        )));
+    }
+    Ok(())
 }

@@ -3,8 +3,11 @@
 //!
 //! At chunk step `i`, every document that still has an `i`-th chunk contributes its window as
 //! one row of a single batched forward; each row is adapted only by its own document's adapters
-//! ([`TrainModel::upload_lora_batched`]), so documents never share adapter weights, gradients or
-//! optimiser state. The chunk's targets are scored first; then each document that trains on
+//! ([`TrainModel::stack_lora`]), so documents never share adapter weights, gradients or
+//! optimiser state. Each document's adapters and their Adam state live on the device for the
+//! whole document ([`DeviceAdam`], as one-document TTT keeps them): a forward stacks them
+//! there, and the backward's gradients are sliced per document there; per step only the
+//! windows' ids, the scored rows and targets go up and the scores come back. The chunk's targets are scored first; then each document that trains on
 //! this chunk takes its own optimiser step on its own chunk loss (one backward of the sum of the
 //! per-document losses: a document's adapter gradients only depend on its own rows).
 //!
@@ -18,16 +21,16 @@
 
 use super::ttt::{check_config, doc_chunks, doc_seed, DocChunk, ScoredChunk, TttConfig};
 use crate::backend::train::TrainBackend;
-use crate::train::{Adam, Lora, TrainModel};
+use crate::train::{DeviceAdam, DeviceLora, Lora, TrainModel};
 use crate::{Error, Result};
 
-/// The state of one document of a batch.
-struct DocState<'a> {
+/// The state of one document of a batch: its adapters and their optimizer state on the device.
+struct DocState<'a, T> {
     tokens: &'a [u32],
     chunks: Vec<DocChunk>,
     adapt: bool,
-    lora: Lora,
-    opt: Adam,
+    lora: DeviceLora<T>,
+    opt: DeviceAdam<T>,
 }
 
 /// Scores the documents `docs` (`(tokens with BOS first, document index)`) together with LoRA
@@ -46,12 +49,13 @@ pub fn ttt_documents_batched<B: TrainBackend>(
     let mut st = docs
         .iter()
         .map(|&(tokens, k)| {
+            let lora = Lora::new(model.config(), cfg.targets, cfg.rank, doc_seed(cfg.seed, k))?;
             Ok(DocState {
                 tokens,
                 chunks: doc_chunks(tokens.len(), cfg.chunk, cfg.window),
                 adapt: tokens.len() >= cfg.min_doc_len && cfg.epochs > 0,
-                lora: Lora::new(model.config(), cfg.targets, cfg.rank, doc_seed(cfg.seed, k))?,
-                opt: Adam::new(cfg.optimizer),
+                lora: model.upload_lora(&lora)?,
+                opt: DeviceAdam::new(cfg.optimizer),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -111,7 +115,7 @@ pub fn ttt_documents_batched<B: TrainBackend>(
 /// longest window, in document order.
 fn rope_groups<B: TrainBackend>(
     model: &TrainModel<B>,
-    st: &[DocState],
+    st: &[DocState<B::Tensor>],
     docs: &[usize],
     i: usize,
 ) -> Vec<Vec<usize>> {
@@ -157,7 +161,7 @@ type Batch<B> = (
 /// the longest, each row with its document's adapters.
 fn batch_forward<B: TrainBackend>(
     model: &TrainModel<B>,
-    st: &[DocState],
+    st: &[DocState<B::Tensor>],
     items: &[(usize, usize)],
 ) -> Result<Batch<B>> {
     let seq = items
@@ -172,15 +176,15 @@ fn batch_forward<B: TrainBackend>(
         ids.extend_from_slice(w);
         ids.extend(std::iter::repeat_n(0u32, seq - w.len()));
     }
-    let loras: Vec<&Lora> = items.iter().map(|&(d, _)| &st[d].lora).collect();
-    let dev = model.upload_lora_batched(&loras, seq)?;
+    let loras: Vec<&DeviceLora<B::Tensor>> = items.iter().map(|&(d, _)| &st[d].lora).collect();
+    let dev = model.stack_lora(&loras, seq)?;
     let tape = model.forward(&ids, items.len(), seq, Some(&dev))?;
     Ok((tape, dev, seq))
 }
 
 /// Flat rows and targets of the scored targets of `items[b]` in a batch of windows of `seq`.
-fn rows_of(
-    st: &[DocState],
+fn rows_of<T>(
+    st: &[DocState<T>],
     b: usize,
     (d, c): (usize, usize),
     seq: usize,
@@ -195,7 +199,7 @@ fn rows_of(
 #[allow(clippy::too_many_arguments)]
 fn score<B: TrainBackend>(
     model: &TrainModel<B>,
-    st: &[DocState],
+    st: &[DocState<B::Tensor>],
     items: &[(usize, usize)],
     tape: &crate::train::Tape<B::Tensor>,
     dev: &crate::train::DeviceLora<B::Tensor>,
@@ -249,7 +253,7 @@ fn score<B: TrainBackend>(
 #[allow(clippy::too_many_arguments)]
 fn step<B: TrainBackend>(
     model: &TrainModel<B>,
-    st: &mut [DocState],
+    st: &mut [DocState<B::Tensor>],
     items: &[(usize, usize)],
     train: &[usize],
     tape: &crate::train::Tape<B::Tensor>,
@@ -266,11 +270,12 @@ fn step<B: TrainBackend>(
         rows.extend(r);
         targets.extend(t);
     }
-    let grads = model.backward_lora_batched(tape, &rows, &targets, &dnll, dev)?;
+    let grads = model.backward_lora_batched_on_device(tape, &rows, &targets, &dnll, dev)?;
     for (&(d, _), g) in items.iter().zip(&grads) {
         if train.contains(&d) {
             let s = &mut st[d];
-            s.opt.step(&mut s.lora.params_mut(), &g.slices())?;
+            let g: Vec<&B::Tensor> = g.iter().flat_map(|(a, b)| [a, b]).collect();
+            s.opt.step(model.backend(), &mut s.lora.tensors_mut(), &g)?;
         }
     }
     Ok(())

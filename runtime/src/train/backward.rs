@@ -200,6 +200,38 @@ impl<B: TrainBackend> TrainModel<B> {
             .collect()
     }
 
+    /// [`TrainModel::backward_lora_on_device`] for a batch's stacked adapters
+    /// ([`TrainModel::stack_lora`]): per member (document), its `(dA, dB)` per adapter,
+    /// sliced from the batch's gradients on the device
+    /// ([`crate::backend::train::TrainBackend::slice_rows`]). Nothing is downloaded.
+    #[allow(clippy::type_complexity)]
+    pub fn backward_lora_batched_on_device(
+        &self,
+        tape: &Tape<B::Tensor>,
+        rows: &[usize],
+        targets: &[u32],
+        dnll: &[f32],
+        lora: &DeviceLora<B::Tensor>,
+    ) -> Result<Vec<Vec<(B::Tensor, B::Tensor)>>> {
+        let (_, slots, _) =
+            self.backward_with(tape, rows, targets, Loss::PerRow(dnll), Some(lora), false)?;
+        let be = self.backend();
+        let m = lora.members.max(1);
+        let mut out: Vec<Vec<(B::Tensor, B::Tensor)>> = (0..m).map(|_| Vec::new()).collect();
+        for s in slots {
+            let (a, b) =
+                s.ok_or_else(|| Error::Backend("backward: adapter without gradient".into()))?;
+            let (ra, rb) = (be.shape(&a).0 / m, be.shape(&b).0 / m);
+            for (k, g) in out.iter_mut().enumerate() {
+                g.push((
+                    be.slice_rows(&a, k * ra, (k + 1) * ra)?,
+                    be.slice_rows(&b, k * rb, (k + 1) * rb)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The backward with the head's loss weights given per row, or one weight for every row
     /// (then the summed NLL of the rows comes back too, as a `[1, 1]` tensor from the same
     /// head pass). When `rows` is every position in order and there are no adapters, the head

@@ -113,6 +113,71 @@ impl<B: TrainBackend> TrainModel<B> {
         self.upload_members(loras, Some(seq))
     }
 
+    /// Adapter sets already on the device (one each, from [`TrainModel::upload_lora`]) stacked
+    /// for one forward of `parts.len()` windows of `seq` tokens, as
+    /// [`TrainModel::upload_lora_batched`] stacks host ones: window `k` is adapted by
+    /// `parts[k]`. Each site's `A` and `B` are copied on the device
+    /// ([`crate::backend::train::TrainBackend::concat_rows`]); nothing crosses to or from the
+    /// host. What batched LoRA TTT runs, each document's adapters living on the device.
+    pub fn stack_lora(
+        &self,
+        parts: &[&DeviceLora<B::Tensor>],
+        seq: usize,
+    ) -> Result<DeviceLora<B::Tensor>> {
+        let be = self.backend();
+        let first = *parts
+            .first()
+            .ok_or_else(|| Error::Usage("LoRA stack: no adapters".into()))?;
+        if parts.iter().any(|p| {
+            p.members != 1
+                || p.index_blocks != first.index_blocks
+                || p.index_head != first.index_head
+                || p.count != first.count
+        }) {
+            return Err(Error::Usage(
+                "batched LoRA: each part must be one adapter set, all with the same sites".into(),
+            ));
+        }
+        fn stack<B: TrainBackend>(
+            be: &B,
+            pairs: &[Option<&(B::Tensor, B::Tensor)>],
+        ) -> Result<Option<(B::Tensor, B::Tensor)>> {
+            if pairs.iter().all(Option::is_none) {
+                return Ok(None);
+            }
+            let pairs: Vec<&(B::Tensor, B::Tensor)> = pairs
+                .iter()
+                .map(|p| p.ok_or_else(|| Error::Usage("batched LoRA: sites differ".into())))
+                .collect::<Result<_>>()?;
+            let a: Vec<&B::Tensor> = pairs.iter().map(|p| &p.0).collect();
+            let b: Vec<&B::Tensor> = pairs.iter().map(|p| &p.1).collect();
+            Ok(Some((be.concat_rows(&a)?, be.concat_rows(&b)?)))
+        }
+        let blocks = (0..first.blocks.len())
+            .map(|layer| {
+                let mut slots: [Option<(B::Tensor, B::Tensor)>; 6] = Default::default();
+                for (which, slot) in slots.iter_mut().enumerate() {
+                    let pairs: Vec<_> = parts
+                        .iter()
+                        .map(|p| p.blocks[layer][which].as_ref())
+                        .collect();
+                    *slot = stack(be, &pairs)?;
+                }
+                Ok(slots)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let heads: Vec<_> = parts.iter().map(|p| p.head.as_ref()).collect();
+        Ok(DeviceLora {
+            blocks,
+            head: stack(be, &heads)?,
+            members: parts.len(),
+            seq: Some(seq),
+            index_blocks: first.index_blocks.clone(),
+            index_head: first.index_head,
+            count: first.count,
+        })
+    }
+
     /// Stacks each site's `A` and `B` over the members (member order) and uploads them.
     fn upload_members(&self, loras: &[&Lora], seq: Option<usize>) -> Result<DeviceLora<B::Tensor>> {
         let be = self.backend();

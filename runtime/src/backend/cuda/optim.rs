@@ -376,6 +376,33 @@ impl<G: Gpu> CudaBackend<G> {
         Ok(self.tensor(out, 1, t.cols))
     }
 
+    /// `parts` stacked by rows on the device (one copy per part).
+    pub(super) fn concat_rows_device(&self, parts: &[&CudaTensor<G>]) -> Result<CudaTensor<G>> {
+        let cols = crate::backend::train::check_concat(self, parts)?;
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        let mut out = self.alloc((rows * cols).max(1))?;
+        let mut at = 0;
+        for p in parts {
+            self.copy_range(&p.buf, 0, &mut out, at, p.len())?;
+            at += p.len();
+        }
+        Ok(self.tensor(out, rows, cols))
+    }
+
+    /// Rows `[start, end)` of `t`, copied on the device.
+    pub(super) fn slice_rows_device(
+        &self,
+        t: &CudaTensor<G>,
+        start: usize,
+        end: usize,
+    ) -> Result<CudaTensor<G>> {
+        crate::backend::train::check_slice(t.rows, t.cols, start, end)?;
+        let n = (end - start) * t.cols;
+        let mut out = self.alloc(n.max(1))?;
+        self.copy_range(&t.buf, start * t.cols, &mut out, 0, n)?;
+        Ok(self.tensor(out, end - start, t.cols))
+    }
+
     /// The first value of each tensor, gathered on the device and read back in one download.
     pub(super) fn read_values_device(&self, ts: &[&CudaTensor<G>]) -> Result<Vec<f32>> {
         let mut out = self.alloc(ts.len().max(1))?;

@@ -887,6 +887,14 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         self.row_device(t, r)
     }
 
+    fn concat_rows(&self, parts: &[&CudaTensor<G>]) -> Result<CudaTensor<G>> {
+        self.concat_rows_device(parts)
+    }
+
+    fn slice_rows(&self, t: &CudaTensor<G>, start: usize, end: usize) -> Result<CudaTensor<G>> {
+        self.slice_rows_device(t, start, end)
+    }
+
     fn dot_tensor(&self, a: &CudaTensor<G>, b: &CudaTensor<G>) -> Result<CudaTensor<G>> {
         self.dot_tensor_device(a, b)
     }

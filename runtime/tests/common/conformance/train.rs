@@ -35,7 +35,8 @@ use pgolf_rt::model::Activation;
 /// Every optimizer op of the device step (`cuda/optim.cu`) against its oracle
 /// (`backend/cpu/optim.rs`, what the CPU backend runs), on shapes that are not multiples of the
 /// block size: Muon's momentum and update (f32 and bf16), Adam and AdamW, the EMA, QAT's fake
-/// quantization, the squared norm over several tensors, and the trainer's copies.
+/// quantization, the squared norm over several tensors, and the trainer's copies (rows, row
+/// blocks stacked and sliced).
 pub fn optimizer_ops<B: TrainBackend>(p: &Pair<B>) {
     use pgolf_rt::backend::cpu::optim::AdamStep;
     let (r, c) = (37, 70);
@@ -160,6 +161,22 @@ pub fn optimizer_ops<B: TrainBackend>(p: &Pair<B>) {
         &p.cpu.stack_rows(&sc, c).unwrap(),
         &p.gpu.stack_rows(&sg, c).unwrap(),
     );
+    // Row blocks stacked and sliced (batched LoRA TTT's adapters and gradients).
+    let (ac, ag) = p.up(&g[..3 * c], 3, c);
+    p.check(
+        "concat_rows",
+        &p.cpu.concat_rows(&[&xc, &ac, &xc]).unwrap(),
+        &p.gpu.concat_rows(&[&xg, &ag, &xg]).unwrap(),
+    );
+    p.check(
+        "slice_rows 1..4",
+        &p.cpu.slice_rows(&xc, 1, 4).unwrap(),
+        &p.gpu.slice_rows(&xg, 1, 4).unwrap(),
+    );
+    assert!(p.gpu.slice_rows(&xg, 4, 6).is_err() && p.gpu.slice_rows(&xg, 3, 2).is_err());
+    let (_, narrow) = p.up(&w[..4], 1, 4);
+    assert!(p.gpu.concat_rows(&[&xg, &narrow]).is_err());
+    assert!(p.gpu.concat_rows(&[]).is_err());
     let (yc, yg) = p.up(&g[..5 * c], 5, c);
     p.check(
         "dot_tensor",
