@@ -37,27 +37,3 @@ extern "C" __global__ void mul_cols(const float* __restrict__ dy, const float* _
     out[i] = dy[i] * s[(int)(i % cols)];
 }
 
-// Column sums of a ⊙ b over `rows` rows (b == NULL: of a), summed in row order in fp64; each
-// product is rounded to fp32 first (reference: backward/resid.rs `col_dot`), or taken in fp64
-// with `wide` (backward/reduce.rs `dot`). out[c] = (float)sum; when `lo` is given,
-// lo[c] = (float)(sum - out[c]) carries the next 24 bits (so the host gets sums to ~48 bits).
-// Launch: 1-D grid over cols, block 256.
-extern "C" __global__ void col_dot(const float* __restrict__ a, const float* __restrict__ b,
-                                   float* __restrict__ out, float* __restrict__ lo, int rows,
-                                   int cols, int wide) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
-    double acc = 0.0;
-    for (int r = 0; r < rows; r++) {
-        size_t i = (size_t)r * cols + c;
-        if (!b)
-            acc += (double)a[i];
-        else if (wide)
-            acc += (double)a[i] * (double)b[i];
-        else
-            acc += (double)(a[i] * b[i]);
-    }
-    float hi = (float)acc;
-    out[c] = hi;
-    if (lo) lo[c] = (float)(acc - (double)hi);
-}

@@ -157,7 +157,7 @@ extern "C" __global__ void pairs_total(const float* __restrict__ pairs, int n,
 }
 
 // One thread: out[0] = the sum, in order, of hi[i] + lo[i] over n columns (a column dot's
-// pairs, as `col_dot` writes them) as a float.
+// pairs, as `col_reduce_finish` writes them) as a float.
 extern "C" __global__ void sum_columns(const float* __restrict__ hi, const float* __restrict__ lo,
                                        int n, float* __restrict__ out) {
     if (blockIdx.x != 0 || threadIdx.x != 0) return;

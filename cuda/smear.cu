@@ -31,21 +31,5 @@ extern "C" __global__ void smear_backward_dx(const float* __restrict__ dy,
     dx[i] = v;
 }
 
-//   dgate[c] = g (1 - g) * sum_t dy_t[c] * (x_{t-1}[c] - x_t[c])   (x_{-1} = 0 per window)
-// summed over rows in order in fp64, as on the CPU. Launch: 1-D grid over cols, block 256.
-extern "C" __global__ void smear_backward_gate(const float* __restrict__ x,
-                                               const float* __restrict__ dy,
-                                               const float* __restrict__ gate,
-                                               float* __restrict__ dgate, int rows, int cols,
-                                               int seq) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
-    double acc = 0.0;
-    for (int r = 0; r < rows; r++) {
-        size_t i = (size_t)r * cols + c;
-        float prev = (r % seq == 0) ? 0.0f : x[i - cols];
-        acc += (double)dy[i] * (double)(prev - x[i]);
-    }
-    double g = (double)(1.0f / (1.0f + expf(-gate[c])));
-    dgate[c] = (float)(acc * g * (1.0 - g));
-}
+// The gate's gradient, dgate[c] = g (1 - g) * sum_t dy_t[c] * (x_{t-1}[c] - x_t[c]), is a column
+// reduction: col_reduce.cu, mode 3.

@@ -412,7 +412,7 @@ impl<G: Gpu> CudaBackend<G> {
         self.d2h(&out, 0..ts.len())
     }
 
-    /// `Σ a ⊙ b` as a `[1, 1]` tensor: the column dots (`col_dot`'s (hi, lo) pairs), summed in
+    /// `Σ a ⊙ b` as a `[1, 1]` tensor: the column dots (`col_reduce_finish`'s (hi, lo) pairs), summed in
     /// column order by one thread.
     pub(super) fn dot_tensor_device(
         &self,

@@ -9,7 +9,8 @@
 
 use super::gpu::{Gpu, KArg, RowGemm};
 use super::ops::{
-    by_head_dim, grid_1d, grid_rows, int, qk_norm_rope_config, tc_blocks, tiles_config,
+    by_head_dim, config, grid_1d, grid_rows, int, qk_norm_rope_config, tc_blocks, tiles_config,
+    THREADS,
 };
 use super::{same_shape, vector_len, CudaBackend, CudaTensor, HEAD_ROWS_PER_CHUNK};
 use crate::backend::train::TrainBackend;
@@ -54,10 +55,30 @@ pub(super) fn scatter_plan(rows: &[usize], total_rows: usize) -> Result<Scatter>
     Ok(Scatter { dest, starts, src })
 }
 
+/// The terms of a column reduction (`mode` of cuda/col_reduce.cu).
+#[derive(Debug, Clone, Copy)]
+enum ColReduce {
+    /// `a`.
+    Sum,
+    /// `a · b`, the product rounded to f32.
+    Dot,
+    /// `a · b` in fp64.
+    WideDot,
+    /// SmearGate's gate: `dy · (x_prev − x)` per window of `seq` rows.
+    Smear { seq: usize },
+}
+
+/// Rows per chunk of a column reduction, and the chunks: 1,024 rows (a block's 8 lanes take
+/// 128 each), more when the chunks would exceed the grid's 65,535 in y.
+fn col_chunks(rows: usize) -> (usize, usize) {
+    let chunk_rows = 1024usize.max(rows.div_ceil(65_535));
+    (chunk_rows, rows.div_ceil(chunk_rows).max(1))
+}
+
 impl<G: Gpu> CudaBackend<G> {
     /// `out[c] = Σ_rows a[r, c] (· b[r, c])` in fp64, rounded to f32; with `lo` (for `dot`),
-    /// products in fp64 and the rounding error of the sum too (see `col_dot` in
-    /// cuda/elementwise.cu).
+    /// products in fp64 and the rounding error of the sum too (modes 0-2 of
+    /// cuda/col_reduce.cu).
     pub(super) fn col_dot_into(
         &self,
         a: &G::F32,
@@ -67,25 +88,72 @@ impl<G: Gpu> CudaBackend<G> {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let wide = lo.is_some() as i32;
+        let mode = match (b.is_some(), lo.is_some()) {
+            (false, _) => ColReduce::Sum,
+            (true, false) => ColReduce::Dot,
+            (true, true) => ColReduce::WideDot,
+        };
+        self.col_reduce(a, b, mode, None, out, lo, rows, cols)
+    }
+
+    /// A column reduction of `cuda/col_reduce.cu` (`mode`; `seq` for SmearGate's windows):
+    /// partial sums of row chunks in parallel, then each column's chunks in order, times
+    /// `g (1 - g)` of `gate` when given, into `out` (and its low bits into `lo`).
+    #[allow(clippy::too_many_arguments)]
+    fn col_reduce(
+        &self,
+        a: &G::F32,
+        b: Option<&G::F32>,
+        mode: ColReduce,
+        gate: Option<&G::F32>,
+        out: KArg<'_, G>,
+        lo: Option<&mut G::F32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
         if cols == 0 {
             return Ok(());
         }
-        // SAFETY: matches `col_dot` in cuda/elementwise.cu; a (and b) hold rows * cols, out
-        // (and lo) cols from their offsets.
+        let (chunk_rows, chunks) = col_chunks(rows);
+        let mut partial = self.alloc(chunks * cols * 2)?;
+        let (mode, seq) = match mode {
+            ColReduce::Sum => (0, 1),
+            ColReduce::Dot => (1, 1),
+            ColReduce::WideDot => (2, 1),
+            ColReduce::Smear { seq } => (3, seq),
+        };
+        let col_blocks = u32::try_from(cols.div_ceil(32))
+            .map_err(|_| Error::Backend(format!("{cols} columns exceed one launch")))?;
+        // SAFETY: match `col_reduce_partial` / `col_reduce_finish` in cuda/col_reduce.cu: a (and
+        // b) hold rows * cols values, partial chunks * cols pairs, out (and lo, gate) cols from
+        // their offsets; the grid is (ceil(cols / 32), chunks) blocks of 256.
         unsafe {
             self.run(
-                &self.kernels.col_dot,
-                "col_dot",
-                grid_1d(cols)?,
+                &self.kernels.col_reduce_partial,
+                "col_reduce_partial",
+                config((col_blocks, chunks as u32, 1), THREADS),
                 &mut [
                     KArg::F32(a),
                     b.map_or(KArg::Null, KArg::F32),
-                    out,
-                    lo.map_or(KArg::Null, KArg::F32Mut),
+                    KArg::F32Mut(&mut partial),
                     KArg::I32(int(rows, "rows")?),
                     KArg::I32(int(cols, "cols")?),
-                    KArg::I32(wide),
+                    KArg::I32(int(seq.max(1), "seq")?),
+                    KArg::I32(mode),
+                    KArg::I32(int(chunk_rows, "chunk rows")?),
+                ],
+            )?;
+            self.run(
+                &self.kernels.col_reduce_finish,
+                "col_reduce_finish",
+                grid_1d(cols)?,
+                &mut [
+                    KArg::F32(&partial),
+                    KArg::I32(int(chunks, "chunks")?),
+                    KArg::I32(int(cols, "cols")?),
+                    gate.map_or(KArg::Null, KArg::F32),
+                    out,
+                    lo.map_or(KArg::Null, KArg::F32Mut),
                 ],
             )
         }
@@ -390,8 +458,8 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
         let mut dg = self.alloc(cols)?;
         if n > 0 {
             let (ci, si) = (int(cols, "cols")?, int(seq, "seq")?);
-            // SAFETY: match `smear_backward_dx` / `smear_backward_gate` in cuda/smear.cu; x,
-            // dy, dx hold rows * cols, gate and dg cols; seq > 0 divides rows.
+            // SAFETY: matches `smear_backward_dx` in cuda/smear.cu; dy and dx hold
+            // rows * cols, gate cols; seq > 0 divides rows.
             unsafe {
                 self.run(
                     &self.kernels.smear_backward_dx,
@@ -406,21 +474,17 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
                         KArg::I32(si),
                     ],
                 )?;
-                self.run(
-                    &self.kernels.smear_backward_gate,
-                    "smear_backward_gate",
-                    grid_1d(cols)?,
-                    &mut [
-                        KArg::F32(&x.buf),
-                        KArg::F32(&dy.buf),
-                        KArg::F32(&gate.buf),
-                        KArg::F32Mut(&mut dg),
-                        KArg::I32(int(x.rows, "rows")?),
-                        KArg::I32(ci),
-                        KArg::I32(si),
-                    ],
-                )?;
             }
+            self.col_reduce(
+                &dy.buf,
+                Some(&x.buf),
+                ColReduce::Smear { seq },
+                Some(&gate.buf),
+                KArg::F32Mut(&mut dg),
+                None,
+                x.rows,
+                cols,
+            )?;
         }
         Ok((self.tensor(dx, x.rows, cols), self.tensor(dg, 1, cols)))
     }

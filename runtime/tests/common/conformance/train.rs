@@ -360,6 +360,26 @@ pub fn norm_resid_smear_activation_backward<B: TrainBackend>(p: &Pair<B>) {
         p.check(&format!("smear_backward dx seq={seq}"), &a.0, &b.0);
         p.check(&format!("smear_backward dgate seq={seq}"), &a.1, &b.1);
     }
+    // Column reductions over several row chunks (1,024 rows each on CUDA, the last partial).
+    let (lr, lc) = (2500, 37);
+    let (yc, yg) = p.up(&data(lr * lc, 0.37, 1.1), lr, lc);
+    let (ec, eg) = p.up(&data(lr * lc, 0.71, 0.9), lr, lc);
+    let (gc, gg) = p.up(&data(lc, 0.19, 0.7), 1, lc);
+    let (a, b) = (
+        p.cpu.add_scaled_backward(&yc, &gc, &ec).unwrap(),
+        p.gpu.add_scaled_backward(&yg, &gg, &eg).unwrap(),
+    );
+    p.check("add_scaled_backward dscale, 2500 rows", &a.1, &b.1);
+    let (a, b) = (
+        p.cpu.smear_backward(&yc, &gc, &ec, 500).unwrap(),
+        p.gpu.smear_backward(&yg, &gg, &eg, 500).unwrap(),
+    );
+    p.check("smear_backward dgate, 2500 rows", &a.1, &b.1);
+    let (dc2, dg2) = (p.cpu.dot(&yc, &ec).unwrap(), p.gpu.dot(&yg, &eg).unwrap());
+    assert!(
+        (dc2 - dg2).abs() <= 1e-9 * dc2.abs().max(1.0),
+        "dot, 2500 rows: {dg2} vs {dc2}"
+    );
     for act in [Activation::Relu2, Activation::LeakyRelu2 { slope: 0.5 }] {
         p.check(
             &format!("activation_backward {act:?}"),
