@@ -188,6 +188,20 @@ function postDone(job, t0, on) {
   return true;
 }
 
+// Posts progress `p` after a slice of work that ran `tokens` forward tokens since `ts`
+// (updating the measured rate behind the estimates); the score started at `t0`.
+function postProgress(p, tokens, ts, t0, windowLen) {
+  const rate = (tokens * 1000) / Math.max(performance.now() - ts, 0.1);
+  tokensPerSecond = tokensPerSecond ? 0.7 * tokensPerSecond + 0.3 * rate : rate;
+  const elapsed = (performance.now() - t0) / 1000;
+  post({
+    type: "score-progress",
+    ...p,
+    targets_per_s: p.targets_done / elapsed,
+    eta_s: eta(p.windows_total - p.windows_done - p.pass_layers_done / p.layers, windowLen),
+  });
+}
+
 // Resolves false when a "stop" arrives (see onmessage).
 const stopSignal = () => new Promise((resolve) => (stopWaiter = () => resolve(false)));
 
@@ -207,16 +221,7 @@ async function runGpuScore(job, t0) {
     const arrived = await Promise.race([ready.then(() => true), stopSignal()]);
     stopWaiter = null;
     if (!arrived) continue; // stopRequested is set: reported at the top of the loop
-    const p = job.collect();
-    const rate = (job.window_len * 1000) / Math.max(performance.now() - ts, 0.1);
-    tokensPerSecond = tokensPerSecond ? 0.7 * tokensPerSecond + 0.3 * rate : rate;
-    const elapsed = (performance.now() - t0) / 1000;
-    post({
-      type: "score-progress",
-      ...p,
-      targets_per_s: p.targets_done / elapsed,
-      eta_s: eta(p.windows_total - p.windows_done, job.window_len),
-    });
+    postProgress(job.collect(), job.window_len, ts, t0, job.window_len);
   }
   return postDone(job, t0, "webgpu");
 }
@@ -239,16 +244,7 @@ async function runScore(job, t0) {
       p = job.step_layers(1);
       layers++;
     } while (!job.done && performance.now() - ts < SLICE_MS);
-    const tokens = (layers / p.layers) * job.window_len;
-    const rate = (tokens * 1000) / Math.max(performance.now() - ts, 0.1);
-    tokensPerSecond = tokensPerSecond ? 0.7 * tokensPerSecond + 0.3 * rate : rate;
-    const elapsed = (performance.now() - t0) / 1000;
-    post({
-      type: "score-progress",
-      ...p,
-      targets_per_s: p.targets_done / elapsed,
-      eta_s: eta(p.windows_total - p.windows_done - p.pass_layers_done / p.layers, job.window_len),
-    });
+    postProgress(p, (layers / p.layers) * job.window_len, ts, t0, job.window_len);
     await yieldToEvents();
   }
   return postDone(job, t0, "cpu");

@@ -358,27 +358,50 @@ fn lora_ttt_adapters_stay_on_the_device<G: Gpu>(gpu: CudaBackend<G>) {
     // 3 trained chunks, one step each per epoch: 6 more steps with 3 epochs than with 1.
     let extra_steps = 6u64;
     let lora = Lora::new(&w.config, cfg(1).targets, 16, 0).unwrap();
-    let adapter_bytes: u64 = lora
-        .adapters
+    assert_adapters_stay(
+        "LoRA TTT",
+        &traffic,
+        extra_steps,
+        adapter_bytes(&lora),
+        16 * window,
+    );
+}
+
+/// Bytes of a LoRA's adapters (`A` and `B` of every site, f32).
+fn adapter_bytes(lora: &Lora) -> u64 {
+    lora.adapters
         .iter()
         .map(|a| 4 * (a.a.data.len() + a.b.data.len()) as u64)
-        .sum();
+        .sum()
+}
+
+/// The traffic of a TTT run with more epochs (`traffic[1]`) against one with fewer
+/// (`traffic[0]`), per extra step: at most `tokens_bytes` + 4 KiB up (the windows' data; the
+/// adapters, `adapters` bytes, must exceed that bound for the check to mean anything), 1 KiB
+/// down, 2 waits.
+fn assert_adapters_stay(
+    what: &str,
+    traffic: &[pgolf_rt::backend::Traffic],
+    extra_steps: u64,
+    adapters: u64,
+    tokens_bytes: usize,
+) {
     let (a, b) = (&traffic[0], &traffic[1]);
     let h2d = (b.h2d_bytes - a.h2d_bytes) as f64 / extra_steps as f64;
     let d2h = (b.d2h_bytes - a.d2h_bytes) as f64 / extra_steps as f64;
     let syncs = (b.syncs - a.syncs) as f64 / extra_steps as f64;
     println!(
-        "LoRA TTT per extra step: h2d {h2d:.0} B, d2h {d2h:.0} B, syncs {syncs:.1} \
-         (adapters {adapter_bytes} B)"
+        "{what} per extra step: h2d {h2d:.0} B, d2h {d2h:.0} B, syncs {syncs:.1} \
+         (adapters {adapters} B)"
     );
-    let h2d_bound = (16 * window + 4096) as f64;
+    let h2d_bound = (tokens_bytes + 4096) as f64;
     assert!(
-        adapter_bytes as f64 > h2d_bound,
+        adapters as f64 > h2d_bound,
         "the check needs adapters larger than its bound"
     );
     assert!(
         h2d <= h2d_bound,
-        "h2d per step {h2d} B (adapters {adapter_bytes} B)"
+        "h2d per step {h2d} B (adapters {adapters} B)"
     );
     assert!(d2h <= 1024.0, "d2h per step {d2h} B");
     assert!(syncs <= 2.0, "syncs per step {syncs}");
@@ -456,31 +479,13 @@ fn batched_lora_ttt_adapters_stay_on_the_device<G: Gpu>(gpu: CudaBackend<G>) {
     // longest documents have 3 training chunk steps; 2 more epochs add 6 batched steps.
     let extra_steps = 6u64;
     let lora = Lora::new(&w.config, cfg(1).targets, 16, 0).unwrap();
-    let adapter_bytes: u64 = docs.len() as u64
-        * lora
-            .adapters
-            .iter()
-            .map(|a| 4 * (a.a.data.len() + a.b.data.len()) as u64)
-            .sum::<u64>();
-    let (a, b) = (&traffic[0], &traffic[1]);
-    let h2d = (b.h2d_bytes - a.h2d_bytes) as f64 / extra_steps as f64;
-    let d2h = (b.d2h_bytes - a.d2h_bytes) as f64 / extra_steps as f64;
-    let syncs = (b.syncs - a.syncs) as f64 / extra_steps as f64;
-    println!(
-        "batched LoRA TTT per extra step: h2d {h2d:.0} B, d2h {d2h:.0} B, syncs {syncs:.1} \
-         (the batch's adapters {adapter_bytes} B)"
+    assert_adapters_stay(
+        "batched LoRA TTT (the batch's adapters)",
+        &traffic,
+        extra_steps,
+        docs.len() as u64 * adapter_bytes(&lora),
+        16 * window * docs.len(),
     );
-    let h2d_bound = (16 * window * docs.len() + 4096) as f64;
-    assert!(
-        adapter_bytes as f64 > h2d_bound,
-        "the check needs adapters larger than its bound"
-    );
-    assert!(
-        h2d <= h2d_bound,
-        "h2d per step {h2d} B (adapters {adapter_bytes} B)"
-    );
-    assert!(d2h <= 1024.0, "d2h per step {d2h} B");
-    assert!(syncs <= 2.0, "syncs per step {syncs}");
 }
 
 /// Full-model score-first TTT (`--ttt full`) of a tiny model with every optional module: the

@@ -192,6 +192,19 @@ impl<B: TrainBackend> TrainModel<B> {
                 lora.members
             )));
         }
+        self.adapter_grads(tape, rows, targets, dnll, lora)
+    }
+
+    /// Every adapter's `(dA, dB)` in [`super::Lora::adapters`] order, stacked over the members
+    /// as `lora` stacks the adapters, on the device.
+    fn adapter_grads(
+        &self,
+        tape: &Tape<B::Tensor>,
+        rows: &[usize],
+        targets: &[u32],
+        dnll: &[f32],
+        lora: &DeviceLora<B::Tensor>,
+    ) -> Result<Vec<(B::Tensor, B::Tensor)>> {
         let (_, slots, _) =
             self.backward_with(tape, rows, targets, Loss::PerRow(dnll), Some(lora), false)?;
         slots
@@ -213,14 +226,10 @@ impl<B: TrainBackend> TrainModel<B> {
         dnll: &[f32],
         lora: &DeviceLora<B::Tensor>,
     ) -> Result<Vec<Vec<(B::Tensor, B::Tensor)>>> {
-        let (_, slots, _) =
-            self.backward_with(tape, rows, targets, Loss::PerRow(dnll), Some(lora), false)?;
         let be = self.backend();
         let m = lora.members.max(1);
         let mut out: Vec<Vec<(B::Tensor, B::Tensor)>> = (0..m).map(|_| Vec::new()).collect();
-        for s in slots {
-            let (a, b) =
-                s.ok_or_else(|| Error::Backend("backward: adapter without gradient".into()))?;
+        for (a, b) in self.adapter_grads(tape, rows, targets, dnll, lora)? {
             let (ra, rb) = (be.shape(&a).0 / m, be.shape(&b).0 / m);
             for (k, g) in out.iter_mut().enumerate() {
                 g.push((

@@ -262,7 +262,7 @@ impl WgpuBackend {
         t: &WgpuTensor,
         on_ready: impl FnOnce() + wgpu::WasmNotSend + 'static,
     ) -> Result<Download> {
-        let count = if t.f16 { t.len() * 2 } else { t.len() * 4 };
+        let count = t.bytes() as usize;
         Ok(Download {
             read: self
                 .stream
@@ -538,7 +538,7 @@ impl Backend for WgpuBackend {
     }
 
     fn download(&self, t: &WgpuTensor) -> Result<Vec<f32>> {
-        let count = if t.f16 { t.len() * 2 } else { t.len() * 4 };
+        let count = t.bytes() as usize;
         let bytes = self.stream.read_bytes(&self.gpu, t.buf(), count)?;
         Ok(decode_values(&bytes, t.f16))
     }
@@ -848,7 +848,10 @@ impl Backend for WgpuBackend {
                 &[logits],
                 self.grid(m as u64),
             );
-            out.extend(self.stream.read_f32(&self.gpu, logits, m * vocab)?);
+            out.extend(decode_values(
+                &self.stream.read_bytes(&self.gpu, logits, m * vocab * 4)?,
+                false,
+            ));
             Ok(())
         })?;
         Ok(out)

@@ -131,15 +131,6 @@ impl Stream {
         }
     }
 
-    /// Copies the first `count` f32 values of `src` to the host (waits for all pending work).
-    pub fn read_f32(&self, gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(gpu, src, count * 4)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-
     /// Copies the first `count` bytes of `src` (rounded up to 4) to the host, waiting for the
     /// GPU: natively a [`Stream::start_read`], a blocking device poll and a
     /// [`Stream::finish_read`]. In WebAssembly nothing may wait for the browser's GPU, so it is
