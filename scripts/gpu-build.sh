@@ -7,6 +7,7 @@
 #       cuda_parity              test binary: every op + model NLL vs the CPU oracle
 #       cuda_train_parity        test binary: every backward op, tiny-model gradients, trainer
 #                                steps and LoRA TTT vs the CPU oracle
+#       cuda_bf16                test binary: --precision bf16 vs the CPU (products, ops, 2 windows)
 #       cuda_kernels_compile     test binary: NVRTC compiles every cuda/*.cu for sm_90
 #   gpu-bundle/shared/...        both reference artifacts, the val shard, one train shard, the
 #                                tokenizer (what the check reads)
@@ -42,7 +43,7 @@ fi
 cargo build --release "${SEL[@]}" --bin pgolf-rt
 # Test binaries: ask cargo where it put them.
 mapfile -t TESTS < <(cargo test --release "${SEL[@]}" \
-    --test cuda_parity --test cuda_train_parity --test cuda_kernels_compile --no-run \
+    --test cuda_parity --test cuda_train_parity --test cuda_bf16 --test cuda_kernels_compile --no-run \
     --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
@@ -54,7 +55,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["target"]["name"] + " " + m["executable"])
 ')
-[ "${#TESTS[@]}" -eq 3 ] || { echo "gpu-build: expected 3 test binaries, got: ${TESTS[*]}" >&2; exit 1; }
+[ "${#TESTS[@]}" -eq 4 ] || { echo "gpu-build: expected 4 test binaries, got: ${TESTS[*]}" >&2; exit 1; }
 
 rm -rf "$OUT"
 mkdir -p "$OUT/bin" "$OUT/shared/reference" "$OUT/shared/data/text_sp1024" "$OUT/shared/data/tokenizers"
@@ -63,7 +64,7 @@ for t in "${TESTS[@]}"; do
     cp "${t#* }" "$OUT/bin/${t%% *}"
 done
 # The target dir may be shared: make sure nobody replaced the binaries with non-cuda builds.
-for f in pgolf-rt cuda_parity cuda_train_parity; do
+for f in pgolf-rt cuda_parity cuda_train_parity cuda_bf16; do
     grep -q "CUDA unavailable" "$OUT/bin/$f" || { echo "gpu-build: $OUT/bin/$f is not a --features cuda build (rerun)" >&2; exit 1; }
 done
 if command -v strip >/dev/null; then strip "$OUT"/bin/*; fi

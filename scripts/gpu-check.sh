@@ -15,9 +15,9 @@
 # expected, tokens/s, vs PyTorch, note, the stage's last JSON line). At most 8 files go to $OUT.
 # An rc of 0 means the command succeeded, printed no SKIPPED line, and matched its expected
 # value (scripts/gpu-expect.tsv: float32 CPU results of this machine's commit for exactly the
-# same token counts, ~1e-5 for f32; 2e-3 for tf32 against the same f32 numbers). rc 86 = a test
-# printed SKIPPED (PGOLF_REQUIRE_CUDA=1 is set, so that should not happen), 87 = a value off its
-# expectation, 124/137 = timed out, "skip" = not run for lack of time (or after a failed smoke
+# same token counts, ~1e-5 for f32; 2e-3 for tf32 and bf16 against the same f32 numbers).
+# rc 86 = a test printed SKIPPED (PGOLF_REQUIRE_CUDA=1 is set, so that should not happen),
+# 87 = a value off its expectation, 124/137 = timed out, "skip" = not run for lack of time (or after a failed smoke
 # stage). The script exits 1 if any stage failed, 3 if none failed but some were skipped, 0
 # when every stage ran and passed.
 #
@@ -31,23 +31,26 @@
 #                         of single-op parity tests, launch-blocking) and stop.
 #   op-parity      ~40 s  cuda_parity gpu::* (every forward op vs the CPU oracle, both reference
 #                         artifacts' first 2 windows, tensor-core attention).
+#   bf16-parity    ~30 s  cuda_bf16 gpu::* (cuBLAS's bf16 products vs the CPU's bf16 reference,
+#                         every forward and backward op in bf16, 2 windows within 2e-3 bpb).
 #   torch-eval     ~60 s  PyTorch on this GPU (bf16 autocast + torch.compile, as the challenge
 #                         runs it): baseline9L sliding eval over the 131,072-target prefix and
 #                         standard eval of the full val shard: the reference for every ratio.
 #   eval-std-*     ~10 s  standard eval, full val shard (1,054,720 targets), both artifacts, f32:
 #                         val_bpb vs the CPU (1e-5) and tokens/s vs PyTorch.
 #   eval-slide-*   ~30 s  sliding eval (stride 64) over the first 131,072 targets, both
-#                         artifacts, in each precision the backend offers (f32, tf32).
+#                         artifacts, f32 and bf16 (tf32 comes in (g), if time is left).
 #   torch-train    ~80 s  PyTorch: 6 training steps of the baseline configuration (524,288 tokens
 #                         per step, 8 micro-steps), bf16 autocast + torch.compile: median step ms.
-#   train3-*       ~60 s  pgolf-rt train, 3 steps of the same configuration with --profile, in
-#                         each precision: losses vs the CPU's (f32), step time vs PyTorch.
+#   train3-*       ~60 s  pgolf-rt train, 3 steps of the same configuration with --profile, f32
+#                         and bf16: losses vs the CPU's (f32), step time vs PyTorch.
 #   train-parity   ~60 s  cuda_train_parity gpu::* (every backward op, whole-model gradients,
 #                         trainer steps, LoRA TTT vs the CPU oracle).
 #   full-slide-*   ~40 s  (if time is left) sliding eval of the full val shard, mlp3x11L, f32 and
-#                         tf32, vs the CPU's 1.50701674.
+#                         bf16, vs the CPU's 1.50701674.
 #   ttt-lora-*     ~30 s  (if time is left) LoRA TTT, baseline9L, the first 64 documents
 #                         batched, vs the CPU's val_bpb.
+#   *-tf32         ~90 s  (if time is left) the baseline9L sliding eval and train3 in tf32.
 #   wgpu-vulkan    ~30 s  (if time is left) the wgpu backend on this GPU through Vulkan (the
 #                         loader is unpacked from .gl/*.deb when carried), 2 windows vs the CPU.
 #   sanitizer      ~60 s  (if time is left) compute-sanitizer memcheck on the tensor-core
@@ -73,7 +76,7 @@ DEADLINE=${GPU_CHECK_DEADLINE_S:-540}
 ONLY=${GPU_CHECK_ONLY:-}
 RESERVE=10 # seconds kept for the summary after the last stage
 
-STAGES=(env smoke op-parity torch-eval eval-std eval-slide torch-train train3 train-parity
+STAGES=(env smoke op-parity bf16-parity torch-eval eval-std eval-slide torch-train train3 train-parity
     full-slide ttt-lora wgpu-vulkan sanitizer)
 if [ "${1:-}" = --list-stages ]; then
     printf '%s\n' "${STAGES[@]}"
@@ -163,11 +166,12 @@ row() { # row NAME RC SECONDS VALUE EXPECTED TOK_S VS_TORCH NOTE JSON
 }
 
 # Tolerance of an expectation key: f32 results against the CPU's to float32 rounding of long
-# sums; tf32 (operands rounded to 10-bit mantissas) to the 2e-3 bpb the challenge's numbers
-# vary by; trained losses a little looser, since three steps amplify the rounding.
+# sums; tf32 and bf16 (operands rounded to 10- and 7-bit mantissas) to the 2e-3 bpb the
+# challenge's numbers vary by; trained losses looser, since three steps amplify the rounding.
 tolerance() {
     case $1 in
     *.tf32) case $1 in *train3*) echo 1e-2 ;; *) echo 2e-3 ;; esac ;;
+    *.bf16) case $1 in *train3*) echo 2e-2 ;; *) echo 2e-3 ;; esac ;;
     *train3*) echo 1e-4 ;;
     *ttt64*) echo 5e-5 ;;
     *.wgpu) echo 1e-4 ;;
@@ -184,7 +188,7 @@ run_stage() {
     shift 6
     wanted "$name" || return 0
     if [ "$EXPECT_MODE" = 1 ]; then
-        if [ "$key" = - ] || [[ $key == *.tf32 ]] || [[ $key == *.wgpu ]]; then
+        if [ "$key" = - ] || [[ $key == *.tf32 ]] || [[ $key == *.bf16 ]] || [[ $key == *.wgpu ]]; then
             return 0
         fi
         if [[ " ${GPU_CHECK_EXPECT_SKIP:-} " == *" $name "* ]]; then
@@ -245,10 +249,10 @@ run_stage() {
             local tol
             tol=$(tolerance "$KEYP$key")
             printf '%s\t%s\t%s\t%s\n' "$KEYP$key" "$value" "$tol" "stage $name (cpu, f32)" >>"$OUT/expect.tsv"
-            # The same value is what tf32 and wgpu are held to, with their own tolerances.
-            for v in tf32 wgpu; do
+            # The same value is what tf32, bf16 and wgpu are held to, with their own tolerances.
+            for v in tf32 bf16 wgpu; do
                 case "$name:$v" in
-                eval-slide-*:tf32 | full-slide-*:tf32 | train3-*:tf32 | smoke:wgpu)
+                eval-slide-*:tf32 | train3-*:tf32 | eval-slide-*:bf16 | full-slide-*:bf16 | train3-*:bf16 | smoke:wgpu)
                     printf '%s\t%s\t%s\t%s\n' "$KEYP$key.$v" "$value" "$(tolerance "$KEYP$key.$v")" \
                         "stage $name (cpu, f32)" >>"$OUT/expect.tsv"
                     ;;
@@ -352,6 +356,9 @@ fi
 PARITY_ARGS=("$FILTER")
 [ "$DRY" = 1 ] && PARITY_ARGS=("${FILTER}linear_matches" "${FILTER}attention_causal_gqa_xsa" "${FILTER}head_nll_and_log_probs")
 run_stage op-parity 30 240 - - -- "$B/bin/cuda_parity" --nocapture --test-threads=1 "${PARITY_ARGS[@]}"
+BF_ARGS=("$FILTER")
+[ "$DRY" = 1 ] && BF_ARGS=("${FILTER}products_round_operands_to_bf16" "${FILTER}names_its_precision")
+run_stage bf16-parity 20 180 - - -- "$B/bin/cuda_bf16" --nocapture --test-threads=1 "${BF_ARGS[@]}"
 
 # ---- (d) speed probes: PyTorch first (the reference), then pgolf-rt
 SLIDE_N=131073 # 131,072 sliding targets (stride 64, seq 1024)
@@ -370,16 +377,19 @@ for art in baseline9L_int8_zlib mlp3x11L_int6_zstd; do
     run_stage "eval-std-$m-f32" 15 120 "std.$m" "$tref" -- "$PG" eval --backend "$BACKEND" --precision f32 --json \
         --batch 32 --artifact "$REF/$art.ptz" --data "$VAL" --tokenizer "$TOK" "${EV[@]}" "${STD_ARGS[@]}"
 done
-for prec in f32 tf32; do
+# slide_stage PREC ART: the sliding eval over SLIDE_N targets (key slide.M, or slide.M.PREC).
+slide_stage() {
+    local prec=$1 art=$2 m=${2%%_*} tref=- key
+    [ "$m" = baseline9L ] && tref=slide
+    key="slide.$m"
+    [ "$prec" != f32 ] && key="slide.$m.$prec"
+    run_stage "eval-slide-$m-$prec" 15 120 "$key" "$tref" -- "$PG" eval --backend "$BACKEND" --precision "$prec" \
+        --json --batch 32 --stride "$([ "$DRY" = 1 ] && echo 32 || echo 64)" --max-tokens "$SLIDE_N" \
+        --artifact "$REF/$art.ptz" --data "$VAL" --tokenizer "$TOK" "${EV[@]}"
+}
+for prec in f32 bf16; do
     for art in baseline9L_int8_zlib mlp3x11L_int6_zstd; do
-        m=${art%%_*}
-        tref=-
-        [ "$m" = baseline9L ] && tref=slide
-        key="slide.$m"
-        [ "$prec" = tf32 ] && key="slide.$m.tf32"
-        run_stage "eval-slide-$m-$prec" 15 120 "$key" "$tref" -- "$PG" eval --backend "$BACKEND" --precision "$prec" \
-            --json --batch 32 --stride "$([ "$DRY" = 1 ] && echo 32 || echo 64)" --max-tokens "$SLIDE_N" \
-            --artifact "$REF/$art.ptz" --data "$VAL" --tokenizer "$TOK" "${EV[@]}"
+        slide_stage "$prec" "$art"
     done
 done
 
@@ -391,14 +401,17 @@ if [ "$DRY" = 1 ]; then
         TRAIN_BATCH_TOKENS=512 GRAD_ACCUM_STEPS=2 VAL_MAX_TOKENS=1024)
 fi
 run_torch torch-train 60 200 train -- train --data-path "$S/data/text_sp1024" --steps 6 --max-seconds 150
-for prec in f32 tf32; do
-    key=train3
-    [ "$prec" = tf32 ] && key=train3.tf32
-    dir="$WORK/train-$prec"
+# train3_stage PREC: three steps of the baseline configuration (key train3, or train3.PREC).
+train3_stage() {
+    local prec=$1 key=train3 dir="$WORK/train-$1"
+    [ "$prec" != f32 ] && key=train3.$prec
     mkdir -p "$dir"
     run_stage "train3-$prec" 30 180 "$key" train -- env -C "$dir" "${TRAIN_ENV[@]}" \
         DATA_PATH="$S/data/text_sp1024" TOKENIZER_PATH="$TOK" "$PG" train --backend "$BACKEND" \
         --precision "$prec" --profile --json
+}
+for prec in f32 bf16; do
+    train3_stage "$prec"
 done
 
 # ---- (f) training parity
@@ -407,9 +420,9 @@ TP_ARGS=("$FILTER")
 run_stage train-parity 30 240 - - -- "$B/bin/cuda_train_parity" --nocapture --test-threads=1 "${TP_ARGS[@]}"
 
 # ---- (g) if time is left
-for prec in f32 tf32; do
+for prec in f32 bf16; do
     key=fullslide.mlp3x11L
-    [ "$prec" = tf32 ] && key=fullslide.mlp3x11L.tf32
+    [ "$prec" != f32 ] && key=fullslide.mlp3x11L.$prec
     FS=()
     [ "$DRY" = 1 ] && FS=(--max-tokens 513 --stride 32)
     run_stage "full-slide-mlp3x11L-$prec" 40 150 "$key" - -- "$PG" eval --backend "$BACKEND" --precision "$prec" \
@@ -445,6 +458,8 @@ sanitizer_stage() {
 }
 export -f sanitizer_stage
 run_stage sanitizer 40 150 - - -- sanitizer_stage
+slide_stage tf32 baseline9L_int8_zlib
+train3_stage tf32
 
 echo
 echo "== gpu-check summary (+$(now)s; PyTorch: bf16 autocast + torch.compile on this GPU; vs_torch: tokens/s ratio, higher is better)"

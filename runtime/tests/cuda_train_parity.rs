@@ -149,6 +149,52 @@ fn whole_model_gradients<G: Gpu>(gpu: CudaBackend<G>) {
 /// every step within the device-residency budget: no weight or optimizer-state upload (at most
 /// 16 bytes per token + 4 KiB host to device), at most 1 KiB back, at most two waits.
 fn trainer_steps<G: Gpu>(gpu: CudaBackend<G>) {
+    trainer_steps_against_f32(
+        gpu,
+        StepTol {
+            loss: 1e-4,
+            grad_norm: 1e-3,
+            weights: 1e-3,
+            weights_rms: 1e-3,
+        },
+    );
+}
+
+/// The same four steps in bf16 (every GEMM of the forward, the backward and Muon's
+/// Newton-Schulz on bf16 operands) against the CPU's float32, with the same residency budget.
+/// Bounds, with what the emulator gave (2026-12-07): losses within 1e-2 (1.3e-3), gradient
+/// norms within 5% (0.1%); after four steps each weight within 0.1 of its scale (5.3e-2, the
+/// tied embedding under Adam) and its RMS difference within 0.25 of its RMS (0.10, the
+/// zero-initialised output projections, which are four Muon updates and nothing else; 4e-3
+/// for the other matrices). And the losses are not float32's to the bit.
+fn trainer_steps_bf16<G: Gpu>(gpu: CudaBackend<G>) {
+    let gpu = gpu
+        .with_precision(pgolf_rt::backend::Precision::Bf16)
+        .unwrap();
+    trainer_steps_against_f32(
+        gpu,
+        StepTol {
+            loss: 1e-2,
+            grad_norm: 5e-2,
+            weights: 1e-1,
+            weights_rms: 2.5e-1,
+        },
+    );
+}
+
+/// How far the CUDA trainer may be from the CPU's float32: absolute on the loss, relative on
+/// the gradient norm; on the final weights, the largest difference relative to each tensor's
+/// scale (its largest value, at least 1) and the RMS difference relative to its RMS.
+struct StepTol {
+    loss: f64,
+    grad_norm: f64,
+    weights: f32,
+    weights_rms: f64,
+}
+
+fn trainer_steps_against_f32<G: Gpu>(gpu: CudaBackend<G>, tol: StepTol) {
+    let exact = gpu.precision() == pgolf_rt::backend::Precision::F32;
+    let mut max_loss_diff = 0.0f64;
     use pgolf_rt::data::TokenStream;
     use pgolf_rt::train::{
         init_weights, Architecture, InitConfig, OptimizerConfig, QatMode, Schedule, TrainConfig,
@@ -238,18 +284,45 @@ fn trainer_steps<G: Gpu>(gpu: CudaBackend<G>) {
             assert!(t.syncs <= 2, "syncs {}", t.syncs);
         }
         assert_eq!(rc.qat, rg.qat);
+        let dl = (rc.train_loss - rg.train_loss).abs();
+        max_loss_diff = max_loss_diff.max(dl);
+        assert!(dl < tol.loss, "step {}: loss differs by {dl}", rc.step);
         assert!(
-            (rc.train_loss - rg.train_loss).abs() < 1e-4,
-            "step {}",
+            (rc.grad_norm - rg.grad_norm).abs() < tol.grad_norm * rc.grad_norm.max(1.0),
+            "step {}: grad norm",
             rc.step
         );
-        assert!((rc.grad_norm - rg.grad_norm).abs() < 1e-3 * rc.grad_norm.max(1.0));
+    }
+    println!(
+        "{}: largest loss difference {max_loss_diff:.3e}",
+        g.backend().name()
+    );
+    if !exact {
+        assert!(
+            max_loss_diff > 0.0,
+            "reduced precision gave float32's losses to the bit"
+        );
     }
     for ((name, wc), (_, wg)) in flat(&c.final_weights().unwrap())
         .iter()
         .zip(&flat(&g.final_weights().unwrap()))
     {
-        assert_close(&format!("after {n} steps: {name}"), wg, wc, 1e-3);
+        assert_close(&format!("after {n} steps: {name}"), wg, wc, tol.weights);
+        let rms = |v: &mut dyn Iterator<Item = f64>| {
+            let (s, k) = v.fold((0.0, 0usize), |(s, k), x| (s + x * x, k + 1));
+            (s / k.max(1) as f64).sqrt()
+        };
+        let d = rms(&mut wg.iter().zip(wc).map(|(a, b)| (a - b) as f64));
+        let r = rms(&mut wc.iter().map(|&a| a as f64)).max(1e-12);
+        println!(
+            "after {n} steps: {name}: rms diff {:.2e} of rms {r:.2e}",
+            d / r
+        );
+        assert!(
+            d / r < tol.weights_rms,
+            "{name}: rms difference {:.2e} of its rms",
+            d / r
+        );
     }
 }
 
@@ -390,9 +463,10 @@ fn assert_adapters_stay(
     let h2d = (b.h2d_bytes - a.h2d_bytes) as f64 / extra_steps as f64;
     let d2h = (b.d2h_bytes - a.d2h_bytes) as f64 / extra_steps as f64;
     let syncs = (b.syncs - a.syncs) as f64 / extra_steps as f64;
+    let launches = (b.launches - a.launches) as f64 / extra_steps as f64;
     println!(
-        "{what} per extra step: h2d {h2d:.0} B, d2h {d2h:.0} B, syncs {syncs:.1} \
-         (adapters {adapters} B)"
+        "{what} per extra step: h2d {h2d:.0} B, d2h {d2h:.0} B, syncs {syncs:.1}, \
+         launches {launches:.0} (adapters {adapters} B)"
     );
     let h2d_bound = (tokens_bytes + 4096) as f64;
     assert!(
@@ -603,6 +677,7 @@ on_both_devices!(
     backends: attention_backward_on_tensor_cores,
         whole_model_gradients,
         trainer_steps,
+        trainer_steps_bf16,
         full_ttt_tiny,
         lora_ttt_adapters_stay_on_the_device,
         batched_lora_ttt_adapters_stay_on_the_device,

@@ -1,7 +1,7 @@
 //! The precision of a run: how matrix products round their operands. A property of the run
 //! (`--precision`, or `PGOLF_PRECISION`), offered per backend: the CPU backend offers `f32` (the
 //! oracle) and, on CPUs with AMX-BF16 or AVX512-BF16, `bf16`; the CUDA backend offers `f32` (the
-//! parity path) and `tf32`.
+//! parity path), `tf32` and `bf16`.
 
 use crate::{Error, Result};
 
@@ -15,8 +15,9 @@ pub enum Precision {
     /// Operands rounded to TF32 (10-bit mantissa) on tensor cores, fp32 accumulation.
     Tf32,
     /// Operands rounded to bfloat16 (8-bit significand, nearest even), fp32 accumulation: what
-    /// PyTorch's bf16 autocast does to `F.linear`. On the CPU the weights' linear products and
-    /// the output head are bf16; attention's products stay float32.
+    /// PyTorch's bf16 autocast does to `F.linear`. On the CPU the linear, head and attention
+    /// products are bf16 (forward only); on CUDA every GEMM, forward and backward, with
+    /// attention on the TF32 tensor-core kernels.
     Bf16,
 }
 

@@ -49,7 +49,8 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// Precision of the matrix products: f32 (the parity path), tf32 (CUDA: TF32 tensor cores,
-    /// fp32 accumulation) or bf16 (CPU with AMX-BF16 / AVX512-BF16, without --ttt).
+    /// fp32 accumulation) or bf16 (CUDA, with or without --ttt; CPU with AMX-BF16 /
+    /// AVX512-BF16, without --ttt).
     /// Default: $PGOLF_PRECISION, else f32.
     #[arg(long)]
     precision: Option<Precision>,

@@ -27,7 +27,7 @@ pub struct ScoreArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
-    /// Precision of the matrix products: f32, tf32 (CUDA) or bf16 (CPU with AMX-BF16 or
+    /// Precision of the matrix products: f32, tf32 (CUDA) or bf16 (CUDA, or CPU with AMX-BF16 or
     /// AVX512-BF16). Default: $PGOLF_PRECISION, else f32.
     #[arg(long)]
     precision: Option<Precision>,

@@ -225,9 +225,9 @@ pub struct TrainArgs {
     /// Compute backend: auto (CUDA when a device opens, else the CPU), cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
-    /// Precision of the matrix products: f32 (the parity path) or tf32 (CUDA: TF32 tensor
-    /// cores, fp32 accumulation and master weights); bf16 is for forward-only commands on the
-    /// CPU. Default: $PGOLF_PRECISION, else f32.
+    /// Precision of the matrix products: f32 (the parity path), tf32 or bf16 (CUDA: TF32 or
+    /// bf16 operands on tensor cores, fp32 accumulation, master weights and optimizer state);
+    /// the CPU trains in f32 only. Default: $PGOLF_PRECISION, else f32.
     #[arg(long)]
     precision: Option<Precision>,
 }

@@ -1,10 +1,10 @@
 //! cuBLAS's `sgemm` / `sgemmStridedBatched` for the emulator, written from cuBLAS's definition
 //! of the call (see [`BlasGemm`]) and nothing else: column-major storage, `op(A)`/`op(B)`,
 //! leading dimensions, batch strides, `alpha`/`beta` (with `C` not read when `beta == 0`),
-//! and TF32 operand rounding (`cvt.rna`) when the call asks for it. It shares no code with the CPU
-//! backend's matrix products, so comparing `CudaBackend<EmuGpu>` with the CPU oracle tests
-//! the backend's translation of row-major products into cuBLAS calls
-//! ([`BlasGemm::from_row`]) and every launcher's operand order, transposes and offsets.
+//! and TF32 (`cvt.rna`) or bf16 (nearest even) operand rounding when the call asks for it. It
+//! shares no code with the CPU backend's matrix products, so comparing `CudaBackend<EmuGpu>`
+//! with the CPU oracle tests the backend's translation of row-major products into cuBLAS
+//! calls ([`BlasGemm::from_row`]) and every launcher's operand order, transposes and offsets.
 //!
 //! Summation: each output is a dot product over `k` in 16 interleaved fp32 partial sums
 //! (fused multiply-adds where the CPU has them), which is neither cuBLAS's order nor the CPU
@@ -22,6 +22,18 @@ pub fn round_tf32(x: f32) -> f32 {
     f32::from_bits(x.to_bits().wrapping_add(0x1000) & !0x1fff)
 }
 
+/// `x` rounded to bfloat16 (8-bit exponent, 7-bit stored mantissa), to nearest with ties to
+/// even: what PyTorch's `.bfloat16()` and PTX's `cvt.rn.bf16.f32` do, and how the emulator
+/// takes cuBLAS's `CUBLAS_COMPUTE_32F_FAST_16BF` to round its operands. NaN stays NaN.
+pub fn round_bf16(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let b = x.to_bits();
+    let lsb = (b >> 16) & 1;
+    f32::from_bits(b.wrapping_add(0x7fff + lsb) & 0xffff_0000)
+}
+
 /// Runs `g` on host memory: `a`, `b` and `c` start at the matrices' first elements and hold
 /// at least [`BlasGemm::extents`] values (the caller checks with `check_gemm`).
 pub fn sgemm(g: &BlasGemm, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -32,6 +44,7 @@ pub fn sgemm(g: &BlasGemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     let round = |x: f32| match g.math {
         GemmMath::F32 => x,
         GemmMath::Tf32 => round_tf32(x),
+        GemmMath::Bf16 => round_bf16(x),
     };
     for batch in 0..g.batch {
         let (a, b) = (&a[batch * g.stride_a..], &b[batch * g.stride_b..]);
@@ -302,6 +315,77 @@ mod tests {
         assert!(
             d > 0.0 && d < 1e-2,
             "TF32 differs from fp32 by rounding only: {d}"
+        );
+    }
+
+    /// bf16 rounding is to nearest with ties to even, and agrees with the `half` crate's
+    /// conversion (an independent implementation) on a sweep of values, signs and specials.
+    #[test]
+    fn bf16_rounding_is_nearest_even() {
+        let ulp = 1.0 / 128.0;
+        assert_eq!(
+            round_bf16(1.0 + ulp / 2.0),
+            1.0,
+            "a tie rounds to the even 1.0"
+        );
+        assert_eq!(
+            round_bf16(1.0 + 1.5 * ulp),
+            1.0 + 2.0 * ulp,
+            "a tie rounds to even"
+        );
+        assert_eq!(round_bf16(1.0 + 0.6 * ulp), 1.0 + ulp);
+        assert_eq!(round_bf16(-(1.0 + 0.6 * ulp)), -(1.0 + ulp));
+        assert_eq!(
+            round_bf16(f32::MAX),
+            f32::INFINITY,
+            "overflows like a conversion"
+        );
+        assert_eq!(round_bf16(f32::NEG_INFINITY), f32::NEG_INFINITY);
+        assert!(round_bf16(f32::NAN).is_nan());
+        let mut x = 1.0e-30f32;
+        while x < 1.0e30 {
+            for v in [x, -x, x * 1.000_03, x * 0.999_97] {
+                assert_eq!(
+                    round_bf16(v).to_bits(),
+                    half::bf16::from_f32(v).to_f32().to_bits(),
+                    "{v:e}"
+                );
+            }
+            x *= 1.37;
+        }
+    }
+
+    /// A bf16 call is the product of the bf16-rounded operands (exact products, fp32 sums):
+    /// within the fp32 summation bound of that reference, and away from the fp32 product by no
+    /// more than the operands' rounding (2 · 2⁻⁹ relative each, summed over k).
+    #[test]
+    fn bf16_products_round_both_operands() {
+        let (m, n, k) = (5, 7, 300);
+        let g = RowGemm::linear(m, n, k);
+        let (a, b) = (vals(m * k, 0.37), vals(n * k, 0.71));
+        let call = BlasGemm::from_row(&g, GemmMath::Bf16);
+        let mut got = vec![0.0; m * n];
+        // cuBLAS's A is our b (see `from_row`).
+        sgemm(&call, &b, &a, &mut got);
+        let (ar, br): (Vec<f32>, Vec<f32>) = (
+            a.iter().map(|&x| round_bf16(x)).collect(),
+            b.iter().map(|&x| round_bf16(x)).collect(),
+        );
+        let want = row_ref(&g, &ar, &br, &[]);
+        let exact = row_ref(&g, &a, &b, &[]);
+        let abs_sum = k as f32; // |a|, |b| <= 1
+        for i in 0..m * n {
+            let d = (got[i] - want[i]).abs();
+            assert!(
+                d <= k as f32 * f32::EPSILON * abs_sum,
+                "{i}: {d:e} from the bf16 reference"
+            );
+            let e = (got[i] - exact[i]).abs();
+            assert!(e <= 2.0 * 2f32.powi(-9) * abs_sum, "{i}: {e:e} from fp32");
+        }
+        assert!(
+            got != exact,
+            "bf16 must round: identical to the fp32 product"
         );
     }
 }

@@ -6,12 +6,18 @@
 //! the path the parity tests hold to 1e-4 against the CPU oracle; TF32 math
 //! (`CUBLAS_TF32_TENSOR_OP_MATH`) rounds the operands to 10-bit mantissas on tensor cores with
 //! fp32 accumulation (parity ~1e-3). The handle's math mode is switched when a call asks for
-//! another one. A bf16 cuBLASLt path is not implemented yet.
+//! another one. Bf16 math is `cublasGemmEx` / `cublasGemmStridedBatchedEx` on the same fp32
+//! buffers with compute type `CUBLAS_COMPUTE_32F_FAST_16BF`: cuBLAS rounds the operands to
+//! bf16 for the tensor cores and accumulates in fp32, so no tensor is stored in bf16 (that, and
+//! cuBLASLt's fused epilogues, are the next steps of the tensor-core issue).
 
 use super::device::CudaResultExt;
 use super::gpu::{BlasGemm, GemmMath};
 use crate::{Error, Result};
-use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t, cublasStatus_t};
+use cudarc::cublas::sys::{
+    cublasComputeType_t, cublasGemmAlgo_t, cublasMath_t, cublasOperation_t, cublasStatus_t,
+    cudaDataType_t,
+};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 use std::sync::{Arc, Mutex};
@@ -76,7 +82,8 @@ impl Blas {
             return Ok(());
         }
         let mode = match math {
-            GemmMath::F32 => cublasMath_t::CUBLAS_DEFAULT_MATH,
+            // Bf16 calls name their compute type (`gemm_bf16`); the mode is the default one.
+            GemmMath::F32 | GemmMath::Bf16 => cublasMath_t::CUBLAS_DEFAULT_MATH,
             GemmMath::Tf32 => cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
         };
         // SAFETY: a valid handle created by `new`.
@@ -115,6 +122,9 @@ impl Blas {
         // context is current on the calling thread (a fresh thread has none, or device 0's).
         self.stream.context().bind_to_thread().op("bind context")?;
         self.set_math(g.math)?;
+        if g.math == GemmMath::Bf16 {
+            return self.gemm_bf16(g, a, b, c);
+        }
         let gemm = gemm_config(g);
         if g.batch == 1 {
             // SAFETY: arguments and sizes checked by the caller; all buffers live on the
@@ -132,5 +142,67 @@ impl Blas {
             unsafe { self.handle.gemm_strided_batched(cfg, a, b, c) }
                 .op("cublasSgemmStridedBatched")
         }
+    }
+
+    /// `g` with bf16 operands and fp32 accumulation on fp32 buffers
+    /// (`CUBLAS_COMPUTE_32F_FAST_16BF`), batched or not.
+    fn gemm_bf16<A, B, C>(&self, g: &BlasGemm, a: &A, b: &B, c: &mut C) -> Result<()>
+    where
+        A: DevicePtr<f32>,
+        B: DevicePtr<f32>,
+        C: DevicePtrMut<f32>,
+    {
+        let cfg = gemm_config(g);
+        let f32t = cudaDataType_t::CUDA_R_32F;
+        let compute = cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF;
+        let algo = cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
+        let (alpha, beta) = (cfg.alpha, cfg.beta);
+        let handle = *self.handle.handle();
+        let (pa, _ra) = a.device_ptr(&self.stream);
+        let (pb, _rb) = b.device_ptr(&self.stream);
+        let (pc, _rc) = c.device_ptr_mut(&self.stream);
+        let (alpha, beta) = (
+            &alpha as *const f32 as *const _,
+            &beta as *const f32 as *const _,
+        );
+        let (pa, pb, pc) = (pa as *const _, pb as *const _, pc as *mut _);
+        // SAFETY: arguments and sizes checked by the caller (`gpu::check_gemm`); the buffers
+        // live on the handle's stream and context; alpha and beta outlive the call, which
+        // reads them before returning (host pointer mode).
+        let r = unsafe {
+            if g.batch == 1 {
+                cudarc::cublas::result::gemm_ex(
+                    handle, cfg.transa, cfg.transb, cfg.m, cfg.n, cfg.k, alpha, pa, f32t, cfg.lda,
+                    pb, f32t, cfg.ldb, beta, pc, f32t, cfg.ldc, compute, algo,
+                )
+            } else {
+                cudarc::cublas::result::gemm_strided_batched_ex(
+                    handle,
+                    cfg.transa,
+                    cfg.transb,
+                    cfg.m,
+                    cfg.n,
+                    cfg.k,
+                    alpha,
+                    pa,
+                    f32t,
+                    cfg.lda,
+                    g.stride_a as i64,
+                    pb,
+                    f32t,
+                    cfg.ldb,
+                    g.stride_b as i64,
+                    beta,
+                    pc,
+                    f32t,
+                    cfg.ldc,
+                    g.stride_c as i64,
+                    g.batch as i32,
+                    compute,
+                    algo,
+                )
+            }
+        };
+        r.op("cublasGemmEx (bf16)")
     }
 }

@@ -74,6 +74,10 @@ pub enum GemmMath {
     /// Operands rounded to TF32 (10-bit mantissa) on tensor cores
     /// (`CUBLAS_TF32_TENSOR_OP_MATH`).
     Tf32,
+    /// Operands rounded to bfloat16 (8-bit significand) on tensor cores, fp32 accumulation:
+    /// `cublasGemmEx` on the fp32 buffers with `CUBLAS_COMPUTE_32F_FAST_16BF`, so no bf16
+    /// copy of any tensor exists (the emulator rounds to nearest even, as PyTorch's `.bfloat16()`).
+    Bf16,
 }
 
 /// One cuBLAS `sgemm` / `sgemmStridedBatched` call, in cuBLAS's own column-major terms:

@@ -11,16 +11,18 @@
 //!   into each context.
 //! - `gpu.rs`: the device layer the backend is written against ([`gpu::Gpu`]): buffers,
 //!   launches, and matrix products as cuBLAS calls ([`gpu::BlasGemm`]). [`device::CudaGpu`] is
-//!   the real GPU (`gemm.rs`: cuBLAS, fp32 or TF32 math); `emu::EmuGpu` (feature `cuda-emu`)
-//!   runs the same kernels on the host, and the cuBLAS calls from their definition
-//!   (`emu_blas.rs`), so CI tests this backend without a GPU.
+//!   the real GPU (`gemm.rs`: cuBLAS, fp32, TF32 or bf16 math); `emu::EmuGpu` (feature
+//!   `cuda-emu`) runs the same kernels on the host, and the cuBLAS calls from their
+//!   definition (`emu_blas.rs`), so CI tests this backend without a GPU.
 //! - `ops.rs`, `train.rs`, `newton_schulz.rs`: kernel launchers (launch geometry and argument
 //!   packing) of the forward, backward and optimizer ops.
 //!
 //! Precision is a property of the backend value ([`CudaBackend::with_precision`]): `f32`
-//! (true fp32 products, the parity path) or `tf32` (TF32 GEMM operands and tensor-core
-//! attention, fp32 accumulation). Every op of [`Backend`] mirrors the CPU oracle
-//! (`backend/cpu`) with the same semantics; each `.cu` file names the CPU file it mirrors.
+//! (true fp32 products, the parity path), `tf32` (TF32 GEMM operands and tensor-core
+//! attention, fp32 accumulation) or `bf16` (bf16 GEMM operands, fp32 accumulation, master
+//! weights and optimizer state; attention on the TF32 tensor-core kernels). Every op of
+//! [`Backend`] mirrors the CPU oracle (`backend/cpu`) with the same semantics; each `.cu`
+//! file names the CPU file it mirrors.
 //! All work is queued on one stream and only `download`, `nll` and `log_probs` synchronise
 //! with the host. `cuda/REVIEW.md` lists what a desk review checked and what to look at first
 //! on a GPU; README.md and BENCHMARKS.md say what has been measured where.
@@ -130,11 +132,17 @@ impl<G: Gpu> CudaBackend<G> {
     }
 
     /// The precisions this backend offers, the parity path first.
-    pub const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Tf32];
+    pub const PRECISIONS: &'static [Precision] =
+        &[Precision::F32, Precision::Tf32, Precision::Bf16];
 
     /// The same backend in `precision`: `f32` multiplies in true fp32 (the parity path);
     /// `tf32` rounds GEMM operands to TF32 on tensor cores and runs attention on tensor cores
-    /// (`cuda/attention_tc.cu`, where the device has them), accumulating in fp32.
+    /// (`cuda/attention_tc.cu`, where the device has them), accumulating in fp32; `bf16`
+    /// rounds every GEMM's operands (the linears, the head, their backward products and
+    /// Muon's Newton-Schulz iterations) to bf16 with fp32 accumulation, as PyTorch's bf16
+    /// autocast and the challenge's Muon do, and runs attention on the TF32 tensor-core kernels
+    /// (more exact than bf16; bf16 flash attention is still to come). Element-wise ops, norms,
+    /// softmax, the loss, weights and optimizer state stay fp32 in every precision.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         if !Self::PRECISIONS.contains(&precision) {
             return Err(Error::Backend(format!(
@@ -143,7 +151,7 @@ impl<G: Gpu> CudaBackend<G> {
             )));
         }
         self.precision = precision;
-        self.tc_attention = precision == Precision::Tf32 && self.gpu.tensor_cores();
+        self.tc_attention = precision != Precision::F32 && self.gpu.tensor_cores();
         Ok(self)
     }
 
@@ -157,8 +165,7 @@ impl<G: Gpu> CudaBackend<G> {
         match self.precision {
             Precision::F32 => GemmMath::F32,
             Precision::Tf32 => GemmMath::Tf32,
-            // `with_precision` refuses what `PRECISIONS` does not list.
-            Precision::Bf16 => unreachable!("bf16 is not in CudaBackend::PRECISIONS"),
+            Precision::Bf16 => GemmMath::Bf16,
         }
     }
 
@@ -168,8 +175,8 @@ impl<G: Gpu> CudaBackend<G> {
     }
 
     /// The same backend with attention (forward and backward) on TF32 tensor cores or not
-    /// (default: on in the TF32 precision). Head dims `cuda/attention_tc.cu` lacks keep the
-    /// fp32 kernels, and so does a device without TF32 tensor cores (before sm_80).
+    /// (default: on in the TF32 and bf16 precisions). Head dims `cuda/attention_tc.cu` lacks
+    /// keep the fp32 kernels, and so does a device without TF32 tensor cores (before sm_80).
     pub fn with_tensor_core_attention(mut self, on: bool) -> Self {
         self.tc_attention = on && self.gpu.tensor_cores();
         self
@@ -360,7 +367,8 @@ impl<G: Gpu> Backend for CudaBackend<G> {
             (Precision::F32, true) => "float32 gemm + tensor-core attention",
             (Precision::Tf32, true) => "tf32 gemm + tensor-core attention",
             (Precision::Tf32, false) => "tf32 gemm",
-            (Precision::Bf16, _) => "bf16 gemm",
+            (Precision::Bf16, true) => "bf16 gemm + tensor-core attention",
+            (Precision::Bf16, false) => "bf16 gemm",
         };
         match d.strip_suffix(')') {
             Some(head) => format!("{head}, {math})"),
