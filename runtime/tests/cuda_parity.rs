@@ -179,6 +179,47 @@ fn traffic_is_counted<G: Gpu>(gpu: CudaBackend<G>) {
     assert_eq!(gpu.traffic().unwrap().since(t0).syncs, 2);
 }
 
+/// Stacked-weight products over equal documents are one strided-batched call: 8 documents of
+/// 16 rows cost one launch forward and one per backward product; a short last document adds
+/// one call, and an empty document in the middle cuts the run (the values themselves are the
+/// conformance suite's `linear_segments` checks).
+fn equal_segments_are_one_launch<G: Gpu>(gpu: CudaBackend<G>) {
+    let (docs, len, k, n) = (8, 16, 24, 6);
+    let x = gpu
+        .upload(&data(docs * len * k, 0.3, 1.0), docs * len, k)
+        .unwrap();
+    let w = gpu
+        .upload(&data(docs * n * k, 0.7, 1.0), docs * n, k)
+        .unwrap();
+    let dy = gpu
+        .upload(&data(docs * len * n, 0.5, 1.0), docs * len, n)
+        .unwrap();
+    let launches = |segs: &[(usize, usize)]| {
+        let t0 = gpu.traffic().unwrap();
+        gpu.linear_segments(&x, &w, segs).unwrap();
+        let t1 = gpu.traffic().unwrap();
+        gpu.linear_segments_backward_input(&dy, &w, segs).unwrap();
+        let t2 = gpu.traffic().unwrap();
+        gpu.linear_segments_backward_weight(&dy, &x, segs).unwrap();
+        let t3 = gpu.traffic().unwrap();
+        // The outputs are zeroed first (one memset, not counted as a launch) where rows can
+        // be left uncovered; what is counted is the products.
+        [t1.since(t0), t2.since(t1), t3.since(t2)].map(|t| t.launches)
+    };
+    let equal: Vec<_> = (0..docs).map(|d| (d * len, (d + 1) * len)).collect();
+    let mut short = equal.clone();
+    short[docs - 1].1 -= 5;
+    let mut hole = equal.clone();
+    hole[3].1 = hole[3].0;
+    let (e, s, h) = (launches(&equal), launches(&short), launches(&hole));
+    println!("launches (forward, dx, dw): equal {e:?}, short last {s:?}, empty 4th {h:?}");
+    assert_eq!(e, [1, 1, 1], "equal documents: one call per product");
+    for i in 0..3 {
+        assert_eq!(s[i], e[i] + 1, "a short last document is one more call");
+        assert_eq!(h[i], e[i] + 1, "an empty document cuts the run in two");
+    }
+}
+
 // Every op against the CPU oracle: the conformance suite every backend runs.
 conformance_on_both_devices!(conformance_ops);
 
@@ -186,6 +227,7 @@ on_both_devices!(
     ops: unsupported_head_dim_is_an_error;
     backends: attention_on_tensor_cores,
         traffic_is_counted,
+        equal_segments_are_one_launch,
         baseline9l_first_two_windows_nll,
         mlp3x11l_first_two_windows_nll,
         sidecar_model_nll_and_grads

@@ -296,10 +296,13 @@ impl<G: Gpu> CudaBackend<G> {
         Ok(self.tensor(c, m, n))
     }
 
-    /// One GEMM per non-empty segment `k = (s, e)` of a stacked-weight product
-    /// ([`Backend::linear_segments`] and its backward): `plan(k, s, e - s)` gives that
+    /// The products of a stacked-weight product ([`Backend::linear_segments`] and its
+    /// backward), one per non-empty segment `k = (s, e)`: `plan(k, s, e - s)` gives that
     /// segment's shape and its element offsets into `a`, `b` and `c`. Empty segments are
-    /// skipped (`c` is expected zeroed). A strided-batched call would serve equal segments.
+    /// skipped (`c` is expected zeroed). Consecutive segments whose products have one shape
+    /// and whose offsets advance by fixed strides (equal-length documents of a batch: the
+    /// usual case in batched LoRA TTT) go out as one strided-batched call
+    /// ([`segment_batches`]), so a batch of N documents costs one launch per product, not N.
     fn segment_gemms(
         &self,
         segs: &[(usize, usize)],
@@ -308,11 +311,19 @@ impl<G: Gpu> CudaBackend<G> {
         c: &mut G::F32,
         plan: impl Fn(usize, usize, usize) -> (RowGemm, [usize; 3]),
     ) -> Result<()> {
-        for (k, &(s, e)) in segs.iter().enumerate() {
-            if e > s {
-                let (g, [a_off, b_off, c_off]) = plan(k, s, e - s);
-                self.row_gemm(&g, a, a_off, b, b_off, c, c_off)?;
-            }
+        let plans: Vec<_> = segs
+            .iter()
+            .enumerate()
+            .filter(|(_, &(s, e))| e > s)
+            .map(|(k, &(s, e))| plan(k, s, e - s))
+            .collect();
+        for run in segment_batches(&plans) {
+            let (g, [a_off, b_off, c_off]) = plans[run.first];
+            // cuBLAS's A is our b, its B our a (`BlasGemm::from_row`).
+            let [sa, sb, sc] = run.strides;
+            let call = BlasGemm::from_row(&g, self.math()).batched(run.count, sb, sa, sc);
+            self.traffic.launch();
+            self.gpu.gemm(&call, b, b_off, a, a_off, c, c_off)?;
         }
         Ok(())
     }
@@ -621,6 +632,49 @@ pub fn reason(e: &Error) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
+/// A run of `count` segment products starting at `plans[first]`, `strides` (elements of `a`,
+/// `b`, `c`) apart: one strided-batched call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SegmentBatch {
+    first: usize,
+    count: usize,
+    strides: [usize; 3],
+}
+
+/// Cuts the segment products `plans` (shape, offsets into `a`, `b`, `c`), in order, into
+/// maximal runs that one strided-batched call computes: the same [`RowGemm`], every offset
+/// advancing by a fixed non-negative stride, and the outputs `c` of the run disjoint (a
+/// stride of at least one output block, so no two entries of a batch write one element).
+fn segment_batches(plans: &[(RowGemm, [usize; 3])]) -> Vec<SegmentBatch> {
+    let mut out: Vec<SegmentBatch> = Vec::new();
+    for (i, (g, offs)) in plans.iter().enumerate() {
+        if let Some(run) = out.last_mut() {
+            let (g0, offs0) = &plans[run.first];
+            let (_, prev) = &plans[i - 1];
+            let step = |j: usize| offs[j].checked_sub(prev[j]);
+            let fits = g == g0
+                && (0..3).all(|j| match (step(j), run.count) {
+                    (Some(d), 1) => j != 2 || d >= g.m * g.n,
+                    (Some(d), _) => d == run.strides[j],
+                    (None, _) => false,
+                });
+            if fits {
+                if run.count == 1 {
+                    run.strides = [0, 1, 2].map(|j| offs[j] - offs0[j]);
+                }
+                run.count += 1;
+                continue;
+            }
+        }
+        out.push(SegmentBatch {
+            first: i,
+            count: 1,
+            strides: [0; 3],
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,5 +693,44 @@ mod tests {
                 assert!(!r.contains('\n'));
             }
         }
+    }
+
+    /// Equal segments become one batched call; a ragged or skipped segment, another shape or a
+    /// stride change starts a new run; outputs that would overlap are never batched.
+    #[test]
+    fn segment_products_batch_where_one_strided_call_computes_them() {
+        let lin = |m| RowGemm::linear(m, 4, 3);
+        // Four equal documents of 5 rows: x rows 5 apart, adapters 12 apart, outputs 20 apart.
+        let eq: Vec<_> = (0..4).map(|k| (lin(5), [15 * k, 12 * k, 20 * k])).collect();
+        assert_eq!(
+            segment_batches(&eq),
+            vec![SegmentBatch {
+                first: 0,
+                count: 4,
+                strides: [15, 12, 20]
+            }]
+        );
+        // The last document is shorter: its own call.
+        let mut ragged = eq.clone();
+        ragged[3].0 = lin(2);
+        let runs = segment_batches(&ragged);
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].count, runs[1].first, runs[1].count), (3, 3, 1));
+        // A skipped (empty) document makes the adapter stride jump: a new run there.
+        let skip = vec![eq[0], eq[1], (lin(5), [30, 36, 40]), (lin(5), [45, 48, 60])];
+        let runs = segment_batches(&skip);
+        assert_eq!(
+            runs.iter().map(|r| (r.first, r.count)).collect::<Vec<_>>(),
+            vec![(0, 2), (2, 2)]
+        );
+        // Outputs closer than one block (20 elements) would race: never batched.
+        let overlap: Vec<_> = (0..3).map(|k| (lin(5), [15 * k, 12 * k, 10 * k])).collect();
+        assert_eq!(segment_batches(&overlap).len(), 3);
+        // A shared operand (stride 0) is fine; accumulating into one C is not.
+        let shared: Vec<_> = (0..3).map(|k| (lin(5), [0, 12 * k, 20 * k])).collect();
+        assert_eq!(segment_batches(&shared)[0].strides, [0, 12, 20]);
+        let same_c: Vec<_> = (0..3).map(|k| (lin(5), [15 * k, 12 * k, 0])).collect();
+        assert_eq!(segment_batches(&same_c).len(), 3);
+        assert!(segment_batches(&[]).is_empty());
     }
 }

@@ -180,17 +180,27 @@ pub fn linear_matches<B: Backend>(p: &Pair<B>) {
     );
 }
 
+/// Segment sets of 40 rows for the stacked-weight products: three members with an empty one
+/// and rows no member covers; five equal documents (a backend may batch them into one call);
+/// equal documents with a gap and a short last one (batches cut where the stride changes).
+pub const SEGMENT_CASES: &[&[(usize, usize)]] = &[
+    &[(0, 10), (10, 10), (15, 37)],
+    &[(0, 8), (8, 16), (16, 24), (24, 32), (32, 40)],
+    &[(0, 8), (8, 16), (16, 24), (30, 38), (38, 40)],
+];
+
 pub fn linear_segments_matches<B: Backend>(p: &Pair<B>) {
     let (rows, k, n) = (40, 24, 6);
-    // Three members with an empty one and rows no member covers.
-    let segs = [(0, 10), (10, 10), (15, 37)];
     let (xc, xg) = p.up(&data(rows * k, 0.37, 1.0), rows, k);
-    let (wc, wg) = p.up(&data(segs.len() * n * k, 0.91, 0.3), segs.len() * n, k);
-    p.check(
-        "linear_segments",
-        &p.cpu.linear_segments(&xc, &wc, &segs).unwrap(),
-        &p.gpu.linear_segments(&xg, &wg, &segs).unwrap(),
-    );
+    for segs in SEGMENT_CASES {
+        let (wc, wg) = p.up(&data(segs.len() * n * k, 0.91, 0.3), segs.len() * n, k);
+        p.check(
+            &format!("linear_segments {segs:?}"),
+            &p.cpu.linear_segments(&xc, &wc, segs).unwrap(),
+            &p.gpu.linear_segments(&xg, &wg, segs).unwrap(),
+        );
+    }
+    let (_, wg) = p.up(&data(3 * n * k, 0.91, 0.3), 3 * n, k);
     assert!(p.gpu.linear_segments(&xg, &wg, &[(0, 41)]).is_err());
     assert!(p
         .gpu

@@ -216,37 +216,39 @@ pub fn linear_backward<B: TrainBackend>(p: &Pair<B>) {
     assert!(p.gpu.linear_backward_input(&dg, &wg).is_err());
 
     let (rows, k, n) = (40, 24, 6);
-    let segs = [(0, 10), (10, 10), (15, 37)];
     let (xc, xg) = p.up(&data(rows * k, 0.37, 1.0), rows, k);
-    let (wc, wg) = p.up(&data(segs.len() * n * k, 0.91, 0.3), segs.len() * n, k);
     let (dc, dg) = p.up(&data(rows * n, 0.53, 1.5), rows, n);
-    p.check(
-        "linear_segments dx",
-        &p.cpu
-            .linear_segments_backward_input(&dc, &wc, &segs)
-            .unwrap(),
-        &p.gpu
-            .linear_segments_backward_input(&dg, &wg, &segs)
-            .unwrap(),
-    );
-    p.check(
-        "linear_segments dw",
-        &p.cpu
-            .linear_segments_backward_weight(&dc, &xc, &segs)
-            .unwrap(),
-        &p.gpu
-            .linear_segments_backward_weight(&dg, &xg, &segs)
-            .unwrap(),
-    );
+    for segs in super::SEGMENT_CASES {
+        let (wc, wg) = p.up(&data(segs.len() * n * k, 0.91, 0.3), segs.len() * n, k);
+        p.check(
+            &format!("linear_segments dx {segs:?}"),
+            &p.cpu
+                .linear_segments_backward_input(&dc, &wc, segs)
+                .unwrap(),
+            &p.gpu
+                .linear_segments_backward_input(&dg, &wg, segs)
+                .unwrap(),
+        );
+        p.check(
+            &format!("linear_segments dw {segs:?}"),
+            &p.cpu
+                .linear_segments_backward_weight(&dc, &xc, segs)
+                .unwrap(),
+            &p.gpu
+                .linear_segments_backward_weight(&dg, &xg, segs)
+                .unwrap(),
+        );
+    }
+    let segs = super::SEGMENT_CASES[0];
     // A stacked weight that is not segments x out rows, and segments past the rows: errors.
     let (wc7, wg7) = p.up(&data(7 * k, 0.2, 1.0), 7, k);
     assert!(p
         .cpu
-        .linear_segments_backward_input(&dc, &wc7, &segs)
+        .linear_segments_backward_input(&dc, &wc7, segs)
         .is_err());
     assert!(p
         .gpu
-        .linear_segments_backward_input(&dg, &wg7, &segs)
+        .linear_segments_backward_input(&dg, &wg7, segs)
         .is_err());
     let past = [(0, 10), (10, rows + 1)];
     assert!(p
