@@ -273,6 +273,25 @@ fn trainer_steps_against_f32<G: Gpu>(gpu: CudaBackend<G>, tol: StepTol) {
             t.syncs,
             t.launches
         );
+        // Launches by phase: the micro-steps' share is what `--profile` reports per
+        // micro-step; the CPU has no launches to count.
+        let l = rg
+            .phases
+            .launches
+            .expect("the CUDA backend counts launches by phase");
+        assert_eq!(l.micro_steps, 2);
+        assert!(l.grads > 0 && l.optim > 0, "{l:?}");
+        assert!(
+            l.grads + l.reduce + l.optim + l.ema <= t.launches,
+            "{l:?} vs {t:?}"
+        );
+        assert!(rc.phases.launches.is_none());
+        println!(
+            "  launches per micro-step {:.0}, optimizer {}, ema {}",
+            l.per_micro_step(),
+            l.optim,
+            l.ema
+        );
         // The first step also pays for what is cached afterwards (RoPE tables).
         if rc.step > 1 {
             assert!(

@@ -603,6 +603,11 @@ impl Run<'_> {
                         j["syncs"] = t.syncs.into();
                         j["launches"] = t.launches.into();
                     }
+                    if let Some(l) = p.launches {
+                        j["launches_per_micro_step"] = l.per_micro_step().into();
+                        j["optim_launches"] = l.optim.into();
+                        j["ema_launches"] = l.ema.into();
+                    }
                     log.line(&j.to_string());
                 }
             }

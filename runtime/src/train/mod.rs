@@ -46,4 +46,4 @@ pub use schedule::Schedule;
 pub use select::ParamSelect;
 pub use sgd::Sgd;
 pub use tape::TrainModel;
-pub use trainer::{HostState, StepPhases, StepReport, TrainConfig, Trainer};
+pub use trainer::{HostState, PhaseLaunches, StepPhases, StepReport, TrainConfig, Trainer};

@@ -90,6 +90,28 @@ pub struct StepPhases {
     pub optim_ms: f64,
     /// The EMA update.
     pub ema_ms: f64,
+    /// Kernel launches (and library calls) of each phase on a device backend: what fusion and
+    /// CUDA graphs are to cut.
+    pub launches: Option<PhaseLaunches>,
+}
+
+/// Kernel launches by phase of one optimizer step ([`crate::backend::Traffic::launches`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PhaseLaunches {
+    /// Every micro-step's forward and backward (and QAT's weight quantization), on every rank.
+    pub grads: u64,
+    /// Forward-backward passes in `grads` (micro-steps × ranks).
+    pub micro_steps: u64,
+    pub reduce: u64,
+    pub optim: u64,
+    pub ema: u64,
+}
+
+impl PhaseLaunches {
+    /// Launches per micro-step (forward + backward), the figure a fused step lowers.
+    pub fn per_micro_step(&self) -> f64 {
+        self.grads as f64 / self.micro_steps.max(1) as f64
+    }
 }
 
 /// What one optimizer step reports.
@@ -431,19 +453,34 @@ impl<B: TrainBackend + Clone> Trainer<B> {
             .collect::<Result<Vec<_>>>()?;
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let grads_ms = ms(t0);
+        let launches = || be.traffic().map(|t| t.launches);
+        let l1 = launches();
         let t1 = Instant::now();
         InProcess { world }.all_reduce_mean(&be, &mut ranks)?;
         let reduce_ms = ms(t1);
+        let l2 = launches();
         let t2 = Instant::now();
         let mut grads = ranks.swap_remove(0);
         let momentum = c.schedule.muon_momentum(self.step);
         let grad_norm = self.optimizer_step(&mut grads, lr_mul, momentum)?;
         let optim_ms = ms(t2);
+        let l3 = launches();
         let t3 = Instant::now();
         if let Some((d, e)) = &mut self.ema {
             e.zip_mut(self.model.params(), |_, e, w| be.ema_update(e, w, *d))?;
         }
         let ema_ms = ms(t3);
+        let l4 = launches();
+        let phase_launches = match (traffic0, l1, l2, l3, l4) {
+            (Some(t0), Some(l1), Some(l2), Some(l3), Some(l4)) => Some(PhaseLaunches {
+                grads: l1 - t0.launches,
+                micro_steps: (world * accum) as u64,
+                reduce: l2 - l1,
+                optim: l3 - l2,
+                ema: l4 - l3,
+            }),
+            _ => None,
+        };
         // The second read of the step: the loss and the scalar factors of the new weights.
         let mut read = vec![&loss0];
         read.extend(Scalars::tensors(self.model.params()));
@@ -471,6 +508,7 @@ impl<B: TrainBackend + Clone> Trainer<B> {
                 reduce_ms,
                 optim_ms,
                 ema_ms,
+                launches: phase_launches,
             },
             traffic: traffic0.and_then(|a| self.backend.traffic().map(|b| b.since(a))),
         })
@@ -608,6 +646,14 @@ impl<B: TrainBackend + Clone> Trainer<B> {
             s += &format!(
                 " h2d:{}B d2h:{}B syncs:{} launches:{}",
                 t.h2d_bytes, t.d2h_bytes, t.syncs, t.launches
+            );
+        }
+        if let Some(l) = p.launches {
+            s += &format!(
+                " (per micro-step:{:.0} optim:{} ema:{})",
+                l.per_micro_step(),
+                l.optim,
+                l.ema
             );
         }
         s
