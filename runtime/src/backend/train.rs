@@ -234,6 +234,21 @@ pub trait TrainBackend: Backend {
         self.upload(&o, rows, cols)
     }
 
+    /// [`TrainBackend::newton_schulz`] of each of `us`, in order, with the same results: what
+    /// Muon's step runs over all its matrices. The default calls `newton_schulz` once per
+    /// matrix; a device backend may run the matrices of one shape together (CUDA: one
+    /// strided-batched product for all of them).
+    fn newton_schulz_many(
+        &self,
+        us: &[&Self::Tensor],
+        steps: usize,
+        bf16: bool,
+    ) -> Result<Vec<Self::Tensor>> {
+        us.iter()
+            .map(|u| self.newton_schulz(u, steps, bf16))
+            .collect()
+    }
+
     // ---- Optimizer ops. Each default downloads, runs the float32 oracle of
     // `backend::cpu::optim` and uploads: a new backend works from day one, and the device
     // backends replace them with kernels.

@@ -551,13 +551,31 @@ impl<B: TrainBackend + Clone> Trainer<B> {
         }
         let leaves = self.model.params_mut().leaves_mut();
         let gl = grads.leaves();
+        // Muon: every matrix's momentum, then Newton-Schulz over all of them at once (a device
+        // backend batches the matrices of one shape), then each update. Each parameter's
+        // update reads only its own state, so the order is free.
+        let mut us = Vec::new();
+        for ((_, _, g), &(grp, idx)) in gl.iter().zip(&self.groups) {
+            if grp == Group::Matrix {
+                us.push(be.muon_momentum(
+                    &mut self.dev.muon[idx],
+                    g,
+                    muon.momentum,
+                    muon.nesterov,
+                )?);
+            }
+        }
+        let refs: Vec<&B::Tensor> = us.iter().collect();
+        let mut orth = be
+            .newton_schulz_many(&refs, muon.ns_steps, muon.bf16)?
+            .into_iter();
         for (((_, _, w), (_, _, g)), &(grp, idx)) in leaves.into_iter().zip(gl).zip(&self.groups) {
             match grp {
                 Group::Matrix => {
                     let (r, c) = be.shape(w);
-                    let u =
-                        be.muon_momentum(&mut self.dev.muon[idx], g, muon.momentum, muon.nesterov)?;
-                    let o = be.newton_schulz(&u, muon.ns_steps, muon.bf16)?;
+                    let o = orth
+                        .next()
+                        .ok_or_else(|| Error::Backend("Newton-Schulz result missing".into()))?;
                     be.muon_apply(
                         w,
                         &o,

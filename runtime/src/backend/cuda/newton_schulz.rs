@@ -9,9 +9,10 @@
 //!
 //! [`TrainBackend::newton_schulz`]: crate::backend::train::TrainBackend::newton_schulz
 
-use super::gpu::{Gpu, KArg, RowGemm};
+use super::gpu::{BlasGemm, Gpu, KArg, RowGemm};
 use super::ops::grid_1d;
 use super::{CudaBackend, CudaTensor};
+use crate::backend::train::TrainBackend;
 use crate::train::muon::NS_COEFFS;
 use crate::Result;
 
@@ -63,28 +64,100 @@ impl<G: Gpu> CudaBackend<G> {
         Ok(out)
     }
 
-    /// A fresh `c = op(a)·op(b)` of `g`'s shape, bf16-rounded when `round`.
-    fn ns_product(&self, g: &RowGemm, a: &G::F32, b: &G::F32, round: bool) -> Result<G::F32> {
+    /// A fresh `c_i = op(a_i)·op(b_i)` of `g`'s shape for each of `count` matrices stacked in
+    /// `a` and `b` (each `a_i` `g.m·g.k` values after the previous, each `b_i` `g.k·g.n`):
+    /// one (strided-batched) call; bf16-rounded when `round`.
+    fn ns_product(
+        &self,
+        g: &RowGemm,
+        a: &G::F32,
+        b: &G::F32,
+        round: bool,
+        count: usize,
+    ) -> Result<G::F32> {
         let n = g.m * g.n;
-        let mut c = self.alloc(n)?;
-        self.row_gemm(g, a, 0, b, 0, &mut c, 0)?;
+        let mut c = self.alloc(count * n)?;
+        // cuBLAS's A is our b (`BlasGemm::from_row`).
+        let call = BlasGemm::from_row(g, self.math()).batched(count, g.k * g.n, g.m * g.k, n);
+        self.traffic.launch();
+        self.gpu.gemm(&call, b, 0, a, 0, &mut c, 0)?;
         if round {
-            c = self.ns_axpby(&c, 1.0, None, n, true)?;
+            c = self.ns_axpby(&c, 1.0, None, count * n, true)?;
         }
         Ok(c)
     }
 
-    /// `steps` Newton-Schulz iterations on `u` `[rows, cols]`, in float32, or with every
-    /// intermediate rounded to bf16 as `train_gpt.py` runs them when `round`.
-    pub(super) fn newton_schulz_device(
+    /// `steps` Newton-Schulz iterations on each of `us` (one shape `[rows, cols]`), in
+    /// float32, or with every intermediate rounded to bf16 as `train_gpt.py` runs them when
+    /// `round`. Each matrix is normalised on its own, then all of them are stacked and every
+    /// product of an iteration is one strided-batched call over the stack (each entry the same
+    /// call a single matrix makes, so the results are the one-at-a-time results), and the
+    /// element-wise steps one launch over the stack: ~25 launches for the group where there
+    /// were ~25 per matrix.
+    pub(super) fn newton_schulz_batched(
         &self,
-        u: &CudaTensor<G>,
+        us: &[&CudaTensor<G>],
         steps: usize,
         round: bool,
-    ) -> Result<CudaTensor<G>> {
+    ) -> Result<Vec<CudaTensor<G>>> {
+        let Some(first) = us.first() else {
+            return Ok(Vec::new());
+        };
+        let (rows, cols) = (first.rows, first.cols);
+        if us.iter().any(|u| (u.rows, u.cols) != (rows, cols)) {
+            return Err(crate::Error::Backend(
+                "newton_schulz_batched: matrices of different shapes".into(),
+            ));
+        }
+        let count = us.len();
+        let n = rows * cols;
+        let starts = us
+            .iter()
+            .map(|u| Ok(self.tensor(self.ns_start(u, round)?, rows, cols)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut x = if count == 1 {
+            starts.into_iter().next().expect("one matrix").buf
+        } else {
+            let parts: Vec<&CudaTensor<G>> = starts.iter().collect();
+            self.concat_rows(&parts)?.buf
+        };
+        let (a, b, c) = NS_COEFFS;
+        // The wide orientation is r × k with r ≤ k; `tall` keeps X as its transpose Y.
+        let tall = rows > cols;
+        let (r, k) = if tall { (cols, rows) } else { (rows, cols) };
+        let rr = r * r;
+        for _ in 0..steps {
+            let am = if tall {
+                self.ns_product(&gemm(r, r, k, true, false), &x, &x, round, count)?
+            } else {
+                self.ns_product(&gemm(r, r, k, false, true), &x, &x, round, count)?
+            };
+            // B = b·A + (c·A)·A
+            let ca = self.ns_axpby(&am, c, None, count * rr, round)?;
+            let ca_a = self.ns_product(&gemm(r, r, r, false, false), &ca, &am, round, count)?;
+            let bm = self.ns_axpby(&am, b, Some((&ca_a, 1.0)), count * rr, round)?;
+            // X = a·X + B·X   (tall: Y = a·Y + Y·Bᵀ)
+            let bx = if tall {
+                self.ns_product(&gemm(k, r, r, false, true), &x, &bm, round, count)?
+            } else {
+                self.ns_product(&gemm(r, k, r, false, false), &bm, &x, round, count)?
+            };
+            x = self.ns_axpby(&x, a, Some((&bx, 1.0)), count * n, round)?;
+        }
+        let x = self.tensor(x, count * rows, cols);
+        if count == 1 {
+            return Ok(vec![x]);
+        }
+        (0..count)
+            .map(|i| self.slice_rows(&x, i * rows, (i + 1) * rows))
+            .collect()
+    }
+
+    /// `X = G / (‖G‖ + eps)` of `u` (after rounding it to bf16 when `round`), the start of
+    /// the iterations, computed on the device.
+    fn ns_start(&self, u: &CudaTensor<G>, round: bool) -> Result<G::F32> {
         let (rows, cols) = (u.rows, u.cols);
         let n = rows * cols;
-        let (a, b, c) = NS_COEFFS;
         // X = G / (‖G‖ + eps), after rounding G to bf16 in the bf16 run.
         let rounded;
         let g = if round {
@@ -115,28 +188,6 @@ impl<G: Gpu> CudaBackend<G> {
                 ],
             )?;
         }
-        // The wide orientation is r × k with r ≤ k; `tall` keeps X as its transpose Y.
-        let tall = rows > cols;
-        let (r, k) = if tall { (cols, rows) } else { (rows, cols) };
-        let rr = r * r;
-        for _ in 0..steps {
-            let am = if tall {
-                self.ns_product(&gemm(r, r, k, true, false), &x, &x, round)?
-            } else {
-                self.ns_product(&gemm(r, r, k, false, true), &x, &x, round)?
-            };
-            // B = b·A + (c·A)·A
-            let ca = self.ns_axpby(&am, c, None, rr, round)?;
-            let ca_a = self.ns_product(&gemm(r, r, r, false, false), &ca, &am, round)?;
-            let bm = self.ns_axpby(&am, b, Some((&ca_a, 1.0)), rr, round)?;
-            // X = a·X + B·X   (tall: Y = a·Y + Y·Bᵀ)
-            let bx = if tall {
-                self.ns_product(&gemm(k, r, r, false, true), &x, &bm, round)?
-            } else {
-                self.ns_product(&gemm(r, k, r, false, false), &bm, &x, round)?
-            };
-            x = self.ns_axpby(&x, a, Some((&bx, 1.0)), n, round)?;
-        }
-        Ok(self.tensor(x, rows, cols))
+        Ok(x)
     }
 }

@@ -883,7 +883,37 @@ impl<G: Gpu> TrainBackend for CudaBackend<G> {
     }
 
     fn newton_schulz(&self, u: &CudaTensor<G>, steps: usize, bf16: bool) -> Result<CudaTensor<G>> {
-        self.newton_schulz_device(u, steps, bf16)
+        let mut out = self.newton_schulz_batched(&[u], steps, bf16)?;
+        Ok(out.remove(0))
+    }
+
+    fn newton_schulz_many(
+        &self,
+        us: &[&CudaTensor<G>],
+        steps: usize,
+        bf16: bool,
+    ) -> Result<Vec<CudaTensor<G>>> {
+        // The matrices of one shape together, in one batch each; results back in order.
+        let mut out: Vec<Option<CudaTensor<G>>> = (0..us.len()).map(|_| None).collect();
+        let mut shapes: Vec<(usize, usize)> = us.iter().map(|u| (u.rows, u.cols)).collect();
+        shapes.sort_unstable();
+        shapes.dedup();
+        for shape in shapes {
+            let idx: Vec<usize> = (0..us.len())
+                .filter(|&i| (us[i].rows, us[i].cols) == shape)
+                .collect();
+            let group: Vec<&CudaTensor<G>> = idx.iter().map(|&i| us[i]).collect();
+            for (i, o) in idx
+                .into_iter()
+                .zip(self.newton_schulz_batched(&group, steps, bf16)?)
+            {
+                out[i] = Some(o);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every matrix has a shape group"))
+            .collect())
     }
 
     // The optimizer step and the trainer's copies: `cuda/optim.cu` (launchers in optim.rs).

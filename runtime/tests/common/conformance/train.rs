@@ -308,6 +308,34 @@ pub fn newton_schulz<B: TrainBackend>(p: &Pair<B>) {
             "bf16 NS equals the f32 one ({d}): no rounding applied"
         );
     }
+    // Several matrices at once, shapes repeated and interleaved (a backend may batch each
+    // shape): every result the oracle's for that matrix, in order.
+    let shapes = [(12, 20), (20, 12), (12, 20), (16, 16), (12, 20), (20, 12)];
+    let ups: Vec<_> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(r, c))| p.up(&data(r * c, 0.3 + 0.11 * i as f32, 0.8), r, c))
+        .collect();
+    for bf16 in [false, true] {
+        let gu: Vec<_> = ups.iter().map(|(_, g)| g).collect();
+        let got = p.gpu.newton_schulz_many(&gu, 5, bf16).unwrap();
+        assert_eq!(got.len(), shapes.len());
+        for (i, ((uc, _), g)) in ups.iter().zip(&got).enumerate() {
+            assert_eq!(p.gpu.shape(g), shapes[i]);
+            let want = p.cpu.newton_schulz(uc, 5, bf16).unwrap();
+            let (w, g) = (p.cpu.download(&want).unwrap(), p.gpu.download(g).unwrap());
+            let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let d = super::max_diff(&g, &w);
+            // bf16: one bf16 step, as above; f32: the products' tolerance.
+            let tol = if bf16 { scale / 128.0 } else { p.tol * scale };
+            assert!(
+                d <= tol,
+                "newton_schulz_many[{i}] {:?} bf16={bf16}: {d}",
+                shapes[i]
+            );
+        }
+    }
+    assert!(p.gpu.newton_schulz_many(&[], 5, false).unwrap().is_empty());
 }
 
 pub fn scatter_backward<B: TrainBackend>(p: &Pair<B>) {
