@@ -196,7 +196,28 @@ impl<G: Gpu> CudaBackend<G> {
         c: &mut G::F32,
         c_off: usize,
     ) -> Result<()> {
-        let call = BlasGemm::from_row(g, self.math());
+        self.row_gemm_batched(g, 1, [0; 3], a, a_off, b, b_off, c, c_off)
+    }
+
+    /// `count` row-major products `g`, entry `i` reading `a`, `b` and writing `c` at
+    /// `i · strides[0]`, `i · strides[1]`, `i · strides[2]` elements past their offsets: one
+    /// (strided-batched) cuBLAS call.
+    #[allow(clippy::too_many_arguments)]
+    fn row_gemm_batched(
+        &self,
+        g: &RowGemm,
+        count: usize,
+        strides: [usize; 3],
+        a: &G::F32,
+        a_off: usize,
+        b: &G::F32,
+        b_off: usize,
+        c: &mut G::F32,
+        c_off: usize,
+    ) -> Result<()> {
+        let [sa, sb, sc] = strides;
+        // cuBLAS's A is our b, its B our a.
+        let call = BlasGemm::from_row(g, self.math()).batched(count, sb, sa, sc);
         self.traffic.launch();
         self.gpu.gemm(&call, b, b_off, a, a_off, c, c_off)
     }
@@ -319,11 +340,7 @@ impl<G: Gpu> CudaBackend<G> {
             .collect();
         for run in segment_batches(&plans) {
             let (g, [a_off, b_off, c_off]) = plans[run.first];
-            // cuBLAS's A is our b, its B our a (`BlasGemm::from_row`).
-            let [sa, sb, sc] = run.strides;
-            let call = BlasGemm::from_row(&g, self.math()).batched(run.count, sb, sa, sc);
-            self.traffic.launch();
-            self.gpu.gemm(&call, b, b_off, a, a_off, c, c_off)?;
+            self.row_gemm_batched(&g, run.count, run.strides, a, a_off, b, b_off, c, c_off)?;
         }
         Ok(())
     }

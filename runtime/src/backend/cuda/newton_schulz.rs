@@ -9,7 +9,7 @@
 //!
 //! [`TrainBackend::newton_schulz`]: crate::backend::train::TrainBackend::newton_schulz
 
-use super::gpu::{BlasGemm, Gpu, KArg, RowGemm};
+use super::gpu::{Gpu, KArg, RowGemm};
 use super::ops::grid_1d;
 use super::{CudaBackend, CudaTensor};
 use crate::backend::train::TrainBackend;
@@ -77,10 +77,8 @@ impl<G: Gpu> CudaBackend<G> {
     ) -> Result<G::F32> {
         let n = g.m * g.n;
         let mut c = self.alloc(count * n)?;
-        // cuBLAS's A is our b (`BlasGemm::from_row`).
-        let call = BlasGemm::from_row(g, self.math()).batched(count, g.k * g.n, g.m * g.k, n);
-        self.traffic.launch();
-        self.gpu.gemm(&call, b, 0, a, 0, &mut c, 0)?;
+        let strides = [g.m * g.k, g.k * g.n, n];
+        self.row_gemm_batched(g, count, strides, a, 0, b, 0, &mut c, 0)?;
         if round {
             c = self.ns_axpby(&c, 1.0, None, count * n, true)?;
         }
